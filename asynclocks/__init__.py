@@ -1,0 +1,15 @@
+"""asynclocks: find, show and fix race conditions at await points in asyncio and trio code.
+
+Package map (public names are re-exported here; everything else is private):
+
+- ``_keyed``     KeyedLock, per-key mutual exclusion for asyncio and trio
+- ``_demos``     the race demos (counter, withdraw, transfer) and their runner
+- ``_explore/``  the interleaving explorer: controlled schedulers, strategies, reports, replay
+- ``__main__``   the ``python -m asynclocks`` command line (demo, explore)
+"""
+
+from anyio import WouldBlock as WouldBlock
+
+__all__ = [
+    "WouldBlock",
+]

@@ -1,0 +1,1 @@
+"""Services built on asynclocks; see ``services.bank``."""
