@@ -1,0 +1,60 @@
+"""The service's settings, as one frozen dataclass shared by the app factory and the CLI."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = ["ADMIN_TOKEN_ENV", "DEFAULT_MAX_BODY_BYTES", "BankConfig"]
+
+#: Environment variable read for the admin token when ``--admin-token`` is not given.
+ADMIN_TOKEN_ENV: Final = "BANK_ADMIN_TOKEN"
+#: Bodies larger than this are refused with 413 before they are parsed.
+DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BankConfig:
+    """Settings of one bank service.
+
+    Attributes:
+        host: Address to bind; loopback unless told otherwise.
+        port: TCP port; 0 picks a free one (``serve`` prints the one it got).
+        lock_mode: Starting lock mode (``none``, ``global``, ``account``).
+        store: Store URL; ``memory``.
+        io_delay: Seconds the memory store awaits between read and write; 0 is a bare checkpoint.
+        admin_token: Bearer token for ``/admin``; ``None`` makes every admin request a 401.
+        max_body_bytes: Request body cap (413 above it).
+        handler_cancellation: Whether aiohttp cancels a handler whose client went away.
+
+    Raises:
+        ValueError: A setting out of range (the message names it).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    lock_mode: str = "none"
+    store: str = "memory"
+    io_delay: float = 0.0
+    admin_token: str | None = field(default=None, repr=False)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    handler_cancellation: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if not math.isfinite(self.io_delay) or self.io_delay < 0:
+            raise ValueError(
+                f"io_delay must be a finite number of seconds >= 0, got {self.io_delay}"
+            )
+        if self.admin_token is not None and not self.admin_token:
+            raise ValueError("admin_token must not be empty; leave it unset to disable /admin")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+
+    @staticmethod
+    def token_from_env() -> str | None:
+        """Return ``BANK_ADMIN_TOKEN`` if it is set and not empty."""
+        return os.environ.get(ADMIN_TOKEN_ENV) or None

@@ -1,0 +1,210 @@
+"""Lock modes: what a request holds around its read-await-write.
+
+- ``none``: nothing. Two requests on one account overlap in the store's race window and one of
+  the writes is lost: the bank loses (or invents) money.
+- ``global``: one lock around every money-moving operation. Correct, and the whole service
+  becomes sequential.
+- ``account``: a :class:`asynclocks.KeyedLock`, one lock per account; a transfer takes both of its
+  accounts in sorted order (so two opposite transfers cannot deadlock). Correct and concurrent.
+
+The mode can be switched while requests are in flight. Each request runs under one mode from
+start to end, and two modes never overlap: a switch closes the door to new requests, waits until
+every request admitted under the old mode has finished, changes the mode, then reopens. Without the
+drain, a request still running unlocked under ``none`` could race one that already holds an
+account lock under ``account``, and the switch would not be the fix it looks like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Final, Protocol
+
+import anyio
+
+from asynclocks import KeyedLock
+
+__all__ = [
+    "LOCK_MODES",
+    "AccountLock",
+    "GlobalLock",
+    "LockStrategy",
+    "Locking",
+    "NoLock",
+    "default_strategies",
+]
+
+#: The modes of the in-process service, in the order the showdown runs them.
+LOCK_MODES: Final = ("none", "global", "account")
+
+
+class LockStrategy(Protocol):
+    """One lock mode.
+
+    Attributes:
+        name: The mode's name, as given to ``--lock`` and ``PUT /admin/lock``.
+        atomic_store: True when the store itself provides the isolation (the ``db`` mode): the
+            request then calls the store with ``atomic=True``.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def atomic_store(self) -> bool: ...
+
+    def hold(self, keys: tuple[str, ...]) -> AbstractAsyncContextManager[object]:
+        """Return what to hold around one operation on the accounts ``keys``."""
+        ...
+
+
+class NoLock:
+    """Lock mode ``none``: hold nothing."""
+
+    name: Final = "none"
+    atomic_store: Final = False
+
+    def hold(self, keys: tuple[str, ...]) -> AbstractAsyncContextManager[object]:
+        return nullcontext()
+
+
+class GlobalLock:
+    """Lock mode ``global``: one lock for every operation of the process."""
+
+    name: Final = "global"
+    atomic_store: Final = False
+
+    def __init__(self) -> None:
+        self._lock = anyio.Lock()
+
+    def hold(self, keys: tuple[str, ...]) -> AbstractAsyncContextManager[object]:
+        return self._lock
+
+
+class AccountLock:
+    """Lock mode ``account``: one lock per account, taken in sorted order for transfers."""
+
+    name: Final = "account"
+    atomic_store: Final = False
+
+    def __init__(self) -> None:
+        self._locks = KeyedLock()
+
+    def hold(self, keys: tuple[str, ...]) -> AbstractAsyncContextManager[object]:
+        if len(keys) == 1:
+            return self._locks(keys[0])
+        return self._locks.many(*keys)
+
+
+def default_strategies() -> dict[str, LockStrategy]:
+    """Return a fresh strategy for every mode in :data:`LOCK_MODES`."""
+    return {"none": NoLock(), "global": GlobalLock(), "account": AccountLock()}
+
+
+class Locking:
+    """The current lock mode of a service, and the guard every money-moving request enters.
+
+    Args:
+        mode: The starting mode.
+        strategies: Mode name to strategy; :func:`default_strategies` when omitted.
+
+    Raises:
+        ValueError: ``mode`` is not one of the strategies.
+    """
+
+    def __init__(self, mode: str, strategies: Mapping[str, LockStrategy] | None = None) -> None:
+        self._strategies = dict(default_strategies() if strategies is None else strategies)
+        self._check_mode(mode)
+        self._mode = mode
+        self._active = 0
+        self._waiting = 0
+        # Set while a switch is in progress: new requests wait on it before being admitted.
+        self._gate: anyio.Event | None = None
+        # Set by the last request to leave while a switch is waiting for the old mode to drain.
+        self._drained: anyio.Event | None = None
+        self._switch_lock = anyio.Lock()
+
+    def _check_mode(self, mode: str) -> None:
+        if mode not in self._strategies:
+            choices = ", ".join(self._strategies)
+            raise ValueError(f"unknown lock mode {mode!r}; expected one of {choices}")
+
+    @property
+    def mode(self) -> str:
+        """The mode new requests are admitted under."""
+        return self._mode
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """Every mode this service can switch to."""
+        return tuple(self._strategies)
+
+    def strategy(self, mode: str) -> LockStrategy:
+        """Return the strategy of ``mode``.
+
+        Raises:
+            ValueError: ``mode`` is unknown.
+        """
+        self._check_mode(mode)
+        return self._strategies[mode]
+
+    @property
+    def active(self) -> int:
+        """Requests currently inside :meth:`guard`."""
+        return self._active
+
+    @property
+    def waiting(self) -> int:
+        """Requests held at the door while a switch drains the old mode."""
+        return self._waiting
+
+    @asynccontextmanager
+    async def guard(self, *keys: str) -> AsyncIterator[LockStrategy]:
+        """Hold the current mode's lock for the accounts ``keys`` and yield the strategy.
+
+        The request is admitted under one mode and keeps it until it leaves, even if a switch is
+        requested meanwhile (the switch waits for it).
+        """
+        if self._gate is not None:
+            self._waiting += 1
+            try:
+                while self._gate is not None:
+                    await self._gate.wait()
+            finally:
+                self._waiting -= 1
+        strategy = self._strategies[self._mode]
+        self._active += 1
+        try:
+            async with strategy.hold(keys):
+                yield strategy
+        finally:
+            self._active -= 1
+            if self._active == 0 and self._drained is not None:
+                self._drained.set()
+
+    async def set_mode(self, mode: str) -> str:
+        """Switch to ``mode`` once every request admitted under the current one has finished.
+
+        Returns:
+            The previous mode.
+
+        Raises:
+            ValueError: ``mode`` is unknown.
+        """
+        self._check_mode(mode)
+        async with self._switch_lock:
+            previous = self._mode
+            if mode == previous:
+                return previous
+            gate = self._gate = anyio.Event()
+            try:
+                while self._active:
+                    drained = self._drained = anyio.Event()
+                    await drained.wait()
+                self._mode = mode
+            finally:
+                # Also on cancellation: the switch is abandoned and requests flow again.
+                self._drained = None
+                self._gate = None
+                gate.set()
+            return previous

@@ -1,0 +1,285 @@
+"""The hand-written OpenAPI 3.0 description served at ``GET /openapi.json``.
+
+It describes every route, every request body (``additionalProperties: false``, integer bounds, the
+id pattern) and every response, refusals included, precisely enough for a schema-driven fuzzer to
+check each response against it. Tests compare it with the app's router so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .store import MAX_AMOUNT
+from .validation import ACCOUNT_ID_PATTERN
+
+__all__ = ["openapi_document"]
+
+_REF = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _json_body(schema: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json_body("Error", description)
+
+
+_BAD_JSON = _error("invalid_json: the body is not UTF-8 JSON (or has duplicate keys, NaN)")
+_TOO_LARGE = _error("body_too_large: the body is over 64 KiB")
+_MEDIA = _error("unsupported_media_type: the Content-Type is not application/json")
+_SHAPE = _error("validation_error: missing or extra field, wrong type, or out of range")
+_NOT_FOUND = _error("account_not_found: no such account")
+_UNAUTHORIZED = _error("unauthorized: missing or wrong bearer token, or admin disabled")
+
+_BODY_REFUSALS = {"400": _BAD_JSON, "413": _TOO_LARGE, "415": _MEDIA, "422": _SHAPE}
+
+
+def _request(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _schemas(modes: Sequence[str]) -> dict[str, Any]:
+    account_id = {
+        "type": "string",
+        "pattern": ACCOUNT_ID_PATTERN,
+        "minLength": 1,
+        "maxLength": 64,
+    }
+    balance = {"type": "integer", "format": "int64", "description": "cents; below 0 only by races"}
+    amount = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_AMOUNT}
+    account = {
+        "type": "object",
+        "required": ["id", "balance"],
+        "additionalProperties": False,
+        "properties": {"id": _ref("AccountId"), "balance": balance},
+    }
+    return {
+        "AccountId": account_id,
+        "Account": account,
+        "NewAccount": {
+            "type": "object",
+            "required": ["id", "balance"],
+            "additionalProperties": False,
+            "properties": {
+                "id": _ref("AccountId"),
+                "balance": {
+                    "type": "integer",
+                    "format": "int64",
+                    "minimum": 0,
+                    "maximum": MAX_AMOUNT,
+                },
+            },
+        },
+        "AmountRequest": {
+            "type": "object",
+            "required": ["amount"],
+            "additionalProperties": False,
+            "properties": {"amount": amount},
+        },
+        "TransferRequest": {
+            "type": "object",
+            "required": ["from", "to", "amount"],
+            "additionalProperties": False,
+            "properties": {"from": _ref("AccountId"), "to": _ref("AccountId"), "amount": amount},
+        },
+        "TransferResult": {
+            "type": "object",
+            "required": ["from", "to"],
+            "additionalProperties": False,
+            "properties": {"from": _ref("Account"), "to": _ref("Account")},
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "lock_mode", "store"],
+            "additionalProperties": False,
+            "properties": {
+                "status": {"type": "string", "enum": ["ok"]},
+                "lock_mode": {"type": "string", "enum": list(modes)},
+                "store": {"type": "string"},
+            },
+        },
+        "Audit": {
+            "type": "object",
+            "required": ["accounts", "total", "expected", "drift", "negative_accounts"],
+            "additionalProperties": False,
+            "properties": {
+                "accounts": {"type": "integer", "minimum": 0},
+                "total": {"type": "integer"},
+                "expected": {"type": "integer", "description": "opening + deposits - withdrawals"},
+                "drift": {"type": "integer", "description": "total - expected; 0 when correct"},
+                "negative_accounts": {"type": "array", "items": _ref("Account")},
+            },
+        },
+        "LockMode": {
+            "type": "object",
+            "required": ["mode"],
+            "additionalProperties": False,
+            "properties": {"mode": {"type": "string", "enum": list(modes)}},
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error", "detail"],
+            "additionalProperties": False,
+            "properties": {
+                "error": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                "detail": {"type": "string"},
+            },
+        },
+    }
+
+
+def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
+    """Return the OpenAPI 3.0.3 document of a service offering the lock ``modes``."""
+    id_param = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": _ref("AccountId"),
+        "description": "an account id; a malformed one is answered 404 account_not_found",
+    }
+    money_move = {
+        "200": _json_body("Account", "the new balance"),
+        **_BODY_REFUSALS,
+        "404": _NOT_FOUND,
+    }
+    admin_security: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "asynclocks bank",
+            "version": "1.0.0",
+            "description": (
+                "An account API that loses money under concurrent requests with lock mode "
+                "'none'. Money is integer cents. Every error is "
+                '{"error": code, "detail": sentence}.'
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "paths": {
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Liveness, lock mode and store",
+                    "responses": {"200": _json_body("Health", "the service is up")},
+                }
+            },
+            "/accounts": {
+                "post": {
+                    "operationId": "createAccount",
+                    "summary": "Open an account with an opening balance",
+                    "requestBody": _request("NewAccount"),
+                    "responses": {
+                        "201": _json_body("Account", "the account was opened"),
+                        **_BODY_REFUSALS,
+                        "409": _error("account_exists: the id is taken"),
+                    },
+                }
+            },
+            "/accounts/{id}": {
+                "get": {
+                    "operationId": "getAccount",
+                    "summary": "Read a balance",
+                    "parameters": [id_param],
+                    "responses": {
+                        "200": _json_body("Account", "the account"),
+                        "404": _NOT_FOUND,
+                    },
+                }
+            },
+            "/accounts/{id}/deposit": {
+                "post": {
+                    "operationId": "deposit",
+                    "summary": "Credit an account",
+                    "parameters": [id_param],
+                    "requestBody": _request("AmountRequest"),
+                    "responses": money_move,
+                }
+            },
+            "/accounts/{id}/withdraw": {
+                "post": {
+                    "operationId": "withdraw",
+                    "summary": "Debit an account; refused if it would overdraw",
+                    "parameters": [id_param],
+                    "requestBody": _request("AmountRequest"),
+                    "responses": {
+                        **money_move,
+                        "409": _error("insufficient_funds: the balance does not cover it"),
+                    },
+                }
+            },
+            "/transfers": {
+                "post": {
+                    "operationId": "transfer",
+                    "summary": "Move money between two accounts, all or nothing",
+                    "requestBody": _request("TransferRequest"),
+                    "responses": {
+                        "200": _json_body("TransferResult", "both new balances"),
+                        **_BODY_REFUSALS,
+                        "404": _NOT_FOUND,
+                        "409": _error("insufficient_funds: the source does not cover it"),
+                        "422": _error(
+                            "validation_error: wrong shape; same_account: from equals to"
+                        ),
+                    },
+                }
+            },
+            "/audit": {
+                "get": {
+                    "operationId": "audit",
+                    "summary": "Balances against the journal of acknowledged operations",
+                    "responses": {"200": _json_body("Audit", "the books")},
+                }
+            },
+            "/admin/lock": {
+                "get": {
+                    "operationId": "getLockMode",
+                    "summary": "The current lock mode",
+                    "security": admin_security,
+                    "responses": {
+                        "200": _json_body("LockMode", "the mode"),
+                        "401": _UNAUTHORIZED,
+                    },
+                },
+                "put": {
+                    "operationId": "setLockMode",
+                    "summary": "Switch the lock mode once in-flight requests have drained",
+                    "security": admin_security,
+                    "requestBody": _request("LockMode"),
+                    "responses": {
+                        "200": _json_body("LockMode", "the mode now in force"),
+                        **_BODY_REFUSALS,
+                        "401": _UNAUTHORIZED,
+                        "422": _error(
+                            "validation_error: unknown mode; unsupported_lock_mode: the store "
+                            "cannot provide it"
+                        ),
+                    },
+                },
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {
+                        "200": {
+                            "description": "the OpenAPI document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": _schemas(modes),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,123 @@
+"""Fixtures for the bank service: an app factory behind aiohttp's TestServer, under anyio.
+
+aiohttp is asyncio-only, so this package narrows ``anyio_backend`` to asyncio; modules that test
+backend-neutral parts (the store, the lock modes) widen it again to asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
+
+from services.bank.app import LOCKING, create_app
+from services.bank.config import BankConfig
+from services.bank.locking import Locking
+from services.bank.store import MemoryStore, RaceWindow
+
+ADMIN_TOKEN = "test-admin-token"
+
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class _Server(TestServer):
+    """TestServer that lets a test choose aiohttp's handler_cancellation (it forces True)."""
+
+    def __init__(self, app: web.Application, *, handler_cancellation: bool) -> None:
+        super().__init__(app)
+        self._handler_cancellation = handler_cancellation
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        kwargs["handler_cancellation"] = self._handler_cancellation
+        return await super()._make_runner(**kwargs)
+
+
+@dataclass
+class Bank:
+    """A running bank app and handles on its insides."""
+
+    client: Client
+    store: MemoryStore
+    app: web.Application
+    server: BaseTestServer
+
+    @property
+    def locking(self) -> Locking:
+        return self.app[LOCKING]
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """Send a request; return the status and the decoded JSON body."""
+        sent_headers = {"Content-Type": "application/json"}
+        sent_headers.update(headers or {})
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        async with self.client.request(method, path, data=data, headers=sent_headers) as resp:
+            assert resp.content_type == "application/json", await resp.text()
+            return resp.status, await resp.json()
+
+    async def open_account(self, account_id: str, balance: int) -> None:
+        status, body = await self.call("POST", "/accounts", {"id": account_id, "balance": balance})
+        assert (status, body) == (201, {"id": account_id, "balance": balance})
+
+    async def balance(self, account_id: str) -> int:
+        status, body = await self.call("GET", f"/accounts/{account_id}")
+        assert status == 200, body
+        balance: int = body["balance"]
+        return balance
+
+    async def audit(self) -> dict[str, Any]:
+        status, body = await self.call("GET", "/audit")
+        assert status == 200
+        return dict(body)
+
+
+BankFactory = Callable[..., Awaitable[Bank]]
+
+
+@pytest.fixture
+async def make_bank() -> AsyncIterator[BankFactory]:
+    """Return ``await make_bank(lock_mode=..., ...)``, a started app with a test client."""
+    async with AsyncExitStack() as stack:
+
+        async def factory(
+            *,
+            lock_mode: str = "account",
+            admin_token: str | None = ADMIN_TOKEN,
+            io_delay: float = 0.0,
+            race_window: RaceWindow | None = None,
+            handler_cancellation: bool = True,
+        ) -> Bank:
+            store = MemoryStore(io_delay=io_delay, race_window=race_window)
+            config = BankConfig(lock_mode=lock_mode, admin_token=admin_token, io_delay=io_delay)
+            app = create_app(config, store=store)
+            server = _Server(app, handler_cancellation=handler_cancellation)
+            client: Client = TestClient(server)
+            await stack.enter_async_context(client)
+            return Bank(client=client, store=store, app=app, server=server)
+
+        yield factory
+
+
+@pytest.fixture
+async def bank(make_bank: BankFactory) -> Bank:
+    """A bank in lock mode ``account`` with the admin token set."""
+    return await make_bank()
