@@ -10,6 +10,11 @@ Package map (public names are re-exported here; everything else is private):
 
 from anyio import WouldBlock as WouldBlock
 
+from ._keyed import KeyedLock as KeyedLock
+from ._keyed import KeyedLockStatistics as KeyedLockStatistics
+
 __all__ = [
+    "KeyedLock",
+    "KeyedLockStatistics",
     "WouldBlock",
 ]

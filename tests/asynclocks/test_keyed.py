@@ -1,0 +1,660 @@
+"""KeyedLock behaviour on asyncio and trio: exclusion, errors, many(), timeouts, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import re
+import tracemalloc
+from collections.abc import Hashable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+import trio
+import trio.testing
+
+from asynclocks import KeyedLock, KeyedLockStatistics, WouldBlock
+
+pytestmark = pytest.mark.anyio
+
+
+async def _holder(
+    locks: KeyedLock, key: Hashable, entered: anyio.Event, leave: anyio.Event
+) -> None:
+    async with locks(key):
+        entered.set()
+        await leave.wait()
+
+
+# ---------------------------------------------------------------- mutual exclusion
+
+
+async def _read_modify_write(
+    locks: KeyedLock | None, totals: dict[str, int], key: str, rounds: int
+) -> None:
+    for _ in range(rounds):
+        if locks is None:
+            value = totals[key]
+            await anyio.lowlevel.checkpoint()  # the race window: an await between read and write
+            totals[key] = value + 1
+        else:
+            async with locks(key):
+                value = totals[key]
+                await anyio.lowlevel.checkpoint()
+                totals[key] = value + 1
+
+
+async def test_without_a_lock_the_updates_race() -> None:
+    # The control for the next test: the workload really does lose updates when unprotected.
+    totals = {"a": 0, "b": 0}
+    async with anyio.create_task_group() as tg:
+        for i in range(10):
+            tg.start_soon(_read_modify_write, None, totals, "ab"[i % 2], 20)
+    assert totals["a"] < 100
+    assert totals["b"] < 100
+
+
+async def test_no_update_is_lost_per_key() -> None:
+    locks = KeyedLock()
+    totals = {"a": 0, "b": 0}
+    async with anyio.create_task_group() as tg:
+        for i in range(10):
+            tg.start_soon(_read_modify_write, locks, totals, "ab"[i % 2], 20)
+    assert totals == {"a": 100, "b": 100}
+    assert len(locks) == 0
+
+
+async def test_different_keys_do_not_block_each_other() -> None:
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_holder, locks, "a", entered, leave)
+        await entered.wait()
+        locks.acquire_nowait("b")  # would raise WouldBlock if keys shared one lock
+        assert locks.locked("a")
+        assert locks.locked("b")
+        locks.release("b")
+        leave.set()
+    assert len(locks) == 0
+
+
+async def test_the_same_key_blocks_other_tasks() -> None:
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    got_it = anyio.Event()
+
+    async def contender() -> None:
+        async with locks("a"):
+            got_it.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_holder, locks, "a", entered, leave)
+        await entered.wait()
+        tg.start_soon(contender)
+        await anyio.wait_all_tasks_blocked()
+        assert not got_it.is_set()
+        assert locks.statistics() == KeyedLockStatistics(
+            keys_locked=1, tasks_waiting=1, waiting_per_key={"a": 1}
+        )
+        leave.set()
+    assert got_it.is_set()
+    assert len(locks) == 0
+
+
+async def test_equal_keys_are_the_same_key() -> None:
+    locks = KeyedLock()
+    async with locks(1):
+        assert locks.locked(1.0)
+        assert locks.locked(True)
+        assert len(locks) == 1
+
+
+# ---------------------------------------------------------------- state reporting
+
+
+async def test_locked_len_statistics_and_repr_follow_the_state() -> None:
+    locks = KeyedLock()
+    assert not locks.locked("x")
+    assert len(locks) == 0
+    assert locks.statistics() == KeyedLockStatistics(0, 0, {})
+    assert re.fullmatch(
+        r"<asynclocks\.KeyedLock keys_locked=0 tasks_waiting=0 at 0x[0-9a-f]+>", repr(locks)
+    )
+    await locks.acquire("x")
+    await locks.acquire("y")
+    assert locks.locked("x")
+    assert locks.locked("y")
+    assert not locks.locked("z")
+    assert len(locks) == 2
+
+    async def waiter(key: str) -> None:
+        async with locks(key):
+            pass
+
+    async with anyio.create_task_group() as tg:
+        for key in ("x", "x", "y"):
+            tg.start_soon(waiter, key)
+        await anyio.wait_all_tasks_blocked()
+        stats = locks.statistics()
+        assert stats.keys_locked == 2
+        assert stats.tasks_waiting == 3
+        assert dict(stats.waiting_per_key) == {"x": 2, "y": 1}
+        assert f"keys_locked=2 tasks_waiting=3 at {id(locks):#x}>" in repr(locks)
+        locks.release("x")
+        locks.release("y")
+    assert len(locks) == 0
+    assert locks.statistics() == KeyedLockStatistics(0, 0, {})
+
+
+async def test_statistics_is_a_frozen_snapshot() -> None:
+    locks = KeyedLock()
+    stats = locks.statistics()
+    with pytest.raises(AttributeError):
+        stats.keys_locked = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        stats.waiting_per_key["k"] = 1  # type: ignore[index]
+    await locks.acquire("k")
+    assert stats.keys_locked == 0
+    locks.release("k")
+
+
+# ---------------------------------------------------------------- errors
+
+
+async def test_acquire_nowait_raises_wouldblock_when_another_task_holds_the_key() -> None:
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_holder, locks, "k", entered, leave)
+        await entered.wait()
+        with pytest.raises(WouldBlock):
+            locks.acquire_nowait("k")
+        assert locks.statistics().tasks_waiting == 0
+        leave.set()
+    locks.acquire_nowait("k")
+    assert locks.locked("k")
+    locks.release("k")
+
+
+async def test_reacquiring_a_held_key_raises_instead_of_deadlocking() -> None:
+    locks = KeyedLock()
+    message = r"already holds KeyedLock key 'k'; KeyedLock is not reentrant"
+    async with locks("k"):
+        with pytest.raises(RuntimeError, match=message):
+            await locks.acquire("k")
+        with pytest.raises(RuntimeError, match=message):
+            locks.acquire_nowait("k")
+        with pytest.raises(RuntimeError, match=message):
+            async with locks("k"):
+                pass  # pragma: no cover
+        with pytest.raises(RuntimeError, match=message):
+            await locks.acquire("k", timeout=1)
+        assert locks.locked("k")
+    assert len(locks) == 0
+
+
+async def test_releasing_an_unlocked_key_says_it_is_not_locked() -> None:
+    locks = KeyedLock()
+    with pytest.raises(RuntimeError, match=r"cannot release KeyedLock key 'k': it is not locked"):
+        locks.release("k")
+    assert len(locks) == 0
+
+
+async def test_releasing_a_key_held_by_another_task_names_that_task() -> None:
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_holder, locks, "k", entered, leave)
+        await entered.wait()
+        with pytest.raises(
+            RuntimeError,
+            match=r"cannot release KeyedLock key 'k': it is held by another task \(.*_holder.*\)",
+        ):
+            locks.release("k")
+        assert locks.locked("k")  # the failed release changed nothing
+        leave.set()
+    assert len(locks) == 0
+
+
+async def test_unhashable_keys_are_rejected_with_the_type_name() -> None:
+    locks = KeyedLock()
+    message = r"KeyedLock keys must be hashable, got an object of unhashable type 'list'"
+    key: Any = ["a"]  # typed Any: the point is to get past the type checker
+    with pytest.raises(TypeError, match=message):
+        await locks.acquire(key)
+    with pytest.raises(TypeError, match=message):
+        locks.acquire_nowait(key)
+    with pytest.raises(TypeError, match=message):
+        locks.release(key)
+    with pytest.raises(TypeError, match=message):
+        locks.locked(key)
+    with pytest.raises(TypeError, match=message):
+        async with locks(key):
+            pass  # pragma: no cover
+    with pytest.raises(TypeError, match=message):
+        locks.many("a", key)
+    assert len(locks) == 0
+
+
+@pytest.mark.parametrize("bad", [-1, -0.001, math.nan, -math.inf])
+async def test_bad_timeouts_are_rejected(bad: float) -> None:
+    locks = KeyedLock()
+    with pytest.raises(ValueError, match=r"timeout must be a non-negative number of seconds"):
+        await locks.acquire("k", timeout=bad)
+    assert len(locks) == 0
+
+
+def test_use_outside_any_event_loop_is_an_error() -> None:
+    locks = KeyedLock()
+    with pytest.raises(RuntimeError, match=r"must be used from inside an asyncio task or a trio"):
+        locks.acquire_nowait("k")
+    with pytest.raises(RuntimeError, match=r"must be used from inside an asyncio task or a trio"):
+        locks.release("k")
+
+
+# ---------------------------------------------------------------- many()
+
+
+async def test_many_holds_every_key_and_deduplicates() -> None:
+    locks = KeyedLock()
+    async with locks.many("b", "a", "c", "a"):
+        assert [locks.locked(k) for k in "abc"] == [True, True, True]
+        assert len(locks) == 3
+    assert len(locks) == 0
+
+
+async def test_many_takes_keys_in_sorted_order() -> None:
+    # A task asking for ("b", "a") while "a" is held must wait for "a" holding nothing, so a
+    # task holding "a" and wanting "b" is never blocked by it: no lock-order deadlock.
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    done = anyio.Event()
+
+    async def transfer() -> None:
+        async with locks.many("b", "a"):
+            done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_holder, locks, "a", entered, leave)
+        await entered.wait()
+        tg.start_soon(transfer)
+        await anyio.wait_all_tasks_blocked()
+        assert not locks.locked("b")
+        assert dict(locks.statistics().waiting_per_key) == {"a": 1}
+        leave.set()
+    assert done.is_set()
+    assert len(locks) == 0
+
+
+async def test_opposite_order_transfers_do_not_deadlock() -> None:
+    locks = KeyedLock()
+    balances = {"alice": 100, "bob": 100}
+
+    async def transfer(src: str, dst: str) -> None:
+        for _ in range(20):
+            async with locks.many(src, dst):
+                a, b = balances[src], balances[dst]
+                await anyio.lowlevel.checkpoint()
+                balances[src], balances[dst] = a - 1, b + 1
+
+    with anyio.fail_after(10):  # a deadlock would hang; fail loudly instead
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(transfer, "alice", "bob")
+                tg.start_soon(transfer, "bob", "alice")
+    assert balances == {"alice": 100, "bob": 100}
+    assert len(locks) == 0
+
+
+async def test_many_without_keys_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"many\(\) needs at least one key"):
+        KeyedLock().many()
+
+
+async def test_many_with_keys_that_cannot_be_ordered_is_an_error() -> None:
+    with pytest.raises(TypeError, match=r"cannot be ordered together \(types: int, str\)") as info:
+        KeyedLock().many("a", 1)
+    assert "sorted order to avoid deadlocks" in str(info.value)
+
+
+async def test_many_cancelled_midway_releases_what_it_took() -> None:
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_holder, locks, "b", entered, leave)
+        await entered.wait()
+        with anyio.CancelScope() as scope:
+
+            async def cancel_when_blocked() -> None:
+                await anyio.wait_all_tasks_blocked()
+                assert locks.locked("a")  # many() took "a" and waits for "b"
+                scope.cancel()
+
+            tg.start_soon(cancel_when_blocked)
+            async with locks.many("a", "b"):
+                pytest.fail("many() must not complete while 'b' is held")  # pragma: no cover
+        assert scope.cancelled_caught
+        assert not locks.locked("a")
+        assert locks.statistics() == KeyedLockStatistics(1, 0, {})
+        leave.set()
+    assert len(locks) == 0
+
+
+# ---------------------------------------------------------------- timeouts
+
+
+async def test_timeout_expires_leaving_no_trace() -> None:
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_holder, locks, "k", entered, leave)
+        await entered.wait()
+        with pytest.raises(
+            TimeoutError, match=r"timed out after 0 s waiting for KeyedLock key 'k'"
+        ):
+            await locks.acquire("k", timeout=0)
+        with pytest.raises(TimeoutError):
+            await locks.acquire("k", timeout=0.001)
+        assert locks.statistics() == KeyedLockStatistics(1, 0, {})
+        leave.set()
+    assert len(locks) == 0
+    locks.acquire_nowait("k")  # nothing stale blocks the key
+    locks.release("k")
+
+
+async def test_timeout_zero_takes_a_free_key() -> None:
+    locks = KeyedLock()
+    await locks.acquire("k", timeout=0)
+    assert locks.locked("k")
+    locks.release("k")
+
+
+async def test_acquire_with_timeout_succeeds_when_released_in_time() -> None:
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    got_it = anyio.Event()
+
+    async def patient() -> None:
+        await locks.acquire("k", timeout=60)
+        got_it.set()
+        locks.release("k")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_holder, locks, "k", entered, leave)
+        await entered.wait()
+        tg.start_soon(patient)
+        await anyio.wait_all_tasks_blocked()
+        leave.set()
+    assert got_it.is_set()
+    assert len(locks) == 0
+
+
+async def test_a_timed_out_waiter_does_not_take_the_next_waiters_turn() -> None:
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    order: list[str] = []
+
+    async def waiter(name: str, patience: float | None) -> None:
+        try:
+            await locks.acquire("k", timeout=patience)
+        except TimeoutError:
+            order.append(f"{name} timed out")
+            return
+        order.append(name)
+        locks.release("k")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_holder, locks, "k", entered, leave)
+        await entered.wait()
+        tg.start_soon(waiter, "first", None)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "quick", 0)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "last", None)
+        await anyio.wait_all_tasks_blocked()
+        leave.set()
+    assert order == ["quick timed out", "first", "last"]
+    assert len(locks) == 0
+
+
+# ---------------------------------------------------------------- fairness and cancellation
+
+
+async def test_waiters_get_the_key_in_fifo_order_without_barging() -> None:
+    locks = KeyedLock()
+    order: list[int] = []
+    await locks.acquire("k")
+
+    async def waiter(n: int) -> None:
+        async with locks("k"):
+            order.append(n)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(6):
+            tg.start_soon(waiter, n)
+            await anyio.wait_all_tasks_blocked()  # fixes the queue order
+        locks.release("k")
+        # Ownership went straight to waiter 0, so a newcomer cannot slip in ahead of it.
+        assert locks.locked("k")
+        with pytest.raises(WouldBlock):
+            locks.acquire_nowait("k")
+    assert order == list(range(6))
+    assert len(locks) == 0
+
+
+async def test_a_cancelled_waiter_leaves_the_queue() -> None:
+    locks = KeyedLock()
+    order: list[str] = []
+    await locks.acquire("k")
+    scope = anyio.CancelScope()
+
+    async def waiter(name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            async with locks("k"):
+                order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, "a", anyio.CancelScope())
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "b", scope)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter, "c", anyio.CancelScope())
+        await anyio.wait_all_tasks_blocked()
+        scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        assert locks.statistics().waiting_per_key == {"k": 2}
+        locks.release("k")
+    assert order == ["a", "c"]
+    assert len(locks) == 0
+
+
+async def test_cancelled_during_handover_the_next_waiter_still_gets_the_key() -> None:
+    # bpo-27585 / gh-90155: the key is handed to a waiter that is cancelled before it runs.
+    locks = KeyedLock()
+    order: list[str] = []
+    await locks.acquire("k")
+    scope = anyio.CancelScope()
+
+    async def doomed() -> None:
+        with scope:
+            async with locks("k"):
+                order.append("doomed in")
+                await anyio.lowlevel.checkpoint()
+                order.append("doomed kept going")  # pragma: no cover
+
+    async def next_waiter() -> None:
+        async with locks("k"):
+            order.append("next in")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(doomed)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(next_waiter)
+        await anyio.wait_all_tasks_blocked()
+        locks.release("k")
+        scope.cancel()
+    assert order[-1] == "next in"
+    assert "doomed kept going" not in order
+    assert len(locks) == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_asyncio_waiter_cancelled_after_handover_passes_the_key_on(
+    anyio_backend: str,
+) -> None:
+    locks = KeyedLock()
+    entered: list[str] = []
+    await locks.acquire("k")
+
+    async def waiter(name: str) -> None:
+        async with locks("k"):
+            entered.append(name)
+
+    first = asyncio.create_task(waiter("first"))
+    second = asyncio.create_task(waiter("second"))
+    await anyio.wait_all_tasks_blocked()
+    locks.release("k")  # hands the key to `first`, whose future now has a result...
+    assert first.cancel()  # ...and `first` is cancelled before it gets to run
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await second
+    assert entered == ["second"]
+    assert len(locks) == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_asyncio_timeout_after_handover_keeps_the_key(anyio_backend: str) -> None:
+    # The timer fires in the same loop iteration as the hand-over but after it: the acquire
+    # has already succeeded, and the late timer must not undo it.
+    locks = KeyedLock()
+    await locks.acquire("k")
+    waiter = asyncio.create_task(locks.acquire("k", timeout=0))
+    await asyncio.sleep(0)  # the waiter queues itself and arms its timer
+    locks.release("k")
+    await waiter
+    assert locks.locked("k")
+    assert len(locks) == 1
+    with pytest.raises(RuntimeError, match="held by another task"):
+        locks.release("k")
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_waiter_cancelled_after_handover_owns_the_key_until_its_next_checkpoint(
+    anyio_backend: str,
+) -> None:
+    locks = KeyedLock()
+    order: list[str] = []
+    await locks.acquire("k")
+    scope = trio.CancelScope()
+
+    async def first() -> None:
+        with scope:
+            async with locks("k"):
+                order.append("first in")
+                await trio.lowlevel.checkpoint()
+                order.append("first kept going")  # pragma: no cover
+
+    async def second() -> None:
+        async with locks("k"):
+            order.append("second in")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(second)
+        await trio.testing.wait_all_tasks_blocked()
+        locks.release("k")
+        scope.cancel()
+    assert order == ["first in", "second in"]
+    assert len(locks) == 0
+
+
+# ---------------------------------------------------------------- backend semantics
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_asyncio_acquiring_a_free_key_does_not_yield(anyio_backend: str) -> None:
+    locks = KeyedLock()
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    task = asyncio.create_task(other())
+    await locks.acquire("k")
+    async with locks("j"):
+        pass
+    assert ran == []  # no await in acquire let `other` run
+    locks.release("k")
+    await task
+    assert ran == ["other"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_acquire_is_a_checkpoint(anyio_backend: str) -> None:
+    locks = KeyedLock()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await locks.acquire("k")  # a free key, but a cancelled task does not take it
+    assert len(locks) == 0
+    with trio.testing.assert_checkpoints():
+        await locks.acquire("k")  # the free-key path yields too (cancel_shielded_checkpoint)
+    with trio.testing.assert_no_checkpoints():
+        locks.release("k")
+
+
+# ---------------------------------------------------------------- idle cleanup
+
+
+async def test_a_million_distinct_keys_leave_nothing_behind() -> None:
+    locks = KeyedLock()
+    for key in range(1_000_000):
+        locks.acquire_nowait(key)
+        locks.release(key)
+    assert len(locks) == 0
+    assert locks.statistics() == KeyedLockStatistics(0, 0, {})
+
+
+async def test_contended_keys_are_dropped_once_idle() -> None:
+    locks = KeyedLock()
+
+    async def worker(key: int) -> None:
+        async with locks(key):
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        for key in range(200):
+            for _ in range(3):
+                tg.start_soon(worker, key)
+    assert len(locks) == 0
+    assert locks._aio_waiters == {}
+    assert locks._trio_waiters == {}
+
+
+async def test_memory_returns_to_its_baseline_after_many_keys() -> None:
+    locks = KeyedLock()
+    count = 20_000
+    keys = [f"account-{n}" for n in range(count)]  # allocated before measuring
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        for key in keys:
+            async with locks(key):
+                pass
+        gc.collect()
+        after_sequential = tracemalloc.get_traced_memory()[0] - baseline
+        for key in keys[:1000]:  # the measurement can see keys that stay tracked
+            locks.acquire_nowait(key)
+        while_held = tracemalloc.get_traced_memory()[0] - baseline
+        for key in keys[:1000]:
+            locks.release(key)
+    finally:
+        tracemalloc.stop()
+    assert len(locks) == 0
+    assert while_held > 20_000  # 1000 live dict entries, at least 20 bytes each
+    assert after_sequential < 4_000  # 20,000 keys used, nothing kept
