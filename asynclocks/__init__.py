@@ -10,11 +10,21 @@ Package map (public names are re-exported here; everything else is private):
 
 from anyio import WouldBlock as WouldBlock
 
+from ._explore import DeadlockError as DeadlockError
+from ._explore import NondeterminismError as NondeterminismError
+from ._explore import Report as Report
+from ._explore import explore as explore
+from ._explore import replay as replay
 from ._keyed import KeyedLock as KeyedLock
 from ._keyed import KeyedLockStatistics as KeyedLockStatistics
 
 __all__ = [
+    "DeadlockError",
     "KeyedLock",
     "KeyedLockStatistics",
+    "NondeterminismError",
+    "Report",
     "WouldBlock",
+    "explore",
+    "replay",
 ]

@@ -1,0 +1,8 @@
+"""The interleaving explorer: drives asyncio or trio one task at a time to find, replay and
+rule out race conditions at await points."""
+
+from ._api import explore as explore
+from ._api import replay as replay
+from ._common import DeadlockError as DeadlockError
+from ._common import NondeterminismError as NondeterminismError
+from ._report import Report as Report

@@ -1,0 +1,407 @@
+"""A controlled asyncio event loop: one ready task at a time, chosen by a strategy, on virtual time.
+
+The loop is created once per exploration and reused for every schedule (creating an event loop is
+slower than running a small scenario). Task steps are recognised by their callbacks: asyncio's
+``Task`` schedules ``task.__step``/``task.__wakeup``, both bound to the task, through
+``call_soon``. Every other callback (future callbacks, timer callbacks, anyio's cancellation
+delivery) runs as soon as it is due and is never a scheduling choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import heapq
+import weakref
+from asyncio import events
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ._common import (
+    MAX_STEPS,
+    Chooser,
+    Outcome,
+    Scenario,
+    Step,
+    StepLimitError,
+    Waiting,
+    describe_object,
+    user_location,
+    waited_object,
+)
+
+_Task = asyncio.Task
+_DEFAULT_NAME_PREFIX = "Task-"
+
+# asyncio.Lock does not remember its owner; the deadlock report needs it, so while an exploration
+# runs, acquire/release are wrapped to record it (only for locks used on a controlled loop).
+_lock_owner: weakref.WeakKeyDictionary[asyncio.Lock, asyncio.Task[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_patch_depth = 0
+_orig_acquire = asyncio.Lock.acquire
+_orig_release = asyncio.Lock.release
+
+
+async def _tracking_acquire(self: asyncio.Lock) -> bool:
+    result = await _orig_acquire(self)
+    loop = events._get_running_loop()
+    if isinstance(loop, ControlledLoop):
+        task = asyncio.current_task()
+        if task is not None:
+            _lock_owner[self] = task
+    return result
+
+
+def _tracking_release(self: asyncio.Lock) -> None:
+    _orig_release(self)
+    _lock_owner.pop(self, None)
+
+
+def _install_lock_tracking() -> None:
+    global _patch_depth
+    if _patch_depth == 0:
+        asyncio.Lock.acquire = _tracking_acquire  # type: ignore[method-assign,assignment]
+        asyncio.Lock.release = _tracking_release  # type: ignore[method-assign]
+    _patch_depth += 1
+
+
+def _remove_lock_tracking() -> None:
+    global _patch_depth
+    _patch_depth -= 1
+    if _patch_depth == 0:
+        asyncio.Lock.acquire = _orig_acquire  # type: ignore[method-assign]
+        asyncio.Lock.release = _orig_release  # type: ignore[method-assign]
+
+
+class ControlledLoop(asyncio.AbstractEventLoop):
+    """An event loop whose scheduling decisions are made by a :class:`Chooser`."""
+
+    def __init__(self) -> None:
+        self._callbacks: deque[asyncio.Handle] = deque()
+        # Insertion order of this dict is the order tasks became ready: asyncio's own FIFO order.
+        self._runnable: dict[asyncio.Task[Any], list[asyncio.Handle]] = {}
+        self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
+        self._timer_seq = 0
+        self._time = 0.0
+        self._running = False
+        self._closed = False
+        self._ids: dict[asyncio.Task[Any], int] = {}
+        self._errors: list[dict[str, Any]] = []
+
+    # -- the parts of the event loop API that asyncio, anyio and user code use ------------------
+
+    def time(self) -> float:
+        return self._time
+
+    def call_soon(  # type: ignore[override]
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        handle = asyncio.Handle(callback, args, self, context)
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, _Task):
+            pending = self._runnable.get(owner)
+            if pending is None:
+                if owner not in self._ids:
+                    self._ids[owner] = len(self._ids)
+                self._runnable[owner] = [handle]
+            else:
+                pending.append(handle)
+        else:
+            self._callbacks.append(handle)
+        return handle
+
+    def call_soon_threadsafe(  # type: ignore[override]
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        return self.call_soon(callback, *args, context=context)
+
+    def call_at(  # type: ignore[override]
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        handle = asyncio.TimerHandle(when, callback, args, self, context)
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, handle))
+        return handle
+
+    def call_later(  # type: ignore[override]
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        return self.call_at(self._time + delay, callback, *args, context=context)
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        # Cancelled timers are skipped when they come due; nothing to do eagerly.
+        pass
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.Future(loop=self)
+
+    def create_task(  # type: ignore[override]
+        self,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[Any]:
+        return asyncio.Task(coro, loop=self, name=name, context=context)
+
+    def get_task_factory(self) -> None:
+        return None
+
+    def set_task_factory(self, factory: Any) -> None:
+        raise RuntimeError("task factories are not supported inside an exploration")
+
+    def get_debug(self) -> bool:
+        return False
+
+    def set_debug(self, enabled: bool) -> None:
+        pass
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        # Errors of tasks nobody awaited and of callbacks: kept, never printed mid-exploration.
+        self._errors.append(context)
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self._errors.append(context)
+
+    def get_exception_handler(self) -> None:
+        return None
+
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Any, *args: Any
+    ) -> asyncio.Future[Any]:
+        raise RuntimeError(
+            "run_in_executor is not supported inside an exploration: threads run outside the "
+            "explorer's control, so schedules could not be replayed"
+        )
+
+    # -- driving one schedule ---------------------------------------------------------------------
+
+    def _due_timers(self) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= self._time:
+            handle = heapq.heappop(timers)[2]
+            if not handle._cancelled:
+                self._callbacks.append(handle)
+
+    def _advance_time(self) -> bool:
+        timers = self._timers
+        while timers and timers[0][2]._cancelled:
+            heapq.heappop(timers)
+        if not timers:
+            return False
+        self._time = max(self._time, timers[0][0])
+        self._due_timers()
+        return True
+
+    def _run_callbacks(self) -> None:
+        callbacks = self._callbacks
+        rounds = 0
+        while callbacks:
+            for _ in range(len(callbacks)):
+                handle = callbacks.popleft()
+                if not handle._cancelled:
+                    handle._run()
+            rounds += 1
+            if self._runnable or rounds > MAX_STEPS:
+                return
+
+    def _name(self, task: asyncio.Task[Any]) -> str:
+        tid = self._ids.get(task, -1)
+        name = task.get_name()
+        if name.startswith(_DEFAULT_NAME_PREFIX) and name[len(_DEFAULT_NAME_PREFIX) :].isdigit():
+            coro = task.get_coro()
+            name = getattr(coro, "__qualname__", "task")
+        return f"#{tid} {name.rpartition('<locals>.')[2]}"
+
+    def run_schedule(
+        self, scenario: Scenario, chooser: Chooser, trace: bool, max_steps: int = MAX_STEPS
+    ) -> Outcome:
+        """Run the scenario once, asking ``chooser`` whenever more than one task can run."""
+        self._time = 0.0
+        self._ids.clear()
+        self._errors.clear()
+        decisions: list[int] = []
+        widths: list[int] = []
+        steps: list[Step] = []
+        outcome = Outcome(None, None, decisions, widths, steps)
+        runnable = self._runnable
+        pick = chooser.pick
+        previous = events._get_running_loop()
+        events._set_running_loop(self)
+        self._running = True
+        try:
+            coro = scenario()
+            if not asyncio.iscoroutine(coro):
+                raise TypeError(
+                    f"the scenario must be an async function taking no arguments; calling "
+                    f"{scenario!r} returned {type(coro).__name__}, not a coroutine"
+                )
+            main = self.create_task(coro)
+            count = 0
+            while not main.done():
+                self._due_timers()
+                if self._callbacks:
+                    self._run_callbacks()
+                if runnable:
+                    chosen = 0
+                    if len(runnable) == 1:
+                        task = next(iter(runnable))
+                    else:
+                        tasks = list(runnable)
+                        chosen = index = pick([self._ids[t] for t in tasks])
+                        decisions.append(index)
+                        widths.append(len(tasks))
+                        task = tasks[index]
+                    handles = runnable.pop(task)
+                    if trace:
+                        resumed = user_location(task.get_coro())
+                    for handle in handles:
+                        if not handle._cancelled:
+                            handle._run()
+                    if trace:
+                        done = task.done()
+                        steps.append(
+                            Step(
+                                self._ids[task],
+                                self._name(task),
+                                resumed,
+                                None if done else user_location(task.get_coro()),
+                                done,
+                                chosen != 0,
+                            )
+                        )
+                    count += 1
+                    if count > max_steps:
+                        outcome.kind = "exception"
+                        outcome.error = StepLimitError(
+                            f"one schedule ran more than {max_steps} steps; a task keeps yielding "
+                            "without ever finishing (a busy loop on sleep(0)?)"
+                        )
+                        break
+                    continue
+                if self._callbacks or self._advance_time():
+                    continue
+                outcome.kind = "deadlock"
+                outcome.waiting = self._blocked_tasks(main)
+                break
+            else:
+                error = main.exception()
+                if error is not None:
+                    outcome.kind = "exception"
+                    outcome.error = error
+            outcome.task_names = {tid: self._name(t) for t, tid in self._ids.items()}
+            self._cleanup()
+        finally:
+            self._running = False
+            events._set_running_loop(previous)
+        return outcome
+
+    def _blocked_tasks(self, main: asyncio.Task[Any]) -> list[Waiting]:
+        waiting: list[Waiting] = []
+        for task, tid in sorted(self._ids.items(), key=lambda item: item[1]):
+            if task.done():
+                continue
+            coro = task.get_coro()
+            obj = waited_object(coro)
+            holder_task: object = None
+            if isinstance(obj, asyncio.Lock):
+                holder_task = _lock_owner.get(obj)
+            elif obj is not None:
+                holder_task = getattr(obj, "_owner_task", None)
+            if isinstance(obj, asyncio.TaskGroup) or type(obj).__name__ == "TaskGroup":
+                what = "its child tasks to finish"
+            elif isinstance(obj, asyncio.Task):
+                what = f"task {self._name(obj)} to finish"
+            elif obj is None and task is main:
+                what = "its child tasks to finish"
+            else:
+                what = describe_object(obj)
+            holder = self._ids.get(holder_task) if isinstance(holder_task, _Task) else None
+            waiting.append(Waiting(tid, self._name(task), user_location(coro), what, holder))
+        return waiting
+
+    def _cleanup(self) -> None:
+        """Cancel whatever is still alive so the loop starts the next schedule empty."""
+        for _ in range(3):
+            alive = [t for t in self._ids if not t.done()]
+            if not alive:
+                break
+            for task in alive:
+                task.cancel()
+            for _ in range(MAX_STEPS):
+                self._due_timers()
+                if self._callbacks:
+                    self._run_callbacks()
+                if self._runnable:
+                    task, handles = next(iter(self._runnable.items()))
+                    del self._runnable[task]
+                    for handle in handles:
+                        if not handle._cancelled:
+                            handle._run()
+                    continue
+                if not self._callbacks and not self._advance_time():
+                    break
+        for task in self._ids:
+            if not task.done():
+                # A task that swallows cancellation and waits again: drop it rather than hang.
+                task.get_coro().close()
+        self._runnable.clear()
+        self._callbacks.clear()
+        self._timers.clear()
+        for task in self._ids:
+            if task.done() and not task.cancelled():
+                task.exception()  # mark retrieved: no "never retrieved" noise at collection
+        self._ids.clear()
+
+
+class AsyncioSession:
+    """One controlled loop reused across every schedule of an exploration."""
+
+    backend = "asyncio"
+
+    def __init__(self) -> None:
+        # Only the loop methods asyncio, anyio and user code call are implemented; the I/O ones
+        # (sockets, subprocesses, signals) stay abstract because an exploration cannot replay I/O.
+        self._loop = ControlledLoop()  # type: ignore[abstract]
+        _install_lock_tracking()
+        self._closed = False
+
+    def run(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
+        return self._loop.run_schedule(scenario, chooser, trace)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _remove_lock_tracking()
+            self._loop.close()
+
+    def __enter__(self) -> AsyncioSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,198 @@
+"""Shared pieces of the controlled schedulers: outcomes, code locations, blocked tasks."""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+import types
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+#: A zero-argument async function: what the explorer runs once per schedule.
+Scenario = Callable[[], Awaitable[Any]]
+
+#: (file, line, function) of a user-code frame.
+Location = tuple[str, int, str]
+
+#: Steps a single schedule may take before the explorer gives up on it (a task spinning on
+#: ``sleep(0)`` forever would otherwise hang the exploration).
+MAX_STEPS = 20_000
+
+
+class DeadlockError(RuntimeError):
+    """Every task of the scenario is blocked and no timer can wake any of them.
+
+    The message names each blocked task, what it waits on and, for locks, who holds it.
+    """
+
+
+class NondeterminismError(RuntimeError):
+    """The scenario did not behave the same way when given the same schedule.
+
+    It depends on something the explorer does not control (wall-clock time, real randomness,
+    threads, I/O), so a failing schedule cannot be replayed reliably.
+    """
+
+
+class StepLimitError(RuntimeError):
+    """One schedule ran more steps than the explorer allows (a task that never stops yielding)."""
+
+
+class Chooser(Protocol):
+    """Decides which runnable task runs next. Called only when there is a real choice."""
+
+    def pick(self, options: Sequence[int]) -> int:
+        """Return the index into ``options`` (task ids, the event loop's own FIFO order first)."""
+        ...
+
+
+@dataclass
+class Step:
+    """One step of one task: from the point it resumed to the point it next suspended."""
+
+    task: int
+    name: str
+    resumed: Location | None
+    suspended: Location | None
+    finished: bool
+    preempted: bool = False
+
+
+@dataclass
+class Waiting:
+    """What a blocked task waits on, found when the schedule deadlocked."""
+
+    task: int
+    name: str
+    where: Location | None
+    waits_on: str
+    holder: int | None = None
+
+
+@dataclass
+class Outcome:
+    """The result of running the scenario once under one schedule."""
+
+    kind: str | None  # None, "exception" or "deadlock"
+    error: BaseException | None
+    decisions: list[int]
+    options: list[int]  # how many options each decision had
+    steps: list[Step] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
+    task_names: dict[int, str] = field(default_factory=dict)
+
+
+_LIBRARY_DIRS: tuple[str, ...] | None = None
+_library_cache: dict[str, bool] = {}
+
+
+def _library_dirs() -> tuple[str, ...]:
+    global _LIBRARY_DIRS
+    if _LIBRARY_DIRS is None:
+        dirs = {sysconfig.get_paths()["stdlib"], os.path.dirname(__file__)}
+        for name in ("trio", "anyio", "sniffio", "outcome", "exceptiongroup"):
+            try:
+                module = __import__(name)
+            except ImportError:
+                continue
+            module_file = getattr(module, "__file__", None)
+            if module_file:
+                dirs.add(os.path.dirname(module_file))
+        _LIBRARY_DIRS = tuple(os.path.join(d, "") for d in dirs)
+    return _LIBRARY_DIRS
+
+
+def is_library(filename: str) -> bool:
+    """Whether a frame in ``filename`` belongs to the event loop or a library, not user code."""
+    cached = _library_cache.get(filename)
+    if cached is None:
+        cached = filename.startswith(_library_dirs()) or filename.startswith("<frozen")
+        _library_cache[filename] = cached
+    return cached
+
+
+def _awaited(obj: Any) -> Any:
+    for attr in ("cr_await", "gi_yieldfrom", "ag_await"):
+        inner = getattr(obj, attr, None)
+        if inner is not None:
+            return inner
+    return None
+
+
+def _frame(obj: Any) -> types.FrameType | None:
+    for attr in ("cr_frame", "gi_frame", "ag_frame"):
+        frame = getattr(obj, attr, None)
+        if frame is not None:
+            return frame  # type: ignore[no-any-return]
+    return None
+
+
+def frames(coro: Any) -> Iterator[types.FrameType]:
+    """The frames of a suspended coroutine, outermost first, following what each one awaits."""
+    obj = coro
+    depth = 0
+    while obj is not None and depth < 200:
+        frame = _frame(obj)
+        if frame is None:
+            return
+        if getattr(obj, "cr_suspended", True) is False and not getattr(obj, "cr_running", False):
+            return  # created but never started: no location yet ("start" in the trace)
+        yield frame
+        obj = _awaited(obj)
+        depth += 1
+
+
+def user_location(coro: Any) -> Location | None:
+    """Where the innermost user-code frame of a suspended coroutine stands."""
+    found: Location | None = None
+    for frame in frames(coro):
+        code = frame.f_code
+        if not is_library(code.co_filename):
+            found = (code.co_filename, frame.f_lineno, code.co_name)
+    return found
+
+
+def waited_object(coro: Any) -> object | None:
+    """The object whose method the innermost user frame is awaiting (a lock, an event...)."""
+    seen_user = False
+    candidate: object | None = None
+    for frame in frames(coro):
+        if not is_library(frame.f_code.co_filename):
+            seen_user = True
+            candidate = None
+            continue
+        if seen_user and candidate is None:
+            candidate = frame.f_locals.get("self")
+    return candidate
+
+
+def format_location(location: Location | None) -> str:
+    """``file:line (function)`` with the file relative to the working directory when shorter."""
+    if location is None:
+        return "?"
+    filename, line, function = location
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:
+        relative = filename
+    if len(relative) < len(filename):
+        filename = relative
+    return f"{filename}:{line} ({function})"
+
+
+def describe_object(obj: object) -> str:
+    """A short, process-independent name for a synchronisation object."""
+    if obj is None:
+        return "something outside the scenario (nothing in it can wake this task)"
+    cls = type(obj)
+    module = cls.__module__
+    public = {
+        "asyncio.locks": "asyncio",
+        "trio._sync": "trio",
+        "trio._core._parking_lot": "trio.lowlevel",
+        "anyio._core._synchronization": "anyio",
+        "anyio._backends._asyncio": "anyio",
+        "anyio._backends._trio": "anyio",
+    }.get(module, module)
+    return f"{public}.{cls.__qualname__}"

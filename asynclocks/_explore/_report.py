@@ -1,0 +1,229 @@
+"""The exploration report, the replay token and the readable trace."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ._common import Outcome, Waiting, format_location
+
+TOKEN_VERSION = "al1"
+_BACKEND_CODES = {"asyncio": "a", "trio": "t"}
+_CODE_BACKENDS = {code: name for name, code in _BACKEND_CODES.items()}
+_TOKEN_RE = re.compile(r"^al(\d+):([a-z]):(\d+):([0-9=,]*):([0-9a-f]{4}):([0-9a-f]{4})$")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A decoded token: the backend and the index chosen at every scheduling decision."""
+
+    backend: str
+    decisions: tuple[int, ...]
+    shape: str = ""
+
+    @property
+    def preemptions(self) -> int:
+        """Decisions that differ from the order the stock event loop would pick."""
+        return sum(1 for d in self.decisions if d)
+
+
+def _checksum(body: str) -> str:
+    return f"{zlib.crc32(body.encode()) & 0xFFFF:04x}"
+
+
+def shape_of(widths: Sequence[int]) -> str:
+    """A fingerprint of how many tasks were runnable at each decision (detects a changed tree)."""
+    return _checksum(",".join(map(str, widths)))
+
+
+def encode_token(backend: str, decisions: Sequence[int], widths: Sequence[int]) -> str:
+    """A short printable token.
+
+    ``al1:<backend>:<decision count>:<index=choice,...>:<shape>:<checksum>``: only decisions that
+    differ from the stock loop's choice are listed; the shape fingerprints the number of runnable
+    tasks at every decision so a replay notices a scenario that changed.
+    """
+    changed = ",".join(f"{i}={d}" for i, d in enumerate(decisions) if d)
+    shape = shape_of(widths)
+    body = f"{TOKEN_VERSION}:{_BACKEND_CODES[backend]}:{len(decisions)}:{changed}:{shape}"
+    return f"{body}:{_checksum(body)}"
+
+
+def decode_token(token: object) -> Schedule:
+    """Parse a token made by :func:`encode_token`.
+
+    Raises:
+        TypeError: ``token`` is not a string.
+        ValueError: it is malformed, of another version, or its checksum does not match.
+    """
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, not {type(token).__name__}")
+    text = token.strip()
+    match = _TOKEN_RE.match(text)
+    if match is None:
+        if not text.startswith("al"):
+            raise ValueError(f"malformed token {token!r}: it must start with {TOKEN_VERSION!r}")
+        raise ValueError(
+            f"malformed token {token!r}: expected "
+            "'al1:<backend>:<count>:<decisions>:<shape>:<checksum>'"
+        )
+    version, code, count_text, changed, shape, checksum = match.groups()
+    if f"al{version}" != TOKEN_VERSION:
+        raise ValueError(
+            f"token {token!r} has version al{version}; this asynclocks reads {TOKEN_VERSION} tokens"
+        )
+    body = text.rsplit(":", 1)[0]
+    if _checksum(body) != checksum:
+        raise ValueError(f"token {token!r} is corrupted: its checksum does not match")
+    if code not in _CODE_BACKENDS:
+        raise ValueError(f"token {token!r} names an unknown backend code {code!r}")
+    count = int(count_text)
+    decisions = [0] * count
+    if changed:
+        for item in changed.split(","):
+            index_text, _, value_text = item.partition("=")
+            if not index_text or not value_text:
+                raise ValueError(f"malformed token {token!r}: bad decision {item!r}")
+            index, value = int(index_text), int(value_text)
+            if index >= count or value == 0:
+                raise ValueError(f"malformed token {token!r}: decision {item!r} is out of range")
+            decisions[index] = value
+    return Schedule(_CODE_BACKENDS[code], tuple(decisions), shape)
+
+
+@dataclass
+class Report:
+    """What an exploration found.
+
+    Attributes:
+        failed: True when some schedule failed.
+        kind: ``None``, ``"exception"`` (the scenario raised) or ``"deadlock"``.
+        error: The exception the failing schedule raised (a single exception inside an exception
+            group is unwrapped), or a :class:`DeadlockError` describing the blocked tasks.
+        schedules: How many schedules ran while searching (shrinking and replays not counted).
+        exhaustive: True when every schedule within the bound was explored.
+        token: Replays the failing schedule with :func:`asynclocks.replay`; None if none failed.
+        trace: A readable timeline of the failing schedule (empty when nothing failed).
+        backend: ``"asyncio"`` or ``"trio"``.
+        strategy: The strategy that ran.
+        preemption_bound: The bound on preemptions (None: unbounded).
+        preemptions: Preemptions in the reported (shrunk) failing schedule.
+        nondeterministic: True when replaying the failing schedule did not reproduce it: the
+            scenario depends on something the explorer does not control.
+        seconds: Wall-clock time the exploration took.
+    """
+
+    failed: bool
+    kind: str | None
+    error: BaseException | None
+    schedules: int
+    exhaustive: bool
+    token: str | None
+    trace: str
+    backend: str
+    strategy: str
+    preemption_bound: int | None = None
+    preemptions: int = 0
+    nondeterministic: bool = False
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def coverage(self) -> str:
+        """One sentence: what was explored and within which bound."""
+        bound = (
+            "no preemption bound"
+            if self.preemption_bound is None
+            else f"at most {self.preemption_bound} preemption(s)"
+        )
+        plural = "s" if self.schedules != 1 else ""
+        if self.exhaustive:
+            scope = f"all {self.schedules} schedule{plural} with {bound} ({self.strategy}"
+            return scope + ", explored exhaustively)"
+        return (
+            f"{self.schedules} schedule{plural} with {bound} ({self.strategy}; not exhaustive: "
+            "more schedules exist)"
+        )
+
+    @property
+    def verdict(self) -> str:
+        """One line: the headline result."""
+        if not self.failed:
+            if self.exhaustive:
+                return f"PASS on {self.backend}: no failure in {self.coverage}"
+            return f"no failure found on {self.backend} in {self.coverage}"
+        what = "DEADLOCK" if self.kind == "deadlock" else "FAIL"
+        error = f"{type(self.error).__name__}: {self.error}" if self.kind == "exception" else ""
+        head = f"{what} on {self.backend} after {self.schedules} schedule(s)"
+        if error:
+            head += f": {error}"
+        if self.nondeterministic:
+            head += " (NONDETERMINISTIC: the replay did not reproduce it)"
+        return head
+
+    def __str__(self) -> str:
+        parts = [self.verdict]
+        if self.failed:
+            parts += [self.trace, f"token: {self.token}"]
+        parts += self.notes
+        return "\n".join(parts)
+
+
+def unwrap_error(error: BaseException | None) -> BaseException | None:
+    """The single leaf of nested one-exception groups (a TaskGroup wraps a child's error so)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+def format_waiting(waiting: Sequence[Waiting], names: dict[int, str]) -> str:
+    """The deadlock section: each blocked task, what it waits on, who holds it, the cycle."""
+    lines = ["deadlock: every task is blocked and no timer can wake any of them"]
+    for item in waiting:
+        holder = ""
+        if item.holder is not None:
+            holder = f", held by {names.get(item.holder, f'#{item.holder}')}"
+        lines.append(
+            f"  {item.name} at {format_location(item.where)} waits on {item.waits_on}{holder}"
+        )
+    cycle = wait_for_cycle(waiting)
+    if cycle:
+        lines.append("wait-for cycle: " + " -> ".join(names.get(t, f"#{t}") for t in cycle))
+    return "\n".join(lines)
+
+
+def wait_for_cycle(waiting: Sequence[Waiting]) -> list[int]:
+    """Task ids forming a cycle in the waits-on-a-lock-held-by graph (first repeated at the end)."""
+    edges = {w.task: w.holder for w in waiting if w.holder is not None}
+    for start in sorted(edges):
+        seen: list[int] = []
+        node: int | None = start
+        while node is not None and node not in seen:
+            seen.append(node)
+            node = edges.get(node)
+        if node is not None:
+            cycle = seen[seen.index(node) :]
+            return [*cycle, node]
+    return []
+
+
+def format_trace(outcome: Outcome, token: str) -> str:
+    """A step-by-step timeline of one schedule."""
+    names = outcome.task_names
+    width = max([len(s.name) for s in outcome.steps] + [4])
+    lines = [f"schedule {token} ({sum(1 for d in outcome.decisions if d)} preemption(s))"]
+    lines.append(f"  step  {'task':<{width}}  resumed at -> next await")
+    for number, step in enumerate(outcome.steps, 1):
+        mark = "*" if step.preempted else " "
+        resumed = "start" if step.resumed is None else format_location(step.resumed)
+        after = "finished" if step.finished else format_location(step.suspended)
+        lines.append(f"{mark}{number:>5}  {step.name:<{width}}  {resumed} -> {after}")
+    lines.append("  (* = a preemption: not the task the stock event loop would have run next)")
+    if outcome.kind == "deadlock":
+        lines.append(format_waiting(outcome.waiting, names))
+    elif outcome.error is not None:
+        error = unwrap_error(outcome.error)
+        lines.append(f"raised {type(error).__name__}: {error}")
+    return "\n".join(lines)

@@ -1,0 +1,324 @@
+"""Controlled trio scheduling: one runnable task per pass of trio's run loop, chosen by a strategy.
+
+trio's run loop takes its batch of runnable tasks with ``list(runner.runq)`` and then calls
+``runner.runq.clear()``. The explorer replaces the run queue with :class:`ControlledRunQueue`, whose
+iteration hands out exactly one scenario task (the strategy's pick) per pass, so every step is a
+scheduling decision. Virtual time comes from ``trio.testing.MockClock(autojump_threshold=0)``. This
+relies on trio internals, so the trio version is checked against the tested range first.
+
+One ``trio.run`` serves a whole exploration: a driver task runs each schedule in a fresh nursery.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Generator, Iterator
+from typing import Any
+
+from ._common import (
+    MAX_STEPS,
+    Chooser,
+    Outcome,
+    Scenario,
+    Step,
+    StepLimitError,
+    Waiting,
+    describe_object,
+    user_location,
+    waited_object,
+)
+
+#: trio versions the explorer is tested with; others are refused (their internals may differ).
+TESTED_TRIO = ((0, 27), (0, 36))  # lower bound inclusive, upper bound exclusive
+TESTED_TRIO_TEXT = ">=0.27,<0.36"
+
+
+def check_trio_version(version: str | None = None) -> None:
+    """Refuse a trio version outside the tested range, with a message saying what to install.
+
+    Raises:
+        RuntimeError: trio is missing or its version is not one the explorer was tested with.
+    """
+    if version is None:
+        try:
+            import trio
+        except ImportError:
+            raise RuntimeError(
+                "backend='trio' needs trio: pip install 'asynclocks[trio]'"
+            ) from None
+        version = trio.__version__
+    parts: list[int] = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    key = tuple(parts)
+    low, high = TESTED_TRIO
+    if not low <= key < high:
+        raise RuntimeError(
+            f"the explorer drives trio through its internals and is tested with trio "
+            f"{TESTED_TRIO_TEXT}; this is trio {version}, which it refuses rather than risk wrong "
+            f"answers. Install a tested version: pip install 'trio{TESTED_TRIO_TEXT}'"
+        )
+
+
+_GROUPS = {"Nursery", "NurseryManager", "TaskGroup"}
+
+
+def _short_name(name: str, fallback: str) -> str:
+    name = name or fallback
+    if "<locals>." in name:
+        return name.rpartition("<locals>.")[2]
+    return name.rpartition(".")[2] or name
+
+
+class ControlledRunQueue:
+    """Stands in for trio's run queue (a deque) and decides which task runs next."""
+
+    def __init__(self, runner: Any, driver: Any, initial: Any) -> None:
+        self._runner = runner
+        self._driver = driver
+        self._system: deque[Any] = deque(initial)
+        # Value: (pass number, task id). Tasks woken in the same pass of the run loop are ordered
+        # by id, because trio wakes simultaneous deadlines in an order that depends on id().
+        self._ready: dict[Any, tuple[int, int]] = {}
+        self._pass = 0
+        self._selected: list[Any] = []
+        self.ids: dict[Any, int] = {}
+        self.names: dict[int, str] = {}
+        self.active = False
+        self.cleaning = False
+        self.expect_root = False
+        self.root_name = "scenario"
+        self.chooser: Chooser | None = None
+        self.decisions: list[int] = []
+        self.widths: list[int] = []
+        self.steps: list[Step] = []
+        self.trace = False
+        self.count = 0
+        self.stopped: str | None = None  # "deadlock" or "limit" when the driver must step in
+        self.wakeup: Any = None
+        self._last: Any = None
+        self._last_resumed: Any = None
+        self._last_preempted = False
+
+    # -- the deque interface trio's run loop uses ---------------------------------------------
+
+    def append(self, task: Any) -> None:
+        ids = self.ids
+        tid = ids.get(task)
+        if tid is not None:
+            self._ready[task] = (self._pass, tid)
+            return
+        if self.active:
+            if self.expect_root:
+                self.expect_root = False
+                self._ready[task] = (self._pass, self._register(task, self.root_name))
+                return
+            nursery = task.parent_nursery
+            parent = nursery.parent_task if nursery is not None else None
+            if parent in ids:
+                tid = self._register(task, _short_name(task.name, "task"))
+                self._ready[task] = (self._pass, tid)
+                return
+        self._system.append(task)
+
+    def _register(self, task: Any, name: str) -> int:
+        tid = len(self.ids)
+        self.ids[task] = tid
+        self.names[tid] = f"#{tid} {name}"
+        return tid
+
+    def __len__(self) -> int:
+        return len(self._system) + len(self._ready)
+
+    def __bool__(self) -> bool:
+        return bool(self._system) or bool(self._ready)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._pass += 1
+        if self._last is not None:
+            self._record_step()
+        if self._system:
+            self._selected = list(self._system)
+        elif self._ready:
+            self._selected = [self._pick()]
+        else:
+            self._selected = []
+            if self.active and self.stopped is None and self._deadlocked():
+                self._stop("deadlock")
+                self._selected = list(self._system)
+        return iter(self._selected)
+
+    def clear(self) -> None:
+        for task in self._selected:
+            if task in self._ready:
+                del self._ready[task]
+            else:
+                self._system.remove(task)
+        self._selected = []
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def _pick(self) -> Any:
+        ready = self._ready
+        preempted = False
+        if len(ready) == 1 or self.cleaning or self.chooser is None:
+            task = next(iter(ready))
+        else:
+            tasks = sorted(ready, key=ready.__getitem__)
+            ids = self.ids
+            index = self.chooser.pick([ids[t] for t in tasks])
+            self.decisions.append(index)
+            self.widths.append(len(tasks))
+            task = tasks[index]
+            preempted = index != 0
+        if not self.cleaning:
+            self.count += 1
+            if self.count > MAX_STEPS and self.stopped is None:
+                self._stop("limit")
+            if self.trace:
+                self._last = task
+                self._last_resumed = user_location(task.coro)
+                self._last_preempted = preempted
+        return task
+
+    def _record_step(self) -> None:
+        task = self._last
+        self._last = None
+        finished = task.coro.cr_frame is None
+        self.steps.append(
+            Step(
+                self.ids[task],
+                self.names[self.ids[task]],
+                self._last_resumed,
+                None if finished else user_location(task.coro),
+                finished,
+                self._last_preempted,
+            )
+        )
+
+    def _deadlocked(self) -> bool:
+        runner = self._runner
+        if runner.waiting_for_idle:
+            return False
+        return bool(runner.deadlines.next_deadline() == math.inf)
+
+    def _stop_reason(self) -> str | None:
+        return self.stopped
+
+    def _stop(self, why: str) -> None:
+        self.stopped = why
+        if self.wakeup is not None:
+            self.wakeup.set()
+
+    # -- one schedule ---------------------------------------------------------------------------
+
+    def blocked_tasks(self) -> list[Waiting]:
+        waiting: list[Waiting] = []
+        for task, tid in sorted(self.ids.items(), key=lambda item: item[1]):
+            if task.coro.cr_frame is None:
+                continue
+            obj = waited_object(task.coro)
+            holder_task = getattr(obj, "_owner", None)
+            if holder_task is None:
+                # anyio's trio Lock wraps a trio.Lock in a name-mangled attribute.
+                inner = getattr(obj, "_Lock__original", None)
+                holder_task = getattr(inner, "_owner", None)
+            if (obj is None and tid == 0) or type(obj).__name__ in _GROUPS:
+                what = "its child tasks to finish"
+            else:
+                what = describe_object(obj)
+            holder = self.ids.get(holder_task)
+            waiting.append(Waiting(tid, self.names[tid], user_location(task.coro), what, holder))
+        return waiting
+
+    async def run_schedule(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
+        import trio
+
+        self.ids.clear()
+        self.names.clear()
+        self._ready.clear()
+        self.decisions = []
+        self.widths = []
+        self.steps = []
+        self.chooser = chooser
+        self.trace = trace
+        self.count = 0
+        self.stopped = None
+        self.cleaning = False
+        self._last = None
+        self.root_name = getattr(scenario, "__qualname__", "scenario").rpartition("<locals>.")[2]
+        wakeup = self.wakeup = trio.Event()
+        box: list[BaseException] = []
+
+        async def root() -> None:
+            try:
+                coro = scenario()
+                if not hasattr(coro, "send"):
+                    raise TypeError(
+                        f"the scenario must be an async function taking no arguments; calling "
+                        f"{scenario!r} returned {type(coro).__name__}, not a coroutine"
+                    )
+                await coro
+            except BaseException as error:  # noqa: BLE001 - the scenario's failure is the result
+                box.append(error)
+            finally:
+                wakeup.set()
+
+        outcome = Outcome(None, None, self.decisions, self.widths, self.steps)
+        async with trio.open_nursery() as nursery:
+            self.active = True
+            self.expect_root = True
+            nursery.start_soon(root)
+            await wakeup.wait()
+            if self._last is not None:
+                self._record_step()
+            stopped = self._stop_reason()
+            if stopped == "deadlock":
+                outcome.kind = "deadlock"
+                outcome.waiting = self.blocked_tasks()
+            elif stopped == "limit":
+                outcome.kind = "exception"
+                outcome.error = StepLimitError(
+                    f"one schedule ran more than {MAX_STEPS} steps; a task keeps yielding "
+                    "without ever finishing (a busy loop on sleep(0)?)"
+                )
+            elif box:
+                outcome.kind = "exception"
+                outcome.error = box[0]
+            self.cleaning = True
+            self.trace = False
+            nursery.cancel_scope.cancel()
+        self.active = False
+        self.cleaning = False
+        self.chooser = None
+        outcome.task_names = dict(self.names)
+        return outcome
+
+
+async def _drive(plan: Generator[Any, Outcome, Any], scenario: Scenario) -> Any:
+    import trio
+    from trio._core._run import GLOBAL_RUN_CONTEXT
+
+    runner = GLOBAL_RUN_CONTEXT.runner
+    runq = ControlledRunQueue(runner, trio.lowlevel.current_task(), runner.runq)
+    runner.runq = runq  # type: ignore[assignment]  # duck-typed: trio only appends/iterates/clears
+    try:
+        request = next(plan)
+        while True:
+            outcome = await runq.run_schedule(scenario, *request)
+            request = plan.send(outcome)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        runner.runq = deque(runq)
+
+
+def run_plan(plan: Generator[Any, Outcome, Any], scenario: Scenario) -> Any:
+    """Run an exploration plan inside one ``trio.run`` with a virtual clock."""
+    check_trio_version()
+    import trio
+    import trio.testing
+
+    return trio.run(_drive, plan, scenario, clock=trio.testing.MockClock(autojump_threshold=0))
