@@ -13,6 +13,7 @@ from anyio import WouldBlock as WouldBlock
 from ._explore import DeadlockError as DeadlockError
 from ._explore import NondeterminismError as NondeterminismError
 from ._explore import Report as Report
+from ._explore import check_interleavings as check_interleavings
 from ._explore import explore as explore
 from ._explore import replay as replay
 from ._keyed import KeyedLock as KeyedLock
@@ -25,6 +26,7 @@ __all__ = [
     "NondeterminismError",
     "Report",
     "WouldBlock",
+    "check_interleavings",
     "explore",
     "replay",
 ]

@@ -363,9 +363,9 @@ def replay(
     check_scenario(scenario)
     check_backend(backend)
     decode_token(token)
-    started = time.perf_counter()
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool, not {type(strict).__name__}")
+    started = time.perf_counter()
     outcome: Outcome = drive(replay_plan(backend, token, strict), scenario, backend)
     if outcome.kind is not None:
         error = _error_of(outcome)
@@ -383,3 +383,20 @@ def replay(
         strategy="replay",
         seconds=time.perf_counter() - started,
     )
+
+
+def replay_outcome(
+    scenario: Scenario, token: str, backend: str, strict: bool = True
+) -> tuple[bool, str, str]:
+    """Replay without raising: (failed, verdict line, trace). For the CLI and pytest."""
+    check_scenario(scenario)
+    check_backend(backend)
+    decode_token(token)
+    outcome: Outcome = drive(replay_plan(backend, token, strict), scenario, backend)
+    trace = format_trace(outcome, token)
+    if outcome.kind is None:
+        return False, f"PASS on {backend}: this schedule no longer fails", trace
+    if outcome.kind == "deadlock":
+        return True, f"DEADLOCK on {backend} (replayed)", trace
+    error = unwrap_error(outcome.error)
+    return True, f"FAIL on {backend} (replayed): {type(error).__name__}: {error}", trace

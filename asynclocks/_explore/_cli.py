@@ -1,0 +1,185 @@
+"""``python -m asynclocks explore module:function``: explore or replay a scenario from a shell.
+
+Exit codes: 0 when no schedule failed, 1 when one did (or a replay reproduced a failure, or the
+scenario turned out nondeterministic), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from ._api import BACKENDS, explore, replay_outcome
+from ._common import NondeterminismError
+from ._report import decode_token
+from ._strategies import STRATEGIES
+
+_EPILOG = """\
+The target is an importable module and a zero-argument async function in it, `package.module:func`,
+or a file path, `examples/01_lost_update_asyncio.py:func`. The scenario raises (an assert) when an
+invariant breaks. Exit status: 0 no failure found, 1 a failure was found (trace and token printed),
+2 bad arguments."""
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported on stderr with exit status 2."""
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``explore`` command."""
+    parser = subparsers.add_parser(
+        "explore",
+        help="explore the interleavings of an async scenario, or replay a token",
+        description="Run a zero-argument async function under many schedules (one task at a time, "
+        "virtual time) and report the first failing one with its trace and replay token.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("target", help="module:function or path/to/file.py:function")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="event loop to control (default: asyncio; with --replay, the token's backend)",
+    )
+    parser.add_argument("--strategy", choices=STRATEGIES, default="dfs", help="default: dfs")
+    parser.add_argument(
+        "--max-schedules", type=_positive, default=10_000, metavar="N", help="default: 10000"
+    )
+    parser.add_argument("--seed", type=_non_negative, default=0, metavar="N", help="default: 0")
+    parser.add_argument(
+        "--preemption-bound",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="at most N preemptions per schedule (default: unbounded)",
+    )
+    parser.add_argument("--replay", metavar="TOKEN", help="run only the schedule of this token")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.set_defaults(handler=_handle)
+
+
+def load_target(target: str) -> Callable[[], Any]:
+    """Import ``module:function`` or ``path.py:function``.
+
+    Raises:
+        UsageError: The target is malformed, cannot be imported or has no such function.
+    """
+    module_name, sep, attribute = target.rpartition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(
+            f"target must look like module:function or file.py:function, not {target!r}"
+        )
+    if module_name.endswith(".py") or os.sep in module_name:
+        if not os.path.isfile(module_name):
+            raise UsageError(f"no such file: {module_name}")
+        name = "_asynclocks_target_" + os.path.splitext(os.path.basename(module_name))[0]
+        spec = importlib.util.spec_from_file_location(name, module_name)
+        if spec is None or spec.loader is None:
+            raise UsageError(f"cannot import {module_name}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:  # noqa: BLE001 - report any import-time failure as usage
+            raise UsageError(f"importing {module_name} failed: {error!r}") from error
+    else:
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise UsageError(f"cannot import module {module_name!r}: {error}") from error
+    try:
+        function: Callable[[], Any] = getattr(module, attribute)
+    except AttributeError:
+        raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    return function
+
+
+def _progress(stream: TextIO) -> Callable[[int, float], None]:
+    def report(schedules: int, seconds: float) -> None:
+        rate = schedules / seconds if seconds else 0.0
+        stream.write(f"  ... {schedules} schedules in {seconds:.1f} s ({rate:,.0f}/s)\n")
+        stream.flush()
+
+    return report
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """The command's body, separated from argparse for testing."""
+    try:
+        scenario = load_target(args.target)
+        if args.replay is not None:
+            try:
+                schedule = decode_token(args.replay)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+            backend = args.backend or schedule.backend
+            try:
+                failed, verdict, trace = replay_outcome(scenario, args.replay, backend)
+            except (TypeError, ValueError) as error:
+                raise UsageError(str(error)) from None
+            except NondeterminismError as error:
+                err.write(f"NONDETERMINISTIC: {error}\n")
+                return 1
+            out.write(f"{verdict}\n{trace}\n")
+            return 1 if failed else 0
+        backend = args.backend or "asyncio"
+        if not args.quiet:
+            err.write(
+                f"exploring {args.target} on {backend} with {args.strategy} "
+                f"(max {args.max_schedules} schedules)\n"
+            )
+        try:
+            report = explore(
+                scenario,
+                backend=backend,
+                strategy=args.strategy,
+                max_schedules=args.max_schedules,
+                seed=args.seed,
+                preemption_bound=args.preemption_bound,
+                progress=None if args.quiet else _progress(err),
+            )
+        except (TypeError, ValueError) as error:
+            raise UsageError(str(error)) from None
+    except UsageError as error:
+        err.write(f"python -m asynclocks explore: error: {error}\n")
+        return 2
+    out.write(f"{report.verdict}\n")
+    if report.failed:
+        out.write(f"{report.trace}\n")
+    for note in report.notes:
+        out.write(f"note: {note}\n")
+    if report.failed:
+        out.write(f"replay: python -m asynclocks explore {args.target} --replay '{report.token}'\n")
+        out.write(f"token: {report.token}\n")
+    else:
+        out.write(f"covered: {report.coverage}; {report.seconds:.3f} s\n")
+    return 1 if report.failed or report.nondeterministic else 0
+
+
+def _handle(args: argparse.Namespace) -> int:
+    return run(args, sys.stdout, sys.stderr)

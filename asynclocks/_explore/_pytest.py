@@ -1,0 +1,116 @@
+"""pytest integration: ``@check_interleavings`` turns a scenario into a test of every schedule.
+
+pytest is imported only when the decorator is used, so the library does not depend on it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._api import BACKENDS, check_arguments, check_backend, explore, replay_outcome
+from ._report import decode_token
+
+EXPECTATIONS = ("pass", "fail")
+
+
+class InterleavingFailure(AssertionError):
+    """A schedule broke the scenario (or an expected failure was not found)."""
+
+
+def check_interleavings(
+    backends: str | Sequence[str] = BACKENDS,
+    *,
+    strategy: str = "dfs",
+    max_schedules: int = 10_000,
+    seed: int = 0,
+    preemption_bound: int | None = None,
+    replay_token: str | None = None,
+    expect: str = "pass",
+) -> Callable[[Callable[[], Any]], Callable[..., None]]:
+    """Decorate a zero-argument ``async def`` so pytest explores it instead of running it once.
+
+    The test fails when any explored schedule fails; the failure message is the explorer's
+    verdict, the trace of the failing schedule and its replay token. The test is parametrized
+    over ``backends`` (ids ``asyncio``/``trio``).
+
+    Args:
+        backends: ``"asyncio"``, ``"trio"`` or a sequence of them (default: both).
+        strategy: Exploration strategy, as for :func:`asynclocks.explore`.
+        max_schedules: As for :func:`asynclocks.explore`.
+        seed: As for :func:`asynclocks.explore`.
+        preemption_bound: As for :func:`asynclocks.explore`.
+        replay_token: Pin one schedule as a regression test: run only the schedule this token
+            recorded (following it as far as it still applies after a fix) and fail if it fails.
+            Only the token's own backend runs.
+        expect: ``"pass"`` (default): fail the test when a schedule fails. ``"fail"``: fail the
+            test when *no* failing schedule is found (to keep a demo of a race honest).
+
+    Returns:
+        A decorator producing a synchronous pytest test function.
+
+    Raises:
+        TypeError: A bad argument type (checked when decorating).
+        ValueError: A bad argument value or malformed token (checked when decorating).
+
+    Example::
+
+        @asynclocks.check_interleavings(preemption_bound=2)
+        async def test_counter_is_exact() -> None:
+            ...  # start tasks, then assert the invariant
+    """
+    if isinstance(backends, str):
+        backends = (backends,)
+    backends = tuple(check_backend(b) for b in backends)
+    if not backends:
+        raise ValueError("backends must name at least one backend")
+    if expect not in EXPECTATIONS:
+        raise ValueError(f"expect must be 'pass' or 'fail', not {expect!r}")
+    if replay_token is not None:
+        backends = (decode_token(replay_token).backend,)
+
+    def decorate(scenario: Callable[[], Any]) -> Callable[..., None]:
+        import pytest
+
+        check_arguments(scenario, backends[0], strategy, max_schedules, seed, preemption_bound)
+
+        @functools.wraps(scenario)
+        def test(asynclocks_backend: str) -> None:
+            __tracebackhide__ = True
+            if replay_token is not None:
+                _run_replay(scenario, replay_token, asynclocks_backend)
+                return
+            report = explore(
+                scenario,
+                backend=asynclocks_backend,
+                strategy=strategy,
+                max_schedules=max_schedules,
+                seed=seed,
+                preemption_bound=preemption_bound,
+            )
+            if expect == "pass" and (report.failed or report.nondeterministic):
+                raise InterleavingFailure(
+                    f"{report}\nreplay it: asynclocks.replay({scenario.__name__}, "
+                    f"{report.token!r}, backend={asynclocks_backend!r}); pin it: "
+                    f"@check_interleavings(replay_token={report.token!r})"
+                )
+            if expect == "fail" and not report.failed:
+                raise InterleavingFailure(f"expected a failing schedule, found none: {report}")
+
+        # pytest reads the signature through __wrapped__; it must see the backend parameter,
+        # not the scenario's empty one.
+        del test.__wrapped__
+        parametrized: Callable[..., None] = pytest.mark.parametrize("asynclocks_backend", backends)(
+            test
+        )
+        return parametrized
+
+    return decorate
+
+
+def _run_replay(scenario: Callable[[], Any], token: str, backend: str) -> None:
+    __tracebackhide__ = True
+    failed, verdict, trace = replay_outcome(scenario, token, backend, strict=False)
+    if failed:
+        raise InterleavingFailure(f"pinned schedule {token}: {verdict}\n{trace}")

@@ -1,0 +1,136 @@
+"""``python -m asynclocks explore``: verdicts, traces, tokens, replays and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asynclocks.__main__ import main
+
+TARGET = "tests.asynclocks.explore.scenarios"
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        code = main(["explore", *args])
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_racy_scenario_exits_1_with_trace_and_token(
+    capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    code, out, _ = run_cli(capsys, f"{TARGET}:lost_update", "--backend", backend)
+    assert code == 1
+    assert out.startswith(f"FAIL on {backend}")
+    assert "#1 increment" in out
+    assert "token: al1:" in out
+    assert "--replay 'al1:" in out
+
+
+def test_a_locked_scenario_exits_0_with_what_was_covered(
+    capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    code, out, err = run_cli(capsys, f"{TARGET}:{backend}_locked_counter", "--backend", backend)
+    assert code == 0
+    assert out.startswith(f"PASS on {backend}")
+    assert "explored exhaustively" in out
+    assert f"exploring {TARGET}:{backend}_locked_counter on {backend} with dfs" in err
+
+
+def test_replaying_a_token_reproduces_the_failure(
+    capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    code, out, _ = run_cli(capsys, f"{TARGET}:lost_update_late", "--backend", backend)
+    token = out.rsplit("token: ", 1)[1].strip()
+    for _ in range(2):
+        code, replayed, _ = run_cli(capsys, f"{TARGET}:lost_update_late", "--replay", token)
+        assert code == 1
+        assert replayed.startswith(f"FAIL on {backend} (replayed): AssertionError")
+        assert token in replayed
+
+
+def test_a_deadlock_exits_1_and_names_the_cycle(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, f"{TARGET}:lock_order_deadlock", "--backend", "trio")
+    assert code == 1
+    assert out.startswith("DEADLOCK on trio")
+    assert "wait-for cycle: #1 left -> #2 right -> #1 left" in out
+
+
+def test_options_reach_the_explorer(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(
+        capsys,
+        f"{TARGET}:lost_update_late",
+        "--strategy",
+        "dfs",
+        "--preemption-bound",
+        "0",
+        "--max-schedules",
+        "50",
+        "--seed",
+        "4",
+        "--quiet",
+    )
+    assert code == 0
+    assert "at most 0 preemption(s)" in out
+
+
+def test_a_file_path_target_works(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    script = tmp_path / "race.py"
+    script.write_text(
+        "import asyncio\n"
+        "async def scenario():\n"
+        "    box = [0]\n"
+        "    async def inc():\n"
+        "        v = box[0]\n"
+        "        await asyncio.sleep(0)\n"
+        "        box[0] = v + 1\n"
+        "    async with asyncio.TaskGroup() as tg:\n"
+        "        tg.create_task(inc())\n"
+        "        tg.create_task(inc())\n"
+        "    assert box[0] == 2\n"
+    )
+    code, out, _ = run_cli(capsys, f"{script}:scenario", "--quiet")
+    assert code == 1
+    assert "race.py:6 (inc)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nocolon"], "must look like module:function"),
+        (["no_such_module_xyz:f"], "cannot import module 'no_such_module_xyz'"),
+        ([f"{TARGET}:missing"], "has no attribute 'missing'"),
+        ([f"{TARGET}:needs_an_argument"], "scenario must take no arguments"),
+        ([f"{TARGET}:lost_update", "--replay", "garbage"], "malformed token"),
+        (["/no/such/file.py:f"], "no such file"),
+        ([f"{TARGET}:lost_update", "--max-schedules", "0"], "must be >= 1"),
+        ([f"{TARGET}:lost_update", "--seed", "x"], "must be an integer"),
+        ([f"{TARGET}:lost_update", "--backend", "curio"], "invalid choice: 'curio'"),
+        ([f"{TARGET}:lost_update", "--strategy", "bfs"], "invalid choice: 'bfs'"),
+        ([f"{TARGET}:lost_update", "--preemption-bound", "-1"], "must be >= 0"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2
+    assert message in err
+
+
+def test_the_module_entry_point_runs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "asynclocks", "explore", f"{TARGET}:lost_update", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "token: al1:a:" in result.stdout
