@@ -15,7 +15,7 @@ import math
 import reprlib
 import sys
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from threading import get_ident
 from types import MappingProxyType, TracebackType
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["KeyedLock", "KeyedLockStatistics"]
 
 _get_running_loop: Final = asyncio._get_running_loop
+_new_object: Final = object.__new__
 _get_ident: Final = get_ident
 
 # On Python 3.11 ``asyncio.current_task`` is a Python function that looks up this dict; calling
@@ -168,7 +169,7 @@ class KeyedLock:
       waited for from another); it can be reused by later runs, on either backend.
     """
 
-    __slots__ = ("__weakref__", "_aio_waiters", "_loop", "_owners", "_trio_waiters")
+    __slots__ = ("__weakref__", "_aio_waiters", "_loop", "_owners", "_ready", "_trio_waiters")
 
     def __init__(self) -> None:
         # key -> owning task (asyncio.Task or trio.lowlevel.Task). A free key is absent.
@@ -182,6 +183,9 @@ class KeyedLock:
         # (a system call); checking that this loop is still running in this thread is far
         # cheaper and just as exact, since a thread runs at most one loop at a time.
         self._loop: _CachedLoop | None = None
+        # A completed future of that loop: what the uncontended ``async with`` entry and exit
+        # return to be awaited, since awaiting a done future runs no Python frame.
+        self._ready: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -195,7 +199,11 @@ class KeyedLock:
             An async context manager: ``async with locks(key):`` acquires the key on entry
             (waiting if another task holds it) and releases it on exit.
         """
-        return _KeyGuard(self, key)
+        # object.__new__ and two slot stores: no Python __init__ frame on this hot path.
+        guard = _new_object(_KeyGuard)
+        guard._lock = self
+        guard._key = key
+        return guard
 
     def many(self, *keys: Hashable) -> _ManyGuard:
         """Return an async context manager that holds the locks for all ``keys``.
@@ -389,8 +397,11 @@ class KeyedLock:
     def _running_loop(self) -> asyncio.AbstractEventLoop | None:
         """Return the running asyncio loop (or None), caching it when it can be validated."""
         loop = _get_running_loop()
-        if loop is not None and getattr(loop, "_thread_id", None) == _get_ident():
-            self._loop = cast("_CachedLoop", loop)
+        if loop is not self._loop and getattr(loop, "_thread_id", None) == _get_ident():
+            assert loop is not None
+            ready: asyncio.Future[None] = loop.create_future()
+            ready.set_result(None)
+            self._loop, self._ready = cast("_CachedLoop", loop), ready
         return loop
 
     def _current_task(self) -> object:
@@ -525,19 +536,25 @@ class KeyedLock:
 class _KeyGuard:
     """``async with locks(key):`` holds one key for the duration of the block.
 
-    Entry and exit repeat the uncontended asyncio path of acquire()/release() inline: one
-    coroutine call fewer per side is a large share of the cost of an uncontended lock.
+    A guard holds no state of its own (ownership lives in the lock), so one guard may be
+    entered by several tasks or several times in turn.
+
+    ``__aenter__`` and ``__aexit__`` are plain methods returning an awaitable rather than
+    coroutine functions: on the uncontended asyncio path they do their work inline and return
+    an already-completed future, which costs no coroutine frame. Everything else is delegated
+    to the lock's ``acquire``/``release``.
     """
 
     __slots__ = ("_key", "_lock")
 
-    def __init__(self, lock: KeyedLock, key: Hashable) -> None:
-        self._lock = lock
-        self._key = key
+    _lock: KeyedLock
+    _key: Hashable
 
-    async def __aenter__(self) -> None:
+    def __aenter__(self) -> Awaitable[None]:
         lock = self._lock
         loop = lock._loop
+        # The thread check makes sure `loop` is the loop running this code, not one that used
+        # the lock earlier and now runs in another thread.
         if loop is not None and loop._thread_id == _get_ident():
             task = _current_task(loop)
             if task is not None:
@@ -546,27 +563,39 @@ class _KeyGuard:
                 try:
                     if key not in owners:
                         owners[key] = task
-                        return
+                        return lock._ready  # type: ignore[return-value]
                 except TypeError:
                     pass  # acquire() raises the explanatory error
-        await lock.acquire(self._key)
+        return lock.acquire(self._key)
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Awaitable[None]:
         lock = self._lock
         loop = lock._loop
-        if loop is not None and loop._thread_id == _get_ident():
+        if loop is not None:
+            # No thread check needed: if the cached loop's current task owns the key, it is the
+            # task leaving this block (the entry bound the lock to this task's loop, and the
+            # block still holds the key, so no other loop can have used the lock since).
             task = _current_task(loop)
-            key = self._key
-            owners = lock._owners
-            if task is not None and owners.get(key) is task and key not in lock._aio_waiters:
-                del owners[key]
-                return
+            if task is not None and not lock._aio_waiters:
+                # Nobody waits for any key: pop first, check after, restore on a mismatch.
+                owners = lock._owners
+                key = self._key
+                owner = owners.pop(key, None)
+                if owner is task:
+                    return lock._ready  # type: ignore[return-value]
+                if owner is not None:
+                    owners[key] = owner  # not ours: put it back, release() explains
         lock.release(self._key)
+        return _completed()
+
+
+async def _completed() -> None:
+    """An awaitable that finishes at once, for the paths that have done their work already."""
 
 
 @final

@@ -1,0 +1,334 @@
+"""What a KeyedLock costs next to the locks it replaces, measured in one run.
+
+Run: ``.venv/bin/python benchmarks/locks.py`` (about a minute) or ``--quick`` (a few seconds).
+
+Uncontended: one task acquires and releases a lock in a loop (``async with lock: pass``); the
+figure is ns per acquire+release, the best of several repeats, with the kinds interleaved
+within each repeat so that drift on a noisy machine hits them all alike.
+
+Contended: 100 tasks each take 1000 locks over 10 keys, yielding once inside every critical
+section (read, yield, write), so most acquisitions queue behind another task. Baselines are the
+usual hand-rolled alternative, a ``defaultdict`` of ``asyncio.Lock`` (or ``trio.Lock``), which
+never forgets a key.
+
+Targets (printed as PASS/MISS): KeyedLock on asyncio within 1.5x of asyncio.Lock uncontended,
+and within 1.2x of the dict of asyncio.Lock contended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+import trio
+
+from asynclocks import KeyedLock
+
+UNCONTENDED_TARGET = 1.5
+CONTENDED_TARGET = 1.2
+
+Timer = Callable[[int], Awaitable[int]]  # run n operations, return elapsed ns
+
+
+# ---------------------------------------------------------------- uncontended loops, asyncio
+
+
+async def _asyncio_lock(n: int) -> int:
+    lock = asyncio.Lock()
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        async with lock:
+            pass
+    return time.perf_counter_ns() - start
+
+
+async def _anyio_lock(n: int) -> int:
+    lock = anyio.Lock()
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        async with lock:
+            pass
+    return time.perf_counter_ns() - start
+
+
+async def _keyed_lock(n: int) -> int:
+    locks = KeyedLock()
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        async with locks("account-1"):
+            pass
+    return time.perf_counter_ns() - start
+
+
+async def _dict_of_asyncio_locks(n: int) -> int:
+    locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        async with locks["account-1"]:
+            pass
+    return time.perf_counter_ns() - start
+
+
+# ---------------------------------------------------------------- uncontended loops, trio
+
+
+async def _trio_lock(n: int) -> int:
+    lock = trio.Lock()
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        async with lock:
+            pass
+    return time.perf_counter_ns() - start
+
+
+async def _dict_of_trio_locks(n: int) -> int:
+    locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        async with locks["account-1"]:
+            pass
+    return time.perf_counter_ns() - start
+
+
+# ---------------------------------------------------------------- contended workload
+
+
+@dataclass(frozen=True)
+class Workload:
+    tasks: int
+    per_task: int
+    keys: int
+
+    @property
+    def operations(self) -> int:
+        return self.tasks * self.per_task
+
+
+def _check(counts: dict[int, int], work: Workload) -> None:
+    # A lock that let two tasks into the same key would lose increments; refuse to report a
+    # speed for a broken lock.
+    if sum(counts.values()) != work.operations:
+        raise AssertionError(f"lost updates: {sum(counts.values())} != {work.operations}")
+
+
+async def _contended_keyed_asyncio(work: Workload) -> int:
+    locks = KeyedLock()
+    counts = dict.fromkeys(range(work.keys), 0)
+
+    async def worker(i: int) -> None:
+        for j in range(work.per_task):
+            key = (i + j) % work.keys
+            async with locks(key):
+                value = counts[key]
+                await asyncio.sleep(0)
+                counts[key] = value + 1
+
+    start = time.perf_counter_ns()
+    await asyncio.gather(*(worker(i) for i in range(work.tasks)))
+    elapsed = time.perf_counter_ns() - start
+    _check(counts, work)
+    assert len(locks) == 0
+    return elapsed
+
+
+async def _contended_dict_asyncio(work: Workload) -> int:
+    locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+    counts = dict.fromkeys(range(work.keys), 0)
+
+    async def worker(i: int) -> None:
+        for j in range(work.per_task):
+            key = (i + j) % work.keys
+            async with locks[key]:
+                value = counts[key]
+                await asyncio.sleep(0)
+                counts[key] = value + 1
+
+    start = time.perf_counter_ns()
+    await asyncio.gather(*(worker(i) for i in range(work.tasks)))
+    elapsed = time.perf_counter_ns() - start
+    _check(counts, work)
+    return elapsed
+
+
+async def _contended_keyed_trio(work: Workload) -> int:
+    locks = KeyedLock()
+    counts = dict.fromkeys(range(work.keys), 0)
+
+    async def worker(i: int) -> None:
+        for j in range(work.per_task):
+            key = (i + j) % work.keys
+            async with locks(key):
+                value = counts[key]
+                await trio.lowlevel.checkpoint()
+                counts[key] = value + 1
+
+    start = time.perf_counter_ns()
+    async with trio.open_nursery() as nursery:
+        for i in range(work.tasks):
+            nursery.start_soon(worker, i)
+    elapsed = time.perf_counter_ns() - start
+    _check(counts, work)
+    assert len(locks) == 0
+    return elapsed
+
+
+async def _contended_dict_trio(work: Workload) -> int:
+    locks: defaultdict[int, trio.Lock] = defaultdict(trio.Lock)
+    counts = dict.fromkeys(range(work.keys), 0)
+
+    async def worker(i: int) -> None:
+        for j in range(work.per_task):
+            key = (i + j) % work.keys
+            async with locks[key]:
+                value = counts[key]
+                await trio.lowlevel.checkpoint()
+                counts[key] = value + 1
+
+    start = time.perf_counter_ns()
+    async with trio.open_nursery() as nursery:
+        for i in range(work.tasks):
+            nursery.start_soon(worker, i)
+    elapsed = time.perf_counter_ns() - start
+    _check(counts, work)
+    return elapsed
+
+
+# ---------------------------------------------------------------- driver
+
+ASYNCIO_UNCONTENDED: dict[str, Timer] = {
+    "asyncio.Lock": _asyncio_lock,
+    "anyio.Lock (asyncio)": _anyio_lock,
+    "KeyedLock (asyncio, one key)": _keyed_lock,
+    "dict of asyncio.Lock": _dict_of_asyncio_locks,
+}
+TRIO_UNCONTENDED: dict[str, Timer] = {
+    "trio.Lock": _trio_lock,
+    "anyio.Lock (trio)": _anyio_lock,
+    "KeyedLock (trio, one key)": _keyed_lock,
+    "dict of trio.Lock": _dict_of_trio_locks,
+}
+ASYNCIO_CONTENDED: dict[str, Callable[[Workload], Awaitable[int]]] = {
+    "KeyedLock (asyncio)": _contended_keyed_asyncio,
+    "dict of asyncio.Lock": _contended_dict_asyncio,
+}
+TRIO_CONTENDED: dict[str, Callable[[Workload], Awaitable[int]]] = {
+    "KeyedLock (trio)": _contended_keyed_trio,
+    "dict of trio.Lock": _contended_dict_trio,
+}
+
+
+def _record(best: dict[str, float], name: str, elapsed_ns: int, ops: int) -> None:
+    per_op = elapsed_ns / ops
+    best[name] = min(best.get(name, per_op), per_op)
+
+
+def measure_uncontended(n: int, repeats: int) -> dict[str, float]:
+    """Return the best ns per acquire+release of every kind, over ``repeats`` rounds."""
+    best: dict[str, float] = {}
+
+    async def asyncio_round() -> None:
+        for name, timer in ASYNCIO_UNCONTENDED.items():
+            await timer(n // 10)  # warm-up: specialise the bytecode, fill free lists
+            _record(best, name, await timer(n), n)
+
+    async def trio_round() -> None:
+        for name, timer in TRIO_UNCONTENDED.items():
+            await timer(n // 10)
+            _record(best, name, await timer(n), n)
+
+    for _ in range(repeats):
+        asyncio.run(asyncio_round())
+        trio.run(trio_round)
+    return best
+
+
+def measure_contended(work: Workload, repeats: int) -> dict[str, float]:
+    """Return the best ns per acquisition of every kind under contention."""
+    best: dict[str, float] = {}
+
+    async def asyncio_round() -> None:
+        for name, run in ASYNCIO_CONTENDED.items():
+            _record(best, name, await run(work), work.operations)
+
+    async def trio_round() -> None:
+        for name, run in TRIO_CONTENDED.items():
+            _record(best, name, await run(work), work.operations)
+
+    for _ in range(repeats):
+        asyncio.run(asyncio_round())
+        trio.run(trio_round)
+    return best
+
+
+def _verdict(ratio: float, target: float) -> str:
+    return f"{'PASS' if ratio <= target else 'MISS'} (target <= {target}x)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the figures, the ratios and the verdicts."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a short, rougher run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        n, repeats, work, contended_repeats = 20_000, 3, Workload(100, 100, 10), 2
+    else:
+        n, repeats, work, contended_repeats = 200_000, 7, Workload(100, 1000, 10), 5
+
+    print(f"Python {sys.version.split()[0]}, trio {trio.__version__}")
+    print(f"\nUncontended acquire+release, ns/op (best of {repeats} x {n:,}):")
+    un = measure_uncontended(n, repeats)
+    for name, value in un.items():
+        print(f"  {name:<30} {value:8.0f}")
+
+    print(
+        f"\nContended: {work.tasks} tasks x {work.per_task} acquisitions over {work.keys} keys, "
+        f"ns/acquisition (best of {contended_repeats}):"
+    )
+    co = measure_contended(work, contended_repeats)
+    for name, value in co.items():
+        print(f"  {name:<30} {value:8.0f}")
+
+    ratios = [
+        (
+            "KeyedLock / asyncio.Lock, uncontended (asyncio)",
+            un["KeyedLock (asyncio, one key)"] / un["asyncio.Lock"],
+            UNCONTENDED_TARGET,
+        ),
+        (
+            "KeyedLock / dict of asyncio.Lock, contended",
+            co["KeyedLock (asyncio)"] / co["dict of asyncio.Lock"],
+            CONTENDED_TARGET,
+        ),
+        (
+            "KeyedLock / dict of asyncio.Lock, uncontended",
+            un["KeyedLock (asyncio, one key)"] / un["dict of asyncio.Lock"],
+            None,
+        ),
+        (
+            "KeyedLock / trio.Lock, uncontended (trio)",
+            un["KeyedLock (trio, one key)"] / un["trio.Lock"],
+            None,
+        ),
+        (
+            "KeyedLock / dict of trio.Lock, contended",
+            co["KeyedLock (trio)"] / co["dict of trio.Lock"],
+            None,
+        ),
+    ]
+    print("\nRatios:")
+    missed = False
+    for label, ratio, target in ratios:
+        verdict = "" if target is None else "  " + _verdict(ratio, target)
+        missed |= target is not None and ratio > target
+        print(f"  {label:<50} {ratio:5.2f}x{verdict}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
