@@ -12,12 +12,16 @@ from typing import ClassVar
 __all__ = [
     "AccountExists",
     "AccountNotFound",
+    "BalanceTooLarge",
     "BankError",
     "BodyTooLarge",
+    "IdempotencyKeyReused",
     "InsufficientFunds",
     "InternalError",
+    "InvalidIdempotencyKey",
     "InvalidJson",
     "MethodNotAllowed",
+    "RetryLater",
     "RouteNotFound",
     "SameAccount",
     "Unauthorized",
@@ -120,6 +124,42 @@ class InsufficientFunds(BankError):
         self.account_id = account_id
         self.balance = balance
         self.amount = amount
+
+
+class BalanceTooLarge(BankError):
+    """A credit that would take a balance beyond what the database column holds."""
+
+    status = 409
+    code = "balance_too_large"
+
+    def __init__(self, account_id: str, limit: int) -> None:
+        super().__init__(
+            f"account {describe_id(account_id)} cannot hold more than {limit} cents; "
+            "the credit was refused"
+        )
+        self.account_id = account_id
+
+
+class InvalidIdempotencyKey(BankError):
+    """An ``Idempotency-Key`` header that is empty, too long, repeated or not printable."""
+
+    status = 400
+    code = "invalid_idempotency_key"
+
+
+class IdempotencyKeyReused(BankError):
+    """An ``Idempotency-Key`` sent again with a different request."""
+
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class RetryLater(BankError):
+    """The database kept aborting the operation (deadlocks, serialization failures, lock
+    timeouts); nothing was applied and the client may send it again."""
+
+    status = 503
+    code = "retry_later"
 
 
 class BodyTooLarge(BankError):

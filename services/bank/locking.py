@@ -16,8 +16,9 @@ account lock under ``account``, and the switch would not be the fix it looks lik
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager, nullcontext
+from types import TracebackType
 from typing import Final, Protocol
 
 import anyio
@@ -28,6 +29,7 @@ __all__ = [
     "LOCK_MODES",
     "AccountLock",
     "GlobalLock",
+    "Hold",
     "LockStrategy",
     "Locking",
     "NoLock",
@@ -36,6 +38,20 @@ __all__ = [
 
 #: The modes of the in-process service, in the order the showdown runs them.
 LOCK_MODES: Final = ("none", "global", "account")
+
+
+class Hold(Protocol):
+    """What a strategy holds around one operation: any async context manager."""
+
+    def __aenter__(self) -> Awaitable[object]: ...
+
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Awaitable[bool | None]: ...
 
 
 class LockStrategy(Protocol):
@@ -53,7 +69,7 @@ class LockStrategy(Protocol):
     @property
     def atomic_store(self) -> bool: ...
 
-    def hold(self, keys: tuple[str, ...]) -> AbstractAsyncContextManager[object]:
+    def hold(self, keys: tuple[str, ...]) -> Hold:
         """Return what to hold around one operation on the accounts ``keys``."""
         ...
 
@@ -64,7 +80,7 @@ class NoLock:
     name: Final = "none"
     atomic_store: Final = False
 
-    def hold(self, keys: tuple[str, ...]) -> AbstractAsyncContextManager[object]:
+    def hold(self, keys: tuple[str, ...]) -> Hold:
         return nullcontext()
 
 
@@ -77,7 +93,7 @@ class GlobalLock:
     def __init__(self) -> None:
         self._lock = anyio.Lock()
 
-    def hold(self, keys: tuple[str, ...]) -> AbstractAsyncContextManager[object]:
+    def hold(self, keys: tuple[str, ...]) -> Hold:
         return self._lock
 
 
@@ -90,7 +106,7 @@ class AccountLock:
     def __init__(self) -> None:
         self._locks = KeyedLock()
 
-    def hold(self, keys: tuple[str, ...]) -> AbstractAsyncContextManager[object]:
+    def hold(self, keys: tuple[str, ...]) -> Hold:
         if len(keys) == 1:
             return self._locks(keys[0])
         return self._locks.many(*keys)

@@ -1,0 +1,143 @@
+"""What the SQLite and PostgreSQL stores share: the race window, the shield, the retry loop.
+
+Both database drivers (aiosqlite, asyncpg) are asyncio-only, so these helpers are too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import anyio
+
+from .errors import BalanceTooLarge, RetryLater
+from .store import OperationKind, RaceWindow
+
+__all__ = [
+    "DEFAULT_ATTEMPTS",
+    "MAX_BALANCE",
+    "Window",
+    "check_attempts",
+    "check_balance",
+    "money_delta_sql",
+    "retrying",
+    "shielded",
+]
+
+T = TypeVar("T")
+
+#: Largest balance both databases can hold: a signed 64-bit integer.
+MAX_BALANCE: Final = 2**63 - 1
+#: How many times an operation the database aborted (deadlock, serialization failure, lock
+#: timeout, busy file) is tried before the client is told 503 ``retry_later``.
+DEFAULT_ATTEMPTS: Final = 5
+
+#: SQL expression of an operation's effect on the bank's total, from the journal's columns.
+money_delta_sql: Final = (
+    "CASE kind WHEN 'withdraw' THEN -amount WHEN 'transfer' THEN 0 ELSE amount END"
+)
+
+
+def check_attempts(attempts: int) -> int:
+    """Return ``attempts`` if it is a positive integer.
+
+    Raises:
+        ValueError: It is not.
+    """
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ValueError(f"attempts must be a positive integer, got {attempts!r}")
+    return attempts
+
+
+def check_balance(account_id: str, balance: int) -> int:
+    """Return ``balance`` if a 64-bit database column can hold it.
+
+    Raises:
+        BalanceTooLarge: It cannot (a 409; the operation is refused and changes nothing).
+    """
+    if balance > MAX_BALANCE:
+        raise BalanceTooLarge(account_id, MAX_BALANCE)
+    return balance
+
+
+class Window:
+    """The await between a non-atomic operation's read and its write.
+
+    The read and the write are separate database round trips already, so another request can
+    always slip in between; ``io_delay`` widens the gap (as slower I/O would) and ``race_window``
+    lets a test hold an operation inside it.
+
+    Raises:
+        ValueError: ``io_delay`` is negative or not finite.
+    """
+
+    def __init__(self, io_delay: float, race_window: RaceWindow | None) -> None:
+        if isinstance(io_delay, bool) or not isinstance(io_delay, int | float):
+            raise TypeError(f"io_delay must be a number of seconds, got {io_delay!r}")
+        if not math.isfinite(io_delay) or io_delay < 0:
+            raise ValueError(f"io_delay must be a finite number of seconds >= 0, got {io_delay!r}")
+        self.io_delay = float(io_delay)
+        self._race_window = race_window
+
+    async def __call__(self, kind: OperationKind) -> None:
+        if self._race_window is not None:
+            await self._race_window(kind)
+        elif self.io_delay:
+            await anyio.sleep(self.io_delay)
+
+
+async def shielded(run: Callable[[], Awaitable[T]]) -> T:
+    """Run ``run()`` to its end even if the caller is cancelled meanwhile, then re-raise.
+
+    A database write (its statements and its COMMIT) must not be abandoned halfway: a cancelled
+    request either applied its whole operation or nothing. ``anyio.CancelScope(shield=True)``
+    alone does not stop a native ``Task.cancel()`` (which aiohttp uses when a client goes away),
+    so the write runs in its own task and the caller waits for that task however often it is
+    cancelled.
+    """
+    task = asyncio.ensure_future(run())
+    cancelled: BaseException | None = None
+    # The anyio shield stops anyio from re-delivering a scope's cancellation at every await.
+    with anyio.CancelScope(shield=True):
+        while not task.done():
+            try:
+                await asyncio.wait((task,))
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+    if cancelled is not None:
+        if not task.cancelled():
+            # Retrieved so asyncio does not report it as lost; the cancellation is what the
+            # caller gets, and the write either committed whole or not at all.
+            task.exception()
+        raise cancelled
+    return task.result()
+
+
+async def retrying(
+    run: Callable[[], Awaitable[T]],
+    *,
+    attempts: int,
+    transient: tuple[type[BaseException], ...],
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> T:
+    """Call ``run()`` until it does not raise one of ``transient``, at most ``attempts`` times.
+
+    Raises:
+        RetryLater: Every attempt was aborted by the database (a 503 for the client); nothing
+            was applied, as an aborted transaction leaves no trace.
+    """
+    last: BaseException | None = None
+    for _ in range(attempts):
+        try:
+            return await run()
+        except transient as exc:
+            last = exc
+            if on_retry is not None:
+                on_retry(exc)
+    reason = type(last).__name__ if last is not None else "an aborted transaction"
+    raise RetryLater(
+        f"the database aborted the operation {attempts} times ({reason}); nothing was applied, "
+        "retry later"
+    )
