@@ -13,7 +13,9 @@ from typing import Any, Protocol
 Scenario = Callable[[], Awaitable[Any]]
 
 #: (file, line, function) of a user-code frame.
-Location = tuple[str, int, str]
+Frame = tuple[str, int, str]
+#: Where a task stands: its innermost user-code frame and that frame's user-code caller, if any.
+Location = tuple[Frame, Frame | None]
 
 #: Steps a single schedule may take before the explorer gives up on it (a task spinning on
 #: ``sleep(0)`` forever would otherwise hang the exploration).
@@ -144,13 +146,17 @@ def frames(coro: Any) -> Iterator[types.FrameType]:
 
 
 def user_location(coro: Any) -> Location | None:
-    """Where the innermost user-code frame of a suspended coroutine stands."""
-    found: Location | None = None
+    """Where the innermost user-code frame of a suspended coroutine stands, and its caller."""
+    found: Frame | None = None
+    caller: Frame | None = None
     for frame in frames(coro):
         code = frame.f_code
         if not is_library(code.co_filename):
+            caller = found
             found = (code.co_filename, frame.f_lineno, code.co_name)
-    return found
+    if found is None:
+        return None
+    return (found, caller)
 
 
 def waited_object(coro: Any) -> object | None:
@@ -167,11 +173,8 @@ def waited_object(coro: Any) -> object | None:
     return candidate
 
 
-def format_location(location: Location | None) -> str:
-    """``file:line (function)`` with the file relative to the working directory when shorter."""
-    if location is None:
-        return "?"
-    filename, line, function = location
+def _format_frame(frame: Frame) -> str:
+    filename, line, function = frame
     try:
         relative = os.path.relpath(filename)
     except ValueError:
@@ -179,6 +182,17 @@ def format_location(location: Location | None) -> str:
     if len(relative) < len(filename):
         filename = relative
     return f"{filename}:{line} ({function})"
+
+
+def format_location(location: Location | None) -> str:
+    """``file:line (function)``, plus ``in file:line (caller)`` when a user function called it."""
+    if location is None:
+        return "?"
+    frame, caller = location
+    text = _format_frame(frame)
+    if caller is not None:
+        text += f" in {_format_frame(caller)}"
+    return text
 
 
 def describe_object(obj: object) -> str:
