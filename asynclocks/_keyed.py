@@ -550,7 +550,7 @@ class _KeyGuard:
     _lock: KeyedLock
     _key: Hashable
 
-    def __aenter__(self) -> Awaitable[None]:
+    def _enter(self) -> Awaitable[None]:
         lock = self._lock
         loop = lock._loop
         # The thread check makes sure `loop` is the loop running this code, not one that used
@@ -568,7 +568,7 @@ class _KeyGuard:
                     pass  # acquire() raises the explanatory error
         return lock.acquire(self._key)
 
-    def __aexit__(
+    def _exit(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
@@ -592,6 +592,22 @@ class _KeyGuard:
                     owners[key] = owner  # not ours: put it back, release() explains
         lock.release(self._key)
         return _completed()
+
+    if TYPE_CHECKING:
+        # What type checkers see: an ordinary async context manager, so that a guard satisfies
+        # contextlib.AbstractAsyncContextManager (whose protocol asks for coroutines).
+        async def __aenter__(self) -> None: ...
+
+        async def __aexit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None: ...
+
+    else:
+        __aenter__ = _enter
+        __aexit__ = _exit
 
 
 async def _completed() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
 import re
@@ -658,3 +659,21 @@ async def test_memory_returns_to_its_baseline_after_many_keys() -> None:
     assert len(locks) == 0
     assert while_held > 20_000  # 1000 live dict entries, at least 20 bytes each
     assert after_sequential < 4_000  # 20,000 keys used, nothing kept
+
+
+async def test_guards_are_ordinary_async_context_managers() -> None:
+    # Annotated assignments: mypy checks the guards against the typeshed protocol.
+    locks = KeyedLock()
+    one: contextlib.AbstractAsyncContextManager[None] = locks("k")
+    both: contextlib.AbstractAsyncContextManager[None] = locks.many("k", "j")
+    assert isinstance(one, contextlib.AbstractAsyncContextManager)
+    assert isinstance(both, contextlib.AbstractAsyncContextManager)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(one)
+        assert locks.locked("k")
+    assert not locks.locked("k")
+    async with both:
+        assert len(locks) == 2
+    async with one:  # a guard can be entered again
+        assert locks.locked("k")
+    assert len(locks) == 0
