@@ -16,9 +16,10 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 def _registrars() -> list[Registrar]:
     # Imported here so `python -m asynclocks --help` stays fast and each command's heavy imports
     # happen only when the parser is built.
+    from ._demo_cli import register as register_demo
     from ._explore._cli import register as register_explore
 
-    registrars: list[Registrar] = [register_explore]
+    registrars: list[Registrar] = [register_demo, register_explore]
     return registrars
 
 
