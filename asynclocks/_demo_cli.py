@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "demo",
         help="run the race demos with and without locks",
-        description="Run the race demos (counter, withdraw, transfer) with N tasks started "
+        description="Run the race demos (counter, withdraw, transfer) with N tasks started\n"
         "together, unprotected and with each lock, and print expected vs actual.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
