@@ -119,10 +119,11 @@ async def retrying(
     run: Callable[[], Awaitable[T]],
     *,
     attempts: int,
-    transient: tuple[type[BaseException], ...],
+    transient: Callable[[BaseException], bool],
     on_retry: Callable[[BaseException], None] | None = None,
 ) -> T:
-    """Call ``run()`` until it does not raise one of ``transient``, at most ``attempts`` times.
+    """Call ``run()`` until it does not raise an error ``transient`` accepts, at most
+    ``attempts`` times.
 
     Raises:
         RetryLater: Every attempt was aborted by the database (a 503 for the client); nothing
@@ -132,7 +133,9 @@ async def retrying(
     for _ in range(attempts):
         try:
             return await run()
-        except transient as exc:
+        except Exception as exc:
+            if not transient(exc):
+                raise
             last = exc
             if on_retry is not None:
                 on_retry(exc)

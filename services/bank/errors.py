@@ -153,6 +153,14 @@ class IdempotencyKeyReused(BankError):
     status = 422
     code = "idempotency_key_reused"
 
+    def __init__(self, key: str) -> None:
+        shown = key if len(key) <= 40 else key[:40] + "..."
+        super().__init__(
+            f"Idempotency-Key {shown!r} was already used for a different request "
+            "(method, path or body differ); use a new key for a new operation"
+        )
+        self.key = key
+
 
 class RetryLater(BankError):
     """The database kept aborting the operation (deadlocks, serialization failures, lock

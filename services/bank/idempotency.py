@@ -45,6 +45,7 @@ __all__ = [
     "Claim",
     "IdempotencyBackend",
     "MemoryIdempotency",
+    "Replay",
     "StoredResponse",
     "check_key",
     "fingerprint",
@@ -143,7 +144,9 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-class _Replay:
+class Replay:
+    """A claim that found a recorded response: the request is answered with it."""
+
     def __init__(self, response: StoredResponse) -> None:
         self._response = response
 
@@ -203,9 +206,9 @@ class MemoryIdempotency:
             if entry is None:
                 break
             if entry.fingerprint != fingerprint:
-                raise IdempotencyKeyReused(_reused_detail(key))
+                raise IdempotencyKeyReused(key)
             if entry.response is not None:
-                yield _Replay(entry.response)
+                yield Replay(entry.response)
                 return
             # In flight: wait for the first request, then look again (it may have been abandoned).
             assert entry.done is not None
@@ -227,14 +230,6 @@ class MemoryIdempotency:
                     del self._entries[oldest]
             assert done is not None
             done.set()
-
-
-def _reused_detail(key: str) -> str:
-    shown = key if len(key) <= 40 else key[:40] + "..."
-    return (
-        f"{HEADER} {shown!r} was already used for a different request "
-        "(method, path or body differ); use a new key for a new operation"
-    )
 
 
 _BACKEND: Final = web.AppKey("bank_idempotency", IdempotencyBackend)

@@ -40,11 +40,12 @@ import zlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from contextvars import ContextVar
-from typing import Any, Final, cast
+from typing import Final, cast
 
 import asyncpg
 import asyncpg.exceptions
 from asyncpg.pool import PoolConnectionProxy
+from asyncpg.transaction import Transaction
 
 from ._sql import (
     DEFAULT_ATTEMPTS,
@@ -65,7 +66,7 @@ from .errors import (
     RetryLater,
     SameAccount,
 )
-from .idempotency import Claim, StoredResponse
+from .idempotency import Claim, Replay, StoredResponse
 from .store import Audit, JournalEntry, OperationKind, RaceWindow
 
 __all__ = ["PostgresStore", "check_postgres_url"]
@@ -78,6 +79,11 @@ TRANSIENT: Final[tuple[type[BaseException], ...]] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.LockNotAvailableError,
 )
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT)
+
 
 SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS bank_accounts (
@@ -237,7 +243,9 @@ class PostgresStore:
         self._pool_size = pool_size
         self._attempts = check_attempts(attempts)
         if lock_timeout is not None and not lock_timeout > 0:
-            raise ValueError(f"lock_timeout must be a positive number of seconds, got {lock_timeout}")
+            raise ValueError(
+                f"lock_timeout must be a positive number of seconds, got {lock_timeout}"
+            )
         self._lock_timeout = lock_timeout
         self._pool: asyncpg.Pool | None = None
         # The connection of the Idempotency-Key transaction the current request runs in, if any.
@@ -303,21 +311,18 @@ class PostgresStore:
         async def attempt() -> list[asyncpg.Record]:
             async with self._connection() as conn:
                 if self._bound.get() is None:
-                    return cast(list[asyncpg.Record], await conn.fetch(statement, *args))
+                    return await conn.fetch(statement, *args)
                 # Inside an Idempotency-Key transaction: a savepoint lets one statement be
                 # retried without losing the transaction.
                 async with conn.transaction():
-                    return cast(list[asyncpg.Record], await conn.fetch(statement, *args))
+                    return await conn.fetch(statement, *args)
 
         async def run() -> list[asyncpg.Record]:
             return await retrying(
-                attempt, attempts=self._attempts, transient=TRANSIENT, on_retry=self._count_retry
+                attempt, attempts=self._attempts, transient=_transient, on_retry=self._count_retry
             )
 
-        try:
-            return await shielded(run)
-        except asyncpg.exceptions.NumericValueOutOfRangeError:
-            raise RetryLater("a balance would leave the range the database holds") from None
+        return await shielded(run)
 
     async def _read(self, account_id: str) -> int:
         async with self._connection() as conn:
@@ -398,8 +403,10 @@ class PostgresStore:
             # One snapshot for every figure: a deposit committing between two of the queries
             # would otherwise show as drift.
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                accounts, total, expected = await conn.fetchrow(_AUDIT)
+                figures = await conn.fetchrow(_AUDIT)
                 negative = await conn.fetch(_NEGATIVE)
+        assert figures is not None  # a SELECT of scalar subqueries returns one row
+        accounts, total, expected = figures
         return Audit(
             accounts=accounts,
             total=int(total),
@@ -433,7 +440,7 @@ class PostgresStore:
         if self._pool is None:
             raise RuntimeError("the PostgreSQL store is not open; call open() first")
         pool = self._pool
-        conn = cast(Connection, await pool.acquire())
+        conn = await pool.acquire()
         try:
             transaction = conn.transaction()
             await transaction.start()
@@ -442,14 +449,14 @@ class PostgresStore:
                 claimed = await retrying(
                     lambda: conn.fetchval(_CLAIM, key, fingerprint),
                     attempts=self._attempts,
-                    transient=TRANSIENT,
+                    transient=_transient,
                     on_retry=self._count_retry,
                 )
                 if not claimed:
                     row = await conn.fetchrow(_RECORDED, key)
                     if row is None or row[0] != fingerprint:
-                        raise IdempotencyKeyReused(_reused(key))
-                    yield _PostgresReplay(StoredResponse(row[1], bytes(row[2])))
+                        raise IdempotencyKeyReused(key)
+                    yield Replay(StoredResponse(row[1], bytes(row[2])))
                     return
                 token = self._bound.set(conn)
                 try:
@@ -463,26 +470,8 @@ class PostgresStore:
             await shielded(lambda: pool.release(conn))
 
 
-def _reused(key: str) -> str:
-    from .idempotency import _reused_detail
-
-    return _reused_detail(key)
-
-
-class _PostgresReplay:
-    def __init__(self, response: StoredResponse) -> None:
-        self._response = response
-
-    @property
-    def replay(self) -> StoredResponse | None:
-        return self._response
-
-    async def save(self, response: StoredResponse) -> None:
-        raise RuntimeError("a replayed claim has nothing to save")
-
-
 class _PostgresClaim:
-    def __init__(self, conn: Connection, transaction: Any, key: str) -> None:
+    def __init__(self, conn: Connection, transaction: Transaction, key: str) -> None:
         self._conn = conn
         self._transaction = transaction
         self._key = key

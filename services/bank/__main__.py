@@ -1,0 +1,409 @@
+"""Command line: ``python -m services.bank serve|hammer|showdown`` (also the ``bank`` script).
+
+Exit codes: 0 success; 1 a run failed or a threshold given was broken; 2 bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from yarl import URL
+
+from .config import ADMIN_TOKEN_ENV, BankConfig
+from .locking import LOCK_MODES
+
+_LOOP_CHOICES = ("auto", "asyncio", "uvloop")
+
+
+def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(*, positive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            kind = "> 0" if positive else ">= 0"
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number of seconds {kind}, got {text}"
+            )
+        return value
+
+    return parse
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of milliseconds, got {text!r}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of milliseconds > 0, got {text}")
+    return value
+
+
+def _base_url(text: str) -> str:
+    try:
+        url = URL(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a URL: {text!r} ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL, got {text!r}")
+    if url.path not in ("", "/") or url.query_string or url.fragment:
+        raise argparse.ArgumentTypeError(
+            f"must be the service's base URL (scheme, host, port), got {text!r}"
+        )
+    return str(url.with_path("/"))
+
+
+def _mix(text: str) -> dict[str, int]:
+    from .hammer import parse_mix
+
+    try:
+        return parse_mix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _store(text: str) -> str:
+    if text != "memory":
+        raise argparse.ArgumentTypeError(f"unknown store {text!r}; expected 'memory'")
+    return text
+
+
+def _add_loop(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--loop",
+        choices=_LOOP_CHOICES,
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default), or force one",
+    )
+
+
+def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the bank service",
+        description="Run the bank HTTP service until SIGINT or SIGTERM. Prints "
+        "'listening on http://HOST:PORT' once it accepts connections.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)"
+    )
+    parser.add_argument(
+        "--port",
+        type=_int_at_least(0, 65535),
+        default=8080,
+        help="TCP port; 0 picks a free one (default: 8080)",
+    )
+    parser.add_argument(
+        "--lock",
+        choices=LOCK_MODES,
+        default="none",
+        help="starting lock mode: none loses money under concurrency, global and account do "
+        "not (default: none; switch at run time with PUT /admin/lock)",
+    )
+    parser.add_argument(
+        "--store", type=_store, default="memory", help="where balances live (default: memory)"
+    )
+    parser.add_argument(
+        "--io-delay",
+        type=_seconds(positive=False),
+        default=0.0,
+        metavar="S",
+        help="seconds the memory store awaits between reading and writing a balance, standing "
+        "in for a database round trip; 0 is a bare checkpoint (default: 0)",
+    )
+    parser.add_argument(
+        "--admin-token",
+        metavar="T",
+        default=None,
+        help=f"bearer token for /admin (default: ${ADMIN_TOKEN_ENV}; without either, /admin "
+        "refuses every request)",
+    )
+    parser.add_argument(
+        "--handler-cancellation",
+        action="store_true",
+        help="cancel a request's handler when its client disconnects (aiohttp option; "
+        "either way no transfer is ever half applied)",
+    )
+    _add_loop(parser)
+    parser.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import serve_forever
+
+    token = args.admin_token if args.admin_token is not None else BankConfig.token_from_env()
+    if token == "":
+        print("error: --admin-token must not be empty", file=sys.stderr)
+        return 2
+    config = BankConfig(
+        host=args.host,
+        port=args.port,
+        lock_mode=args.lock,
+        store=args.store,
+        io_delay=args.io_delay,
+        admin_token=token,
+        handler_cancellation=args.handler_cancellation,
+    )
+    return serve_forever(config, loop=args.loop)
+
+
+def _register_hammer(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "hammer",
+        help="load a running bank and check its books",
+        description="Open fresh accounts on a running bank, send a seeded mix of deposits, "
+        "withdrawals and transfers from many concurrent clients, then read the balances back "
+        "and compare them with what the server acknowledged.",
+        epilog="Exit code 1 when a threshold given (--fail-on-drift, --max-p99-ms) is broken or "
+        "the server cannot be reached; 2 for a bad command line.",
+    )
+    parser.add_argument(
+        "--url", type=_base_url, required=True, help="base URL, e.g. http://127.0.0.1:8080"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_int_at_least(1, 10_000),
+        default=64,
+        help="concurrent clients (default: 64)",
+    )
+    amount = parser.add_mutually_exclusive_group()
+    amount.add_argument(
+        "--requests",
+        type=_int_at_least(1),
+        default=None,
+        metavar="N",
+        help="operations to send (default: 10000)",
+    )
+    amount.add_argument(
+        "--duration",
+        type=_seconds(positive=True),
+        default=None,
+        metavar="S",
+        help="send for S seconds instead of a fixed count",
+    )
+    parser.add_argument(
+        "--accounts",
+        type=_int_at_least(2, 100_000),
+        default=10,
+        help="fresh accounts to open and share between clients; fewer means more contention "
+        "(default: 10)",
+    )
+    parser.add_argument(
+        "--opening-balance",
+        type=_int_at_least(0, 10**12),
+        default=1_000_000,
+        metavar="CENTS",
+        help="opening balance of each account in cents; amounts sent are 1 to 1%% of it "
+        "(default: 1000000)",
+    )
+    parser.add_argument(
+        "--mix",
+        type=_mix,
+        default=None,
+        help="operation weights (default: deposit:1,withdraw:1,transfer:2)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=_int_at_least(0),
+        default=None,
+        metavar="N",
+        help="seed of the operation sequence (default: random, printed in the report)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, metavar="PATH", help="also write the report as JSON"
+    )
+    parser.add_argument(
+        "--fail-on-drift",
+        action="store_true",
+        help="exit 1 if the drift is not 0 or a balance is negative",
+    )
+    parser.add_argument(
+        "--max-p99-ms",
+        type=_milliseconds,
+        default=None,
+        metavar="X",
+        help="exit 1 if the p99 latency is above X milliseconds",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no live progress bar on stderr")
+    _add_loop(parser)
+    parser.set_defaults(handler=_hammer)
+
+
+def _hammer(args: argparse.Namespace) -> int:
+    from .hammer import DEFAULT_MIX, HammerError, HammerSettings, format_report, run_hammer
+    from .hammer import write_json as write_hammer_json
+    from .server import run
+
+    if args.accounts < 2 and (args.mix or DEFAULT_MIX).get("transfer", 0):
+        print("error: transfers need at least 2 accounts", file=sys.stderr)
+        return 2
+    settings = HammerSettings(
+        url=args.url,
+        concurrency=args.concurrency,
+        requests=None if args.duration is not None else (args.requests or 10_000),
+        duration=args.duration,
+        accounts=args.accounts,
+        opening_balance=args.opening_balance,
+        mix=args.mix or dict(DEFAULT_MIX),
+        seed=args.seed if args.seed is not None else random.randrange(2**31),
+        progress=not args.no_progress,
+    )
+    try:
+        report = run(run_hammer(settings), loop=args.loop)
+    except HammerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    if args.json is not None:
+        write_hammer_json(report, args.json)
+    broken = []
+    if args.fail_on_drift and not report.correct:
+        broken.append(
+            f"drift {report.drift:+,} cents, {len(report.negative_accounts)} negative balances"
+        )
+    if args.max_p99_ms is not None and report.latency_ms["p99"] > args.max_p99_ms:
+        broken.append(f"p99 {report.latency_ms['p99']:.2f} ms > {args.max_p99_ms:g} ms")
+    for problem in broken:
+        print(f"threshold broken: {problem}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+def _register_showdown(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .showdown import ShowdownSettings
+
+    defaults = ShowdownSettings()
+    parser = subparsers.add_parser(
+        "showdown",
+        help="run every lock mode under the same load and compare",
+        description="Start the service once per lock mode (memory store, a free port), hammer "
+        "each with the same seeded load, and print one table: throughput, p99, drift, negative "
+        "balances and a verdict per mode.",
+        epilog="Exit code 1 if a locking mode (global, account) loses money, which would be a bug.",
+    )
+    parser.add_argument(
+        "--requests",
+        type=_int_at_least(1),
+        default=defaults.requests,
+        metavar="N",
+        help=f"requests per mode (default: {defaults.requests})",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_int_at_least(1, 10_000),
+        default=defaults.concurrency,
+        metavar="C",
+        help=f"concurrent clients (default: {defaults.concurrency})",
+    )
+    parser.add_argument(
+        "--accounts",
+        type=_int_at_least(2, 100_000),
+        default=defaults.accounts,
+        help=f"accounts shared by the clients (default: {defaults.accounts})",
+    )
+    parser.add_argument(
+        "--io-delay",
+        type=_seconds(positive=False),
+        default=defaults.io_delay,
+        metavar="S",
+        help="seconds between each read and write in the store, widening the race window "
+        f"(default: {defaults.io_delay})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=_int_at_least(0),
+        default=defaults.seed,
+        metavar="N",
+        help=f"seed of the load, the same for every mode (default: {defaults.seed})",
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=None, metavar="PATH", help="save a PNG chart to PATH"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no live progress on stderr")
+    _add_loop(parser)
+    parser.set_defaults(handler=_showdown)
+
+
+def _showdown(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .hammer import HammerError
+    from .showdown import ShowdownSettings, explain, plot, render_table, run_showdown
+    from .showdown import write_json as write_showdown_json
+
+    settings = ShowdownSettings(
+        requests=args.requests,
+        concurrency=args.concurrency,
+        accounts=args.accounts,
+        io_delay=args.io_delay,
+        seed=args.seed,
+        progress=not args.no_progress,
+        loop=args.loop,
+    )
+    try:
+        rows = run_showdown(settings)
+    except (RuntimeError, HammerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    console = Console(width=110)
+    console.print(render_table(rows, settings))
+    console.print(explain(rows), soft_wrap=True)
+    if args.plot is not None:
+        plot(rows, args.plot)
+        console.print(f"chart saved to {args.plot}")
+    if args.json is not None:
+        write_showdown_json(rows, settings, args.json)
+    broken = [row.mode for row in rows if row.mode != "none" and not row.report.correct]
+    for mode in broken:
+        print(f"error: lock mode {mode} lost money; that is a bug", file=sys.stderr)
+    return 1 if broken else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m services.bank`` parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m services.bank",
+        description="The asynclocks bank: a service that loses money without a lock, the load "
+        "that shows it, and the showdown of lock modes.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _register_serve(subparsers)
+    _register_hammer(subparsers)
+    _register_showdown(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""The load generator: many concurrent clients on a few accounts, then the books.
+
+``hammer`` opens its own fresh accounts (a random id prefix per run, so runs never mix), drives a
+seeded mix of deposits, withdrawals and transfers at a fixed concurrency, and keeps its own books
+from the answers it got: every 200 is an operation the server acknowledged. At the end it reads the
+balances back and compares: ``drift = actual_total - expected_total`` is 0 on a correct server. The
+op sequence depends only on the seed; which client sends which op, and so the interleaving, does
+not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import secrets
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from random import Random
+from typing import Any, Final
+
+import aiohttp
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+__all__ = [
+    "DEFAULT_MIX",
+    "OPERATIONS",
+    "HammerError",
+    "HammerReport",
+    "HammerSettings",
+    "format_report",
+    "parse_mix",
+    "percentile",
+    "run_hammer",
+]
+
+OPERATIONS: Final = ("deposit", "withdraw", "transfer")
+DEFAULT_MIX: Final[Mapping[str, int]] = {"deposit": 1, "withdraw": 1, "transfer": 2}
+_JSON_HEADERS: Final = {"Content-Type": "application/json"}
+
+
+class HammerError(Exception):
+    """The run could not be carried out (server unreachable, accounts not created, ...)."""
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """Parse ``deposit:1,withdraw:1,transfer:2`` into weights.
+
+    Raises:
+        ValueError: Unknown operation, repeated operation, weight not a non-negative integer,
+            or all weights 0.
+    """
+    mix: dict[str, int] = {}
+    for part in text.split(","):
+        name, sep, weight_text = part.strip().partition(":")
+        if not sep:
+            raise ValueError(f"mix entry {part.strip()!r} is not NAME:WEIGHT")
+        if name not in OPERATIONS:
+            raise ValueError(f"unknown operation {name!r} in mix; expected {', '.join(OPERATIONS)}")
+        if name in mix:
+            raise ValueError(f"operation {name!r} appears twice in mix")
+        if not weight_text.strip().isdigit():
+            raise ValueError(
+                f"weight of {name!r} must be a non-negative integer, got {weight_text!r}"
+            )
+        mix[name] = int(weight_text)
+    if not any(mix.values()):
+        raise ValueError("mix needs at least one operation with a weight above 0")
+    return mix
+
+
+@dataclass(frozen=True, slots=True)
+class HammerSettings:
+    """One hammer run.
+
+    Attributes:
+        url: Base URL of the service, e.g. ``http://127.0.0.1:8080``.
+        concurrency: Clients sending at once.
+        requests: Operations to send; ``None`` with ``duration`` set.
+        duration: Seconds to keep sending; ``None`` with ``requests`` set.
+        accounts: Fresh accounts to open and hit.
+        opening_balance: Cents each account opens with.
+        mix: Operation weights.
+        seed: Seed of the operation sequence.
+        progress: Show the live progress bar on stderr.
+    """
+
+    url: str
+    concurrency: int = 64
+    requests: int | None = 10_000
+    duration: float | None = None
+    accounts: int = 10
+    opening_balance: int = 1_000_000
+    mix: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if (self.requests is None) == (self.duration is None):
+            raise ValueError("give exactly one of requests and duration")
+        if self.requests is not None and self.requests < 1:
+            raise ValueError(f"requests must be at least 1, got {self.requests}")
+        if self.duration is not None and not (0 < self.duration < math.inf):
+            raise ValueError(f"duration must be a positive number of seconds, got {self.duration}")
+        if self.accounts < 2 and self.mix.get("transfer", 0):
+            raise ValueError("transfers need at least 2 accounts")
+        if self.accounts < 1:
+            raise ValueError(f"accounts must be at least 1, got {self.accounts}")
+        if not 0 <= self.opening_balance <= 10**12:
+            raise ValueError(
+                f"opening balance must be between 0 and 10**12 cents, got {self.opening_balance}"
+            )
+
+    @property
+    def max_amount(self) -> int:
+        """Largest amount sent: 1% of the opening balance, so most withdrawals are covered."""
+        return max(10, self.opening_balance // 100)
+
+
+@dataclass(slots=True)
+class HammerReport:
+    """What a run measured and found. :meth:`to_json` gives the ``--json`` document."""
+
+    requests: int
+    duration_s: float
+    latency_ms: dict[str, float]
+    status: dict[str, int]
+    expected_total: int
+    actual_total: int
+    negative_accounts: list[dict[str, Any]]
+    seed: int
+    concurrency: int
+    accounts: int
+    prefix: str
+
+    @property
+    def rps(self) -> float:
+        """Requests per second over the load phase."""
+        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def drift(self) -> int:
+        """``actual_total - expected_total``; 0 when the server kept the books."""
+        return self.actual_total - self.expected_total
+
+    @property
+    def correct(self) -> bool:
+        """No drift and no negative balance."""
+        return self.drift == 0 and not self.negative_accounts
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document, with exactly the documented keys."""
+        return {
+            "requests": self.requests,
+            "duration_s": round(self.duration_s, 6),
+            "rps": round(self.rps, 1),
+            "latency_ms": self.latency_ms,
+            "status": self.status,
+            "expected_total": self.expected_total,
+            "actual_total": self.actual_total,
+            "drift": self.drift,
+            "negative_accounts": self.negative_accounts,
+        }
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    kind: str
+    path: str
+    body: bytes
+    # (account, signed cents) applied to the client's books when the server answers 200
+    effects: tuple[tuple[str, int], ...]
+
+
+def _operations(settings: HammerSettings, ids: list[str]) -> Iterator[_Op]:
+    rng = Random(settings.seed)
+    kinds = [kind for kind in OPERATIONS if settings.mix.get(kind, 0)]
+    weights = [settings.mix[kind] for kind in kinds]
+    count = 0
+    while settings.requests is None or count < settings.requests:
+        count += 1
+        kind = rng.choices(kinds, weights)[0]
+        amount = rng.randint(1, settings.max_amount)
+        if kind == "transfer":
+            source, target = rng.sample(ids, 2)
+            body = {"from": source, "to": target, "amount": amount}
+            yield _Op(kind, "/transfers", _dumps(body), ((source, -amount), (target, amount)))
+        else:
+            account = rng.choice(ids)
+            sign = 1 if kind == "deposit" else -1
+            path = f"/accounts/{account}/{kind}"
+            yield _Op(kind, path, _dumps({"amount": amount}), ((account, sign * amount),))
+
+
+def _dumps(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def _expect(response: aiohttp.ClientResponse, status: int, what: str) -> Any:
+    body = await response.read()
+    if response.status != status:
+        raise HammerError(f"{what}: expected HTTP {status}, got {response.status}: {body[:200]!r}")
+    return json.loads(body)
+
+
+async def run_hammer(settings: HammerSettings, *, console: Console | None = None) -> HammerReport:
+    """Run the load described by ``settings`` and return the report.
+
+    Raises:
+        HammerError: The server cannot be reached or refuses to open the accounts.
+    """
+    console = console or Console(stderr=True)
+    prefix = f"h{secrets.token_hex(4)}-"
+    ids = [f"{prefix}{index}" for index in range(settings.accounts)]
+    connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
+    timeout = aiohttp.ClientTimeout(total=60)
+    try:
+        async with aiohttp.ClientSession(
+            settings.url, connector=connector, timeout=timeout
+        ) as session:
+            return await _hammer(session, settings, console, prefix, ids)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise HammerError(f"cannot talk to {settings.url}: {exc or type(exc).__name__}") from exc
+
+
+async def _hammer(
+    session: aiohttp.ClientSession,
+    settings: HammerSettings,
+    console: Console,
+    prefix: str,
+    ids: list[str],
+) -> HammerReport:
+    async with session.get("/health") as response:
+        await _expect(response, 200, "GET /health")
+
+    async def open_account(account_id: str) -> None:
+        body = _dumps({"id": account_id, "balance": settings.opening_balance})
+        async with session.post("/accounts", data=body, headers=_JSON_HEADERS) as response:
+            await _expect(response, 201, f"opening account {account_id}")
+
+    await asyncio.gather(*(open_account(account_id) for account_id in ids))
+
+    books = dict.fromkeys(ids, settings.opening_balance)
+    statuses: Counter[str] = Counter()
+    latencies: list[float] = []
+    operations = _operations(settings, ids)
+    deadline = math.inf
+    clock = time.perf_counter
+
+    async def client() -> None:
+        post = session.post
+        for op in operations:
+            if clock() >= deadline:
+                return
+            started = clock()
+            try:
+                async with post(op.path, data=op.body, headers=_JSON_HEADERS) as response:
+                    await response.read()
+                    code = response.status
+            except (aiohttp.ClientError, TimeoutError):
+                # The outcome is unknown; counted apart so a drift can be told from it.
+                latencies.append(clock() - started)
+                statuses["error"] += 1
+                continue
+            latencies.append(clock() - started)
+            statuses[str(code)] += 1
+            if code == 200:
+                for account, cents in op.effects:
+                    books[account] += cents
+
+    total = settings.requests if settings.requests is not None else settings.duration
+    progress = Progress(
+        TextColumn("[bold]hammer[/bold] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[done]:>9,} req  {task.fields[rate]:>8,.0f} rps"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not settings.progress,
+        transient=False,
+    )
+    start = clock()
+    if settings.duration is not None:
+        deadline = start + settings.duration
+    with progress:
+        bar = progress.add_task(settings.url, total=total, done=0, rate=0.0)
+        clients = [asyncio.ensure_future(client()) for _ in range(settings.concurrency)]
+        all_clients = asyncio.gather(*clients)
+        try:
+            while not all_clients.done():
+                await asyncio.wait([all_clients], timeout=0.2)
+                elapsed = clock() - start
+                done = len(latencies)
+                completed = done if settings.duration is None else min(elapsed, settings.duration)
+                rate = done / elapsed if elapsed > 0 else 0.0
+                progress.update(bar, completed=completed, done=done, rate=rate)
+            await all_clients
+        finally:
+            for task in clients:
+                task.cancel()
+    duration = clock() - start
+
+    async def read_back(account_id: str) -> int:
+        async with session.get(f"/accounts/{account_id}") as response:
+            balance: int = (await _expect(response, 200, f"reading {account_id}"))["balance"]
+            return balance
+
+    balances = await asyncio.gather(*(read_back(account_id) for account_id in ids))
+    latencies.sort()
+    return HammerReport(
+        requests=len(latencies),
+        duration_s=duration,
+        latency_ms={
+            "p50": round(percentile(latencies, 0.50) * 1000, 3),
+            "p90": round(percentile(latencies, 0.90) * 1000, 3),
+            "p99": round(percentile(latencies, 0.99) * 1000, 3),
+            "max": round((latencies[-1] if latencies else 0.0) * 1000, 3),
+        },
+        status=dict(sorted(statuses.items())),
+        expected_total=sum(books.values()),
+        actual_total=sum(balances),
+        negative_accounts=[
+            {"id": account_id, "balance": balance}
+            for account_id, balance in zip(ids, balances, strict=True)
+            if balance < 0
+        ],
+        seed=settings.seed,
+        concurrency=settings.concurrency,
+        accounts=settings.accounts,
+        prefix=prefix,
+    )
+
+
+def format_report(report: HammerReport) -> str:
+    """The human-readable report printed to stdout."""
+    latency = report.latency_ms
+    statuses = "  ".join(f"{code}: {count:,}" for code, count in report.status.items())
+    negatives = (
+        ", ".join(f"{entry['id']} ({entry['balance']:,})" for entry in report.negative_accounts)
+        or "none"
+    )
+    if report.correct:
+        verdict = "OK: every acknowledged cent is accounted for"
+    elif report.drift < 0:
+        verdict = f"WRONG: {-report.drift:,} cents acknowledged to clients are missing"
+    elif report.drift > 0:
+        verdict = f"WRONG: the server holds {report.drift:,} cents more than it acknowledged"
+    else:
+        verdict = "WRONG: negative balances"
+    lines = [
+        f"requests      {report.requests:,} in {report.duration_s:.2f} s "
+        f"({report.concurrency} clients, {report.accounts} accounts {report.prefix}*, "
+        f"seed {report.seed})",
+        f"throughput    {report.rps:,.0f} requests/s",
+        f"latency ms    p50 {latency['p50']:.2f}  p90 {latency['p90']:.2f}  "
+        f"p99 {latency['p99']:.2f}  max {latency['max']:.2f}",
+        f"responses     {statuses}",
+        f"money         client expects {report.expected_total:,}, "
+        f"server holds {report.actual_total:,}",
+        f"drift         {report.drift:+,} cents",
+        f"negative      {negatives}",
+        f"verdict       {verdict}",
+    ]
+    return "\n".join(lines)
+
+
+def write_json(report: HammerReport, path: Path) -> None:
+    """Write :meth:`HammerReport.to_json` to ``path``."""
+    path.write_text(json.dumps(report.to_json(), indent=2) + "\n")

@@ -1,0 +1,104 @@
+"""Running the bank: ``serve(config)`` until SIGINT or SIGTERM, on asyncio or uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, TypeVar
+
+from aiohttp import web
+
+from .app import create_app
+from .config import BankConfig
+
+__all__ = ["LoopKind", "format_url", "run", "serve"]
+
+LoopKind = Literal["auto", "asyncio", "uvloop"]
+T = TypeVar("T")
+
+
+def format_url(host: str, port: int) -> str:
+    """``http://host:port``, with IPv6 hosts in brackets."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _announce(line: str) -> None:
+    print(line, flush=True)
+
+
+async def serve(
+    config: BankConfig,
+    *,
+    announce: Callable[[str], None] = _announce,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve the bank until ``stop`` is set, or until SIGINT/SIGTERM when ``stop`` is omitted.
+
+    ``announce`` receives ``listening on http://HOST:PORT`` once the socket accepts connections
+    (with the real port when ``config.port`` is 0).
+
+    Raises:
+        OSError: The address cannot be bound.
+    """
+    app = create_app(config)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        handler_cancellation=config.handler_cancellation,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+        announce(f"listening on {format_url(host, port)}")
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _loop_factory(kind: LoopKind) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if kind == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if kind == "uvloop":
+            raise RuntimeError("uvloop is not installed (pip install uvloop)") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run(main: Coroutine[Any, Any, T], *, loop: LoopKind = "auto") -> T:
+    """Run ``main`` on a fresh event loop: uvloop when asked (or, with ``auto``, when installed).
+
+    Raises:
+        RuntimeError: ``loop="uvloop"`` and uvloop is not installed.
+    """
+    try:
+        factory = _loop_factory(loop)
+    except RuntimeError:
+        main.close()
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
+    """The ``serve`` command: returns the exit code."""
+    try:
+        run(serve(config), loop=loop)
+    except OSError as exc:
+        print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,449 @@
+"""The SQLite store (aiosqlite, WAL): the bank in one file that survives a restart.
+
+Tables, created on :meth:`SqliteStore.open` with ``CREATE ... IF NOT EXISTS``: ``bank_accounts``,
+``bank_journal`` (acknowledged operations; ``audit()`` derives ``expected`` from it) and
+``bank_idempotency`` (recorded ``Idempotency-Key`` responses). The file runs in WAL mode, so
+readers never wait for the writer, with ``synchronous=FULL`` (a committed operation survives a
+power cut) and a busy timeout for the other processes that may share the file.
+
+One connection per process, used by one request at a time: a transaction's statements are
+never interleaved with another request's. Each operation's balances and journal row are written
+in one ``BEGIN IMMEDIATE`` transaction, under :func:`services.bank._sql.shielded` so a cancelled
+request never leaves it half done.
+
+- ``atomic=False`` (lock modes ``none``, ``global``, ``account``): the balance is read by one
+  statement, the connection is released, the request awaits (``io_delay``), then it writes the
+  balance computed from what it read in its own transaction. Requests interleave between the two,
+  so the lost update is real without a lock.
+- ``atomic=True`` (lock mode ``db``): read, check and write happen inside one ``BEGIN
+  IMMEDIATE`` transaction, which holds SQLite's write lock for the whole file: other processes
+  wait (``busy_timeout``), then retry a bounded number of times, then get 503 ``retry_later``.
+  SQLite has no row locks; with one writer at a time the file lock is the coarse version of
+  ``SELECT ... FOR UPDATE``.
+
+With a single worker process, lock mode ``account`` is already enough on this store: every
+request runs in that process, so its in-process locks see all of them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Final, TypeVar, cast
+
+import aiosqlite
+import anyio
+
+from ._sql import (
+    DEFAULT_ATTEMPTS,
+    Window,
+    check_attempts,
+    check_balance,
+    money_delta_sql,
+    retrying,
+    shielded,
+)
+from .errors import (
+    AccountExists,
+    AccountNotFound,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    RetryLater,
+    SameAccount,
+)
+from .idempotency import Claim, Replay, StoredResponse
+from .store import Audit, JournalEntry, OperationKind, RaceWindow
+
+__all__ = ["SQLITE_PREFIX", "SqliteStore", "sqlite_path"]
+
+T = TypeVar("T")
+
+#: Store URLs naming a SQLite file start with this; the path follows (relative or absolute).
+SQLITE_PREFIX: Final = "sqlite:///"
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS bank_accounts (
+    id TEXT PRIMARY KEY,
+    balance INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bank_journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('open', 'deposit', 'withdraw', 'transfer')),
+    account TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    counterparty TEXT
+);
+CREATE TABLE IF NOT EXISTS bank_idempotency (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+"""
+
+_BALANCE: Final = "SELECT balance FROM bank_accounts WHERE id = ?"
+_SET: Final = "UPDATE bank_accounts SET balance = ? WHERE id = ?"
+_JOURNAL_ONE: Final = "INSERT INTO bank_journal (kind, account, amount) VALUES (?, ?, ?)"
+_JOURNAL_TRANSFER: Final = (
+    "INSERT INTO bank_journal (kind, account, amount, counterparty) VALUES ('transfer', ?, ?, ?)"
+)
+_AUDIT: Final = f"""
+SELECT
+    (SELECT count(*) FROM bank_accounts),
+    (SELECT COALESCE(sum(balance), 0) FROM bank_accounts),
+    (SELECT COALESCE(sum({money_delta_sql}), 0) FROM bank_journal)
+"""
+_NEGATIVE: Final = "SELECT id, balance FROM bank_accounts WHERE balance < 0 ORDER BY id"
+_JOURNAL: Final = """
+SELECT seq, kind, account, amount, counterparty FROM bank_journal
+WHERE seq > ? ORDER BY seq LIMIT ?
+"""
+
+Connection = aiosqlite.Connection
+
+
+def sqlite_path(url: str) -> str:
+    """Return the file path of a ``sqlite:///PATH`` store URL.
+
+    ``sqlite:///bank.db`` is relative to the working directory, ``sqlite:////var/bank.db``
+    absolute.
+
+    Raises:
+        ValueError: Not a ``sqlite:///`` URL, no path, or an in-memory database (which another
+            process, or a restart, could never see).
+    """
+    if not url.startswith(SQLITE_PREFIX):
+        raise ValueError(f"store URL {url!r} must start with {SQLITE_PREFIX}")
+    path = url[len(SQLITE_PREFIX) :]
+    if not path or path.endswith("/"):
+        raise ValueError(f"store URL {url!r} names no file; expected {SQLITE_PREFIX}PATH")
+    if path == ":memory:" or path.startswith("file:"):
+        raise ValueError(
+            f"store URL {url!r} is not a file; use 'memory' for a store that lives in the process"
+        )
+    return path
+
+
+def _transient(exc: BaseException) -> bool:
+    # SQLITE_BUSY / SQLITE_LOCKED: another process holds the write lock past busy_timeout.
+    return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
+
+
+class SqliteStore:
+    """Balances, journal and idempotency keys in one SQLite file.
+
+    Args:
+        url: ``sqlite:///PATH``; the file and its folder's WAL files are created as needed.
+        io_delay: Seconds awaited between the read and the write of a non-atomic operation.
+        race_window: Awaited instead of the delay, with the operation's kind (tests).
+        busy_timeout: Seconds a transaction waits for another process's write lock before
+            that attempt fails.
+        attempts: Tries of an operation that found the file locked before answering 503.
+
+    Raises:
+        ValueError: A bad URL or setting.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        io_delay: float = 0.0,
+        race_window: RaceWindow | None = None,
+        busy_timeout: float = 5.0,
+        attempts: int = DEFAULT_ATTEMPTS,
+    ) -> None:
+        self._path = sqlite_path(url)
+        self._window = Window(io_delay, race_window)
+        if not busy_timeout >= 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout}")
+        self._busy_ms = round(busy_timeout * 1000)
+        self._attempts = check_attempts(attempts)
+        self._conn: Connection | None = None
+        # One request uses the connection at a time, so no two transactions interleave on it.
+        self._lock = anyio.Lock()
+        # True while the current request runs inside its Idempotency-Key transaction, which
+        # already holds the connection and the write lock.
+        self._bound: ContextVar[bool] = ContextVar("bank_sqlite_bound", default=False)
+        #: Transactions that found the file locked and were tried again.
+        self.retries = 0
+
+    @property
+    def name(self) -> str:
+        return "sqlite"
+
+    @property
+    def supports_atomic(self) -> bool:
+        return True
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return Path(self._path)
+
+    @property
+    def io_delay(self) -> float:
+        """Seconds awaited in each non-atomic operation's race window."""
+        return self._window.io_delay
+
+    async def open(self) -> None:
+        conn = await aiosqlite.connect(self._path, isolation_level=None)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = FULL")
+            await conn.executescript(SCHEMA)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError("the SQLite store is not open; call open() first")
+        return self._conn
+
+    def _access(self) -> AbstractAsyncContextManager[object]:
+        return nullcontext() if self._bound.get() else self._lock
+
+    def _count_retry(self, exc: BaseException) -> None:
+        self.retries += 1
+
+    async def _fetch(self, sql: str, params: Iterable[object]) -> list[sqlite3.Row]:
+        async with self._access():
+            rows = await self._connection().execute_fetchall(sql, tuple(params))
+        return cast(list[sqlite3.Row], list(rows))
+
+    async def _transaction(self, body: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run ``body`` in one write transaction, to its end (shielded), retrying a busy file.
+
+        Inside an Idempotency-Key transaction the body joins it instead.
+        """
+        conn = self._connection()
+        if self._bound.get():
+            return await shielded(lambda: body(conn))
+
+        async def attempt() -> T:
+            async with self._lock:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await body(conn)
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    await conn.execute("ROLLBACK")
+                    raise
+                return result
+
+        async def run() -> T:
+            return await retrying(
+                attempt, attempts=self._attempts, transient=_transient, on_retry=self._count_retry
+            )
+
+        return await shielded(run)
+
+    async def _read(self, account_id: str) -> int:
+        rows = await self._fetch(_BALANCE, (account_id,))
+        if not rows:
+            raise AccountNotFound(account_id)
+        return cast(int, rows[0][0])
+
+    @staticmethod
+    async def _read_in(conn: Connection, account_id: str) -> int:
+        rows = list(await conn.execute_fetchall(_BALANCE, (account_id,)))
+        if not rows:
+            raise AccountNotFound(account_id)
+        return cast(int, rows[0][0])
+
+    async def create_account(self, account_id: str, balance: int) -> int:
+        async def create(conn: Connection) -> int:
+            try:
+                await conn.execute(
+                    "INSERT INTO bank_accounts (id, balance) VALUES (?, ?)", (account_id, balance)
+                )
+            except sqlite3.IntegrityError:
+                raise AccountExists(account_id) from None
+            await conn.execute(_JOURNAL_ONE, ("open", account_id, balance))
+            return balance
+
+        return await self._transaction(create)
+
+    async def balance(self, account_id: str) -> int:
+        return await self._read(account_id)
+
+    async def deposit(self, account_id: str, amount: int, *, atomic: bool = False) -> int:
+        async def write(conn: Connection, balance: int) -> int:
+            new = check_balance(account_id, balance + amount)
+            await conn.execute(_SET, (new, account_id))
+            await conn.execute(_JOURNAL_ONE, ("deposit", account_id, amount))
+            return new
+
+        if atomic:
+
+            async def atomically(conn: Connection) -> int:
+                return await write(conn, await self._read_in(conn, account_id))
+
+            return await self._transaction(atomically)
+        balance = await self._read(account_id)
+        await self._window("deposit")
+        return await self._transaction(lambda conn: write(conn, balance))
+
+    async def withdraw(self, account_id: str, amount: int, *, atomic: bool = False) -> int:
+        async def write(conn: Connection, balance: int) -> int:
+            # Checked against the balance read: stale under lock mode `none`, as intended.
+            if balance < amount:
+                raise InsufficientFunds(account_id, balance, amount)
+            await conn.execute(_SET, (balance - amount, account_id))
+            await conn.execute(_JOURNAL_ONE, ("withdraw", account_id, amount))
+            return balance - amount
+
+        if atomic:
+
+            async def atomically(conn: Connection) -> int:
+                return await write(conn, await self._read_in(conn, account_id))
+
+            return await self._transaction(atomically)
+        balance = await self._read(account_id)
+        await self._window("withdraw")
+        return await self._transaction(lambda conn: write(conn, balance))
+
+    async def transfer(
+        self, source: str, target: str, amount: int, *, atomic: bool = False
+    ) -> tuple[int, int]:
+        if source == target:
+            raise SameAccount(source)
+
+        async def write(conn: Connection, balances: tuple[int, int]) -> tuple[int, int]:
+            source_balance, target_balance = balances
+            if source_balance < amount:
+                raise InsufficientFunds(source, source_balance, amount)
+            new_target = check_balance(target, target_balance + amount)
+            new_source = source_balance - amount
+            await conn.execute(_SET, (new_source, source))
+            await conn.execute(_SET, (new_target, target))
+            await conn.execute(_JOURNAL_TRANSFER, (source, amount, target))
+            return new_source, new_target
+
+        if atomic:
+
+            async def atomically(conn: Connection) -> tuple[int, int]:
+                balances = (
+                    await self._read_in(conn, source),
+                    await self._read_in(conn, target),
+                )
+                return await write(conn, balances)
+
+            return await self._transaction(atomically)
+        balances = (await self._read(source), await self._read(target))
+        await self._window("transfer")
+        return await self._transaction(lambda conn: write(conn, balances))
+
+    async def audit(self) -> Audit:
+        conn = self._connection()
+        async with self._access():
+            # One read transaction: one WAL snapshot for every figure, even while other
+            # processes write.
+            await conn.execute("BEGIN")
+            try:
+                figures = list(await conn.execute_fetchall(_AUDIT))[0]
+                negative = list(await conn.execute_fetchall(_NEGATIVE))
+            finally:
+                await conn.execute("COMMIT")
+        accounts, total, expected = figures
+        return Audit(
+            accounts=accounts,
+            total=total,
+            expected=expected,
+            negative_accounts=tuple((row[0], row[1]) for row in negative),
+        )
+
+    async def journal(self, *, since: int = 0, limit: int | None = None) -> list[JournalEntry]:
+        rows = await self._fetch(_JOURNAL, (since, -1 if limit is None else limit))
+        return [
+            JournalEntry(
+                seq=row[0],
+                kind=cast(OperationKind, row[1]),
+                account=row[2],
+                amount=row[3],
+                counterparty=row[4],
+            )
+            for row in rows
+        ]
+
+    @asynccontextmanager
+    async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
+        """Run one ``Idempotency-Key`` request inside a write transaction that records its
+        response.
+
+        ``BEGIN IMMEDIATE`` takes the file's write lock first, so a duplicate (in this process
+        or another) waits until this request committed, then finds its response.
+        """
+        conn = self._connection()
+        async with self._lock:
+
+            async def begin() -> None:
+                await conn.execute("BEGIN IMMEDIATE")
+
+            await retrying(
+                begin, attempts=self._attempts, transient=_transient, on_retry=self._count_retry
+            )
+            claim = _SqliteClaim(conn, key, fingerprint)
+            try:
+                rows = list(
+                    await conn.execute_fetchall(
+                        "SELECT fingerprint, status, body FROM bank_idempotency WHERE key = ?",
+                        (key,),
+                    )
+                )
+                if rows:
+                    if rows[0][0] != fingerprint:
+                        raise IdempotencyKeyReused(key)
+                    yield Replay(StoredResponse(rows[0][1], bytes(rows[0][2])))
+                    return
+                token = self._bound.set(True)
+                try:
+                    yield claim
+                finally:
+                    self._bound.reset(token)
+            finally:
+                if not claim.committed:
+                    await shielded(lambda: conn.execute("ROLLBACK"))
+
+
+class _SqliteClaim:
+    def __init__(self, conn: Connection, key: str, fingerprint: str) -> None:
+        self._conn = conn
+        self._key = key
+        self._fingerprint = fingerprint
+        self.committed = False
+
+    @property
+    def replay(self) -> StoredResponse | None:
+        return None
+
+    async def save(self, response: StoredResponse) -> None:
+        async def commit() -> None:
+            await self._conn.execute(
+                "INSERT INTO bank_idempotency (key, fingerprint, status, body) VALUES (?, ?, ?, ?)",
+                (self._key, self._fingerprint, response.status, response.body),
+            )
+            await self._conn.execute("COMMIT")
+            self.committed = True
+
+        try:
+            await shielded(commit)
+        except sqlite3.OperationalError as exc:
+            if not _transient(exc):
+                raise
+            raise RetryLater("the database was busy at commit; nothing was applied") from None
