@@ -22,6 +22,8 @@ from services.bank.config import BankConfig
 from services.bank.locking import Locking
 from services.bank.store import MemoryStore, RaceWindow
 
+from ._postgres import postgres_url as postgres_url
+
 ADMIN_TOKEN = "test-admin-token"
 
 Client = TestClient[web.Request, web.Application]
