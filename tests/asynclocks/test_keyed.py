@@ -521,7 +521,8 @@ async def test_asyncio_waiter_cancelled_after_handover_passes_the_key_on(
     assert first.cancel()  # ...and `first` is cancelled before it gets to run
     with pytest.raises(asyncio.CancelledError):
         await first
-    await second
+    with anyio.fail_after(5):  # a swallowed wake-up strands `second`: fail, do not hang
+        await second
     assert entered == ["second"]
     assert len(locks) == 0
 
