@@ -85,6 +85,12 @@ def _mix(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _token(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _store(text: str) -> str:
     if text != "memory":
         raise argparse.ArgumentTypeError(f"unknown store {text!r}; expected 'memory'")
@@ -136,6 +142,7 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     parser.add_argument(
         "--admin-token",
+        type=_token,
         metavar="T",
         default=None,
         help=f"bearer token for /admin (default: ${ADMIN_TOKEN_ENV}; without either, /admin "
@@ -155,9 +162,6 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import serve_forever
 
     token = args.admin_token if args.admin_token is not None else BankConfig.token_from_env()
-    if token == "":
-        print("error: --admin-token must not be empty", file=sys.stderr)
-        return 2
     config = BankConfig(
         host=args.host,
         port=args.port,

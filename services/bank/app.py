@@ -28,7 +28,8 @@ from .errors import (
     UnsupportedLockMode,
     describe_id,
 )
-from .locking import Locking
+from .idempotency import setup_idempotency
+from .locking import Locking, strategies_for
 from .openapi import openapi_document
 from .store import Store, open_store
 from .validation import (
@@ -208,7 +209,7 @@ def create_app(config: BankConfig, *, store: Store | None = None) -> web.Applica
             store that locks by itself and this one does not.
     """
     the_store = open_store(config.store, io_delay=config.io_delay) if store is None else store
-    locking = Locking(config.lock_mode)
+    locking = Locking(config.lock_mode, strategies_for(the_store.name))
     if locking.strategy(config.lock_mode).atomic_store and not the_store.supports_atomic:
         raise ValueError(f"lock mode {config.lock_mode!r} is not supported by this store")
 
@@ -226,6 +227,8 @@ def create_app(config: BankConfig, *, store: Store | None = None) -> web.Applica
             await the_store.close()
 
     app.cleanup_ctx.append(store_lifetime)
+    # Inside the error middleware, so a refused key gets the JSON error shape.
+    setup_idempotency(app, the_store)
     app.router.add_get("/health", health, allow_head=False)
     app.router.add_post("/accounts", create_account)
     app.router.add_get("/accounts/{id}", get_account, allow_head=False)

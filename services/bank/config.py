@@ -22,12 +22,15 @@ class BankConfig:
     Attributes:
         host: Address to bind; loopback unless told otherwise.
         port: TCP port; 0 picks a free one (``serve`` prints the one it got).
-        lock_mode: Starting lock mode (``none``, ``global``, ``account``).
-        store: Store URL; ``memory``.
+        lock_mode: Starting lock mode (``none``, ``global``, ``account``; ``db`` on a database
+            store).
+        store: Store URL: ``memory``, ``sqlite:///PATH`` or ``postgresql://...``.
         io_delay: Seconds the memory store awaits between read and write; 0 is a bare checkpoint.
         admin_token: Bearer token for ``/admin``; ``None`` makes every admin request a 401.
         max_body_bytes: Request body cap (413 above it).
         handler_cancellation: Whether aiohttp cancels a handler whose client went away.
+        workers: Processes serving the port together (``serve --workers N``); more than one
+            needs a database store, which they share.
 
     Raises:
         ValueError: A setting out of range (the message names it).
@@ -41,8 +44,23 @@ class BankConfig:
     admin_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     handler_cancellation: bool = False
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        from .store import check_store_url
+
+        kind = check_store_url(self.store)
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {self.workers!r}")
+        if kind == "memory" and self.workers > 1:
+            raise ValueError(
+                f"{self.workers} workers need a store they can share (sqlite:///PATH or "
+                "postgresql://...); the memory store lives inside one process"
+            )
+        if kind == "memory" and self.lock_mode == "db":
+            raise ValueError(
+                "lock mode 'db' needs a database store (sqlite:///PATH or postgresql://...)"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if not math.isfinite(self.io_delay) or self.io_delay < 0:

@@ -26,14 +26,17 @@ import anyio
 from asynclocks import KeyedLock
 
 __all__ = [
+    "ALL_LOCK_MODES",
     "LOCK_MODES",
     "AccountLock",
+    "DbLock",
     "GlobalLock",
     "Hold",
     "LockStrategy",
     "Locking",
     "NoLock",
     "default_strategies",
+    "strategies_for",
 ]
 
 #: The modes of the in-process service, in the order the showdown runs them.
@@ -112,9 +115,36 @@ class AccountLock:
         return self._locks.many(*keys)
 
 
+class DbLock:
+    """Lock mode ``db``: hold nothing in the process; the database store isolates the operation.
+
+    The only mode that stays correct with several worker processes: the others lock inside one
+    process, which the other processes' requests never see. Offered on the SQLite and PostgreSQL
+    stores (see their modules for how each one isolates).
+    """
+
+    name: Final = "db"
+    atomic_store: Final = True
+
+    def hold(self, keys: tuple[str, ...]) -> Hold:
+        return nullcontext()
+
+
+#: Every mode, ``db`` included (which needs a database store).
+ALL_LOCK_MODES: Final = (*LOCK_MODES, "db")
+
+
 def default_strategies() -> dict[str, LockStrategy]:
     """Return a fresh strategy for every mode in :data:`LOCK_MODES`."""
     return {"none": NoLock(), "global": GlobalLock(), "account": AccountLock()}
+
+
+def strategies_for(store_name: str) -> dict[str, LockStrategy]:
+    """The modes a service on the store named ``store_name`` offers: ``db`` on the databases."""
+    strategies = default_strategies()
+    if store_name != "memory":
+        strategies["db"] = DbLock()
+    return strategies
 
 
 class Locking:

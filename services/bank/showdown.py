@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,8 +128,12 @@ def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
 
 
 @contextmanager
-def start_server(args: Sequence[str]) -> Iterator[ServerProcess]:
+def start_server(
+    args: Sequence[str], *, env: Mapping[str, str] | None = None
+) -> Iterator[ServerProcess]:
     """Start ``python -m services.bank serve --port 0 ARGS`` and yield it once it listens.
+
+    ``env`` replaces the environment of the server (default: this process's).
 
     Raises:
         RuntimeError: The server exited or did not announce itself within 30 s.
@@ -140,7 +144,7 @@ def start_server(args: Sequence[str]) -> Iterator[ServerProcess]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
     )
     server = ServerProcess(process, "")
     try:

@@ -35,7 +35,9 @@ __all__ = [
     "MemoryStore",
     "OperationKind",
     "RaceWindow",
+    "STORE_URL_FORMS",
     "Store",
+    "check_store_url",
     "open_store",
 ]
 
@@ -356,16 +358,50 @@ class MemoryStore:
         return entries
 
 
+#: What ``--store`` accepts, for error messages and help texts.
+STORE_URL_FORMS: Final = "'memory', 'sqlite:///PATH' or 'postgresql://USER@HOST:PORT/DATABASE'"
+
+
+def check_store_url(url: str) -> str:
+    """Return the kind of store ``url`` names: ``memory``, ``sqlite`` or ``postgresql``.
+
+    Raises:
+        ValueError: An unknown or malformed store URL (the message says which part is wrong).
+    """
+    if url == "memory":
+        return "memory"
+    if url.startswith("sqlite:"):
+        from .store_sqlite import sqlite_path
+
+        sqlite_path(url)
+        return "sqlite"
+    if url.startswith(("postgresql:", "postgres:")):
+        from .store_postgres import check_postgres_url
+
+        check_postgres_url(url)
+        return "postgresql"
+    raise ValueError(f"unknown store {url!r}; expected {STORE_URL_FORMS}")
+
+
 def open_store(url: str, *, io_delay: float = 0.0) -> Store:
     """Build the store named by ``--store``.
 
     Args:
-        url: ``memory`` (the durable stores add ``sqlite:///PATH`` and ``postgresql://...``).
-        io_delay: The memory store's race-window delay in seconds.
+        url: ``memory``, ``sqlite:///PATH`` (see ``services.bank.store_sqlite``) or
+            ``postgresql://...`` (see ``services.bank.store_postgres``).
+        io_delay: Seconds every store awaits between the read and the write of an operation
+            that is not atomic (on the durable stores, on top of the real round trips).
 
     Raises:
-        ValueError: An unknown store URL.
+        ValueError: An unknown or malformed store URL.
     """
-    if url == "memory":
-        return MemoryStore(io_delay=io_delay)
-    raise ValueError(f"unknown store {url!r}; expected 'memory'")
+    kind = check_store_url(url)
+    if kind == "sqlite":
+        from .store_sqlite import SqliteStore
+
+        return SqliteStore(url, io_delay=io_delay)
+    if kind == "postgresql":
+        from .store_postgres import PostgresStore
+
+        return PostgresStore(url, io_delay=io_delay)
+    return MemoryStore(io_delay=io_delay)

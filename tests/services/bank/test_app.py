@@ -418,8 +418,8 @@ async def test_openapi_describes_every_route(bank: Bank) -> None:
 def test_create_app_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="unknown lock mode 'fast'"):
         create_app(BankConfig(lock_mode="fast"))
-    with pytest.raises(ValueError, match="unknown store 'sqlite:///x'"):
-        create_app(BankConfig(store="sqlite:///x"))
+    with pytest.raises(ValueError, match="unknown store 'redis://x'"):
+        create_app(BankConfig(store="redis://x"))
 
 
 @pytest.mark.parametrize(
