@@ -15,7 +15,7 @@ from pathlib import Path
 from yarl import URL
 
 from .config import ADMIN_TOKEN_ENV, BankConfig
-from .locking import LOCK_MODES
+from .locking import ALL_LOCK_MODES
 
 _LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 
@@ -92,8 +92,12 @@ def _token(text: str) -> str:
 
 
 def _store(text: str) -> str:
-    if text != "memory":
-        raise argparse.ArgumentTypeError(f"unknown store {text!r}; expected 'memory'")
+    from .store import check_store_url
+
+    try:
+        check_store_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -124,13 +128,30 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     parser.add_argument(
         "--lock",
-        choices=LOCK_MODES,
+        choices=ALL_LOCK_MODES,
         default="none",
         help="starting lock mode: none loses money under concurrency, global and account do "
-        "not (default: none; switch at run time with PUT /admin/lock)",
+        "not within one process, db leaves it to the database (needs --store sqlite:/// or "
+        "postgresql://; the only mode correct with --workers > 1) (default: none; switch at "
+        "run time with PUT /admin/lock)",
     )
     parser.add_argument(
-        "--store", type=_store, default="memory", help="where balances live (default: memory)"
+        "--store",
+        type=_store,
+        default="memory",
+        metavar="URL",
+        help="where balances live: memory, sqlite:///PATH (a file, WAL) or "
+        "postgresql://USER@HOST:PORT/DATABASE; the tables are created on start "
+        "(default: memory)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_int_at_least(1, 64),
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (SO_REUSEPORT) under a supervisor that stops "
+        "them all on SIGINT/SIGTERM and exits 1 if one dies; more than 1 needs a database "
+        "--store (default: 1)",
     )
     parser.add_argument(
         "--io-delay",
@@ -162,15 +183,21 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import serve_forever
 
     token = args.admin_token if args.admin_token is not None else BankConfig.token_from_env()
-    config = BankConfig(
-        host=args.host,
-        port=args.port,
-        lock_mode=args.lock,
-        store=args.store,
-        io_delay=args.io_delay,
-        admin_token=token,
-        handler_cancellation=args.handler_cancellation,
-    )
+    try:
+        config = BankConfig(
+            host=args.host,
+            port=args.port,
+            lock_mode=args.lock,
+            store=args.store,
+            io_delay=args.io_delay,
+            admin_token=token,
+            handler_cancellation=args.handler_cancellation,
+            workers=args.workers,
+        )
+    except ValueError as exc:
+        # Flags that are fine alone but not together (--workers 2 with the memory store, ...).
+        print(f"python -m services.bank serve: error: {exc}", file=sys.stderr)
+        return 2
     return serve_forever(config, loop=args.loop)
 
 

@@ -34,6 +34,7 @@ async def serve(
     *,
     announce: Callable[[str], None] = _announce,
     stop: asyncio.Event | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve the bank until ``stop`` is set, or until SIGINT/SIGTERM when ``stop`` is omitted.
 
@@ -52,7 +53,10 @@ async def serve(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        # reuse_port: the workers of `serve --workers N` all bind the same port.
+        site = web.TCPSite(
+            runner, config.host, config.port, reuse_address=True, reuse_port=reuse_port or None
+        )
         await site.start()
         host, port = runner.addresses[0][:2]
         if stop is None:
@@ -96,6 +100,10 @@ def run(main: Coroutine[Any, Any, T], *, loop: LoopKind = "auto") -> T:
 
 def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
     """The ``serve`` command: returns the exit code."""
+    if config.workers > 1:
+        from .workers import supervise
+
+        return supervise(config, loop=loop)
     try:
         run(serve(config), loop=loop)
     except OSError as exc:

@@ -209,7 +209,7 @@ def test_showdown_end_to_end(tmp_path: Path) -> None:
         (["serve", "--port", "70000"], "argument --port: must be between 0 and 65535, got 70000"),
         (["serve", "--port", "x"], "argument --port: must be an integer, got 'x'"),
         (["serve", "--lock", "fast"], "argument --lock: invalid choice: 'fast'"),
-        (["serve", "--store", "sqlite:///x"], "unknown store 'sqlite:///x'; expected 'memory'"),
+        (["serve", "--store", "redis://x"], "unknown store 'redis://x'; expected 'memory'"),
         (["serve", "--io-delay", "-1"], "must be a finite number of seconds >= 0, got -1"),
         (["serve", "--io-delay", "nan"], "must be a finite number of seconds >= 0, got nan"),
         (["serve", "--admin-token", ""], "argument --admin-token: must not be empty"),

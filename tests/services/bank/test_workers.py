@@ -1,0 +1,132 @@
+"""``serve --workers N``: the supervisor starts N processes on one port, stops them all on
+SIGINT/SIGTERM, and never restarts a dead one silently."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from services.bank.showdown import ServerProcess, start_server
+
+PIDS = re.compile(r"supervisor: (\d+) workers share port (\d+) \(pids ([\d, ]+)\)")
+
+
+def _get(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: dict[str, object] = json.load(response)
+        return body
+
+
+def _post(url: str, body: object) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.load(response)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _supervisor_line(server: ServerProcess) -> tuple[int, list[int]]:
+    assert server.process.stderr is not None
+    line = server.process.stderr.readline()
+    match = PIDS.match(line)
+    assert match, line
+    return int(match[2]), [int(pid) for pid in match[3].split(", ")]
+
+
+@contextmanager
+def _workers(tmp_path: Path, *extra: str) -> Iterator[ServerProcess]:
+    store = f"sqlite:///{tmp_path / 'bank.db'}"
+    with start_server(["--workers", "2", "--store", store, "--lock", "db", *extra]) as server:
+        yield server
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_workers_share_one_port_and_stop_together(tmp_path: Path, signum: signal.Signals) -> None:
+    with _workers(tmp_path) as server:
+        port, pids = _supervisor_line(server)
+        assert server.url == f"http://127.0.0.1:{port}"
+        assert len(pids) == 2
+        assert all(_alive(pid) for pid in pids)
+        assert _post(f"{server.url}/accounts", {"id": "a", "balance": 5}) == (
+            201,
+            {"id": "a", "balance": 5},
+        )
+        for _ in range(10):
+            # Fresh connections, spread over both workers: both see the shared file.
+            assert _get(f"{server.url}/accounts/a") == {"id": "a", "balance": 5}
+        assert _get(f"{server.url}/health") == {
+            "status": "ok",
+            "lock_mode": "db",
+            "store": "sqlite",
+        }
+        server.process.send_signal(signum)
+        assert server.process.wait(timeout=30) == 0
+        assert server.process.stderr is not None
+        rest = server.process.stderr.read()
+        assert f"{signum.name} received; stopping 2 workers" in rest
+        assert not any(_alive(pid) for pid in pids)
+
+
+def test_a_dead_worker_stops_the_supervisor(tmp_path: Path) -> None:
+    with _workers(tmp_path) as server:
+        _, pids = _supervisor_line(server)
+        os.kill(pids[1], signal.SIGKILL)
+        assert server.process.wait(timeout=30) == 1
+        assert server.process.stderr is not None
+        rest = server.process.stderr.read()
+        assert (
+            f"worker 2 (pid {pids[1]}) was killed by SIGKILL; it is not restarted, "
+            "stopping the others"
+        ) in rest
+        assert not _alive(pids[0])
+
+
+def test_a_worker_that_cannot_start_is_reported(tmp_path: Path) -> None:
+    # A directory where the database file should be: every worker fails to open its store.
+    (tmp_path / "bank.db").mkdir()
+    command = [sys.executable, "-m", "services.bank", "serve", "--port", "0", "--workers", "2"]
+    command += ["--store", f"sqlite:///{tmp_path / 'bank.db'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert re.search(r"worker \d \(pid \d+\) exited with code 1 before listening", result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "2"], "2 workers need a store they can share"),
+        (["--workers", "0"], "argument --workers: must be between 1 and 64, got 0"),
+        (["--lock", "db"], "lock mode 'db' needs a database store"),
+        (["--store", "sqlite://rel.db"], "store URL 'sqlite://rel.db' must start with sqlite:///"),
+        (["--store", "mysql://x"], "unknown store 'mysql://x'; expected 'memory', 'sqlite:///"),
+        (["--store", "postgresql://h:99999/db"], "is not a valid PostgreSQL URL"),
+    ],
+)
+def test_bad_worker_and_store_flags_exit_2(flags: list[str], message: str) -> None:
+    command = [sys.executable, "-m", "services.bank", "serve", "--port", "0", *flags]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert result.stdout == ""
