@@ -49,6 +49,15 @@ if sys.version_info < (3, 12) and isinstance(_current_tasks, dict):
 else:  # pragma: no cover - exercised on newer Pythons only
     _current_task = asyncio.current_task
 
+
+class _NoLoop:
+    """Stands in for "no loop cached yet": its thread id never matches a real thread's."""
+
+    _thread_id = None
+
+
+_NO_LOOP: Final = cast("_CachedLoop", _NoLoop())
+
 _key_repr = reprlib.Repr()
 _key_repr.maxstring = 60
 _key_repr.maxother = 60
@@ -182,7 +191,7 @@ class KeyedLock:
         # The asyncio loop seen last. asyncio._get_running_loop() calls getpid() on every call
         # (a system call); checking that this loop is still running in this thread is far
         # cheaper and just as exact, since a thread runs at most one loop at a time.
-        self._loop: _CachedLoop | None = None
+        self._loop: _CachedLoop = _NO_LOOP
         # A completed future of that loop: what the uncontended ``async with`` entry and exit
         # return to be awaited, since awaiting a done future runs no Python frame.
         self._ready: asyncio.Future[None] | None = None
@@ -262,7 +271,7 @@ class KeyedLock:
             _check_timeout(timeout)
         cached = self._loop
         loop: asyncio.AbstractEventLoop | None = cached
-        if cached is None or cached._thread_id != _get_ident():
+        if cached._thread_id != _get_ident():
             loop = self._running_loop()
         task = None if loop is None else _current_task(loop)
         if task is None:
@@ -339,7 +348,7 @@ class KeyedLock:
         """
         cached = self._loop
         loop: asyncio.AbstractEventLoop | None = cached
-        if cached is None or cached._thread_id != _get_ident():
+        if cached._thread_id != _get_ident():
             loop = self._running_loop()
         task = None if loop is None else _current_task(loop)
         if task is None:
@@ -396,6 +405,11 @@ class KeyedLock:
 
     def _running_loop(self) -> asyncio.AbstractEventLoop | None:
         """Return the running asyncio loop (or None), caching it when it can be validated."""
+        trio_mod = sys.modules.get("trio")
+        if trio_mod is not None and trio_mod.lowlevel.in_trio_task():
+            # Checked first: it is cheaper than _get_running_loop() (a getpid() system call),
+            # and under trio's guest mode an asyncio loop runs too, but the caller is trio's.
+            return None
         loop = _get_running_loop()
         if loop is not self._loop and getattr(loop, "_thread_id", None) == _get_ident():
             assert loop is not None
@@ -407,7 +421,7 @@ class KeyedLock:
     def _current_task(self) -> object:
         cached = self._loop
         loop: asyncio.AbstractEventLoop | None = cached
-        if cached is None or cached._thread_id != _get_ident():
+        if cached._thread_id != _get_ident():
             loop = self._running_loop()
         task = None if loop is None else _current_task(loop)
         if task is not None:
@@ -555,7 +569,7 @@ class _KeyGuard:
         loop = lock._loop
         # The thread check makes sure `loop` is the loop running this code, not one that used
         # the lock earlier and now runs in another thread.
-        if loop is not None and loop._thread_id == _get_ident():
+        if loop._thread_id == _get_ident():
             task = _current_task(loop)
             if task is not None:
                 owners = lock._owners
@@ -575,23 +589,25 @@ class _KeyGuard:
         tb: TracebackType | None,
     ) -> Awaitable[None]:
         lock = self._lock
-        loop = lock._loop
-        if loop is not None:
-            # No thread check needed: if the cached loop's current task owns the key, it is the
-            # task leaving this block (the entry bound the lock to this task's loop, and the
-            # block still holds the key, so no other loop can have used the lock since).
-            task = _current_task(loop)
-            if task is not None and not lock._aio_waiters:
-                # Nobody waits for any key: pop first, check after, restore on a mismatch.
-                owners = lock._owners
-                key = self._key
-                owner = owners.pop(key, None)
-                if owner is task:
-                    return lock._ready  # type: ignore[return-value]
-                if owner is not None:
-                    owners[key] = owner  # not ours: put it back, release() explains
+        # No thread check needed: if the cached loop's current task owns the key, it is the
+        # task leaving this block (the entry bound the lock to this task's loop, and the block
+        # still holds the key, so no other loop can have used the lock since).
+        task = _current_task(lock._loop)
+        if task is None:
+            lock.release(self._key)  # trio, or a loop the lock has not cached
+            return _completed()
+        if not lock._aio_waiters:
+            # Nobody waits for any key: pop first, check after, restore on a mismatch.
+            owners = lock._owners
+            key = self._key
+            owner = owners.pop(key, None)
+            if owner is task:
+                return lock._ready  # type: ignore[return-value]
+            if owner is not None:
+                owners[key] = owner  # not ours: put it back; release() explains
         lock.release(self._key)
-        return _completed()
+        # An asyncio task: a completed future is awaited without yielding, whatever its loop.
+        return lock._ready  # type: ignore[return-value]
 
     if TYPE_CHECKING:
         # What type checkers see: an ordinary async context manager, so that a guard satisfies
