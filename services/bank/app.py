@@ -8,6 +8,7 @@ status and changes nothing; a 500 would be a bug, logged with its traceback serv
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -20,6 +21,7 @@ from .config import BankConfig
 from .errors import (
     AccountNotFound,
     BankError,
+    BodyTimeout,
     BodyTooLarge,
     InternalError,
     MethodNotAllowed,
@@ -91,6 +93,36 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # CancelledError is a BaseException and passes through untouched, as it must.
         logger.exception("unhandled error in %s %s", request.method, request.path)
         return _error_response(InternalError("internal error; the server log has the details"))
+
+
+@web.middleware
+async def body_deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Receive the whole body, within ``body_timeout`` and the size cap, before anything runs.
+
+    aiohttp waits for a body as long as the client keeps the connection open, so a client that
+    drips bytes, or declares a ``Content-Length`` larger than what it sends, would hold a
+    connection and a handler forever. The body is cached by ``request.read()``, so the
+    idempotency layer and the handlers read it again for free.
+    """
+    if request.body_exists:
+        config = request.app[CONFIG]
+        declared = request.content_length
+        if declared is not None and declared > config.max_body_bytes:
+            # Refused from the header alone: waiting for bytes we would not keep is pointless.
+            raise BodyTooLarge(f"request body is larger than {config.max_body_bytes} bytes")
+        try:
+            async with asyncio.timeout(config.body_timeout):
+                await request.read()
+        except TimeoutError:
+            error = BodyTimeout(
+                f"the request body did not arrive within {config.body_timeout:g} seconds"
+            )
+            response = _error_response(error)
+            # The rest of the body may still be on its way: this connection cannot carry
+            # another request.
+            response.force_close()
+            return response
+    return await handler(request)
 
 
 def _account_in_path(request: web.Request) -> str:
@@ -213,7 +245,10 @@ def create_app(config: BankConfig, *, store: Store | None = None) -> web.Applica
     if locking.strategy(config.lock_mode).atomic_store and not the_store.supports_atomic:
         raise ValueError(f"lock mode {config.lock_mode!r} is not supported by this store")
 
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, body_deadline_middleware],
+        client_max_size=config.max_body_bytes,
+    )
     app[CONFIG] = config
     app[STORE] = the_store
     app[LOCKING] = locking

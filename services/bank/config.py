@@ -28,6 +28,9 @@ class BankConfig:
         io_delay: Seconds the memory store awaits between read and write; 0 is a bare checkpoint.
         admin_token: Bearer token for ``/admin``; ``None`` makes every admin request a 401.
         max_body_bytes: Request body cap (413 above it).
+        body_timeout: Seconds a client has to send a request's whole body once its headers
+            arrived; a slower one (a slow-drip or a ``Content-Length`` larger than what it
+            sends) gets 408 and the connection is closed.
         handler_cancellation: Whether aiohttp cancels a handler whose client went away.
         workers: Processes serving the port together (``serve --workers N``); more than one
             needs a database store, which they share.
@@ -44,6 +47,7 @@ class BankConfig:
     admin_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     handler_cancellation: bool = False
+    body_timeout: float = 10.0
     workers: int = 1
 
     def __post_init__(self) -> None:
@@ -69,6 +73,10 @@ class BankConfig:
             )
         if self.admin_token is not None and not self.admin_token:
             raise ValueError("admin_token must not be empty; leave it unset to disable /admin")
+        if not math.isfinite(self.body_timeout) or self.body_timeout <= 0:
+            raise ValueError(
+                f"body_timeout must be a finite number of seconds > 0, got {self.body_timeout}"
+            )
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
 

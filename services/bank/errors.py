@@ -14,6 +14,7 @@ __all__ = [
     "AccountNotFound",
     "BalanceTooLarge",
     "BankError",
+    "BodyTimeout",
     "BodyTooLarge",
     "IdempotencyKeyReused",
     "InsufficientFunds",
@@ -168,6 +169,13 @@ class RetryLater(BankError):
 
     status = 503
     code = "retry_later"
+
+
+class BodyTimeout(BankError):
+    """The body did not arrive in time (a slow-drip client, or a ``Content-Length`` lie)."""
+
+    status = 408
+    code = "body_timeout"
 
 
 class BodyTooLarge(BankError):

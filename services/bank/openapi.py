@@ -40,7 +40,15 @@ _SHAPE = _error("validation_error: missing or extra field, wrong type, or out of
 _NOT_FOUND = _error("account_not_found: no such account")
 _UNAUTHORIZED = _error("unauthorized: missing or wrong bearer token, or admin disabled")
 
-_BODY_REFUSALS = {"400": _BAD_JSON, "413": _TOO_LARGE, "415": _MEDIA, "422": _SHAPE}
+_TIMEOUT = _error("body_timeout: the body did not arrive within the server's body timeout")
+
+_BODY_REFUSALS = {
+    "400": _BAD_JSON,
+    "408": _TIMEOUT,
+    "413": _TOO_LARGE,
+    "415": _MEDIA,
+    "422": _SHAPE,
+}
 
 
 def _request(schema: str) -> dict[str, Any]:
