@@ -30,6 +30,7 @@ from ._common import (
     user_location,
     waited_object,
 )
+from ._footprint import chain, step_footprint
 
 _Task = asyncio.Task
 _DEFAULT_NAME_PREFIX = "Task-"
@@ -251,6 +252,7 @@ class ControlledLoop(asyncio.AbstractEventLoop):
         outcome = Outcome(None, None, decisions, widths, steps)
         runnable = self._runnable
         pick = chooser.pick
+        track = chooser.footprints
         previous = events._get_running_loop()
         events._set_running_loop(self)
         self._running = True
@@ -280,9 +282,19 @@ class ControlledLoop(asyncio.AbstractEventLoop):
                     handles = runnable.pop(task)
                     if trace:
                         resumed = user_location(task.get_coro())
+                    tracking = track and chooser.wants_footprint()
+                    if tracking:
+                        before = chain(task.get_coro())
                     for handle in handles:
                         if not handle._cancelled:
                             handle._run()
+                    if tracking:
+                        done = task.done()
+                        failed = done and (task.cancelled() or task.exception() is not None)
+                        after = [] if done else chain(task.get_coro())
+                        chooser.stepped(
+                            self._ids[task], step_footprint(before, after, done, failed)
+                        )
                     if trace:
                         done = task.done()
                         steps.append(
@@ -314,7 +326,8 @@ class ControlledLoop(asyncio.AbstractEventLoop):
                 if error is not None:
                     outcome.kind = "exception"
                     outcome.error = error
-            outcome.task_names = {tid: self._name(t) for t, tid in self._ids.items()}
+            if trace or outcome.kind is not None:
+                outcome.task_names = {tid: self._name(t) for t, tid in self._ids.items()}
             self._cleanup()
         finally:
             self._running = False

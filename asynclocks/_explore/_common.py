@@ -44,8 +44,19 @@ class StepLimitError(RuntimeError):
 class Chooser(Protocol):
     """Decides which runnable task runs next. Called only when there is a real choice."""
 
+    #: When True the backend computes what each step touched and calls :meth:`stepped`.
+    footprints: bool
+
     def pick(self, options: Sequence[int]) -> int:
         """Return the index into ``options`` (task ids, the event loop's own FIFO order first)."""
+        ...
+
+    def wants_footprint(self) -> bool:
+        """Whether the coming step's footprint is needed."""
+        ...
+
+    def stepped(self, task: int, footprint: Any) -> None:
+        """Told after each step what it touched (see ``_footprint``)."""
         ...
 
 

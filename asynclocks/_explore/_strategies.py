@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from ._footprint import Footprint, independent
+
 STRATEGIES = ("dfs", "fifo", "pct", "random")
 
 
@@ -17,6 +19,15 @@ class ScheduleChooser:
     """Base chooser: records whether it diverged from the schedule it was asked to follow."""
 
     diverged = False
+    #: Whether the backend must compute each step's footprint and call ``stepped``.
+    footprints = False
+
+    def wants_footprint(self) -> bool:
+        """Whether the backend should compute the coming step's footprint."""
+        return False
+
+    def stepped(self, task: int, footprint: Footprint) -> None:
+        """Told after a step what it touched (only when ``footprints`` is set)."""
 
     def pick(self, options: Sequence[int]) -> int:
         raise NotImplementedError
@@ -93,54 +104,114 @@ class PctChooser(ScheduleChooser):
 
 
 class _Node:
-    __slots__ = ("options", "chosen", "tried", "preemptions", "sleep")
+    __slots__ = ("options", "chosen", "tried", "preemptions", "sleep", "footprints")
 
     def __init__(self, options: tuple[int, ...], preemptions: int) -> None:
         self.options = options
         self.chosen = 0
         self.tried: set[int] = set()
         self.preemptions = preemptions
-        # Task ids whose next step was already explored from this node (the sleep set).
-        self.sleep: set[int] = set()
+        # The sleep set on arrival: tasks whose next step commutes with everything explored since
+        # an equivalent schedule ran it, so running it here would only repeat that schedule.
+        self.sleep: dict[int, Footprint] = {}
+        # Footprint of each task's step from this node, learned when that branch ran.
+        self.footprints: dict[int, Footprint] = {}
 
 
 class DfsChooser(ScheduleChooser):
-    """Follows the DFS path prefix, then extends it with FIFO choices, recording new nodes."""
+    """Follows the DFS path prefix, then extends it, recording new nodes and sleep sets."""
 
     def __init__(self, search: DepthFirst) -> None:
         self._search = search
         self._depth = 0
+        self.footprints = search.reduce
+        self._sleep: dict[int, Footprint] = {}
+        self._before_step: dict[int, Footprint] | None = None
+        self._pending: tuple[_Node, int] | None = None
+        self._redundant = False
 
     def pick(self, options: Sequence[int]) -> int:
         search = self._search
         path = search.path
         depth = self._depth
         self._depth += 1
+        if self._redundant:
+            return 0
         if depth < len(path):
             node = path[depth]
             if node.options != tuple(options):
                 self.diverged = True
+                self._redundant = True
                 return 0
+            self._prepare(node, node.chosen)
             return node.chosen
         preemptions = path[-1].preemptions + (path[-1].chosen != 0) if path else 0
         node = _Node(tuple(options), preemptions)
-        node.tried.add(0)
+        node.sleep = dict(self._sleep)
+        allowed = [i for i, task in enumerate(options) if task not in node.sleep]
         path.append(node)
-        return 0
+        if not allowed:
+            # Every runnable task sleeps: whatever happens next was covered by an equivalent
+            # schedule. Run it out without recording more decisions.
+            node.tried.update(range(len(options)))
+            self._redundant = True
+            search.redundant += 1
+            return 0
+        node.chosen = allowed[0]
+        node.tried.add(node.chosen)
+        self._prepare(node, node.chosen)
+        return node.chosen
+
+    def _prepare(self, node: _Node, index: int) -> None:
+        if not self.footprints:
+            return
+        task = node.options[index]
+        before = dict(node.sleep)
+        for tried in node.tried:
+            other = node.options[tried]
+            if other != task and other in node.footprints:
+                before[other] = node.footprints[other]
+        self._before_step = before
+        self._pending = (node, task)
+
+    def wants_footprint(self) -> bool:
+        """Whether the coming step's footprint matters: it was chosen at a decision (siblings
+        explored later compare against it) or some task sleeps (it may wake up)."""
+        return self._pending is not None or bool(self._sleep)
+
+    def stepped(self, task: int, footprint: Footprint) -> None:
+        """Called by the backend after a step when :meth:`wants_footprint` said so."""
+        if self._pending is not None:
+            node, chosen = self._pending
+            self._pending = None
+            if chosen == task:
+                node.footprints[task] = footprint
+            sleep = self._before_step or {}
+        else:
+            sleep = self._sleep
+        self._sleep = {
+            other: fp for other, fp in sleep.items() if other != task and independent(fp, footprint)
+        }
 
 
 class DepthFirst:
-    """Systematic depth-first search of the schedule tree, bounded by preemptions.
+    """Systematic depth-first search of the schedule tree, with sleep sets, bounded by preemptions.
 
     The tree is explored statelessly: each schedule re-runs the scenario from the start, following
     the path to the deepest node that still has an untried child. With a preemption bound, a node
-    already at the bound only allows index 0 (the stock loop's choice).
+    already at the bound only allows index 0 (the stock loop's choice). Without one, sleep sets
+    (Godefroid) skip a branch when the task's next step commutes with every step taken since an
+    equivalent schedule ran it; what a step touches comes from :mod:`._footprint`.
     """
 
-    def __init__(self, preemption_bound: int | None) -> None:
+    def __init__(self, preemption_bound: int | None, reduce: bool = True) -> None:
         self.bound = preemption_bound
+        # Sleep sets and a preemption bound do not combine soundly: a schedule pruned as
+        # equivalent may need more preemptions than the bound allows.
+        self.reduce = reduce and preemption_bound is None
         self.path: list[_Node] = []
         self.started = False
+        self.redundant = 0
 
     def next_chooser(self) -> DfsChooser | None:
         if not self.started:
@@ -152,7 +223,7 @@ class DepthFirst:
             node = path[-1]
             if bound is None or node.preemptions < bound:
                 for index in range(1, len(node.options)):
-                    if index not in node.tried:
+                    if index not in node.tried and node.options[index] not in node.sleep:
                         node.tried.add(index)
                         node.chosen = index
                         return DfsChooser(self)

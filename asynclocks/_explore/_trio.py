@@ -28,6 +28,7 @@ from ._common import (
     user_location,
     waited_object,
 )
+from ._footprint import TRANSPARENT_CODE, Position, chain, step_footprint
 
 #: trio versions the explorer is tested with; others are refused (their internals may differ).
 TESTED_TRIO = ((0, 27), (0, 36))  # lower bound inclusive, upper bound exclusive
@@ -101,6 +102,9 @@ class ControlledRunQueue:
         self._last: Any = None
         self._last_resumed: Any = None
         self._last_preempted = False
+        self.track = False
+        self._tracked: Any = None
+        self._tracked_before: list[Position] = []
 
     # -- the deque interface trio's run loop uses ---------------------------------------------
 
@@ -139,6 +143,8 @@ class ControlledRunQueue:
         self._pass += 1
         if self._last is not None:
             self._record_step()
+        if self._tracked is not None:
+            self._record_footprint()
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
@@ -173,6 +179,9 @@ class ControlledRunQueue:
             self.widths.append(len(tasks))
             task = tasks[index]
             preempted = index != 0
+        if self.track and not self.cleaning and self.chooser.wants_footprint():  # type: ignore[union-attr]
+            self._tracked = task
+            self._tracked_before = chain(task.coro)
         if not self.cleaning:
             self.count += 1
             if self.count > MAX_STEPS and self.stopped is None:
@@ -197,6 +206,17 @@ class ControlledRunQueue:
                 self._last_preempted,
             )
         )
+
+    def _record_footprint(self) -> None:
+        task = self._tracked
+        self._tracked = None
+        finished = task.coro.cr_frame is None
+        after = [] if finished else chain(task.coro)
+        # trio does not keep a finished task's outcome where we can see it; a finished task
+        # counts as touching everything (it may have failed and cancelled its siblings).
+        footprint = step_footprint(self._tracked_before, after, finished, finished)
+        assert self.chooser is not None
+        self.chooser.stepped(self.ids[task], footprint)
 
     def _deadlocked(self) -> bool:
         runner = self._runner
@@ -243,6 +263,8 @@ class ControlledRunQueue:
         self.widths = []
         self.steps = []
         self.chooser = chooser
+        self.track = chooser.footprints
+        self._tracked = None
         self.trace = trace
         self.count = 0
         self.stopped = None
@@ -266,6 +288,7 @@ class ControlledRunQueue:
             finally:
                 wakeup.set()
 
+        TRANSPARENT_CODE.add(root.__code__)
         outcome = Outcome(None, None, self.decisions, self.widths, self.steps)
         async with trio.open_nursery() as nursery:
             self.active = True
@@ -274,6 +297,8 @@ class ControlledRunQueue:
             await wakeup.wait()
             if self._last is not None:
                 self._record_step()
+            if self._tracked is not None:
+                self._record_footprint()
             stopped = self._stop_reason()
             if stopped == "deadlock":
                 outcome.kind = "deadlock"
@@ -289,6 +314,7 @@ class ControlledRunQueue:
                 outcome.error = box[0]
             self.cleaning = True
             self.trace = False
+            self.track = False
             nursery.cancel_scope.cancel()
         self.active = False
         self.cleaning = False

@@ -1,0 +1,642 @@
+"""What a step touches, for the partial-order reduction of ``dfs`` (sleep sets).
+
+Two steps of different tasks are *independent* when running them in either order leaves the
+program in the same state; then a systematic search needs to try only one order. Python gives no
+cheap way to watch memory, so the footprint of a step is computed statically from the bytecode the
+step can have executed:
+
+* For every user-code frame on the task's await chain when it resumed and when it next suspended,
+  the instructions on some control-flow path between the two points (both whole lines included,
+  so the awaited call counts) are classified.
+* Names read or written (globals, closure cells, attributes; one namespace, so aliasing a module
+  attribute as a global still conflicts) give precise read/write sets. ``obj[key]`` stores, in-place
+  operators and mutating container methods write a shared ``heap``; subscripts, comparisons,
+  iteration and container reads read it.
+* Lock, event and other synchronisation calls (``async with``, ``acquire``, ``set``, ``wait``...)
+  all write one ``sync`` resource; a sleep with a non-zero delay writes ``timers``; ``sleep(0)`` and
+  checkpoints touch nothing.
+* Anything the analysis cannot see through (a call to an unknown function, a user function that
+  ran to completion inside the step, library code other than scheduling and synchronisation, a
+  task ending with an error) makes the footprint *unknown*: dependent with every other step.
+
+Independence is therefore claimed only when nothing one step may write is read or written by the
+other. Local variables are private to their frame and never conflict.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dis
+import types
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ._common import is_library
+
+#: A footprint: (names read, names written), or None for "unknown: touches everything".
+Footprint = tuple[frozenset[str], frozenset[str]] | None
+
+HEAP = "<heap>"
+SYNC = "<sync>"
+TIMERS = "<timers>"
+JOIN = "<join>"
+_UNKNOWN = "<unknown>"
+_CM = "<cm>"
+
+_PURE_BUILTINS = {
+    builtins.range: False,  # (reads heap?)
+    builtins.len: True,
+    builtins.isinstance: False,
+    builtins.print: False,
+    builtins.repr: True,
+    builtins.str: True,
+    builtins.int: True,
+    builtins.float: True,
+    builtins.bool: True,
+    builtins.abs: True,
+    builtins.min: True,
+    builtins.max: True,
+    builtins.sum: True,
+    builtins.sorted: True,
+    builtins.tuple: True,
+    builtins.list: True,
+    builtins.dict: True,
+    builtins.set: True,
+}
+_SCHEDULING_NAMES = {
+    "sleep",
+    "checkpoint",
+    "cancel_shielded_checkpoint",
+    "checkpoint_if_cancelled",
+    "current_time",
+    "current_task",
+    "get_running_loop",
+}
+_SCHEDULING_MODULES = ("asyncio", "anyio", "trio")
+_SYNC_METHODS = {
+    "acquire",
+    "acquire_nowait",
+    "release",
+    "locked",
+    "set",
+    "is_set",
+    "wait",
+    "notify",
+    "notify_all",
+    "statistics",
+}
+_CONTAINER_READS = {"get", "keys", "values", "items", "copy", "count", "index"}
+_CONTAINER_WRITES = {
+    "append",
+    "appendleft",
+    "extend",
+    "insert",
+    "pop",
+    "popleft",
+    "popitem",
+    "remove",
+    "discard",
+    "add",
+    "update",
+    "setdefault",
+    "clear",
+}
+# Library frames that may sit on a task's await chain without touching the program's data.
+_LIBRARY_SCHEDULING_FRAMES = {
+    "sleep",
+    "__sleep0",
+    "checkpoint",
+    "cancel_shielded_checkpoint",
+    "checkpoint_if_cancelled",
+    "wait_task_rescheduled",
+    "_async_yield",
+    "sleep_until",
+    "_real_async_yield",
+}
+# Library coroutines that run a task's coroutine: they enter the task's own cancel scope, await it
+# and, when it ends, signal the task group (covered by the finishing step writing JOIN).
+_LIBRARY_TASK_WRAPPERS = {"_run_coro"}
+#: Code objects of the explorer's own wrappers around the scenario (registered by the backends).
+TRANSPARENT_CODE: set[types.CodeType] = set()
+_LIBRARY_SYNC_FRAMES = {
+    "acquire",
+    "_acquire",
+    "release",
+    "wait",
+    "park",
+    "__aenter__",
+    "__aexit__",
+    "acquire_on_behalf_of",
+}
+_LIBRARY_SYNC_OWNERS = ("Lock", "Event", "Condition", "Semaphore", "ParkingLot", "CapacityLimiter")
+
+_NAME_READS = {
+    "LOAD_GLOBAL",
+    "LOAD_NAME",
+    "LOAD_DEREF",
+    "LOAD_CLASSDEREF",
+    "LOAD_ATTR",
+    "LOAD_METHOD",
+}
+_NAME_WRITES = {
+    "STORE_GLOBAL",
+    "STORE_NAME",
+    "STORE_DEREF",
+    "DELETE_GLOBAL",
+    "DELETE_NAME",
+    "DELETE_DEREF",
+}
+_FREE = {
+    "NOP",
+    "RESUME",
+    "CACHE",
+    "EXTENDED_ARG",
+    "POP_TOP",
+    "PUSH_NULL",
+    "COPY",
+    "SWAP",
+    "LOAD_CONST",
+    "LOAD_FAST",
+    "LOAD_FAST_CHECK",
+    "STORE_FAST",
+    "DELETE_FAST",
+    "LOAD_CLOSURE",
+    "MAKE_CELL",
+    "COPY_FREE_VARS",
+    "RETURN_VALUE",
+    "RETURN_GENERATOR",
+    "YIELD_VALUE",
+    "SEND",
+    "GET_AWAITABLE",
+    "JUMP_FORWARD",
+    "JUMP_BACKWARD",
+    "JUMP_BACKWARD_NO_INTERRUPT",
+    "POP_JUMP_FORWARD_IF_TRUE",
+    "POP_JUMP_FORWARD_IF_FALSE",
+    "POP_JUMP_BACKWARD_IF_TRUE",
+    "POP_JUMP_BACKWARD_IF_FALSE",
+    "POP_JUMP_FORWARD_IF_NONE",
+    "POP_JUMP_FORWARD_IF_NOT_NONE",
+    "POP_JUMP_BACKWARD_IF_NONE",
+    "POP_JUMP_BACKWARD_IF_NOT_NONE",
+    "JUMP_IF_TRUE_OR_POP",
+    "JUMP_IF_FALSE_OR_POP",
+    "BUILD_TUPLE",
+    "BUILD_LIST",
+    "BUILD_MAP",
+    "BUILD_SET",
+    "BUILD_CONST_KEY_MAP",
+    "BUILD_STRING",
+    "BUILD_SLICE",
+    "FORMAT_VALUE",
+    "PRECALL",
+    "KW_NAMES",
+    "PUSH_EXC_INFO",
+    "POP_EXCEPT",
+    "RERAISE",
+    "CHECK_EXC_MATCH",
+    "CHECK_EG_MATCH",
+    "PREP_RERAISE_STAR",
+    "LOAD_ASSERTION_ERROR",
+    "RAISE_VARARGS",
+    "MAKE_FUNCTION",
+    "END_ASYNC_FOR",
+}
+_HEAP_READS = {
+    "BINARY_SUBSCR",
+    "COMPARE_OP",
+    "IS_OP",
+    "CONTAINS_OP",
+    "UNARY_POSITIVE",
+    "UNARY_NEGATIVE",
+    "UNARY_NOT",
+    "UNARY_INVERT",
+    "UNPACK_SEQUENCE",
+    "UNPACK_EX",
+    "GET_ITER",
+    "FOR_ITER",
+    "LIST_APPEND",
+    "SET_ADD",
+    "MAP_ADD",
+    "LIST_EXTEND",
+    "SET_UPDATE",
+    "DICT_UPDATE",
+    "DICT_MERGE",
+    "LIST_TO_TUPLE",
+}
+_HEAP_WRITES = {"STORE_SUBSCR", "DELETE_SUBSCR", "STORE_ATTR", "DELETE_ATTR"}
+_SYNC_OPS = {"BEFORE_ASYNC_WITH", "BEFORE_WITH", "WITH_EXCEPT_START"}
+_INPLACE_BINARY_OPS = set(range(13, 26))  # NB_INPLACE_ADD .. NB_INPLACE_XOR
+
+
+class _Code:
+    """Per code object: instructions, control-flow graph and per-instruction classification."""
+
+    def __init__(self, code: types.CodeType) -> None:
+        self.code = code
+        self.instructions = list(dis.get_instructions(code))
+        self.index = {ins.offset: i for i, ins in enumerate(self.instructions)}
+        count = len(self.instructions)
+        self.successors: list[list[int]] = [[] for _ in range(count)]
+        self.predecessors: list[list[int]] = [[] for _ in range(count)]
+        self.lines: dict[int | None, list[int]] = {}
+        stops = {"RETURN_VALUE", "RERAISE", "RAISE_VARARGS", "JUMP_FORWARD", "JUMP_BACKWARD"}
+        stops |= {"JUMP_BACKWARD_NO_INTERRUPT"}
+        for i, ins in enumerate(self.instructions):
+            self.lines.setdefault(ins.positions.lineno if ins.positions else None, []).append(i)
+            if ins.opname not in stops and i + 1 < count:
+                self._edge(i, i + 1)
+            if ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs:
+                target = self.index.get(ins.argval)
+                if target is not None:
+                    self._edge(i, target)
+        for entry in dis._parse_exception_table(code):  # type: ignore[attr-defined]
+            target = self.index.get(entry.target)
+            if target is None:
+                continue
+            for offset, i in self.index.items():
+                if entry.start <= offset < entry.end:
+                    self._edge(i, target)
+        self.effects: list[tuple[frozenset[str], frozenset[str]] | None] = [
+            self._classify(i) for i in range(count)
+        ]
+        self._ranges: dict[tuple[int, int], Footprint] = {}
+
+    def _edge(self, a: int, b: int) -> None:
+        self.successors[a].append(b)
+        self.predecessors[b].append(a)
+
+    def _reach(self, start: int, edges: list[list[int]]) -> set[int]:
+        seen = {start}
+        stack = [start]
+        while stack:
+            for nxt in edges[stack.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+    # -- classification ---------------------------------------------------------------------
+
+    def _classify(self, i: int) -> tuple[frozenset[str], frozenset[str]] | None:
+        ins = self.instructions[i]
+        name = ins.opname
+        if name in _FREE:
+            if name == "GET_AWAITABLE" and ins.arg == 2:
+                return self._cm_marker(i)  # awaiting __aexit__
+            return frozenset(), frozenset()
+        if name in _NAME_READS:
+            return frozenset(
+                {str(ins.argval), HEAP}
+                if name in ("LOAD_ATTR", "LOAD_METHOD")
+                else {str(ins.argval)}
+            ), frozenset()
+        if name in _NAME_WRITES:
+            return frozenset(), frozenset({str(ins.argval)})
+        if name in _HEAP_WRITES:
+            written = {HEAP}
+            if name in ("STORE_ATTR", "DELETE_ATTR"):
+                written.add(str(ins.argval))
+            return frozenset(), frozenset(written)
+        if name in _HEAP_READS:
+            if name in ("GET_ITER", "FOR_ITER") and self._iterates_range(i):
+                return frozenset(), frozenset()
+            return frozenset({HEAP}), frozenset()
+        if name == "BINARY_OP":
+            if ins.arg in _INPLACE_BINARY_OPS:
+                return frozenset({HEAP}), frozenset({HEAP})
+            return frozenset({HEAP}), frozenset()
+        if name in _SYNC_OPS:
+            return self._cm_marker(i)
+        if name == "CALL":
+            return self._classify_call(i)
+        return None
+
+    def _cm_marker(self, i: int) -> tuple[frozenset[str], frozenset[str]]:
+        # Entering or leaving a with block runs the context manager's code: harmless only for
+        # the library's own locks and events, told apart from user context managers at runtime.
+        return frozenset(), frozenset({f"{_CM}{self._line_of(i)[0]}"})
+
+    def cm_loaders(self, first_on_line: int) -> list[dis.Instruction] | None:
+        """The instructions loading each context manager of the with statement on this line."""
+        loaders = []
+        for i in self._line_of(first_on_line):
+            if self.instructions[i].opname in ("BEFORE_ASYNC_WITH", "BEFORE_WITH"):
+                loader = self.instructions[i - 1]
+                if loader.opname not in ("LOAD_FAST", "LOAD_DEREF", "LOAD_GLOBAL"):
+                    return None
+                loaders.append(loader)
+        return loaders or None
+
+    def _iterates_range(self, i: int) -> bool:
+        # for _ in range(n): the iterator is private, so iterating reads nothing shared.
+        ins = self.instructions
+        j = i if ins[i].opname == "GET_ITER" else i - 1
+        if ins[j].opname != "GET_ITER" or j < 1 or ins[j - 1].opname != "CALL":
+            return False
+        callee = self._callee(j - 1)
+        return callee is not None and callee[0] == "global" and callee[1] == ("range",)
+
+    def _callee(self, i: int) -> tuple[str, tuple[str, ...]] | None:
+        """How the callable of the CALL at index ``i`` was loaded: ("global", dotted path) for
+        ``name`` / ``module.attr.name``, ("method", (name,)) for ``obj.name(...)``, ("with-exit",
+        ()) for a ``with`` block's exit call; None when it cannot be told."""
+        ins = self.instructions
+        args = ins[i].arg or 0
+        j = i - 1
+        while j >= 0 and ins[j].opname in ("PRECALL", "KW_NAMES"):
+            j -= 1
+        if args == 2 and j >= 2 and all(ins[k].opname == "LOAD_CONST" for k in (j, j - 1, j - 2)):
+            if all(ins[k].argval is None for k in (j, j - 1, j - 2)):
+                return ("with-exit", ())
+        depth = 0
+        while j >= 0 and depth < args:
+            current = ins[j]
+            if (
+                current.is_jump_target
+                or current.opcode in dis.hasjrel
+                or current.opcode in dis.hasjabs
+            ):
+                return None
+            depth += dis.stack_effect(
+                current.opcode,
+                current.arg if current.opcode >= dis.HAVE_ARGUMENT else None,
+                jump=False,
+            )
+            j -= 1
+        if depth != args or j < 0:
+            return None
+        loader = ins[j]
+        if loader.opname == "LOAD_METHOD" or (loader.opname == "LOAD_ATTR" and j >= 1):
+            path = [str(loader.argval)]
+            k = j - 1
+            while k >= 0 and ins[k].opname == "LOAD_ATTR":
+                path.insert(0, str(ins[k].argval))
+                k -= 1
+            if k >= 0 and ins[k].opname == "LOAD_GLOBAL":
+                path.insert(0, str(ins[k].argval))
+                return ("global", tuple(path))
+            return ("method", (str(loader.argval),))
+        if loader.opname == "LOAD_GLOBAL":
+            return ("global", (str(loader.argval),))
+        return None
+
+    def _classify_call(self, i: int) -> tuple[frozenset[str], frozenset[str]] | None:
+        callee = self._callee(i)
+        if callee is None:
+            return None
+        kind, path = callee
+        if kind == "with-exit":
+            return self._cm_marker(i)
+        if kind == "method":
+            method = path[0]
+            if method in _SYNC_METHODS:
+                return frozenset(), frozenset({SYNC})
+            if method in _CONTAINER_WRITES:
+                return frozenset({HEAP}), frozenset({HEAP})
+            if method in _CONTAINER_READS:
+                return frozenset({HEAP}), frozenset()
+            return None
+        # A global, possibly dotted: resolved when a frame is available (see resolve_call).
+        return frozenset(), frozenset({f"{_UNKNOWN}{'.'.join(path)}:{i}"})
+
+    # -- ranges ---------------------------------------------------------------------------------
+
+    def range_footprint(
+        self, start: int | None, stop: int | None, frame: types.FrameType
+    ) -> Footprint:
+        """The footprint of everything on a path from offset ``start`` (None: entry) to ``stop``
+        (None: any exit), including both whole lines."""
+        key = (-1 if start is None else start, -1 if stop is None else stop)
+        if key in self._ranges:
+            return self._ranges[key]
+        first = 0 if start is None else self.index.get(start)
+        if first is None:
+            self._ranges[key] = None
+            return None
+        executed = self._reach(first, self.successors)
+        if stop is not None:
+            last = self.index.get(stop)
+            if last is None:
+                self._ranges[key] = None
+                return None
+            executed &= self._reach(last, self.predecessors)
+            executed.update(self._line_of(last))
+        if start is not None:
+            executed.update(self._line_of(first))
+        result = self._combine(executed, frame)
+        self._ranges[key] = result
+        return result
+
+    def _line_of(self, i: int) -> list[int]:
+        ins = self.instructions[i]
+        return self.lines.get(ins.positions.lineno if ins.positions else None, [i])
+
+    def _combine(self, executed: Iterable[int], frame: types.FrameType) -> Footprint:
+        reads: set[str] = set()
+        writes: set[str] = set()
+        for i in executed:
+            effect = self.effects[i]
+            if effect is None:
+                return None
+            reads |= effect[0]
+            for written in effect[1]:
+                if written.startswith(_CM):
+                    if not _library_context_managers(self, int(written[len(_CM) :]), frame):
+                        return None
+                    writes.add(SYNC)
+                elif written.startswith(_UNKNOWN):
+                    resolved = _resolve_call(self, written, frame.f_globals)
+                    if resolved is None:
+                        return None
+                    reads |= resolved[0]
+                    writes |= resolved[1]
+                else:
+                    writes.add(written)
+        return frozenset(reads), frozenset(writes)
+
+
+def _library_context_managers(code: _Code, line_start: int, frame: types.FrameType) -> bool:
+    loaders = code.cm_loaders(line_start)
+    if loaders is None:
+        return False
+    namespace = frame.f_locals
+    for loader in loaders:
+        name = str(loader.argval)
+        if loader.opname == "LOAD_GLOBAL":
+            value = frame.f_globals.get(name)
+        else:
+            value = namespace.get(name)
+        module = type(value).__module__.split(".")[0]
+        if module not in _SCHEDULING_MODULES or not type(value).__name__.endswith(
+            _LIBRARY_SYNC_OWNERS
+        ):
+            return False
+    return True
+
+
+def _resolve_call(
+    code: _Code, marker: str, globals_: dict[str, Any]
+) -> tuple[frozenset[str], frozenset[str]] | None:
+    dotted, _, index_text = marker[len(_UNKNOWN) :].rpartition(":")
+    path = dotted.split(".")
+    target: Any = globals_.get(path[0], getattr(builtins, path[0], None))
+    for attribute in path[1:]:
+        target = getattr(target, attribute, None)
+    if target is None:
+        return None
+    if len(path) == 1 and target in _PURE_BUILTINS:
+        return (frozenset({HEAP}) if _PURE_BUILTINS[target] else frozenset()), frozenset()
+    module = getattr(target, "__module__", "") or ""
+    if path[-1] in _SCHEDULING_NAMES and module.split(".")[0] in _SCHEDULING_MODULES:
+        if path[-1] == "sleep":
+            call = int(index_text)
+            argument = code.instructions[call - 2] if call >= 2 else None
+            delay_is_zero = (
+                code.instructions[call - 1].opname == "PRECALL"
+                and argument is not None
+                and argument.opname == "LOAD_CONST"
+                and argument.argval == 0
+            )
+            if not delay_is_zero:
+                return frozenset(), frozenset({TIMERS})
+        return frozenset(), frozenset()
+    return None
+
+
+_codes: dict[types.CodeType, _Code] = {}
+
+
+def _analysis(code: types.CodeType) -> _Code:
+    analysis = _codes.get(code)
+    if analysis is None:
+        analysis = _codes[code] = _Code(code)
+    return analysis
+
+
+#: One frame of an await chain: (frame, offset it stands at, or None if not started).
+Position = tuple[types.FrameType, int | None]
+
+
+_CoroutineType = types.CoroutineType
+_GeneratorType = types.GeneratorType
+
+
+def chain(coro: Any) -> list[Position]:
+    """Every frame on a task's await chain with its position (outermost first)."""
+    positions: list[Position] = []
+    obj = coro
+    first = True
+    while obj is not None and len(positions) < 200:
+        kind = type(obj)
+        if kind is _CoroutineType:
+            frame = obj.cr_frame
+            inner = obj.cr_await
+            started = not first or obj.cr_suspended or obj.cr_running
+        elif kind is _GeneratorType:
+            frame = obj.gi_frame
+            inner = obj.gi_yieldfrom
+            started = True
+        else:
+            frame = getattr(obj, "ag_frame", None)
+            inner = getattr(obj, "ag_await", None)
+            started = True
+        if frame is None:
+            break
+        positions.append((frame, frame.f_lasti if started else None))
+        obj = inner
+        first = False
+    return positions
+
+
+def _library_frame(frame: types.FrameType) -> Footprint:
+    name = frame.f_code.co_name
+    if (
+        name in _LIBRARY_SCHEDULING_FRAMES
+        or name in _LIBRARY_TASK_WRAPPERS
+        or frame.f_code in TRANSPARENT_CODE
+    ):
+        return frozenset(), frozenset()
+    if name in _LIBRARY_SYNC_FRAMES:
+        owner = type(frame.f_locals.get("self")).__name__
+        if owner.endswith(_LIBRARY_SYNC_OWNERS):
+            return frozenset(), frozenset({SYNC})
+    return None
+
+
+_steps: dict[tuple[object, ...], Footprint] = {}
+
+
+def step_footprint(
+    before: Sequence[Position], after: Sequence[Position], finished: bool, failed: bool
+) -> Footprint:
+    """The footprint of a step, from the task's await chain when it resumed and when it stopped."""
+    if failed:
+        return None
+    # The same code positions give the same footprint: cache on them (frames matched by identity).
+    parts: list[object] = [finished]
+    seen = []
+    for frame, offset in before:
+        parts.append(frame.f_code)
+        parts.append(offset)
+        seen.append(frame)
+    parts.append(None)
+    for frame, offset in after:
+        parts.append(frame.f_code)
+        parts.append(offset)
+        parts.append(frame in seen)
+    key = tuple(parts)
+    cached = _steps.get(key, _MISSING)
+    if cached is not _MISSING:
+        return cached  # type: ignore[return-value]
+    result = _step_footprint(before, after, finished)
+    _steps[key] = result
+    return result
+
+
+_MISSING = object()
+
+
+def _step_footprint(
+    before: Sequence[Position], after: Sequence[Position], finished: bool
+) -> Footprint:
+    reads: set[str] = set()
+    writes: set[str] = set()
+    stops = {id(frame): offset for frame, offset in after}
+    # Library wrappers (anyio's task runner...) that await the same inner coroutine before and
+    # after the step ran none of their own code.
+    inner_before = {id(frame) for frame, _ in before[:-1]}
+    passing = {id(frame) for frame, _ in after[:-1] if id(frame) in inner_before}
+    seen: set[int] = set()
+    for positions, resumed in ((before, True), (after, False)):
+        for frame, offset in positions:
+            key = id(frame)
+            if key in seen:
+                continue
+            seen.add(key)
+            if is_library(frame.f_code.co_filename):
+                if key in passing:
+                    continue  # only forwarded a resumption to the coroutine it awaits
+                effect = _library_frame(frame)
+            else:
+                analysis = _analysis(frame.f_code)
+                if resumed:
+                    effect = analysis.range_footprint(offset, stops.get(key), frame)
+                else:
+                    effect = analysis.range_footprint(None, offset, frame)
+            if effect is None:
+                return None
+            reads |= effect[0]
+            writes |= effect[1]
+    if finished:
+        writes.add(JOIN)
+    return frozenset(reads), frozenset(writes)
+
+
+def independent(a: Footprint, b: Footprint) -> bool:
+    """Whether two steps (of different tasks) commute."""
+    if a is None or b is None:
+        return False
+    reads_a, writes_a = a
+    reads_b, writes_b = b
+    return not (writes_a & (reads_b | writes_b) or writes_b & reads_a)
