@@ -208,6 +208,7 @@ def search_plan(
         backend=backend,
         strategy=strategy,
         preemption_bound=preemption_bound,
+        reduced=dfs is not None and dfs.reduce,
     )
     if nondeterministic_search:
         report.nondeterministic = True

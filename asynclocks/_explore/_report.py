@@ -129,6 +129,8 @@ class Report:
     nondeterministic: bool = False
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: Whether dfs pruned schedules equivalent to explored ones (sleep sets).
+    reduced: bool = False
 
     @property
     def coverage(self) -> str:
@@ -140,8 +142,10 @@ class Report:
         )
         plural = "s" if self.schedules != 1 else ""
         if self.exhaustive:
-            scope = f"all {self.schedules} schedule{plural} with {bound} ({self.strategy}"
-            return scope + ", explored exhaustively)"
+            how = self.strategy
+            if self.reduced:
+                how += " with sleep-set reduction: every schedule not run is equivalent to one run"
+            return f"all {self.schedules} schedule{plural} with {bound} ({how}; exhaustive)"
         return (
             f"{self.schedules} schedule{plural} with {bound} ({self.strategy}; not exhaustive: "
             "more schedules exist)"

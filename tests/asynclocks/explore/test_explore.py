@@ -12,6 +12,7 @@ import pytest
 import asynclocks
 from asynclocks import DeadlockError, NondeterminismError, Report, explore, replay
 from asynclocks._explore._report import _checksum
+from asynclocks._explore._trio import check_trio_version
 
 from . import scenarios
 from .scenarios import marker_line
@@ -221,7 +222,8 @@ def test_the_locked_counter_is_proved_exhaustively(backend: str, flavour: str) -
     assert report.exhaustive
     assert 1 < report.schedules < 1000
     assert report.verdict.startswith(f"PASS on {backend}")
-    assert "explored exhaustively" in report.coverage
+    assert "sleep-set reduction" in report.coverage
+    assert report.coverage.endswith("exhaustive)")
 
 
 def test_max_schedules_stops_a_search_before_it_is_exhaustive(backend: str) -> None:
@@ -317,3 +319,29 @@ def test_tokens_with_a_decision_out_of_range_are_refused() -> None:
 def test_report_names_are_public() -> None:
     for name in ("explore", "replay", "Report", "DeadlockError", "NondeterminismError"):
         assert name in asynclocks.__all__
+
+
+# -- trio version pin -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["0.27.0", "0.30.0", "0.35.0", "0.35.1.dev0"])
+def test_tested_trio_versions_are_accepted(version: str) -> None:
+    check_trio_version(version)
+
+
+@pytest.mark.parametrize("version", ["0.26.2", "0.36.0", "1.0.0", "0.9"])
+def test_untested_trio_versions_are_refused_with_a_clear_message(version: str) -> None:
+    with pytest.raises(
+        RuntimeError, match=rf"tested with trio >=0.27,<0.36; this is trio {version}"
+    ):
+        check_trio_version(version)
+
+
+def test_exploring_on_an_untested_trio_fails_before_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import trio
+
+    monkeypatch.setattr(trio, "__version__", "0.99.0")
+    with pytest.raises(RuntimeError, match="pip install 'trio>=0.27,<0.36'"):
+        explore(scenarios.lost_update, backend="trio")
