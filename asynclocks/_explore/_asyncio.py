@@ -27,6 +27,7 @@ from ._common import (
     StepLimitError,
     Waiting,
     describe_object,
+    task_label,
     user_location,
     waited_object,
 )
@@ -234,10 +235,10 @@ class ControlledLoop(asyncio.AbstractEventLoop):
     def _name(self, task: asyncio.Task[Any]) -> str:
         tid = self._ids.get(task, -1)
         name = task.get_name()
+        coro = task.get_coro()
         if name.startswith(_DEFAULT_NAME_PREFIX) and name[len(_DEFAULT_NAME_PREFIX) :].isdigit():
-            coro = task.get_coro()
             name = getattr(coro, "__qualname__", "task")
-        return f"#{tid} {name.rpartition('<locals>.')[2]}"
+        return f"#{tid} {task_label(name)}"
 
     def run_schedule(
         self, scenario: Scenario, chooser: Chooser, trace: bool, max_steps: int = MAX_STEPS

@@ -177,7 +177,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"replay: python -m asynclocks explore {args.target} --replay '{report.token}'\n")
         out.write(f"token: {report.token}\n")
     else:
-        out.write(f"covered: {report.coverage}; {report.seconds:.3f} s\n")
+        out.write(f"{report.schedules} schedules in {report.seconds:.3f} s\n")
     return 1 if report.failed or report.nondeterministic else 0
 
 

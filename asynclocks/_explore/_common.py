@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import sysconfig
 import types
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -221,3 +222,13 @@ def describe_object(obj: object) -> str:
         "anyio._backends._trio": "anyio",
     }.get(module, module)
     return f"{public}.{cls.__qualname__}"
+
+
+def task_label(name: str) -> str:
+    """A task's name without the ``module.`` prefix anyio and trio add to function names."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:cut]) in sys.modules:
+            name = ".".join(parts[cut:])
+            break
+    return name.rpartition("<locals>.")[2] or name

@@ -25,6 +25,7 @@ from ._common import (
     StepLimitError,
     Waiting,
     describe_object,
+    task_label,
     user_location,
     waited_object,
 )
@@ -64,13 +65,6 @@ def check_trio_version(version: str | None = None) -> None:
 
 
 _GROUPS = {"Nursery", "NurseryManager", "TaskGroup"}
-
-
-def _short_name(name: str, fallback: str) -> str:
-    name = name or fallback
-    if "<locals>." in name:
-        return name.rpartition("<locals>.")[2]
-    return name.rpartition(".")[2] or name
 
 
 class ControlledRunQueue:
@@ -122,7 +116,7 @@ class ControlledRunQueue:
             nursery = task.parent_nursery
             parent = nursery.parent_task if nursery is not None else None
             if parent in ids:
-                tid = self._register(task, _short_name(task.name, "task"))
+                tid = self._register(task, task_label(task.name or "task"))
                 self._ready[task] = (self._pass, tid)
                 return
         self._system.append(task)
