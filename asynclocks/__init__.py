@@ -11,6 +11,7 @@ Package map (public names are re-exported here; everything else is private):
 from anyio import WouldBlock as WouldBlock
 
 from ._explore import DeadlockError as DeadlockError
+from ._explore import InterleavingFailure as InterleavingFailure
 from ._explore import NondeterminismError as NondeterminismError
 from ._explore import Report as Report
 from ._explore import check_interleavings as check_interleavings
@@ -21,6 +22,7 @@ from ._keyed import KeyedLockStatistics as KeyedLockStatistics
 
 __all__ = [
     "DeadlockError",
+    "InterleavingFailure",
     "KeyedLock",
     "KeyedLockStatistics",
     "NondeterminismError",

@@ -16,7 +16,15 @@ EXPECTATIONS = ("pass", "fail")
 
 
 class InterleavingFailure(AssertionError):
-    """A schedule broke the scenario (or an expected failure was not found)."""
+    """A schedule broke the scenario (or an expected failure was not found).
+
+    Raised by tests made with :func:`check_interleavings`; the message holds the verdict, the
+    trace of the failing schedule and its replay token.
+    """
+
+
+# Shown by pytest as asynclocks.InterleavingFailure, the name users import it by.
+InterleavingFailure.__module__ = "asynclocks"
 
 
 def check_interleavings(
