@@ -16,8 +16,8 @@ account lock under ``account``, and the switch would not be the fix it looks lik
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import Awaitable, Mapping
+from contextlib import nullcontext
 from types import TracebackType
 from typing import Final, Protocol
 
@@ -31,6 +31,7 @@ __all__ = [
     "AccountLock",
     "DbLock",
     "GlobalLock",
+    "Guard",
     "Hold",
     "LockStrategy",
     "Locking",
@@ -204,29 +205,27 @@ class Locking:
         """Requests held at the door while a switch drains the old mode."""
         return self._waiting
 
-    @asynccontextmanager
-    async def guard(self, *keys: str) -> AsyncIterator[LockStrategy]:
-        """Hold the current mode's lock for the accounts ``keys`` and yield the strategy.
+    def guard(self, *keys: str) -> Guard:
+        """Hold the current mode's lock for the accounts ``keys``; ``async with`` yields the
+        strategy.
 
         The request is admitted under one mode and keeps it until it leaves, even if a switch is
         requested meanwhile (the switch waits for it).
         """
-        if self._gate is not None:
-            self._waiting += 1
-            try:
-                while self._gate is not None:
-                    await self._gate.wait()
-            finally:
-                self._waiting -= 1
-        strategy = self._strategies[self._mode]
-        self._active += 1
+        return Guard(self, keys)
+
+    async def _admit(self) -> None:
+        self._waiting += 1
         try:
-            async with strategy.hold(keys):
-                yield strategy
+            while self._gate is not None:
+                await self._gate.wait()
         finally:
-            self._active -= 1
-            if self._active == 0 and self._drained is not None:
-                self._drained.set()
+            self._waiting -= 1
+
+    def _leave(self) -> None:
+        self._active -= 1
+        if self._active == 0 and self._drained is not None:
+            self._drained.set()
 
     async def set_mode(self, mode: str) -> str:
         """Switch to ``mode`` once every request admitted under the current one has finished.
@@ -254,3 +253,46 @@ class Locking:
                 self._gate = None
                 gate.set()
             return previous
+
+
+class Guard:
+    """``async with locking.guard(*keys) as strategy``: one request inside its lock mode.
+
+    A plain class rather than a generator-based context manager: it is entered by every
+    money-moving request, and this keeps its cost to a couple of attribute lookups.
+    """
+
+    __slots__ = ("_hold", "_keys", "_locking")
+
+    def __init__(self, locking: Locking, keys: tuple[str, ...]) -> None:
+        self._locking = locking
+        self._keys = keys
+        self._hold: Hold | None = None
+
+    async def __aenter__(self) -> LockStrategy:
+        locking = self._locking
+        if locking._gate is not None:
+            await locking._admit()
+        strategy = locking._strategies[locking._mode]
+        hold = strategy.hold(self._keys)
+        locking._active += 1
+        try:
+            await hold.__aenter__()
+        except BaseException:
+            locking._leave()
+            raise
+        self._hold = hold
+        return strategy
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        hold, self._hold = self._hold, None
+        assert hold is not None, "guard exited without being entered"
+        try:
+            await hold.__aexit__(exc_type, exc, tb)
+        finally:
+            self._locking._leave()

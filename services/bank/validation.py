@@ -143,6 +143,10 @@ def _reject_constant(name: str) -> object:
     raise InvalidJson(f"body uses {name}, which is not JSON")
 
 
+# Built once: json.loads with hooks would build a new decoder for every request.
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+
+
 def parse_json(body: bytes) -> object:
     """Decode a JSON body strictly.
 
@@ -154,9 +158,7 @@ def parse_json(body: bytes) -> object:
     except UnicodeDecodeError as exc:
         raise InvalidJson(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
-        )
+        return _DECODER.decode(text)
     except RecursionError:
         raise InvalidJson("body nests arrays or objects too deeply") from None
     except json.JSONDecodeError as exc:
