@@ -6,6 +6,7 @@ objects (as two worker processes would), where only ``atomic=True`` keeps the mo
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -170,7 +171,9 @@ async def test_atomic_operations_keep_the_books_under_contention(make_store: Sto
             refused += 1
 
     async def transfer(source: str, target: str) -> None:
-        await store.transfer(source, target, 7, atomic=True)
+        # Refused when the withdrawals got there first; the books hold either way.
+        with contextlib.suppress(InsufficientFunds):
+            await store.transfer(source, target, 7, atomic=True)
 
     async with anyio.create_task_group() as tg:
         for _ in range(10):
@@ -183,7 +186,8 @@ async def test_atomic_operations_keep_the_books_under_contention(make_store: Sto
     audit = await store.audit()
     assert audit.drift == 0
     assert audit.negative_accounts == ()
-    assert refused in range(6, 11)
+    # 'a' holds at most 100 + 70 received, at least 100 - 70 sent: 1 to 5 withdrawals are paid.
+    assert 5 <= refused <= 9
     assert audit.total == 200 + 10 - 30 * (10 - refused)
 
 
