@@ -31,7 +31,7 @@ from ._common import (
     user_location,
     waited_object,
 )
-from ._footprint import chain, step_footprint
+from ._footprint import Position, chain, step_footprint
 
 _Task = asyncio.Task
 _DEFAULT_NAME_PREFIX = "Task-"
@@ -254,6 +254,7 @@ class ControlledLoop(asyncio.AbstractEventLoop):
         runnable = self._runnable
         pick = chooser.pick
         track = chooser.footprints
+        chains: dict[asyncio.Task[Any], list[Position]] = {}
         previous = events._get_running_loop()
         events._set_running_loop(self)
         self._running = True
@@ -285,7 +286,10 @@ class ControlledLoop(asyncio.AbstractEventLoop):
                         resumed = user_location(task.get_coro())
                     tracking = track and chooser.wants_footprint()
                     if tracking:
-                        before = chain(task.get_coro())
+                        # Where a task stopped is where it resumes: reuse that chain.
+                        before = chains.pop(task, None) or chain(task.get_coro())
+                    elif track:
+                        chains.pop(task, None)
                     for handle in handles:
                         if not handle._cancelled:
                             handle._run()
@@ -293,6 +297,8 @@ class ControlledLoop(asyncio.AbstractEventLoop):
                         done = task.done()
                         failed = done and (task.cancelled() or task.exception() is not None)
                         after = [] if done else chain(task.get_coro())
+                        if after:
+                            chains[task] = after
                         chooser.stepped(
                             self._ids[task], step_footprint(before, after, done, failed)
                         )

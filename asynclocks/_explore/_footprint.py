@@ -26,6 +26,7 @@ other. Local variables are private to their frame and never conflict.
 from __future__ import annotations
 
 import builtins
+import collections
 import dis
 import types
 from collections.abc import Iterable, Sequence
@@ -41,6 +42,7 @@ SYNC = "<sync>"
 TIMERS = "<timers>"
 JOIN = "<join>"
 _UNKNOWN = "<unknown>"
+_MISSING: Any = object()
 _CM = "<cm>"
 
 _PURE_BUILTINS = {
@@ -335,7 +337,7 @@ class _Code:
         if ins[j].opname != "GET_ITER" or j < 1 or ins[j - 1].opname != "CALL":
             return False
         callee = self._callee(j - 1)
-        return callee is not None and callee[0] == "global" and callee[1] == ("range",)
+        return callee is not None and callee == ("global", ("range",))
 
     def _callee(self, i: int) -> tuple[str, tuple[str, ...]] | None:
         """How the callable of the CALL at index ``i`` was loaded: ("global", dotted path) for
@@ -367,16 +369,16 @@ class _Code:
         if depth != args or j < 0:
             return None
         loader = ins[j]
-        if loader.opname == "LOAD_METHOD" or (loader.opname == "LOAD_ATTR" and j >= 1):
+        if loader.opname in ("LOAD_METHOD", "LOAD_ATTR"):
             path = [str(loader.argval)]
             k = j - 1
             while k >= 0 and ins[k].opname == "LOAD_ATTR":
                 path.insert(0, str(ins[k].argval))
                 k -= 1
-            if k >= 0 and ins[k].opname == "LOAD_GLOBAL":
-                path.insert(0, str(ins[k].argval))
-                return ("global", tuple(path))
-            return ("method", (str(loader.argval),))
+            if k >= 0 and ins[k].opname in ("LOAD_GLOBAL", "LOAD_FAST", "LOAD_DEREF"):
+                base = "global" if ins[k].opname == "LOAD_GLOBAL" else "local"
+                return (base, (str(ins[k].argval), *path))
+            return None
         if loader.opname == "LOAD_GLOBAL":
             return ("global", (str(loader.argval),))
         return None
@@ -388,17 +390,8 @@ class _Code:
         kind, path = callee
         if kind == "with-exit":
             return self._cm_marker(i)
-        if kind == "method":
-            method = path[0]
-            if method in _SYNC_METHODS:
-                return frozenset(), frozenset({SYNC})
-            if method in _CONTAINER_WRITES:
-                return frozenset({HEAP}), frozenset({HEAP})
-            if method in _CONTAINER_READS:
-                return frozenset({HEAP}), frozenset()
-            return None
-        # A global, possibly dotted: resolved when a frame is available (see resolve_call).
-        return frozenset(), frozenset({f"{_UNKNOWN}{'.'.join(path)}:{i}"})
+        # Resolved against the frame's variables when a step's footprint is computed.
+        return frozenset(), frozenset({f"{_UNKNOWN}{kind}:{'.'.join(path)}:{i}"})
 
     # -- ranges ---------------------------------------------------------------------------------
 
@@ -446,7 +439,7 @@ class _Code:
                         return None
                     writes.add(SYNC)
                 elif written.startswith(_UNKNOWN):
-                    resolved = _resolve_call(self, written, frame.f_globals)
+                    resolved = _resolve_call(self, written, frame)
                     if resolved is None:
                         return None
                     reads |= resolved[0]
@@ -476,32 +469,57 @@ def _library_context_managers(code: _Code, line_start: int, frame: types.FrameTy
 
 
 def _resolve_call(
-    code: _Code, marker: str, globals_: dict[str, Any]
+    code: _Code, marker: str, frame: types.FrameType
 ) -> tuple[frozenset[str], frozenset[str]] | None:
-    dotted, _, index_text = marker[len(_UNKNOWN) :].rpartition(":")
+    """What a call does, judged from the object actually called (looked up in the frame)."""
+    kind, dotted, index_text = marker[len(_UNKNOWN) :].split(":")
     path = dotted.split(".")
-    target: Any = globals_.get(path[0], getattr(builtins, path[0], None))
+    if kind == "global":
+        target: Any = frame.f_globals.get(path[0], getattr(builtins, path[0], _MISSING))
+    else:
+        target = frame.f_locals.get(path[0], _MISSING)
+    owner: Any = _MISSING
     for attribute in path[1:]:
-        target = getattr(target, attribute, None)
-    if target is None:
+        owner = target
+        target = getattr(target, attribute, _MISSING)
+    if target is _MISSING:
         return None
-    if len(path) == 1 and target in _PURE_BUILTINS:
+    if owner is _MISSING and target in _PURE_BUILTINS:
         return (frozenset({HEAP}) if _PURE_BUILTINS[target] else frozenset()), frozenset()
-    module = getattr(target, "__module__", "") or ""
-    if path[-1] in _SCHEDULING_NAMES and module.split(".")[0] in _SCHEDULING_MODULES:
-        if path[-1] == "sleep":
-            call = int(index_text)
-            argument = code.instructions[call - 2] if call >= 2 else None
-            delay_is_zero = (
-                code.instructions[call - 1].opname == "PRECALL"
-                and argument is not None
-                and argument.opname == "LOAD_CONST"
-                and argument.argval == 0
-            )
-            if not delay_is_zero:
-                return frozenset(), frozenset({TIMERS})
+    name = path[-1]
+    if owner is not _MISSING and type(owner) in _CONTAINERS:
+        if name in _CONTAINER_WRITES:
+            return frozenset({HEAP}), frozenset({HEAP})
+        if name in _CONTAINER_READS:
+            return frozenset({HEAP}), frozenset()
+        return None
+    module = getattr(target, "__module__", None) or ""
+    if module.split(".")[0] not in _SCHEDULING_MODULES:
+        return None
+    if name in _SCHEDULING_NAMES:
+        if name == "sleep" and not _zero_argument(code, int(index_text)):
+            return frozenset(), frozenset({TIMERS})
         return frozenset(), frozenset()
+    if (
+        owner is not _MISSING
+        and name in _SYNC_METHODS
+        and type(owner).__module__.split(".")[0] in _SCHEDULING_MODULES
+        and type(owner).__name__.endswith(_LIBRARY_SYNC_OWNERS)
+    ):
+        return frozenset(), frozenset({SYNC})
     return None
+
+
+def _zero_argument(code: _Code, call: int) -> bool:
+    """Whether the CALL at ``call`` passes exactly the constant 0 (``sleep(0)``)."""
+    instructions = code.instructions
+    if call < 2 or instructions[call].arg != 1 or instructions[call - 1].opname != "PRECALL":
+        return False
+    argument = instructions[call - 2]
+    return argument.opname == "LOAD_CONST" and argument.argval == 0
+
+
+_CONTAINERS = (list, dict, set, collections.deque, bytearray)
 
 
 _codes: dict[types.CodeType, _Code] = {}
@@ -586,15 +604,11 @@ def step_footprint(
         parts.append(offset)
         parts.append(frame in seen)
     key = tuple(parts)
-    cached = _steps.get(key, _MISSING)
-    if cached is not _MISSING:
-        return cached  # type: ignore[return-value]
+    if key in _steps:
+        return _steps[key]
     result = _step_footprint(before, after, finished)
     _steps[key] = result
     return result
-
-
-_MISSING = object()
 
 
 def _step_footprint(

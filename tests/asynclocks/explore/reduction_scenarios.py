@@ -163,6 +163,36 @@ def in_a_helper_that_does_not_suspend() -> Callable[[], Awaitable[None]]:
     return scenario
 
 
+def user_methods_named_like_library_ones() -> Callable[[], Awaitable[None]]:
+    """``get``/``set`` here are a user class's methods, not a dict's or an Event's."""
+
+    class Tally:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def get(self) -> int:
+            return self.n
+
+        def set(self, value: int) -> None:
+            self.n = value
+
+    async def scenario() -> None:
+        tally = Tally()
+
+        async def bump(delay: int) -> None:
+            await _idle(delay)
+            value = tally.get()
+            await anyio.lowlevel.checkpoint()
+            tally.set(value + 1)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(bump, 0)
+            tg.start_soon(bump, 1)
+        assert tally.n == 2, tally.n
+
+    return scenario
+
+
 def independent_work_then_lock(tasks: int, idle: int) -> Callable[[], Awaitable[None]]:
     """Unshared awaits (stand-ins for I/O) before a locked increment: reduction's target."""
 
@@ -193,4 +223,5 @@ RACES = {
     "attribute_two_names": attribute_through_two_names,
     "user_context_manager": inside_a_user_context_manager,
     "helper_functions": in_a_helper_that_does_not_suspend,
+    "user_methods": user_methods_named_like_library_ones,
 }
