@@ -8,11 +8,12 @@ import gc
 import math
 import re
 import tracemalloc
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
+import outcome
 import pytest
 import trio
 import trio.testing
@@ -677,4 +678,67 @@ async def test_guards_are_ordinary_async_context_managers() -> None:
         assert len(locks) == 2
     async with one:  # a guard can be entered again
         assert locks.locked("k")
+    assert len(locks) == 0
+
+
+# ---------------------------------------------------------------- other event loops
+
+
+async def _asyncio_yield() -> None:
+    await asyncio.sleep(0)
+
+
+async def _contend(locks: KeyedLock, checkpoint: Callable[[], Awaitable[object]]) -> int:
+    total = 0
+
+    async def worker() -> None:
+        nonlocal total
+        for _ in range(20):
+            async with locks("k"):
+                value = total
+                await checkpoint()
+                total = value + 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(worker)
+    return total
+
+
+def test_trio_guest_mode_inside_asyncio_uses_the_trio_path() -> None:
+    # In guest mode an asyncio loop is running too, but trio tasks must be told apart from it:
+    # even a lock that asyncio code in the same loop has used (and cached) must work for them.
+    locks = KeyedLock()
+
+    async def trio_main() -> int:
+        return await _contend(locks, trio.lowlevel.checkpoint)
+
+    async def asyncio_main() -> tuple[int, int]:
+        before = await _contend(locks, _asyncio_yield)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[outcome.Outcome[int]] = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            trio_main,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=done.set_result,
+            host_uses_signal_set_wakeup_fd=False,
+        )
+        return before, (await done).unwrap()
+
+    assert asyncio.run(asyncio_main()) == (100, 100)
+    assert len(locks) == 0
+
+
+def test_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    locks = KeyedLock()
+    assert uvloop.run(_contend(locks, _asyncio_yield)) == 100
+    assert len(locks) == 0
+
+
+def test_one_lock_serves_successive_runs_on_both_backends() -> None:
+    locks = KeyedLock()
+    assert asyncio.run(_contend(locks, _asyncio_yield)) == 100
+    assert trio.run(_contend, locks, trio.lowlevel.checkpoint) == 100
+    assert asyncio.run(_contend(locks, _asyncio_yield)) == 100
     assert len(locks) == 0
