@@ -77,6 +77,9 @@ def locked_counter(tasks: int, checkpoints: int = 1) -> Callable[[], Awaitable[N
     return scenario
 
 
+locked_counter_three = locked_counter(3)
+
+
 async def asyncio_lost_update() -> None:
     box = Box()
 

@@ -134,3 +134,28 @@ def test_the_module_entry_point_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stderr
     assert "token: al1:a:" in result.stdout
+
+
+def test_a_replayed_token_prints_the_same_trace(capsys: pytest.CaptureFixture[str]) -> None:
+    _, found, _ = run_cli(capsys, f"{TARGET}:lost_update_late", "--backend", "trio", "--quiet")
+    token = found.rsplit("token: ", 1)[1].strip()
+    _, replayed, _ = run_cli(capsys, f"{TARGET}:lost_update_late", "--replay", token)
+    trace = found.split("\n", 1)[1].split("replay:", 1)[0]
+    assert trace in replayed
+
+
+def test_long_runs_report_progress_on_stderr(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    import asynclocks._explore._api as api
+
+    ticks = iter(range(10**6))
+    # Half a second passes between any two readings of the explorer's clock.
+    fake_time = types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5)
+    monkeypatch.setattr(api, "time", fake_time)
+    code, _, err = run_cli(capsys, f"{TARGET}:locked_counter_three", "--max-schedules", "20")
+    assert code == 0
+    assert " schedules in " in err
+    assert "/s)" in err
