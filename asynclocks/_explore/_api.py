@@ -311,9 +311,11 @@ def explore(
     Args:
         scenario: The zero-argument async function to explore.
         backend: ``"asyncio"`` or ``"trio"``.
-        strategy: ``"dfs"`` (systematic, bounded; can prove absence of failures within the bound),
-            ``"random"``, ``"pct"`` (probabilistic concurrency testing) or ``"fifo"`` (the stock
-            loop's order only).
+        strategy: ``"dfs"`` (systematic; proves there is no failure when ``report.exhaustive``;
+            without a preemption bound it prunes schedules equivalent to ones already run, with
+            sleep sets over what each step touches), ``"random"``, ``"pct"`` (probabilistic
+            concurrency testing: random priorities and change points) or ``"fifo"`` (only the
+            stock event loop's own order).
         max_schedules: Stop after this many schedules.
         seed: Seed for ``random`` and ``pct``.
         preemption_bound: At most this many preemptions (choices that differ from the stock event

@@ -98,6 +98,7 @@ class ControlledRunQueue:
         self._last_preempted = False
         self.track = False
         self._tracked: Any = None
+        self._chains: dict[Any, list[Position]] = {}
         self._tracked_before: list[Position] = []
 
     # -- the deque interface trio's run loop uses ---------------------------------------------
@@ -173,9 +174,14 @@ class ControlledRunQueue:
             self.widths.append(len(tasks))
             task = tasks[index]
             preempted = index != 0
-        if self.track and not self.cleaning and self.chooser.wants_footprint():  # type: ignore[union-attr]
-            self._tracked = task
-            self._tracked_before = chain(task.coro)
+        if self.track and not self.cleaning:
+            chains = self._chains
+            if self.chooser.wants_footprint():  # type: ignore[union-attr]
+                self._tracked = task
+                # Where a task stopped is where it resumes: reuse that chain.
+                self._tracked_before = chains.pop(task, []) or chain(task.coro)
+            else:
+                chains.pop(task, None)
         if not self.cleaning:
             self.count += 1
             if self.count > MAX_STEPS and self.stopped is None:
@@ -206,6 +212,8 @@ class ControlledRunQueue:
         self._tracked = None
         finished = task.coro.cr_frame is None
         after = [] if finished else chain(task.coro)
+        if after:
+            self._chains[task] = after
         # trio does not keep a finished task's outcome where we can see it; a finished task
         # counts as touching everything (it may have failed and cancelled its siblings).
         footprint = step_footprint(self._tracked_before, after, finished, finished)
@@ -259,6 +267,7 @@ class ControlledRunQueue:
         self.chooser = chooser
         self.track = chooser.footprints
         self._tracked = None
+        self._chains.clear()
         self.trace = trace
         self.count = 0
         self.stopped = None
