@@ -37,10 +37,13 @@ __all__ = [
     "ShowdownRow",
     "ShowdownSettings",
     "ServerProcess",
+    "mode_note",
     "plot",
     "render_table",
     "run_showdown",
+    "should_hold",
     "start_server",
+    "store_label",
 ]
 
 _START_TIMEOUT: Final = 30.0
@@ -56,8 +59,11 @@ class ShowdownSettings:
         accounts: Accounts shared by all clients (few, for contention).
         io_delay: The memory store's await between read and write, in seconds.
         seed: Seed of the operation sequence (the same for every mode).
-        modes: Lock modes to run, in order.
+        modes: Lock modes to run, in order (add ``db`` for a database store).
         progress: Show hammer's live progress on stderr.
+        store: The store URL every server gets (``memory``, ``sqlite:///PATH``,
+            ``postgresql://...``); all modes share one database, each run on fresh accounts.
+        workers: Worker processes per server (``serve --workers``).
     """
 
     requests: int = 3000
@@ -68,6 +74,42 @@ class ShowdownSettings:
     modes: tuple[str, ...] = LOCK_MODES
     progress: bool = True
     loop: LoopKind = "auto"
+    store: str = "memory"
+    workers: int = 1
+
+
+def store_label(url: str) -> str:
+    """The store of a URL without credentials: ``postgresql 127.0.0.1:5432/test``."""
+    from urllib.parse import urlsplit
+
+    if url == "memory":
+        return "memory"
+    if url.startswith("sqlite:"):
+        return "sqlite " + url.partition(":///")[2]
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"postgresql {host}{port}{parts.path}"
+
+
+def should_hold(mode: str, workers: int) -> bool:
+    """Whether ``mode`` must keep the books with ``workers`` processes: the in-process locks
+    only with one process, ``db`` always, ``none`` never."""
+    return mode == "db" or (mode in ("global", "account") and workers == 1)
+
+
+def mode_note(mode: str, store: str, workers: int) -> str:
+    """Why a mode holds or not, for the table's note column."""
+    if mode == "none":
+        return "no lock: overlapping requests overwrite each other"
+    if mode == "db":
+        if store.startswith("sqlite"):
+            return "BEGIN IMMEDIATE: SQLite's file lock spans processes"
+        return "row locks in id order / conditional UPDATE, in PostgreSQL: span processes"
+    what = "one lock for the process" if mode == "global" else "a KeyedLock per account"
+    if workers == 1:
+        return f"{what}; one process sees every request, so it is enough"
+    return f"{what} in each of {workers} workers: the others' requests never see it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +219,15 @@ def run_showdown(
     console = console or Console(stderr=True)
     rows = []
     for mode in settings.modes:
-        server_args = ["--lock", mode, "--store", "memory", "--io-delay", str(settings.io_delay)]
+        server_args = [
+            "--lock",
+            mode,
+            "--store",
+            settings.store,
+            "--io-delay",
+            str(settings.io_delay),
+        ]
+        server_args += ["--workers", str(settings.workers)]
         with start_server(server_args) as server:
             hammer = HammerSettings(
                 url=server.url,
@@ -200,7 +250,9 @@ def render_table(rows: Sequence[ShowdownRow], settings: ShowdownSettings) -> Tab
     table = Table(
         title=(
             f"{settings.requests:,} requests per mode, {settings.concurrency} clients, "
-            f"{settings.accounts} accounts, io-delay {settings.io_delay * 1000:g} ms"
+            f"{settings.accounts} accounts, io-delay {settings.io_delay * 1000:g} ms, "
+            f"store {store_label(settings.store)}, {settings.workers} "
+            f"worker{'s' if settings.workers > 1 else ''}"
         ),
     )
     table.add_column("mode")
@@ -209,6 +261,7 @@ def render_table(rows: Sequence[ShowdownRow], settings: ShowdownSettings) -> Tab
     table.add_column("drift (cents)", justify="right")
     table.add_column("negative balances", justify="right")
     table.add_column("verdict")
+    table.add_column("why")
     for row in rows:
         report = row.report
         style = "green" if report.correct else "bold red"
@@ -219,11 +272,12 @@ def render_table(rows: Sequence[ShowdownRow], settings: ShowdownSettings) -> Tab
             f"{report.drift:+,}" if report.drift else "0",
             str(len(report.negative_accounts)),
             f"[{style}]{row.verdict}[/{style}]",
+            mode_note(row.mode, settings.store, settings.workers),
         )
     return table
 
 
-def explain(rows: Sequence[ShowdownRow]) -> str:
+def explain(rows: Sequence[ShowdownRow], settings: ShowdownSettings | None = None) -> str:
     """What the table shows, in a few sentences."""
     lines = [
         "Each request reads the balance, awaits (io-delay, a stand-in for the database round "
@@ -235,6 +289,18 @@ def explain(rows: Sequence[ShowdownRow]) -> str:
         "global serialises every request (correct, slow); account locks only the accounts a "
         "request touches (correct, concurrent).",
     ]
+    workers = settings.workers if settings is not None else 1
+    if workers > 1:
+        lines.append(
+            f"With {workers} worker processes sharing the port, an asyncio lock only orders the "
+            "requests of its own process: global and account still lose money. Only db, the "
+            "database's own locking, holds across processes."
+        )
+    elif settings is not None and settings.store != "memory":
+        lines.append(
+            "One worker process: every request passes through its locks, so account is enough "
+            "even on a database; db is what keeps holding with --workers > 1."
+        )
     by_mode = {row.mode: row for row in rows}
     unlocked = by_mode.get("none")
     if unlocked is not None and unlocked.report.correct:
@@ -276,6 +342,8 @@ def write_json(rows: Sequence[ShowdownRow], settings: ShowdownSettings, path: Pa
             "accounts": settings.accounts,
             "io_delay": settings.io_delay,
             "seed": settings.seed,
+            "store": store_label(settings.store),
+            "workers": settings.workers,
         },
         "modes": [row.to_json() for row in rows],
     }
