@@ -31,7 +31,7 @@ from ._common import (
     user_location,
     waited_object,
 )
-from ._footprint import Position, chain, step_footprint
+from ._footprint import EMPTY_CHAIN, Chain, chain, step_footprint
 
 _Task = asyncio.Task
 _DEFAULT_NAME_PREFIX = "Task-"
@@ -254,7 +254,7 @@ class ControlledLoop(asyncio.AbstractEventLoop):
         runnable = self._runnable
         pick = chooser.pick
         track = chooser.footprints
-        chains: dict[asyncio.Task[Any], list[Position]] = {}
+        chains: dict[asyncio.Task[Any], Chain] = {}
         previous = events._get_running_loop()
         events._set_running_loop(self)
         self._running = True
@@ -296,7 +296,7 @@ class ControlledLoop(asyncio.AbstractEventLoop):
                     if tracking:
                         done = task.done()
                         failed = done and (task.cancelled() or task.exception() is not None)
-                        after = [] if done else chain(task.get_coro())
+                        after = EMPTY_CHAIN if done else chain(task.get_coro())
                         if after:
                             chains[task] = after
                         chooser.stepped(

@@ -523,6 +523,7 @@ _CONTAINERS = (list, dict, set, collections.deque, bytearray)
 
 
 _codes: dict[types.CodeType, _Code] = {}
+_steps: dict[tuple[object, ...], Footprint] = {}
 
 
 def _analysis(code: types.CodeType) -> _Code:
@@ -540,9 +541,23 @@ _CoroutineType = types.CoroutineType
 _GeneratorType = types.GeneratorType
 
 
-def chain(coro: Any) -> list[Position]:
+class Chain(list[Position]):
+    """A task's await chain, outermost frame first, with a hashable key of its code positions."""
+
+    __slots__ = ("key",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key: tuple[object, ...] = ()
+
+
+EMPTY_CHAIN = Chain()
+
+
+def chain(coro: Any) -> Chain:
     """Every frame on a task's await chain with its position (outermost first)."""
-    positions: list[Position] = []
+    positions = Chain()
+    key: list[object] = []
     obj = coro
     first = True
     while obj is not None and len(positions) < 200:
@@ -561,9 +576,13 @@ def chain(coro: Any) -> list[Position]:
             started = True
         if frame is None:
             break
-        positions.append((frame, frame.f_lasti if started else None))
+        offset = frame.f_lasti if started else None
+        positions.append((frame, offset))
+        key.append(frame.f_code)
+        key.append(offset)
         obj = inner
         first = False
+    positions.key = tuple(key)
     return positions
 
 
@@ -582,28 +601,18 @@ def _library_frame(frame: types.FrameType) -> Footprint:
     return None
 
 
-_steps: dict[tuple[object, ...], Footprint] = {}
-
-
-def step_footprint(
-    before: Sequence[Position], after: Sequence[Position], finished: bool, failed: bool
-) -> Footprint:
+def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) -> Footprint:
     """The footprint of a step, from the task's await chain when it resumed and when it stopped."""
     if failed:
         return None
-    # The same code positions give the same footprint: cache on them (frames matched by identity).
-    parts: list[object] = [finished]
-    seen = []
-    for frame, offset in before:
-        parts.append(frame.f_code)
-        parts.append(offset)
-        seen.append(frame)
-    parts.append(None)
-    for frame, offset in after:
-        parts.append(frame.f_code)
-        parts.append(offset)
-        parts.append(frame in seen)
-    key = tuple(parts)
+    # The same code positions give the same footprint, so it is cached on them. Frames present
+    # in both chains are their common outer part (a frame's callers cannot change).
+    shared = 0
+    for (frame_before, _), (frame_after, _) in zip(before, after, strict=False):
+        if frame_before is not frame_after:
+            break
+        shared += 1
+    key = (finished, shared, before.key, after.key)
     if key in _steps:
         return _steps[key]
     result = _step_footprint(before, after, finished)

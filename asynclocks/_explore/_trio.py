@@ -29,7 +29,7 @@ from ._common import (
     user_location,
     waited_object,
 )
-from ._footprint import TRANSPARENT_CODE, Position, chain, step_footprint
+from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, step_footprint
 
 #: trio versions the explorer is tested with; others are refused (their internals may differ).
 TESTED_TRIO = ((0, 27), (0, 36))  # lower bound inclusive, upper bound exclusive
@@ -98,8 +98,8 @@ class ControlledRunQueue:
         self._last_preempted = False
         self.track = False
         self._tracked: Any = None
-        self._chains: dict[Any, list[Position]] = {}
-        self._tracked_before: list[Position] = []
+        self._chains: dict[Any, Chain] = {}
+        self._tracked_before: Chain = EMPTY_CHAIN
 
     # -- the deque interface trio's run loop uses ---------------------------------------------
 
@@ -179,7 +179,7 @@ class ControlledRunQueue:
             if self.chooser.wants_footprint():  # type: ignore[union-attr]
                 self._tracked = task
                 # Where a task stopped is where it resumes: reuse that chain.
-                self._tracked_before = chains.pop(task, []) or chain(task.coro)
+                self._tracked_before = chains.pop(task, EMPTY_CHAIN) or chain(task.coro)
             else:
                 chains.pop(task, None)
         if not self.cleaning:
@@ -211,7 +211,7 @@ class ControlledRunQueue:
         task = self._tracked
         self._tracked = None
         finished = task.coro.cr_frame is None
-        after = [] if finished else chain(task.coro)
+        after = EMPTY_CHAIN if finished else chain(task.coro)
         if after:
             self._chains[task] = after
         # trio does not keep a finished task's outcome where we can see it; a finished task
