@@ -20,10 +20,10 @@ from ._report import decode_token
 from ._strategies import STRATEGIES
 
 _EPILOG = """\
-The target is an importable module and a zero-argument async function in it, `package.module:func`,
-or a file path, `examples/01_lost_update_asyncio.py:func`. The scenario raises (an assert) when an
-invariant breaks. Exit status: 0 no failure found, 1 a failure was found (trace and token printed),
-2 bad arguments."""
+The target is an importable module and a zero-argument async function in it,
+`package.module:func`, or a file path, `path/to/race.py:scenario`. The scenario starts its own
+tasks and raises (an assert) when an invariant breaks.
+Exit status: 0 no failure found, 1 a failure was found (trace and token printed), 2 bad arguments."""
 
 
 class UsageError(Exception):
@@ -52,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "explore",
         help="explore the interleavings of an async scenario, or replay a token",
-        description="Run a zero-argument async function under many schedules (one task at a time, "
-        "virtual time) and report the first failing one with its trace and replay token.",
+        description="Run a zero-argument async function under many schedules (one task at a\n"
+        "time, on virtual time) and report the first failing one with its trace and replay token.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
