@@ -23,7 +23,8 @@ _EPILOG = """\
 The target is an importable module and a zero-argument async function in it,
 `package.module:func`, or a file path, `path/to/race.py:scenario`. The scenario starts its own
 tasks and raises (an assert) when an invariant breaks.
-Exit status: 0 no failure found, 1 a failure was found (trace and token printed), 2 bad arguments."""
+Exit status: 0 no failure found, 1 a failure was found (trace and token printed), 2 bad
+arguments."""
 
 
 class UsageError(Exception):
