@@ -95,6 +95,10 @@ def _no_backend() -> RuntimeError:
 
 
 def _check_timeout(timeout: float) -> None:
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, got {type(timeout).__qualname__!r}"
+        )
     if math.isnan(timeout) or timeout < 0:
         raise ValueError(
             f"timeout must be a non-negative number of seconds or None, got {timeout!r}"
@@ -172,8 +176,10 @@ class KeyedLock:
     - The lock is not reentrant: acquiring a key the task already holds raises
       :exc:`RuntimeError` instead of deadlocking.
     - Keys are compared like dict keys (``1``, ``1.0`` and ``True`` are the same key). A key is
-      tracked only while held, so ``len(locks)`` returns to 0, and memory to its baseline, however
-      many distinct keys were used.
+      tracked only while held: its entry is deleted as soon as it is idle, so ``len(locks)``
+      returns to 0 however many distinct keys were used, and no memory accumulates. (After a
+      burst of very many keys held at once, CPython keeps the dict's table until later inserts
+      make it resize; it never shrinks a dict on deletion.)
     - One ``KeyedLock`` serves one event loop at a time, like the locks it mirrors: it is not
       thread-safe, and a key held by an asyncio task cannot be waited for by a trio task (under
       trio's guest mode both run at once). It can be reused by later runs, on either backend.
@@ -267,7 +273,7 @@ class KeyedLock:
         Raises:
             TimeoutError: If the key could not be acquired in time (nothing is left behind).
             ValueError: If ``timeout`` is negative or NaN.
-            TypeError: If ``key`` is unhashable.
+            TypeError: If ``key`` is unhashable or ``timeout`` is not a number.
             RuntimeError: If the current task already holds ``key``, or no asyncio or trio task
                 is running.
         """
@@ -294,6 +300,8 @@ class KeyedLock:
 
         # Contended: queue a future and wait for release() to hand the key over.
         assert loop is not None
+        if not isinstance(owner, asyncio.Task) or owner.get_loop() is not loop:
+            raise self._foreign_owner_error(key, owner)
         fut = loop.create_future()
         item = (task, fut)
         queue = self._aio_waiters.get(key)
@@ -440,6 +448,14 @@ class KeyedLock:
         )
 
     @staticmethod
+    def _foreign_owner_error(key: object, owner: object) -> RuntimeError:
+        # Waiting would never end: the owner's release() hands over to its own loop's waiters.
+        return RuntimeError(
+            f"KeyedLock key {_describe(key)} is held by a task of another event loop "
+            f"({_task_name(owner)}); one KeyedLock serves one event loop at a time"
+        )
+
+    @staticmethod
     def _release_error(key: object, owner: object) -> RuntimeError:
         if owner is None:
             return RuntimeError(f"cannot release KeyedLock key {_describe(key)}: it is not locked")
@@ -505,6 +521,8 @@ class KeyedLock:
             owners[key] = task
             await lowlevel.cancel_shielded_checkpoint()
             return
+        if type(owner) is not type(task):
+            raise self._foreign_owner_error(key, owner)
         queue = self._trio_waiters.get(key)
         if queue is None:
             queue = self._trio_waiters[key] = deque()

@@ -249,6 +249,16 @@ async def test_bad_timeouts_are_rejected(bad: float) -> None:
     assert len(locks) == 0
 
 
+async def test_a_timeout_that_is_not_a_number_is_rejected() -> None:
+    locks = KeyedLock()
+    bad: Any = "5"
+    with pytest.raises(TypeError, match=r"timeout must be a number of seconds or None, got 'str'"):
+        await locks.acquire("k", timeout=bad)
+    with pytest.raises(TypeError, match=r"got 'bool'"):
+        await locks.acquire("k", timeout=True)
+    assert len(locks) == 0
+
+
 def test_use_outside_any_event_loop_is_an_error() -> None:
     locks = KeyedLock()
     with pytest.raises(RuntimeError, match=r"must be used from inside an asyncio task or a trio"):
@@ -727,6 +737,44 @@ def test_trio_guest_mode_inside_asyncio_uses_the_trio_path() -> None:
 
     assert asyncio.run(asyncio_main()) == (100, 100)
     assert len(locks) == 0
+
+
+def test_waiting_for_a_key_held_in_another_event_loop_is_an_error() -> None:
+    # Under guest mode asyncio and trio tasks run at once; a trio task must not queue behind an
+    # asyncio owner (its release() would never wake it), and vice versa.
+    locks = KeyedLock()
+    message = r"KeyedLock key 'k' is held by a task of another event loop"
+
+    async def trio_side(step: str) -> None:
+        if step == "wait":
+            with pytest.raises(RuntimeError, match=message):
+                await locks.acquire("k")
+        else:
+            await locks.acquire("t")  # held by trio when asyncio asks for it
+
+    async def run_trio(loop: asyncio.AbstractEventLoop, step: str) -> None:
+        done: asyncio.Future[outcome.Outcome[None]] = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            trio_side,
+            step,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=done.set_result,
+            host_uses_signal_set_wakeup_fd=False,
+        )
+        (await done).unwrap()
+
+    async def asyncio_main() -> None:
+        loop = asyncio.get_running_loop()
+        await locks.acquire("k")
+        await run_trio(loop, "wait")
+        locks.release("k")
+        await run_trio(loop, "hold")  # the trio task ends, still holding "t"
+        with pytest.raises(RuntimeError, match=r"key 't' is held by a task of another event"):
+            await locks.acquire("t")
+
+    asyncio.run(asyncio_main())
+    assert locks.locked("t")
+    assert locks.statistics().tasks_waiting == 0
 
 
 def test_uvloop() -> None:
