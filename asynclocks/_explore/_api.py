@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import sys
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -274,8 +275,26 @@ def replay_plan(
     return outcome
 
 
+def _refuse_inside_trio() -> None:
+    # trio marks its thread as running trio; a controlled loop started here would make anyio and
+    # sniffio see trio inside the scenario and corrupt the outer run.
+    if "trio" not in sys.modules:
+        return
+    import trio
+
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        "explore() and replay() run their own event loop and cannot be called from inside "
+        "trio.run(); call them from synchronous code (or trio.to_thread.run_sync)"
+    )
+
+
 def drive(plan: Generator[Request, Outcome, Any], scenario: Scenario, backend: str) -> Any:
     """Run a plan to completion on a controlled loop of ``backend``."""
+    _refuse_inside_trio()
     if backend == "asyncio":
         from ._asyncio import AsyncioSession
 

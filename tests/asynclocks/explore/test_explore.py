@@ -345,3 +345,23 @@ def test_exploring_on_an_untested_trio_fails_before_running(
     monkeypatch.setattr(trio, "__version__", "0.99.0")
     with pytest.raises(RuntimeError, match="pip install 'trio>=0.27,<0.36'"):
         explore(scenarios.lost_update, backend="trio")
+
+
+def test_exploring_from_inside_trio_is_refused(backend: str) -> None:
+    import trio
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match=r"cannot be called from inside trio.run\(\)"):
+            explore(scenarios.lost_update, backend=backend)
+
+    trio.run(main)
+
+
+def test_exploring_from_inside_asyncio_works(backend: str) -> None:
+    import asyncio
+
+    async def main() -> Report:
+        return explore(scenarios.lost_update, backend=backend)
+
+    report = asyncio.run(main())
+    assert report.failed
