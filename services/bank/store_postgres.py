@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Final, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import asyncpg.exceptions
@@ -69,7 +70,7 @@ from .errors import (
 from .idempotency import Claim, Replay, StoredResponse
 from .store import Audit, JournalEntry, OperationKind, RaceWindow
 
-__all__ = ["PostgresStore", "check_postgres_url"]
+__all__ = ["DEFAULT_POOL_SIZE", "PostgresStore", "check_postgres_url"]
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 
@@ -108,22 +109,50 @@ CREATE OR REPLACE FUNCTION bank_transfer(
     p_from text, p_to text, p_amount bigint,
     OUT status integer, OUT from_balance bigint, OUT to_balance bigint
 ) LANGUAGE plpgsql AS $fn$
+DECLARE
+    locked record;
 BEGIN
-    -- Both rows, in id order: two transfers in opposite directions queue instead of deadlocking.
-    PERFORM 1 FROM bank_accounts WHERE id IN (p_from, p_to) ORDER BY id FOR UPDATE;
-    SELECT balance INTO from_balance FROM bank_accounts WHERE id = p_from;
-    IF NOT FOUND THEN status := 1; RETURN; END IF;
-    SELECT balance INTO to_balance FROM bank_accounts WHERE id = p_to;
-    IF NOT FOUND THEN status := 2; RETURN; END IF;
+    -- Both rows locked and read in id order: two transfers in opposite directions queue
+    -- instead of deadlocking.
+    FOR locked IN
+        SELECT id, balance FROM bank_accounts WHERE id IN (p_from, p_to) ORDER BY id FOR UPDATE
+    LOOP
+        IF locked.id = p_from THEN
+            from_balance := locked.balance;
+        ELSE
+            to_balance := locked.balance;
+        END IF;
+    END LOOP;
+    IF from_balance IS NULL THEN status := 1; RETURN; END IF;
+    IF to_balance IS NULL THEN status := 2; RETURN; END IF;
     IF from_balance < p_amount THEN status := 3; RETURN; END IF;
     IF to_balance > {MAX_BALANCE} - p_amount THEN status := 4; RETURN; END IF;
-    from_balance := from_balance - p_amount;
-    to_balance := to_balance + p_amount;
-    UPDATE bank_accounts SET balance = from_balance WHERE id = p_from;
-    UPDATE bank_accounts SET balance = to_balance WHERE id = p_to;
+    UPDATE bank_accounts
+        SET balance = balance + CASE WHEN id = p_from THEN -p_amount ELSE p_amount END
+        WHERE id IN (p_from, p_to);
     INSERT INTO bank_journal (kind, account, amount, counterparty)
         VALUES ('transfer', p_from, p_amount, p_to);
+    from_balance := from_balance - p_amount;
+    to_balance := to_balance + p_amount;
     status := 0;
+END
+$fn$;
+-- The non-atomic transfer's write: balances computed from an earlier read (a lost update if
+-- another request wrote in between, which is what lock modes none to account are about), but
+-- the two rows are still taken in id order, so concurrent writes never deadlock.
+CREATE OR REPLACE FUNCTION bank_set_two(
+    p_from text, p_from_balance bigint, p_to text, p_to_balance bigint, p_amount bigint
+) RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    seq bigint;
+BEGIN
+    PERFORM 1 FROM bank_accounts WHERE id IN (p_from, p_to) ORDER BY id FOR UPDATE;
+    UPDATE bank_accounts
+        SET balance = CASE WHEN id = p_from THEN p_from_balance ELSE p_to_balance END
+        WHERE id IN (p_from, p_to);
+    INSERT INTO bank_journal (kind, account, amount, counterparty)
+        VALUES ('transfer', p_from, p_amount, p_to) RETURNING bank_journal.seq INTO seq;
+    RETURN seq;
 END
 $fn$;
 """
@@ -145,13 +174,7 @@ WITH written AS (UPDATE bank_accounts SET balance = $2 WHERE id = $1 RETURNING i
 INSERT INTO bank_journal (kind, account, amount) SELECT $3, id, $4 FROM written
 RETURNING seq
 """
-_SET_TWO: Final = """
-WITH source AS (UPDATE bank_accounts SET balance = $2 WHERE id = $1 RETURNING id),
-     target AS (UPDATE bank_accounts SET balance = $4 WHERE id = $3 RETURNING id)
-INSERT INTO bank_journal (kind, account, amount, counterparty)
-SELECT 'transfer', source.id, $5, target.id FROM source, target
-RETURNING seq
-"""
+_SET_TWO: Final = "SELECT bank_set_two($1, $2, $3, $4, $5)"
 _ATOMIC_DEPOSIT: Final = f"""
 WITH credited AS (
     UPDATE bank_accounts SET balance = balance + $2
@@ -190,14 +213,21 @@ _RECORDED: Final = "SELECT fingerprint, status, body FROM bank_idempotency WHERE
 _RECORD: Final = "UPDATE bank_idempotency SET status = $2, body = $3 WHERE key = $1"
 
 
-def check_postgres_url(url: str) -> str:
-    """Return ``url`` if it looks like a PostgreSQL connection URL asyncpg accepts.
+#: Connections per worker process unless the URL says ``?pool_size=N``.
+DEFAULT_POOL_SIZE: Final = 16
+
+
+def check_postgres_url(url: str) -> tuple[str, int]:
+    """Split a store URL into what asyncpg gets and this process's pool size.
+
+    ``pool_size`` is the one query parameter the store reads itself (``?pool_size=32``); every
+    other one is passed to asyncpg, which sends unknown ones as server settings
+    (``?search_path=myschema``).
 
     Raises:
-        ValueError: Not ``postgresql://...`` / ``postgres://...``, or not parseable.
+        ValueError: Not ``postgresql://...`` / ``postgres://...``, not parseable, or a
+            ``pool_size`` that is not an integer from 1 to 1000.
     """
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -205,7 +235,16 @@ def check_postgres_url(url: str) -> str:
         raise ValueError(f"store URL {url!r} is not a valid PostgreSQL URL: {exc}") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ValueError(f"store URL {url!r} must start with postgresql://")
-    return url
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    sizes = [value for key, value in query if key == "pool_size"]
+    pool_size = DEFAULT_POOL_SIZE
+    if sizes:
+        if len(sizes) > 1 or not sizes[0].isdigit() or not 1 <= int(sizes[0]) <= 1000:
+            raise ValueError(f"store URL {url!r}: pool_size must be one integer from 1 to 1000")
+        pool_size = int(sizes[0])
+        rest = urlencode([(key, value) for key, value in query if key != "pool_size"])
+        url = urlunsplit(parts._replace(query=rest))
+    return url, pool_size
 
 
 class PostgresStore:
@@ -217,7 +256,8 @@ class PostgresStore:
         io_delay: Seconds awaited between the read and the write of a non-atomic operation, on
             top of the round trips themselves.
         race_window: Awaited instead of the delay, with the operation's kind (tests).
-        pool_size: Connections of this process's pool.
+        pool_size: Connections of this process's pool (default: the URL's ``pool_size``, else
+            16).
         attempts: Tries of an operation the database aborts before answering 503.
         lock_timeout: If set, seconds a statement waits for a row lock before it is aborted
             (and retried, then 503); by default it waits as long as it takes.
@@ -232,12 +272,14 @@ class PostgresStore:
         *,
         io_delay: float = 0.0,
         race_window: RaceWindow | None = None,
-        pool_size: int = 10,
+        pool_size: int | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
         lock_timeout: float | None = None,
     ) -> None:
-        self._url = check_postgres_url(url)
+        self._url, url_pool_size = check_postgres_url(url)
         self._window = Window(io_delay, race_window)
+        if pool_size is None:
+            pool_size = url_pool_size
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
         self._pool_size = pool_size
