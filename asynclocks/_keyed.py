@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["KeyedLock", "KeyedLockStatistics"]
 
 _get_running_loop: Final = asyncio._get_running_loop
-_new_object: Final = object.__new__
 _get_ident: Final = get_ident
 
 # On Python 3.11 ``asyncio.current_task`` is a Python function that looks up this dict; calling
@@ -218,8 +217,8 @@ class KeyedLock:
             An async context manager: ``async with locks(key):`` acquires the key on entry
             (waiting if another task holds it) and releases it on exit.
         """
-        # object.__new__ and two slot stores: no Python __init__ frame on this hot path.
-        guard = _new_object(_KeyGuard)
+        # No __init__ and two slot stores: no Python frame for the guard on this hot path.
+        guard = _KeyGuard()
         guard._lock = self
         guard._key = key
         return guard
