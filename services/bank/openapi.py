@@ -51,6 +51,36 @@ _BODY_REFUSALS = {
 }
 
 
+#: POSTs that move money or open accounts take an Idempotency-Key (see services.bank.idempotency).
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[ -~]{1,128}$"},
+    "description": (
+        "1 to 128 printable ASCII characters. A request repeated with the same key, method, path "
+        "and body gets the first response again (header Idempotent-Replayed: true) and is not "
+        "applied twice; the same key with another request is 422 idempotency_key_reused."
+    ),
+}
+_POST_REFUSALS = {
+    **_BODY_REFUSALS,
+    "400": _error(
+        "invalid_json: the body is not UTF-8 JSON (or has duplicate keys, NaN); "
+        "invalid_idempotency_key: the Idempotency-Key header is empty, too long, not printable "
+        "ASCII or sent twice"
+    ),
+    "422": _error(
+        "validation_error: missing or extra field, wrong type, or out of range; "
+        "idempotency_key_reused: the Idempotency-Key was used for another request"
+    ),
+    "503": _error(
+        "retry_later: the database kept aborting the operation (deadlocks, lock timeouts); "
+        "nothing was applied"
+    ),
+}
+
+
 def _request(schema: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
 
@@ -156,8 +186,9 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
     }
     money_move = {
         "200": _json_body("Account", "the new balance"),
-        **_BODY_REFUSALS,
+        **_POST_REFUSALS,
         "404": _NOT_FOUND,
+        "409": _error("balance_too_large: the credit would exceed what a database store holds"),
     }
     admin_security: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
@@ -184,10 +215,11 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                 "post": {
                     "operationId": "createAccount",
                     "summary": "Open an account with an opening balance",
+                    "parameters": [_IDEMPOTENCY_KEY],
                     "requestBody": _request("NewAccount"),
                     "responses": {
                         "201": _json_body("Account", "the account was opened"),
-                        **_BODY_REFUSALS,
+                        **_POST_REFUSALS,
                         "409": _error("account_exists: the id is taken"),
                     },
                 }
@@ -207,7 +239,7 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                 "post": {
                     "operationId": "deposit",
                     "summary": "Credit an account",
-                    "parameters": [id_param],
+                    "parameters": [id_param, _IDEMPOTENCY_KEY],
                     "requestBody": _request("AmountRequest"),
                     "responses": money_move,
                 }
@@ -216,7 +248,7 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                 "post": {
                     "operationId": "withdraw",
                     "summary": "Debit an account; refused if it would overdraw",
-                    "parameters": [id_param],
+                    "parameters": [id_param, _IDEMPOTENCY_KEY],
                     "requestBody": _request("AmountRequest"),
                     "responses": {
                         **money_move,
@@ -228,14 +260,19 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                 "post": {
                     "operationId": "transfer",
                     "summary": "Move money between two accounts, all or nothing",
+                    "parameters": [_IDEMPOTENCY_KEY],
                     "requestBody": _request("TransferRequest"),
                     "responses": {
                         "200": _json_body("TransferResult", "both new balances"),
-                        **_BODY_REFUSALS,
+                        **_POST_REFUSALS,
                         "404": _NOT_FOUND,
-                        "409": _error("insufficient_funds: the source does not cover it"),
+                        "409": _error(
+                            "insufficient_funds: the source does not cover it; "
+                            "balance_too_large: the target could not hold it"
+                        ),
                         "422": _error(
-                            "validation_error: wrong shape; same_account: from equals to"
+                            "validation_error: wrong shape; same_account: from equals to; "
+                            "idempotency_key_reused: the key was used for another request"
                         ),
                     },
                 }

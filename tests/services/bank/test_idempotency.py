@@ -262,3 +262,16 @@ async def test_memory_keys_are_bounded_and_checked() -> None:
             pass
     with pytest.raises(ValueError, match="capacity must be positive, got 0"):
         MemoryIdempotency(capacity=0)
+
+
+async def test_the_openapi_document_describes_the_key(make_api: ApiFactory) -> None:
+    api = await make_api()
+    async with api.client.get("/openapi.json") as response:
+        document = await response.json()
+    for path in ("/accounts", "/accounts/{id}/deposit", "/accounts/{id}/withdraw", "/transfers"):
+        operation = document["paths"][path]["post"]
+        names = [parameter["name"] for parameter in operation["parameters"]]
+        assert "Idempotency-Key" in names
+        assert "idempotency_key_reused" in operation["responses"]["422"]["description"]
+        assert "invalid_idempotency_key" in operation["responses"]["400"]["description"]
+        assert "retry_later" in operation["responses"]["503"]["description"]
