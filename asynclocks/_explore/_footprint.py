@@ -121,6 +121,7 @@ _LIBRARY_TASK_WRAPPERS = {"_run_coro"}
 #: Code objects of the explorer's own wrappers around the scenario (registered by the backends).
 TRANSPARENT_CODE: set[types.CodeType] = set()
 _LIBRARY_SYNC_FRAMES = {
+    "_tracking_acquire",  # the explorer's owner-recording wrapper of asyncio.Lock.acquire
     "acquire",
     "_acquire",
     "release",
