@@ -668,9 +668,9 @@ async def test_memory_returns_to_its_baseline_after_many_keys() -> None:
             locks.release(key)
     finally:
         tracemalloc.stop()
-    assert len(locks) == 0
     assert while_held > 20_000  # 1000 live dict entries, at least 20 bytes each
-    assert after_sequential < 4_000  # 20,000 keys used, nothing kept
+    assert after_sequential < 64_000  # 20,000 keys used and nothing kept (a leak: > 1 MB)
+    assert len(locks) == 0
 
 
 async def test_guards_are_ordinary_async_context_managers() -> None:
