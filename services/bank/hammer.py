@@ -87,6 +87,9 @@ class HammerSettings:
         mix: Operation weights.
         seed: Seed of the operation sequence.
         progress: Show the live progress bar on stderr.
+        stall_timeout: The run fails when the server answers nothing at all for this many
+            seconds (a watchdog instead of a timer on every request, which would cost more
+            than the rest of the client's bookkeeping).
     """
 
     url: str
@@ -98,6 +101,7 @@ class HammerSettings:
     mix: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MIX))
     seed: int = 0
     progress: bool = True
+    stall_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -110,6 +114,8 @@ class HammerSettings:
             raise ValueError(f"duration must be a positive number of seconds, got {self.duration}")
         if self.accounts < 2 and self.mix.get("transfer", 0):
             raise ValueError("transfers need at least 2 accounts")
+        if not 0 < self.stall_timeout < math.inf:
+            raise ValueError(f"stall_timeout must be positive seconds, got {self.stall_timeout}")
         if self.accounts < 1:
             raise ValueError(f"accounts must be at least 1, got {self.accounts}")
         if not 0 <= self.opening_balance <= 10**12:
@@ -227,10 +233,15 @@ async def run_hammer(settings: HammerSettings, *, console: Console | None = None
     prefix = f"h{secrets.token_hex(4)}-"
     ids = [f"{prefix}{index}" for index in range(settings.accounts)]
     connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
-    timeout = aiohttp.ClientTimeout(total=60)
+    # No per-request timer; a stalled server is caught by the watchdog (stall_timeout).
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.stall_timeout)
     try:
         async with aiohttp.ClientSession(
-            settings.url, connector=connector, timeout=timeout
+            settings.url,
+            connector=connector,
+            timeout=timeout,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            auto_decompress=False,
         ) as session:
             return await _hammer(session, settings, console, prefix, ids)
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -244,20 +255,28 @@ async def _hammer(
     prefix: str,
     ids: list[str],
 ) -> HammerReport:
-    async with session.get("/health") as response:
-        await _expect(response, 200, "GET /health")
-
     async def open_account(account_id: str) -> None:
         body = _dumps({"id": account_id, "balance": settings.opening_balance})
         async with session.post("/accounts", data=body, headers=_JSON_HEADERS) as response:
             await _expect(response, 201, f"opening account {account_id}")
 
-    await asyncio.gather(*(open_account(account_id) for account_id in ids))
+    try:
+        async with asyncio.timeout(settings.stall_timeout):
+            async with session.get("/health") as response:
+                await _expect(response, 200, "GET /health")
+            await asyncio.gather(*(open_account(account_id) for account_id in ids))
+    except TimeoutError:
+        raise HammerError(
+            f"no answer within {settings.stall_timeout:g} s while opening accounts"
+        ) from None
 
     books = dict.fromkeys(ids, settings.opening_balance)
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
     operations = _operations(settings, ids)
+    if settings.requests is not None:
+        # Built before the clock starts, so the client measures the server, not json.dumps.
+        operations = iter(list(operations))
     deadline = math.inf
     clock = time.perf_counter
 
@@ -299,11 +318,20 @@ async def _hammer(
         bar = progress.add_task(settings.url, total=total, done=0, rate=0.0)
         clients = [asyncio.ensure_future(client()) for _ in range(settings.concurrency)]
         all_clients = asyncio.gather(*clients)
+        last_done, last_progress = 0, start
         try:
             while not all_clients.done():
                 await asyncio.wait([all_clients], timeout=0.2)
-                elapsed = clock() - start
+                now = clock()
+                elapsed = now - start
                 done = len(latencies)
+                if done != last_done:
+                    last_done, last_progress = done, now
+                elif now - last_progress > settings.stall_timeout:
+                    raise HammerError(
+                        f"no answer from the server for {settings.stall_timeout:g} s "
+                        f"after {done:,} requests"
+                    )
                 completed = done if settings.duration is None else min(elapsed, settings.duration)
                 rate = done / elapsed if elapsed > 0 else 0.0
                 progress.update(bar, completed=completed, done=done, rate=rate)
@@ -318,7 +346,13 @@ async def _hammer(
             balance: int = (await _expect(response, 200, f"reading {account_id}"))["balance"]
             return balance
 
-    balances = await asyncio.gather(*(read_back(account_id) for account_id in ids))
+    try:
+        async with asyncio.timeout(settings.stall_timeout):
+            balances = await asyncio.gather(*(read_back(account_id) for account_id in ids))
+    except TimeoutError:
+        raise HammerError(
+            f"no answer within {settings.stall_timeout:g} s reading balances"
+        ) from None
     latencies.sort()
     return HammerReport(
         requests=len(latencies),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -120,6 +121,39 @@ async def test_not_a_bank() -> None:
             await run_hammer(settings, console=_quiet())
 
 
+async def test_a_stalled_server_fails_the_run() -> None:
+    never = anyio.Event()
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def open_account(request: web.Request) -> web.Response:
+        return web.json_response({}, status=201)
+
+    async def stall(request: web.Request) -> web.Response:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_post("/accounts", open_account)
+    app.router.add_post("/accounts/{id}/deposit", stall)
+    async with TestServer(app) as server:
+        settings = HammerSettings(
+            url=str(server.make_url("/")),
+            requests=4,
+            concurrency=2,
+            accounts=1,
+            mix={"deposit": 1},
+            stall_timeout=0.3,
+            progress=False,
+        )
+        with pytest.raises(
+            HammerError, match="no answer from the server for 0.3 s after 0 requests"
+        ):
+            await run_hammer(settings, console=_quiet())
+
+
 def test_parse_mix() -> None:
     assert parse_mix("deposit:1,withdraw:1,transfer:2") == {
         "deposit": 1,
@@ -159,6 +193,7 @@ def test_percentile() -> None:
         ({"accounts": 1}, "transfers need at least 2 accounts"),
         ({"accounts": 0, "mix": {"deposit": 1}}, "accounts must be at least 1, got 0"),
         ({"opening_balance": -1}, "opening balance must be between 0 and 10\\*\\*12"),
+        ({"stall_timeout": 0.0}, "stall_timeout must be positive seconds, got 0.0"),
     ],
 )
 def test_bad_settings(kwargs: dict[str, object], match: str) -> None:
