@@ -201,6 +201,11 @@ class Locking:
         return self._active
 
     @property
+    def switching(self) -> bool:
+        """Whether a mode switch is draining the old mode (new requests wait at the door)."""
+        return self._gate is not None
+
+    @property
     def waiting(self) -> int:
         """Requests held at the door while a switch drains the old mode."""
         return self._waiting

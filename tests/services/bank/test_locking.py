@@ -122,11 +122,13 @@ async def test_switch_waits_for_requests_admitted_under_the_old_mode() -> None:
             tg.start_soon(_deposit, locking, store, "a", 10)
         await anyio.wait_all_tasks_blocked()
         # The switch is draining: the old mode is still in force, newcomers wait at the door.
+        assert locking.switching
         assert not switched.is_set()
         assert (locking.mode, locking.active, locking.waiting) == ("none", 3, 4)
         held.release.set()
         await switched.wait()
         assert locking.mode == "account"
+        assert not locking.switching
     # The three unlocked deposits raced each other (one kept); the four locked ones all count.
     assert await store.balance("a") == 10 + 40
     assert (await store.audit()).drift == -20

@@ -86,7 +86,7 @@ async def test_bare_checkpoint_race(make_bank: BankFactory, mode: str, final: in
         # From now on the store's window is the bare checkpoint of io-delay 0.
         bank.store._race_window = None
         tg.start_soon(switch)
-        await _until(lambda: bank.locking._gate is not None)
+        await _until(lambda: bank.locking.switching)
         for _ in range(10):
             tg.start_soon(_deposit, bank, "a", 10)
         await _until(lambda: bank.locking.waiting == 10)
@@ -116,7 +116,7 @@ async def test_switch_to_a_lock_under_load_drains_unlocked_requests(
             tg.start_soon(_deposit, bank, "a", 10)
         await _until(lambda: window.inside == 5)
         tg.start_soon(switch)
-        await _until(lambda: bank.locking._gate is not None)
+        await _until(lambda: bank.locking.switching)
         for _ in range(6):
             tg.start_soon(_deposit, bank, "a", 10)
         await _until(lambda: bank.locking.waiting == 6)
