@@ -62,19 +62,27 @@ _key_repr.maxstring = 60
 _key_repr.maxother = 60
 
 
-def _trio_task() -> trio.lowlevel.Task:
-    """Return the current trio task, or raise if neither an asyncio nor a trio task runs.
+# The trio module, set once a trio task has used a KeyedLock. trio is an optional extra: it is
+# only looked up in sys.modules (a trio run implies it was imported), never imported here.
+_trio_module: Any = None
 
-    trio is an optional extra: it is only looked up in ``sys.modules`` (a trio run implies it
-    was imported), never imported here.
-    """
+
+def _trio_task_or_none() -> trio.lowlevel.Task | None:
+    """Return the current trio task, or None when not called from one."""
+    global _trio_module
     trio_mod = sys.modules.get("trio")
-    if trio_mod is None:
+    if trio_mod is None or not trio_mod.lowlevel.in_trio_task():
+        return None
+    _trio_module = trio_mod
+    task: trio.lowlevel.Task = trio_mod.lowlevel.current_task()
+    return task
+
+
+def _trio_task() -> trio.lowlevel.Task:
+    """Return the current trio task, or raise if neither an asyncio nor a trio task runs."""
+    task = _trio_task_or_none()
+    if task is None:
         raise _no_backend()
-    try:
-        task: trio.lowlevel.Task = trio_mod.lowlevel.current_task()
-    except RuntimeError:
-        raise _no_backend() from None
     return task
 
 
@@ -281,10 +289,16 @@ class KeyedLock:
         cached = self._loop
         loop: asyncio.AbstractEventLoop | None = cached
         if cached._thread_id != _get_ident():
+            # Not the cached loop's thread: trio first, as it is cheaper to detect.
+            trio_task = _trio_task_or_none()
+            if trio_task is not None:
+                await self._trio_acquire(key, trio_task, timeout)
+                return
             loop = self._running_loop()
         task = None if loop is None else _current_task(loop)
         if task is None:
-            await self._trio_acquire(key, timeout)
+            # No asyncio task: trio's guest mode in this loop's thread, or no backend at all.
+            await self._trio_acquire(key, _trio_task(), timeout)
             return
         owners = self._owners
         try:
@@ -360,10 +374,14 @@ class KeyedLock:
         cached = self._loop
         loop: asyncio.AbstractEventLoop | None = cached
         if cached._thread_id != _get_ident():
+            trio_task = _trio_task_or_none()
+            if trio_task is not None:
+                self._trio_release(key, trio_task)
+                return
             loop = self._running_loop()
         task = None if loop is None else _current_task(loop)
         if task is None:
-            self._trio_release(key)
+            self._trio_release(key, _trio_task())
             return
         owners = self._owners
         try:
@@ -415,12 +433,11 @@ class KeyedLock:
     # ------------------------------------------------------------------ helpers
 
     def _running_loop(self) -> asyncio.AbstractEventLoop | None:
-        """Return the running asyncio loop (or None), caching it when it can be validated."""
-        trio_mod = sys.modules.get("trio")
-        if trio_mod is not None and trio_mod.lowlevel.in_trio_task():
-            # Checked first: it is cheaper than _get_running_loop() (a getpid() system call),
-            # and under trio's guest mode an asyncio loop runs too, but the caller is trio's.
-            return None
+        """Return the running asyncio loop (or None), caching it when it can be validated.
+
+        Callers ask trio first: that is cheaper than _get_running_loop() (a getpid() system
+        call), and under trio's guest mode an asyncio loop runs too, but the caller is trio's.
+        """
         loop = _get_running_loop()
         if loop is not self._loop and getattr(loop, "_thread_id", None) == _get_ident():
             assert loop is not None
@@ -433,6 +450,9 @@ class KeyedLock:
         cached = self._loop
         loop: asyncio.AbstractEventLoop | None = cached
         if cached._thread_id != _get_ident():
+            trio_task = _trio_task_or_none()
+            if trio_task is not None:
+                return trio_task
             loop = self._running_loop()
         task = None if loop is None else _current_task(loop)
         if task is not None:
@@ -501,11 +521,13 @@ class KeyedLock:
 
     # trio ------------------------------------------------------------------
 
-    async def _trio_acquire(self, key: Hashable, timeout: float | None) -> None:  # noqa: ASYNC109
-        task = _trio_task()
-        import trio  # already imported: a trio task is running
-
-        lowlevel = trio.lowlevel
+    async def _trio_acquire(
+        self,
+        key: Hashable,
+        task: trio.lowlevel.Task,
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> None:
+        lowlevel = _trio_module.lowlevel
         owners = self._owners
         try:
             owner = owners.get(key)
@@ -533,22 +555,20 @@ class KeyedLock:
             waiters.remove(task)
             if not waiters:
                 del self._trio_waiters[key]
-            return lowlevel.Abort.SUCCEEDED
+            succeeded: trio.lowlevel.Abort = lowlevel.Abort.SUCCEEDED
+            return succeeded
 
         if timeout is None:
             await lowlevel.wait_task_rescheduled(abort)
             return
-        with trio.move_on_after(timeout) as scope:
+        with _trio_module.move_on_after(timeout) as scope:
             await lowlevel.wait_task_rescheduled(abort)
         if scope.cancelled_caught:
             raise TimeoutError(
                 f"timed out after {timeout} s waiting for KeyedLock key {_describe(key)}"
             )
 
-    def _trio_release(self, key: Hashable) -> None:
-        task = _trio_task()
-        import trio  # already imported: a trio task is running
-
+    def _trio_release(self, key: Hashable, task: trio.lowlevel.Task) -> None:
         owners = self._owners
         try:
             owner = owners.get(key)
@@ -564,7 +584,7 @@ class KeyedLock:
         if not queue:
             del self._trio_waiters[key]
         owners[key] = waiter
-        trio.lowlevel.reschedule(waiter)
+        _trio_module.lowlevel.reschedule(waiter)
 
 
 @final
