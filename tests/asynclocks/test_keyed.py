@@ -7,6 +7,8 @@ import contextlib
 import gc
 import math
 import re
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -790,3 +792,34 @@ def test_one_lock_serves_successive_runs_on_both_backends() -> None:
     assert trio.run(_contend, locks, trio.lowlevel.checkpoint) == 100
     assert asyncio.run(_contend(locks, _asyncio_yield)) == 100
     assert len(locks) == 0
+
+
+def test_works_on_asyncio_without_trio_installed() -> None:
+    # trio is an optional extra: KeyedLock must neither import it nor need it on asyncio.
+    script = """
+import asyncio, sys
+sys.modules["trio"] = None  # as if not installed: `import trio` raises ImportError
+from asynclocks import KeyedLock
+
+async def main():
+    locks = KeyedLock()
+    async def worker():
+        for _ in range(10):
+            async with locks("k"):
+                await asyncio.sleep(0)
+    await asyncio.gather(*(worker() for _ in range(5)))
+    async with locks.many("a", "b"):
+        pass
+    return len(locks)
+
+assert asyncio.run(main()) == 0
+try:
+    KeyedLock().acquire_nowait("k")
+except RuntimeError as exc:
+    print(exc)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "must be used from inside an asyncio task or a trio task" in result.stdout
