@@ -16,7 +16,7 @@ import reprlib
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from threading import get_ident
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, cast, final
@@ -142,7 +142,8 @@ class KeyedLockStatistics:
 
     keys_locked: int
     tasks_waiting: int
-    waiting_per_key: Mapping[Hashable, int]
+    # Left out of the hash (a mapping has none) so that snapshots stay hashable.
+    waiting_per_key: Mapping[Hashable, int] = field(hash=False)
 
 
 @final

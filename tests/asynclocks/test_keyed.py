@@ -162,6 +162,8 @@ async def test_statistics_is_a_frozen_snapshot() -> None:
         stats.waiting_per_key["k"] = 1  # type: ignore[index]
     await locks.acquire("k")
     assert stats.keys_locked == 0
+    assert hash(stats) == hash(KeyedLockStatistics(0, 0, {}))
+    assert stats != locks.statistics()
     locks.release("k")
 
 
