@@ -1,6 +1,7 @@
 """What the bank's locking and our load generator cost, measured with wrk in one run.
 
-Run: ``.venv/bin/python benchmarks/service.py`` (about a minute) or ``--quick`` (20 s).
+Run: ``.venv/bin/python benchmarks/service.py`` (about 90 s) or ``--quick`` (20 s).
+``BENCH_ACCOUNTS=N`` changes the number of accounts (default 64).
 
 Every figure is requests per second of ``POST /accounts/{id}/deposit`` (``{"amount": 1}``) spread
 over 64 accounts by 64 connections, against one server process:
@@ -12,9 +13,15 @@ over 64 accounts by 64 connections, against one server process:
   concurrency) against the same ``account`` server wrk just measured.
 
 wrk (the Debian package; installed with apt-get when missing and running as root) drives the
-first three through a Lua script. Each configuration is measured ``--rounds`` times, interleaved,
-and the best round is kept, so a noisy neighbour hits every configuration alike. The event loop is
-uvloop when installed, for servers and hammer alike.
+first three through a Lua script. The three servers run side by side and are measured in
+``--rounds`` interleaved rounds, each round starting with a different one; the best round of each
+is kept. The event loop is uvloop when installed, for servers and hammer alike.
+
+Two figures per server: requests/s of wall time, and requests per second of the *server's own CPU
+time* (read from /proc), which is what a whole core would sustain. On a shared machine the second
+is far steadier, since a neighbour stealing the core slows the wall clock but not the work done
+per request; the PASS/MISS of the two server ratios uses it. hammer/wrk can only be wall-clock
+(is the client fast enough to keep the server as busy as wrk does?), paired round by round.
 
 Targets (PASS/MISS): account/none >= 0.9 (a per-account lock costs little), none/bare >= 0.7 (the
 service's validation, store and JSON errors cost little), hammer/wrk >= 0.7 (our Python load
@@ -254,9 +261,13 @@ def measure(rounds: int, seconds: float, connections: int) -> dict[str, list[Run
             open_accounts(servers[name].url)
         for target in servers.values():
             run_wrk(wrk, target, script, 1, connections)  # warm-up
+        names = list(servers)
         for round_number in range(1, rounds + 1):
-            for name, target in servers.items():
-                runs[name].append(run_wrk(wrk, target, script, seconds, connections))
+            # Each round starts with a different server, so whatever the previous measurement
+            # leaves behind (sockets in TIME_WAIT, a busy neighbour) falls on each in turn.
+            shift = (round_number - 1) % len(names)
+            for name in names[shift:] + names[:shift]:
+                runs[name].append(run_wrk(wrk, servers[name], script, seconds, connections))
             # hammer right after wrk, against the very server wrk just measured
             runs["hammer"].append(run_hammer(servers["account"], seconds, connections))
             print(
@@ -275,7 +286,7 @@ def measure(rounds: int, seconds: float, connections: int) -> dict[str, list[Run
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved repeats; best kept")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved repeats; best kept")
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
     parser.add_argument("--quick", action="store_true", help="one round of 2 s per figure")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
