@@ -191,7 +191,7 @@ class KeyedLock:
     - One ``KeyedLock`` serves one event loop at a time, like the locks it mirrors: it is not
       thread-safe, and a key held by an asyncio task cannot be waited for by a trio task (under
       trio's guest mode both run at once). It can be reused by later runs, on either backend.
-    - Speed: on asyncio the uncontended ``async with locks(key)`` costs about 1.4x an
+    - Speed: on asyncio the uncontended ``async with locks(key)`` costs about 1.3x an
       ``asyncio.Lock`` (``benchmarks/locks.py``). It caches the running loop, validated by the
       loop's ``_thread_id``; loops without that attribute (uvloop) work, a little slower.
     """
