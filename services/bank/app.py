@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, cast
 
@@ -25,6 +26,7 @@ from .errors import (
     BodyTooLarge,
     InternalError,
     MethodNotAllowed,
+    RetryLater,
     RouteNotFound,
     Unauthorized,
     UnsupportedLockMode,
@@ -89,10 +91,41 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return _translate_http_exception(request, exc)
-    except Exception:
+    except Exception as exc:
         # CancelledError is a BaseException and passes through untouched, as it must.
+        if _database_unavailable(exc):
+            logger.warning("database unavailable in %s %s: %r", request.method, request.path, exc)
+            return _error_response(
+                RetryLater(
+                    f"the database is unavailable right now ({type(exc).__name__}); the "
+                    "operation was not acknowledged: retry later, with the same "
+                    "Idempotency-Key to be safe"
+                )
+            )
         logger.exception("unhandled error in %s %s", request.method, request.path)
         return _error_response(InternalError("internal error; the server log has the details"))
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached right now (down, restarting, the
+    connection dropped) rather than a bug: a 503 the client may retry, not a 500."""
+    if isinstance(exc, OSError):
+        # Refused, reset or timed out while talking to the database server.
+        return True
+    if "asyncpg" not in sys.modules:
+        return False
+    from asyncpg import exceptions as pg
+
+    return isinstance(
+        exc,
+        pg.PostgresConnectionError  # includes "connection was closed in the middle of operation"
+        | pg.CannotConnectNowError  # starting up or shutting down
+        | pg.AdminShutdownError
+        | pg.CrashShutdownError
+        # A pooled connection the server terminated while it sat idle, handed out before its
+        # closing was noticed ("cannot switch to state ..."); asyncpg drops it once it has.
+        | pg.InternalClientError,
+    )
 
 
 @web.middleware

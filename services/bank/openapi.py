@@ -75,10 +75,12 @@ _POST_REFUSALS = {
         "idempotency_key_reused: the Idempotency-Key was used for another request"
     ),
     "503": _error(
-        "retry_later: the database kept aborting the operation (deadlocks, lock timeouts); "
-        "nothing was applied"
+        "retry_later: the database kept aborting the operation (deadlocks, lock timeouts; "
+        "nothing was applied), or it is unreachable right now (restarting, connection lost; "
+        "not acknowledged: retry with the same Idempotency-Key)"
     ),
 }
+_UNAVAILABLE = _error("retry_later: the database is unreachable right now (restarting, down)")
 
 
 def _request(schema: str) -> dict[str, Any]:
@@ -232,6 +234,7 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                     "responses": {
                         "200": _json_body("Account", "the account"),
                         "404": _NOT_FOUND,
+                        "503": _UNAVAILABLE,
                     },
                 }
             },
@@ -281,7 +284,10 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                 "get": {
                     "operationId": "audit",
                     "summary": "Balances against the journal of acknowledged operations",
-                    "responses": {"200": _json_body("Audit", "the books")},
+                    "responses": {
+                        "200": _json_body("Audit", "the books"),
+                        "503": _UNAVAILABLE,
+                    },
                 }
             },
             "/admin/lock": {
