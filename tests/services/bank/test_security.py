@@ -293,3 +293,45 @@ async def test_no_route_and_bad_method_answers_are_json(served_bank: ServedFacto
     bank: Served = await served_bank()
     assert (await bank.call("GET", "/../../etc/passwd"))[0] == 404
     assert (await bank.call("DELETE", "/audit"))[0] == 405
+
+
+class UnreachableStore(MemoryStore):
+    """A store whose database is away: refused connections, a server shutting down."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def balance(self, account_id: str) -> int:
+        raise self.error
+
+    async def deposit(self, account_id: str, amount: int, *, atomic: bool = False) -> int:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection"),
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+async def test_an_unreachable_database_is_503_not_500(
+    served_bank: ServedFactory, error: Exception
+) -> None:
+    bank = await served_bank(store=UnreachableStore(error))
+    for method, path, body in [
+        ("GET", "/accounts/alice", None),
+        ("POST", "/accounts/alice/deposit", {"amount": 1}),
+    ]:
+        status, answer = await bank.call(method, path, body)
+        assert status == 503
+        assert answer["error"] == "retry_later"
+        assert answer["detail"].startswith(
+            f"the database is unavailable right now ({type(error).__name__})"
+        )
+        assert "5432" not in answer["detail"]
