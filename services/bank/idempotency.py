@@ -44,6 +44,7 @@ __all__ = [
     "REPLAYED_HEADER",
     "Claim",
     "IdempotencyBackend",
+    "KeyTakenMeanwhile",
     "MemoryIdempotency",
     "Replay",
     "StoredResponse",
@@ -76,6 +77,19 @@ class StoredResponse:
     body: bytes
 
 
+class KeyTakenMeanwhile(Exception):  # noqa: N818 - a signal to replay, not an error
+    """Raised by a backend when a duplicate with the same key committed before this request
+    could: the request's own work is rolled back and ``response`` is replayed instead.
+
+    Attributes:
+        response: The duplicate's recorded response.
+    """
+
+    def __init__(self, response: StoredResponse) -> None:
+        super().__init__(f"replay {response.status}")
+        self.response = response
+
+
 class Claim(Protocol):
     """The right to run one request under a key, or the response to replay instead."""
 
@@ -86,7 +100,11 @@ class Claim(Protocol):
 
     async def save(self, response: StoredResponse) -> None:
         """Record ``response`` under the key, together with the operation (durable stores:
-        in the same transaction, then commit)."""
+        in the same transaction, then commit).
+
+        Raises:
+            KeyTakenMeanwhile: A duplicate committed first.
+        """
         ...
 
 
@@ -254,24 +272,34 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
     digest = fingerprint(request.method, request.path, body)
     async with request.app[_BACKEND].claim(key, digest) as claim:
         if claim.replay is not None:
-            return web.Response(
-                body=claim.replay.body,
-                status=claim.replay.status,
-                content_type="application/json",
-                headers={REPLAYED_HEADER: "true"},
-            )
+            return _replayed(claim.replay)
         try:
-            response = await handler(request)
-        except BankError as error:
-            response = _response_of(error)
-        if not isinstance(response, web.Response) or response.status >= 500:
-            # Not recorded: the claim is abandoned (rolled back), so the key may be retried.
-            return response
-        body_bytes = response.body
-        if not isinstance(body_bytes, bytes):
-            return response
-        await claim.save(StoredResponse(response.status, body_bytes))
+            try:
+                response = await handler(request)
+            except IdempotencyKeyReused:
+                raise  # about this key, not the operation: never recorded under it
+            except BankError as error:
+                response = _response_of(error)
+            if not isinstance(response, web.Response) or response.status >= 500:
+                # Not recorded: the claim is abandoned (rolled back), so the key may be retried.
+                return response
+            body_bytes = response.body
+            if not isinstance(body_bytes, bytes):
+                return response
+            await claim.save(StoredResponse(response.status, body_bytes))
+        except KeyTakenMeanwhile as taken:
+            # A duplicate won the race; this request's work was rolled back.
+            return _replayed(taken.response)
         return response
+
+
+def _replayed(response: StoredResponse) -> web.Response:
+    return web.Response(
+        body=response.body,
+        status=response.status,
+        content_type="application/json",
+        headers={REPLAYED_HEADER: "true"},
+    )
 
 
 def setup_idempotency(app: web.Application, store: object) -> None:

@@ -67,7 +67,7 @@ from .errors import (
     RetryLater,
     SameAccount,
 )
-from .idempotency import Claim, Replay, StoredResponse
+from .idempotency import Claim, KeyTakenMeanwhile, Replay, StoredResponse
 from .store import Audit, JournalEntry, OperationKind, RaceWindow
 
 __all__ = ["DEFAULT_POOL_SIZE", "PostgresStore", "check_postgres_url"]
@@ -300,8 +300,9 @@ class PostgresStore:
             )
         self._lock_timeout = lock_timeout
         self._pool: asyncpg.Pool | None = None
-        # The connection of the Idempotency-Key transaction the current request runs in, if any.
-        self._bound: ContextVar[Connection | None] = ContextVar("bank_pg_bound", default=None)
+        # The Idempotency-Key claim of the current request, if it sent one; its transaction
+        # begins at the request's first write (see claim()).
+        self._claim: ContextVar[_PostgresClaim | None] = ContextVar("bank_pg_claim", default=None)
         #: Operations the database aborted and that were tried again (deadlocks and the like).
         self.retries = 0
 
@@ -347,8 +348,13 @@ class PostgresStore:
             pool, self._pool = self._pool, None
             await pool.close()
 
+    def _bound(self) -> Connection | None:
+        """The connection of this request's open claim transaction, if there is one."""
+        claim = self._claim.get()
+        return None if claim is None else claim.connection
+
     def _connection(self) -> AbstractAsyncContextManager[Connection]:
-        bound = self._bound.get()
+        bound = self._bound()
         if bound is not None:
             return nullcontext(bound)
         if self._pool is None:
@@ -361,9 +367,15 @@ class PostgresStore:
     async def _write(self, statement: str, *args: object) -> list[asyncpg.Record]:
         """Run one write statement to its end (shielded), retrying what the database aborted."""
 
+        claim = self._claim.get()
+        if claim is not None:
+            # The operation joins the claim's transaction (begun now if this is its first
+            # write) and commits with the recorded response in save().
+            await claim.begin()
+
         async def attempt() -> list[asyncpg.Record]:
             async with self._connection() as conn:
-                if self._bound.get() is None:
+                if claim is None:
                     return await conn.fetch(statement, *args)
                 # Inside an Idempotency-Key transaction: a savepoint lets one statement be
                 # retried without losing the transaction.
@@ -483,64 +495,101 @@ class PostgresStore:
 
     @asynccontextmanager
     async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
-        """Run one ``Idempotency-Key`` request in a transaction that also records its response.
+        """Run one ``Idempotency-Key`` request so that its writes and its recorded response
+        commit in one transaction.
 
-        The key's row is inserted first: a concurrent request with the same key blocks on it
-        until this transaction ends, then replays the saved response (or, if this one rolled
-        back, claims the key itself). The request's operations run on the same connection, in
-        the same transaction; ``save`` records the response and commits them all together.
+        The key is looked up first. The transaction only begins at the request's first write,
+        after its lock mode's locks (so a request holding a pooled connection never waits for an
+        account lock, and keyed requests cannot starve unkeyed ones of connections while they
+        wait): its first statement inserts the key's row, on which a concurrent duplicate (in
+        any worker) blocks until this transaction ends, then finds the recorded response and
+        replays it. The request's statements run on the same connection, each in a savepoint
+        so that a deadlock can be retried; ``save`` records the response and commits.
         """
-        if self._pool is None:
-            raise RuntimeError("the PostgreSQL store is not open; call open() first")
-        pool = self._pool
-        conn = await pool.acquire()
+        async with self._connection() as conn:
+            row = await conn.fetchrow(_RECORDED, key)
+        if row is not None:
+            if row[0] != fingerprint:
+                raise IdempotencyKeyReused(key)
+            yield Replay(StoredResponse(row[1], bytes(row[2])))
+            return
+        claim = _PostgresClaim(self, key, fingerprint)
+        token = self._claim.set(claim)
         try:
-            transaction = conn.transaction()
-            await transaction.start()
-            claim = _PostgresClaim(conn, transaction, key)
-            try:
-                claimed = await retrying(
-                    lambda: conn.fetchval(_CLAIM, key, fingerprint),
-                    attempts=self._attempts,
-                    transient=_transient,
-                    on_retry=self._count_retry,
-                )
-                if not claimed:
-                    row = await conn.fetchrow(_RECORDED, key)
-                    if row is None or row[0] != fingerprint:
-                        raise IdempotencyKeyReused(key)
-                    yield Replay(StoredResponse(row[1], bytes(row[2])))
-                    return
-                token = self._bound.set(conn)
-                try:
-                    yield claim
-                finally:
-                    self._bound.reset(token)
-            finally:
-                if not claim.committed:
-                    await shielded(transaction.rollback)
+            yield claim
         finally:
-            await shielded(lambda: pool.release(conn))
+            self._claim.reset(token)
+            await claim.abandon()
 
 
 class _PostgresClaim:
-    def __init__(self, conn: Connection, transaction: Transaction, key: str) -> None:
-        self._conn = conn
-        self._transaction = transaction
+    def __init__(self, store: PostgresStore, key: str, fingerprint: str) -> None:
+        self._store = store
         self._key = key
+        self._fingerprint = fingerprint
+        self._transaction: Transaction | None = None
+        #: The connection of the open transaction; None until the first write.
+        self.connection: PoolConnectionProxy | None = None
         self.committed = False
 
     @property
     def replay(self) -> StoredResponse | None:
         return None
 
+    async def begin(self) -> None:
+        """Begin the claim's transaction by inserting the key's row, unless it is begun.
+
+        Raises:
+            KeyTakenMeanwhile: A duplicate committed first; its response is to be replayed.
+            IdempotencyKeyReused: The key was taken meanwhile by a different request.
+            RetryLater: The database kept aborting the insert.
+        """
+        if self.connection is not None:
+            return
+        store = self._store
+        if store._pool is None:
+            raise RuntimeError("the PostgreSQL store is not open; call open() first")
+        conn = self.connection = await store._pool.acquire()
+        transaction = self._transaction = conn.transaction()
+        await transaction.start()
+        claimed = await retrying(
+            lambda: conn.fetchval(_CLAIM, self._key, self._fingerprint),
+            attempts=store._attempts,
+            transient=_transient,
+            on_retry=store._count_retry,
+        )
+        if not claimed:
+            row = await conn.fetchrow(_RECORDED, self._key)
+            if row is None or row[0] != self._fingerprint:
+                raise IdempotencyKeyReused(self._key)
+            raise KeyTakenMeanwhile(StoredResponse(row[1], bytes(row[2])))
+
     async def save(self, response: StoredResponse) -> None:
+        # A refusal wrote nothing, so the transaction may not be begun yet.
+        await self.begin()
+        conn, transaction = self.connection, self._transaction
+        assert conn is not None
+        assert transaction is not None
+
         async def commit() -> None:
-            await self._conn.execute(_RECORD, self._key, response.status, response.body)
-            await self._transaction.commit()
+            await conn.execute(_RECORD, self._key, response.status, response.body)
+            await transaction.commit()
             self.committed = True
 
         try:
             await shielded(commit)
         except TRANSIENT:
             raise RetryLater("the database aborted the operation at commit; retry later") from None
+
+    async def abandon(self) -> None:
+        """End the claim: roll back what was not committed, give the connection back."""
+        conn, transaction, self.connection = self.connection, self._transaction, None
+        if conn is None:
+            return
+        pool = self._store._pool
+        try:
+            if not self.committed and transaction is not None:
+                await shielded(transaction.rollback)
+        finally:
+            if pool is not None:
+                await shielded(lambda: pool.release(conn))

@@ -54,7 +54,7 @@ from .errors import (
     RetryLater,
     SameAccount,
 )
-from .idempotency import Claim, Replay, StoredResponse
+from .idempotency import Claim, KeyTakenMeanwhile, Replay, StoredResponse
 from .store import Audit, JournalEntry, OperationKind, RaceWindow
 
 __all__ = ["SQLITE_PREFIX", "SqliteStore", "sqlite_path"]
@@ -169,9 +169,9 @@ class SqliteStore:
         self._conn: Connection | None = None
         # One request uses the connection at a time, so no two transactions interleave on it.
         self._lock = anyio.Lock()
-        # True while the current request runs inside its Idempotency-Key transaction, which
-        # already holds the connection and the write lock.
-        self._bound: ContextVar[bool] = ContextVar("bank_sqlite_bound", default=False)
+        # The Idempotency-Key claim of the current request, if it sent one. Its transaction
+        # begins at the request's first write (see claim()).
+        self._claim: ContextVar[_SqliteClaim | None] = ContextVar("bank_sqlite_claim", default=None)
         #: Transactions that found the file locked and were tried again.
         self.retries = 0
 
@@ -215,8 +215,13 @@ class SqliteStore:
             raise RuntimeError("the SQLite store is not open; call open() first")
         return self._conn
 
+    def _bound(self) -> bool:
+        """Whether this request's claim transaction is open: it holds the connection."""
+        claim = self._claim.get()
+        return claim is not None and claim.active
+
     def _access(self) -> AbstractAsyncContextManager[object]:
-        return nullcontext() if self._bound.get() else self._lock
+        return nullcontext() if self._bound() else self._lock
 
     def _count_retry(self, exc: BaseException) -> None:
         self.retries += 1
@@ -232,7 +237,11 @@ class SqliteStore:
         Inside an Idempotency-Key transaction the body joins it instead.
         """
         conn = self._connection()
-        if self._bound.get():
+        claim = self._claim.get()
+        if claim is not None:
+            # The operation joins the claim's transaction (opened now if this is its first
+            # write) and commits with the recorded response in save().
+            await claim.begin()
             return await shielded(lambda: body(conn))
 
         async def attempt() -> T:
@@ -383,62 +392,88 @@ class SqliteStore:
 
     @asynccontextmanager
     async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
-        """Run one ``Idempotency-Key`` request inside a write transaction that records its
-        response.
+        """Run one ``Idempotency-Key`` request so that its writes and its recorded response
+        commit in one transaction.
 
-        ``BEGIN IMMEDIATE`` takes the file's write lock first, so a duplicate (in this process
-        or another) waits until this request committed, then finds its response.
+        The key is looked up first. The transaction (``BEGIN IMMEDIATE``, which takes the file's
+        write lock) only begins at the request's first write, after its lock mode's locks: a
+        request holding the connection never waits for an account lock, so keyed and unkeyed
+        requests cannot deadlock. A duplicate that committed meanwhile (in this process or
+        another) is found under that write lock, and its response is replayed instead.
         """
-        conn = self._connection()
-        async with self._lock:
+        rows = await self._fetch(_RECORDED, (key,))
+        if rows:
+            if rows[0][0] != fingerprint:
+                raise IdempotencyKeyReused(key)
+            yield Replay(StoredResponse(rows[0][1], bytes(rows[0][2])))
+            return
+        claim = _SqliteClaim(self, key, fingerprint)
+        token = self._claim.set(claim)
+        try:
+            yield claim
+        finally:
+            self._claim.reset(token)
+            await claim.abandon()
 
-            async def begin() -> None:
-                await conn.execute("BEGIN IMMEDIATE")
 
-            await retrying(
-                begin, attempts=self._attempts, transient=_transient, on_retry=self._count_retry
-            )
-            claim = _SqliteClaim(conn, key, fingerprint)
-            try:
-                rows = list(
-                    await conn.execute_fetchall(
-                        "SELECT fingerprint, status, body FROM bank_idempotency WHERE key = ?",
-                        (key,),
-                    )
-                )
-                if rows:
-                    if rows[0][0] != fingerprint:
-                        raise IdempotencyKeyReused(key)
-                    yield Replay(StoredResponse(rows[0][1], bytes(rows[0][2])))
-                    return
-                token = self._bound.set(True)
-                try:
-                    yield claim
-                finally:
-                    self._bound.reset(token)
-            finally:
-                if not claim.committed:
-                    await shielded(lambda: conn.execute("ROLLBACK"))
+_RECORDED: Final = "SELECT fingerprint, status, body FROM bank_idempotency WHERE key = ?"
 
 
 class _SqliteClaim:
-    def __init__(self, conn: Connection, key: str, fingerprint: str) -> None:
-        self._conn = conn
+    def __init__(self, store: SqliteStore, key: str, fingerprint: str) -> None:
+        self._store = store
         self._key = key
         self._fingerprint = fingerprint
+        #: The transaction is open and this request holds the connection lock.
+        self.active = False
         self.committed = False
 
     @property
     def replay(self) -> StoredResponse | None:
         return None
 
+    async def begin(self) -> None:
+        """Open the claim's transaction if it is not yet; raise if the key was taken meanwhile.
+
+        Raises:
+            KeyTakenMeanwhile: A duplicate committed first; its response is to be replayed.
+            IdempotencyKeyReused: The key was taken meanwhile by a different request.
+            RetryLater: The file stayed locked by another process.
+        """
+        if self.active:
+            return
+        store = self._store
+        conn = store._connection()
+        await store._lock.acquire()
+        try:
+
+            async def begin() -> None:
+                await conn.execute("BEGIN IMMEDIATE")
+
+            await retrying(
+                begin, attempts=store._attempts, transient=_transient, on_retry=store._count_retry
+            )
+        except BaseException:
+            store._lock.release()
+            raise
+        self.active = True
+        rows = list(await conn.execute_fetchall(_RECORDED, (self._key,)))
+        if rows:
+            if rows[0][0] != self._fingerprint:
+                raise IdempotencyKeyReused(self._key)
+            raise KeyTakenMeanwhile(StoredResponse(rows[0][1], bytes(rows[0][2])))
+
     async def save(self, response: StoredResponse) -> None:
+        # A refusal wrote nothing, so the transaction may not be open yet.
+        await self.begin()
+        conn = self._store._connection()
+
         async def commit() -> None:
-            await self._conn.execute(
+            await conn.execute(
                 "INSERT INTO bank_idempotency (key, fingerprint, status, body) VALUES (?, ?, ?, ?)",
                 (self._key, self._fingerprint, response.status, response.body),
             )
-            await self._conn.execute("COMMIT")
+            await conn.execute("COMMIT")
             self.committed = True
 
         try:
@@ -447,3 +482,15 @@ class _SqliteClaim:
             if not _transient(exc):
                 raise
             raise RetryLater("the database was busy at commit; nothing was applied") from None
+
+    async def abandon(self) -> None:
+        """End the claim: roll back what was not committed, give the connection back."""
+        if not self.active:
+            return
+        self.active = False
+        try:
+            if not self.committed:
+                conn = self._store._connection()
+                await shielded(lambda: conn.execute("ROLLBACK"))
+        finally:
+            self._store._lock.release()

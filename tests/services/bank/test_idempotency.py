@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
-from services.bank.app import create_app
+from services.bank.app import LOCKING, create_app
 from services.bank.config import BankConfig
 from services.bank.errors import IdempotencyKeyReused, InvalidIdempotencyKey
 from services.bank.idempotency import (
@@ -193,11 +193,12 @@ async def test_concurrent_duplicates_apply_once(make_api: ApiFactory) -> None:
 
         for _ in range(8):
             tg.start_soon(deposit)
-        # One request holds the key and sits in the window; the others wait for its outcome.
+        # The first request sits in the window; under the memory store the others wait for
+        # its outcome at the key, under the databases they read too and lose the race to
+        # record the key at their first write (which is rolled back).
         while inside < 1:
             await anyio.wait_all_tasks_blocked()
         release.set()
-    assert inside == 1
     assert results == [(200, {"id": "a", "balance": 7})] * 8
     assert await api.balance("a") == 7
 
@@ -275,3 +276,40 @@ async def test_the_openapi_document_describes_the_key(make_api: ApiFactory) -> N
         assert "idempotency_key_reused" in operation["responses"]["422"]["description"]
         assert "invalid_idempotency_key" in operation["responses"]["400"]["description"]
         assert "retry_later" in operation["responses"]["503"]["description"]
+
+
+async def test_keyed_and_unkeyed_requests_on_one_account_do_not_deadlock(
+    make_api: ApiFactory,
+) -> None:
+    # The unkeyed deposit holds the account's lock while it waits in the race window; the keyed
+    # one queues for that lock. The keyed request must not hold the database connection (or
+    # the SQLite write lock) meanwhile, or the unkeyed one could never write.
+    entered = anyio.Event()
+    release = anyio.Event()
+
+    async def window(kind: OperationKind) -> None:
+        if not entered.is_set():
+            entered.set()
+            await release.wait()
+
+    api = await make_api(lock_mode="account", race_window=window)
+    await api.post("/accounts", {"id": "a", "balance": 0})
+    results: list[tuple[int, Any]] = []
+
+    async def deposit(amount: int, key: str | None) -> None:
+        status, body, _ = await api.post("/accounts/a/deposit", {"amount": amount}, key=key)
+        results.append((status, body["balance"]))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(deposit, 1, None)
+            await entered.wait()
+            tg.start_soon(deposit, 10, "keyed")
+            # Both requests inside their lock mode: the keyed one queued for the account lock.
+            locking = api.client.app[LOCKING] if api.client.app is not None else None
+            assert locking is not None
+            while locking.active < 2:
+                await anyio.wait_all_tasks_blocked()
+            release.set()
+    assert sorted(results) == [(200, 1), (200, 11)]
+    assert await api.balance("a") == 11
