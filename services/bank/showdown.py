@@ -291,6 +291,11 @@ def explain(rows: Sequence[ShowdownRow], settings: ShowdownSettings | None = Non
     ]
     workers = settings.workers if settings is not None else 1
     if workers > 1:
+        # The line above holds for one process; say what changes with several.
+        lines[-1] = (
+            "global serialises every request of its process, account the requests of its "
+            "process on the same accounts: neither sees the other worker's requests."
+        )
         lines.append(
             f"With {workers} worker processes sharing the port, an asyncio lock only orders the "
             "requests of its own process: global and account still lose money. Only db, the "
