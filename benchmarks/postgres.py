@@ -80,7 +80,9 @@ def _hammer(url: str, clients: int, seconds: float, accounts: int, out: Path) ->
     command += ["--concurrency", str(clients), "--duration", str(seconds)]
     command += ["--accounts", str(accounts), "--mix", "transfer:1", "--no-progress"]
     command += ["--seed", "1", "--json", str(out)]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"hammer failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     report: dict[str, Any] = json.loads(out.read_text())
     return report
 
