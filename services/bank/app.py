@@ -26,6 +26,7 @@ from .errors import (
     BodyTooLarge,
     InternalError,
     MethodNotAllowed,
+    ModeSwitchPerWorker,
     RetryLater,
     RouteNotFound,
     Unauthorized,
@@ -253,6 +254,13 @@ async def put_lock(request: web.Request) -> web.Response:
     _require_admin(request)
     locking = request.app[LOCKING]
     mode = cast(str, check_body(await read_json(request), MODE_BODY(locking.modes))["mode"])
+    workers = request.app[CONFIG].workers
+    if workers > 1 and mode != locking.mode:
+        # Each worker has its own Locking: a switch would reach one process out of N.
+        raise ModeSwitchPerWorker(
+            f"this server runs {workers} worker processes and a switch would reach only the one "
+            f"that received it; restart it with --lock {mode} instead"
+        )
     if locking.strategy(mode).atomic_store and not request.app[STORE].supports_atomic:
         raise UnsupportedLockMode(
             f"lock mode {mode!r} needs a store that locks by itself; "

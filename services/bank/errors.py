@@ -22,6 +22,7 @@ __all__ = [
     "InvalidIdempotencyKey",
     "InvalidJson",
     "MethodNotAllowed",
+    "ModeSwitchPerWorker",
     "RetryLater",
     "RouteNotFound",
     "SameAccount",
@@ -161,6 +162,14 @@ class IdempotencyKeyReused(BankError):
             "(method, path or body differ); use a new key for a new operation"
         )
         self.key = key
+
+
+class ModeSwitchPerWorker(BankError):
+    """``PUT /admin/lock`` on a server of several worker processes: it would switch only the
+    worker that received it, so it is refused."""
+
+    status = 409
+    code = "lock_mode_per_worker"
 
 
 class RetryLater(BankError):

@@ -309,6 +309,10 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                         "200": _json_body("LockMode", "the mode now in force"),
                         **_BODY_REFUSALS,
                         "401": _UNAUTHORIZED,
+                        "409": _error(
+                            "lock_mode_per_worker: the server runs several worker processes; "
+                            "restart it with --lock instead"
+                        ),
                         "422": _error(
                             "validation_error: unknown mode; unsupported_lock_mode: the store "
                             "cannot provide it"

@@ -103,8 +103,11 @@ AppFactory = Callable[..., Awaitable[Client]]
 async def make_client() -> AsyncIterator[AppFactory]:
     async with AsyncExitStack() as stack:
 
-        async def factory(store: Store, lock_mode: str = "db") -> Client:
-            config = BankConfig(lock_mode=lock_mode, store="sqlite:///unused", admin_token="token")
+        async def factory(store: Store, lock_mode: str = "db", workers: int = 1) -> Client:
+            # The store is given, so the config's URL only has to name a database store.
+            config = BankConfig(
+                lock_mode=lock_mode, store="sqlite:///unused", admin_token="token", workers=workers
+            )
             client: Client = TestClient(TestServer(create_app(config, store=store)))
             await stack.enter_async_context(client)
             return client
@@ -147,6 +150,24 @@ async def test_db_mode_is_offered_on_database_stores(
     status, health = await _call(client, "GET", "/health")
     assert health["lock_mode"] == "db"
     assert health["store"] == database_url.partition(":")[0]
+
+
+async def test_a_worker_of_several_refuses_to_switch_alone(
+    make_client: AppFactory, tmp_path: Path
+) -> None:
+    client = await make_client(_store(f"sqlite:///{tmp_path / 'bank.db'}"), "account", workers=2)
+    assert await _call(client, "PUT", "/admin/lock", {"mode": "db"}) == (
+        409,
+        {
+            "error": "lock_mode_per_worker",
+            "detail": "this server runs 2 worker processes and a switch would reach only the "
+            "one that received it; restart it with --lock db instead",
+        },
+    )
+    assert await _call(client, "PUT", "/admin/lock", {"mode": "account"}) == (
+        200,
+        {"mode": "account"},
+    )
 
 
 async def test_db_mode_keeps_the_books_under_contention(
