@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/python -m asynclocks demo
+	$(BIN)/python -m services.bank showdown
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
