@@ -48,7 +48,7 @@ async def _load(url: str) -> tuple[int, dict[str, Any], int]:
     Idempotency-Key. Return the hammer's drift, the server's /audit and how often the keyed
     deposit was applied."""
     report = await run_hammer(
-        HammerSettings(url=url, concurrency=32, requests=600, accounts=2, seed=7, progress=False)
+        HammerSettings(url=url, concurrency=32, requests=300, accounts=2, seed=7, progress=False)
     )
     # 32 connections: the kernel spreads them over both workers.
     async with ClientSession(url, connector=TCPConnector(limit=32, force_close=True)) as session:
@@ -300,7 +300,7 @@ async def test_a_busy_sqlite_file_is_503_after_bounded_retries(
 def test_showdown_on_sqlite_with_one_worker_adds_db_and_says_why(tmp_path: Path) -> None:
     report = tmp_path / "showdown.json"
     command = [sys.executable, "-m", "services.bank", "showdown", "--no-progress"]
-    command += ["--store", f"sqlite:///{tmp_path / 'bank.db'}", "--requests", "120"]
+    command += ["--store", f"sqlite:///{tmp_path / 'bank.db'}", "--requests", "60"]
     command += ["--concurrency", "16", "--accounts", "2", "--io-delay", "0.002"]
     command += ["--json", str(report)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
