@@ -141,8 +141,8 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         default="memory",
         metavar="URL",
         help="where balances live: memory, sqlite:///PATH (a file, WAL) or "
-        "postgresql://USER@HOST:PORT/DATABASE; the tables are created on start "
-        "(default: memory)",
+        "postgresql://USER@HOST:PORT/DATABASE (?search_path=SCHEMA, ?pool_size=N connections "
+        "per worker, default 16); the tables are created on start (default: memory)",
     )
     parser.add_argument(
         "--workers",
@@ -158,8 +158,9 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         type=_seconds(positive=False),
         default=0.0,
         metavar="S",
-        help="seconds the memory store awaits between reading and writing a balance, standing "
-        "in for a database round trip; 0 is a bare checkpoint (default: 0)",
+        help="seconds the store awaits between reading and writing a balance (lock modes other "
+        "than db), standing in for a database round trip on the memory store and widening the "
+        "real one on the databases; 0 is a bare checkpoint (default: 0)",
     )
     parser.add_argument(
         "--admin-token",
@@ -329,9 +330,9 @@ def _register_showdown(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     parser = subparsers.add_parser(
         "showdown",
         help="run every lock mode under the same load and compare",
-        description="Start the service once per lock mode (memory store, a free port), hammer "
-        "each with the same seeded load, and print one table: throughput, p99, drift, negative "
-        "balances and a verdict per mode.",
+        description="Start the service once per lock mode (--store, --workers, a free port), "
+        "hammer each with the same seeded load, and print one table: throughput, p99, drift, "
+        "negative balances, a verdict and why, per mode.",
         epilog="Exit code 1 if a mode that should keep the books loses money, which would be a "
         "bug: global and account with one worker, db always.",
     )
