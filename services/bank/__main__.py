@@ -176,6 +176,14 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="cancel a request's handler when its client disconnects (aiohttp option; "
         "either way no transfer is ever half applied)",
     )
+    parser.add_argument(
+        "--body-timeout",
+        type=_seconds(positive=True),
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a request's whole body; a slower one gets 408 and "
+        "its connection is closed (default: 10)",
+    )
     _add_loop(parser)
     parser.set_defaults(handler=_serve)
 
@@ -193,6 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
             io_delay=args.io_delay,
             admin_token=token,
             handler_cancellation=args.handler_cancellation,
+            body_timeout=args.body_timeout,
             workers=args.workers,
         )
     except ValueError as exc:

@@ -446,3 +446,29 @@ async def test_absolute_form_target_reaches_only_its_path(
 def test_body_timeout_must_be_positive_and_finite(seconds: float) -> None:
     with pytest.raises(ValueError, match="body_timeout must be a finite number of seconds > 0"):
         BankConfig(body_timeout=seconds)
+
+
+async def test_serve_body_timeout_flag() -> None:
+    from yarl import URL
+
+    from services.bank.showdown import start_server
+
+    with start_server(["--body-timeout", "0.3"]) as server:
+        port = URL(server.url).port
+        assert port is not None
+        data = request_bytes("POST", "/accounts", b'{"id": "a"', content_length=40)
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(data)
+            response = await read_response(stream, bytearray())
+    detail = _assert_json_error(response, 408, "body_timeout")
+    assert detail == "the request body did not arrive within 0.3 seconds"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "soon"])
+def test_serve_rejects_a_bad_body_timeout(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from services.bank.__main__ import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["serve", "--body-timeout", value])
+    assert exit_info.value.code == 2
+    assert "--body-timeout" in capsys.readouterr().err
