@@ -624,6 +624,14 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
 def _step_footprint(
     before: Sequence[Position], after: Sequence[Position], finished: bool
 ) -> Footprint:
+    # User code is seen only through the frames on the two chains. A library frame at the
+    # bottom of the chain when the task resumed, with nothing of the task left when it stopped,
+    # ran code that is on neither chain: a task wrapper that started and finished the user's
+    # coroutine in one step. That code is unknown.
+    if not after and before and is_library(before[-1][0].f_code.co_filename):
+        frame = before[-1][0]
+        if frame.f_code.co_name not in _LIBRARY_SCHEDULING_FRAMES:
+            return None
     reads: set[str] = set()
     writes: set[str] = set()
     stops = {id(frame): offset for frame, offset in after}

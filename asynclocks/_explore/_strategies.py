@@ -189,6 +189,11 @@ class DfsChooser(ScheduleChooser):
             sleep = self._before_step or {}
         else:
             sleep = self._sleep
+            if task in sleep and not self._redundant:
+                # The only runnable task was asleep: every way on from here is equivalent to a
+                # schedule already explored. Run it out without branching.
+                self._redundant = True
+                self._search.redundant += 1
         self._sleep = {
             other: fp for other, fp in sleep.items() if other != task and independent(fp, footprint)
         }

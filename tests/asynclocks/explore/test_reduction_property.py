@@ -1,0 +1,170 @@
+"""Sleep sets must keep every reachable outcome: a property test over generated scenarios.
+
+Each example is a small program (two or three tasks, each a few statements touching shared state
+in different ways: attributes, closure cells, dict items, a list, a lock, checkpoints). Its dfs
+tree is explored in full twice, with and without the reduction, recording the final shared state
+of every schedule. Equivalent schedules end in the same state, so the two sets must be equal: a
+reduction that pruned a schedule it should not have would lose a final state.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from asynclocks._explore._api import drive
+from asynclocks._explore._common import Outcome
+from asynclocks._explore._strategies import DepthFirst, DfsChooser
+
+OPERATIONS = [
+    "value = shared.x",
+    "shared.x = value + 1",
+    "value = cell",
+    "cell = value + 1",
+    "value = table['k']",
+    "table['k'] = value + 1",
+    "table['k'] += 1",
+    "items.append(len(items))",
+    "value = len(items)",
+    "await anyio.lowlevel.checkpoint()",
+    "await anyio.sleep(0)",
+    "async with lock:\n    value = cell\n    await anyio.sleep(0)\n    cell = value + 1",
+    "if len(items) < 2:\n    await anyio.lowlevel.checkpoint()\n    items.append(-1)",
+    "if shared.x == 0:\n    shared.x = 10",
+]
+
+
+class Shared:
+    x = 0
+
+
+def build(tasks: list[list[int]]) -> tuple[Callable[[], Awaitable[None]], list[Any]]:
+    """Compile a scenario from operation indexes; returns it and the set it records into.
+
+    Besides the final shared state, each task records what it observed after every operation
+    (in a local tuple, published through its own closure cell when it ends): equivalent
+    schedules observe the same values, so comparing observations checks that no class of
+    equivalent schedules was pruned, not only that the final states survived.
+    """
+    outcomes: list[Any] = []
+    bodies = []
+    for number, ops in enumerate(tasks):
+        lines = [f"nonlocal cell, out{number}", "value = 0", "seen = ()"]
+        for i in ops:
+            lines.append(OPERATIONS[i])
+            lines.append("seen = seen + (value,)")
+        # A last checkpoint keeps each operation out of the task's finishing step (which
+        # conflicts with every other finishing step anyway).
+        lines.append("await anyio.lowlevel.checkpoint()")
+        lines.append(f"out{number} = seen")
+        body = textwrap.indent("\n".join(lines), "    ")
+        bodies.append(f"async def task{number}():\n{body}\n")
+    outs = ", ".join(f"out{n}" for n in range(len(tasks)))
+    spawn = "\n".join(f"        tg.start_soon(task{n})" for n in range(len(tasks)))
+    source = (
+        "def make(anyio, Shared, outcomes):\n"
+        "    async def scenario():\n"
+        "        shared = Shared()\n"
+        "        cell = 0\n"
+        "        table = {'k': 0}\n"
+        "        items = []\n"
+        "        lock = anyio.Lock()\n"
+        + "".join(f"        out{n} = None\n" for n in range(len(tasks)))
+        + textwrap.indent("\n".join(bodies), "        ")
+        + "\n        async with anyio.create_task_group() as tg:\n"
+        + textwrap.indent(spawn, "    ")
+        + f"\n        outcomes.append((shared.x, cell, table['k'], tuple(items), {outs}))\n"
+        "    return scenario\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<generated scenario>", "exec"), namespace)  # noqa: S102
+    scenario: Callable[[], Awaitable[None]] = namespace["make"](anyio, Shared, outcomes)
+    return scenario, outcomes
+
+
+def explore_all(
+    scenario: Callable[[], Awaitable[None]], outcomes: list[Any], backend: str, reduce: bool
+) -> tuple[int, set[Any]]:
+    """Exhaust the dfs tree; returns the schedule count and what the schedules observed.
+
+    With sleep sets, a schedule that reaches a state where every runnable task sleeps is
+    redundant: the search runs it out, but its observations do not count, because a sound
+    reduction must have covered them with the schedules it did not cut short.
+    """
+    observed: set[Any] = set()
+
+    def plan() -> Generator[tuple[DfsChooser, bool], Outcome, int]:
+        search = DepthFirst(None, reduce=reduce)
+        count = 0
+        while (chooser := search.next_chooser()) is not None:
+            cut = search.redundant
+            outcome = yield chooser, False
+            assert outcome.kind is None, outcome.error
+            if search.redundant == cut:
+                observed.add(outcomes[-1])
+            count += 1
+            assert count < 50_000, "generated tree too large"
+        return count
+
+    count: int = drive(plan(), scenario, backend)
+    return count, observed
+
+
+def check(backend: str, tasks: list[list[int]]) -> None:
+    scenario, outcomes = build(tasks)
+    full, everything = explore_all(scenario, outcomes, backend, reduce=False)
+    reduced_scenario, reduced_outcomes = build(tasks)
+    reduced, kept = explore_all(reduced_scenario, reduced_outcomes, backend, reduce=True)
+    assert reduced <= full
+    assert kept == everything, (tasks, full, reduced)
+
+
+SETTINGS = settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+operation = st.integers(0, len(OPERATIONS) - 1)
+
+
+def op(text: str) -> int:
+    return OPERATIONS.index(text)
+
+
+CHECKPOINT = op("await anyio.lowlevel.checkpoint()")
+# Read-checkpoint-write races on every kind of shared state, and the check-then-act on the list:
+# each loses an update in some schedules, which a wrong independence claim would prune.
+KNOWN_RACES = [
+    [[op("value = shared.x"), CHECKPOINT, op("shared.x = value + 1")]] * 2,
+    [[op("value = cell"), CHECKPOINT, op("cell = value + 1")]] * 2,
+    [[op("value = table['k']"), CHECKPOINT, op("table['k'] = value + 1")]] * 2,
+    [[op("value = len(items)"), CHECKPOINT, op("items.append(len(items))")]] * 2,
+    [[op("if len(items) < 2:\n    await anyio.lowlevel.checkpoint()\n    items.append(-1)")]] * 3,
+]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("tasks", KNOWN_RACES)
+def test_known_races_keep_every_final_state(backend: str, tasks: list[list[int]]) -> None:
+    check(backend, tasks)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@SETTINGS
+@given(tasks=st.lists(st.lists(operation, min_size=1, max_size=3), min_size=2, max_size=2))
+def test_two_tasks_keep_every_final_state(backend: str, tasks: list[list[int]]) -> None:
+    check(backend, tasks)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@SETTINGS
+@given(tasks=st.lists(st.lists(operation, min_size=1, max_size=1), min_size=3, max_size=3))
+def test_three_tasks_keep_every_final_state(backend: str, tasks: list[list[int]]) -> None:
+    check(backend, tasks)
