@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from .config import BankConfig
 from .errors import (
@@ -25,6 +26,7 @@ from .errors import (
     BodyTimeout,
     BodyTooLarge,
     InternalError,
+    InvalidJson,
     MethodNotAllowed,
     ModeSwitchPerWorker,
     RetryLater,
@@ -159,6 +161,16 @@ async def body_deadline_middleware(request: web.Request, handler: Handler) -> we
             response = _error_response(error)
             # The rest of the body may still be on its way: this connection cannot carry
             # another request.
+            response.force_close()
+            return response
+        except web.RequestPayloadError as exc:
+            # A body aiohttp could not decode: a Content-Encoding (gzip, deflate) that does not
+            # decompress, or broken chunked framing. The client's fault, not a bug (not a 500).
+            if isinstance(exc.__cause__, ContentEncodingError):
+                what = "its Content-Encoding does not decode"
+            else:
+                what = "its framing is broken"
+            response = _error_response(InvalidJson(f"the request body could not be read: {what}"))
             response.force_close()
             return response
     return await handler(request)
