@@ -22,6 +22,7 @@ Every case checks that the books did not move and that nothing was logged as a s
 
 from __future__ import annotations
 
+import gzip
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -472,3 +473,66 @@ def test_serve_rejects_a_bad_body_timeout(value: str, capsys: pytest.CaptureFixt
         build_parser().parse_args(["serve", "--body-timeout", value])
     assert exit_info.value.code == 2
     assert "--body-timeout" in capsys.readouterr().err
+
+
+# --- content encodings and chunked framing ----------------------------------------------------
+
+
+def _raw_post(body: bytes, *headers: str, path: str = "/accounts/alice/deposit") -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    return ("\r\n".join([*head, *headers]) + "\r\n\r\n").encode() + body
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", b'{"amount": 7}'),
+        ("gzip", b"\x1f\x8b\x08\x00" + b"\x00" * 20),
+        ("deflate", b"\x78\x9c" + b"\x00" * 10),
+        ("deflate", b"not deflate at all"),
+    ],
+)
+async def test_undecodable_content_encoding_is_400(
+    bank: Bank, books: dict[str, Any], encoding: str, body: bytes
+) -> None:
+    data = _raw_post(body, f"Content-Encoding: {encoding}", f"Content-Length: {len(body)}")
+    detail = _assert_json_error(await exchange(_port(bank), data), 400, "invalid_json")
+    assert detail == "the request body could not be read: its Content-Encoding does not decode"
+
+
+async def test_gzip_body_is_accepted(bank: Bank, books: dict[str, Any]) -> None:
+    body = gzip.compress(b'{"amount": 7}')
+    data = _raw_post(body, "Content-Encoding: gzip", f"Content-Length: {len(body)}")
+    response = await exchange(_port(bank), data)
+    assert response is not None
+    assert (response.status, response.json()) == (200, {"id": "alice", "balance": 1_007})
+    # Undo it, so the books fixture finds them as opened.
+    status, _ = await bank.call("POST", "/accounts/alice/withdraw", {"amount": 7})
+    assert status == 200
+
+
+async def test_gzip_bomb_is_413(bank: Bank, books: dict[str, Any]) -> None:
+    # 50 MB of spaces inside a JSON document, under the 64 KiB cap once compressed: the cap
+    # counts the decompressed bytes, so the server stops reading at 64 KiB.
+    bomb = gzip.compress(b'{"amount": 7' + b" " * 50_000_000 + b"}", compresslevel=9)
+    assert len(bomb) < 64 * 1024
+    data = _raw_post(bomb, "Content-Encoding: gzip", f"Content-Length: {len(bomb)}")
+    _assert_json_error(await exchange(_port(bank), data), 413, "body_too_large")
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        b'5\r\n{"amo\r\nzz\r\n',  # a chunk size that is not hex
+        b'5\r\n{"amount": 7}\r\n0\r\n\r\n',  # a chunk longer than it says
+        b"-1\r\nx\r\n0\r\n\r\n",
+    ],
+    ids=["bad-size", "overlong", "negative"],
+)
+async def test_broken_chunked_framing_is_a_4xx(
+    bank: Bank, books: dict[str, Any], chunks: bytes
+) -> None:
+    response = await exchange(_port(bank), _raw_post(chunks, "Transfer-Encoding: chunked"))
+    assert response is not None
+    assert 400 <= response.status < 500, response
+    assert b"Traceback" not in response.body
