@@ -3,8 +3,10 @@
 Package map (public names are re-exported here; everything else is private):
 
 - ``_keyed``     KeyedLock, per-key mutual exclusion for asyncio and trio
-- ``_demos``     the race demos (counter, withdraw, transfer) and their runner
-- ``_explore/``  the interleaving explorer: controlled schedulers, strategies, reports, replay
+- ``_demos``     the race demos (counter, withdraw, transfer) and their runner;
+                 ``_demo_cli`` is their ``demo`` command
+- ``_explore/``  the interleaving explorer: controlled schedulers, strategies, reports, replay,
+                 the ``explore`` command and the ``check_interleavings`` pytest decorator
 - ``__main__``   the ``python -m asynclocks`` command line (demo, explore)
 """
 
