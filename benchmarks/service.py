@@ -8,7 +8,11 @@ over 64 accounts by 64 connections, against one server process:
 
 - ``bare``: a bare aiohttp app with the same route that parses the JSON and answers JSON, no
   validation, store or lock (the ceiling of aiohttp on this machine);
-- ``none`` and ``account``: the bank (memory store, io-delay 0) in those lock modes;
+- ``none`` and ``account``: the bank (memory store, io-delay 0) in those lock modes: one server
+  process, switched between the two through ``PUT /admin/lock`` before each measurement. Two
+  processes would not compare the modes alone: on two cores, where each process happens to run
+  relative to wrk changes its CPU per request by up to 20% (measured: 0.80 between two
+  processes over 4,096 accounts, 0.98 within one);
 - ``hammer``: ``python -m services.bank hammer`` (deposits only, same accounts count and
   concurrency) against the same ``account`` server wrk just measured;
 - ``none wide`` and ``account wide``: the same two servers, wrk spreading the deposits over
@@ -23,7 +27,7 @@ request waits, so ``account wide``/``none wide`` is the price of the lock itself
 next to it, as what a hot set of 64 accounts costs.
 
 wrk (the Debian package; installed with apt-get when missing and running as root) drives the
-first three through a Lua script. The three servers run side by side and are measured in
+first three through a Lua script. The two servers run side by side and are measured in
 ``--rounds`` interleaved rounds, each round starting with a different one; the best round of each
 is kept. The event loop is uvloop when installed, for servers and hammer alike.
 
@@ -45,6 +49,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import selectors
 import shutil
 import subprocess
@@ -58,6 +63,7 @@ from pathlib import Path
 
 ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "64"))
 WIDE_ACCOUNTS = int(os.environ.get("BENCH_WIDE_ACCOUNTS", "4096"))
+ADMIN_TOKEN = secrets.token_hex(16)
 TARGETS = {"account/none (wide)": 0.9, "none/bare": 0.7, "hammer/wrk": 0.7}
 
 LUA = """
@@ -189,10 +195,16 @@ def open_accounts(url: str, prefix: str = "bench-", count: int | None = None) ->
             assert response.status == 201
 
 
-def audit(url: str) -> dict[str, object]:
-    with urllib.request.urlopen(url + "/audit", timeout=10) as response:
-        result: dict[str, object] = json.loads(response.read())
-        return result
+def set_mode(url: str, mode: str) -> None:
+    """Switch the bank's lock mode (it waits for the requests of the old mode to finish)."""
+    request = urllib.request.Request(
+        url + "/admin/lock",
+        data=json.dumps({"mode": mode}).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read()) == {"mode": mode}
 
 
 def run_wrk(wrk: str, target: Server, script: Path, seconds: float, connections: int) -> Run:
@@ -255,7 +267,7 @@ def run_hammer(target: Server, seconds: float, connections: int) -> Run:
 
 
 def measure(rounds: int, seconds: float, connections: int) -> dict[str, list[Run]]:
-    """Start the three servers once, then measure them in interleaved rounds."""
+    """Start the two servers once, then measure them in interleaved rounds."""
     wrk = ensure_wrk()
     runs: dict[str, list[Run]] = {
         "bare": [],
@@ -266,6 +278,7 @@ def measure(rounds: int, seconds: float, connections: int) -> dict[str, list[Run
         "hammer": [],
     }
     bank = [sys.executable, "-m", "services.bank", "serve", "--port", "0", "--io-delay", "0"]
+    bank += ["--lock", "none", "--admin-token", ADMIN_TOKEN]
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         script = folder / "deposit.lua"
@@ -274,25 +287,31 @@ def measure(rounds: int, seconds: float, connections: int) -> dict[str, list[Run
         wide_script.write_text(LUA % (WIDE_ACCOUNTS, "wide-"))
         servers = {
             "bare": stack.enter_context(server([sys.executable, __file__, "--serve-bare"])),
-            "none": stack.enter_context(server([*bank, "--lock", "none"])),
-            "account": stack.enter_context(server([*bank, "--lock", "account"])),
+            "bank": stack.enter_context(server(bank)),
         }
-        for name in ("none", "account"):
-            open_accounts(servers[name].url)
-            open_accounts(servers[name].url, "wide-", WIDE_ACCOUNTS)
+        open_accounts(servers["bank"].url)
+        open_accounts(servers["bank"].url, "wide-", WIDE_ACCOUNTS)
         for target in servers.values():
             run_wrk(wrk, target, script, 1, connections)  # warm-up
-        # (measurement name, server, script)
-        plan = [(name, name, script) for name in servers]
-        plan += [("none wide", "none", wide_script), ("account wide", "account", wide_script)]
+        # (measurement name, server, lock mode, script)
+        plan: list[tuple[str, str, str | None, Path]] = [
+            ("bare", "bare", None, script),
+            ("none", "bank", "none", script),
+            ("account", "bank", "account", script),
+            ("none wide", "bank", "none", wide_script),
+            ("account wide", "bank", "account", wide_script),
+        ]
         for round_number in range(1, rounds + 1):
             # Each round starts with a different server, so whatever the previous measurement
             # leaves behind (sockets in TIME_WAIT, a busy neighbour) falls on each in turn.
             shift = (round_number - 1) % len(plan)
-            for name, server_name, lua in plan[shift:] + plan[:shift]:
+            for name, server_name, mode, lua in plan[shift:] + plan[:shift]:
+                if mode is not None:
+                    set_mode(servers[server_name].url, mode)
                 runs[name].append(run_wrk(wrk, servers[server_name], lua, seconds, connections))
-            # hammer right after wrk, against the very server wrk just measured
-            runs["hammer"].append(run_hammer(servers["account"], seconds, connections))
+            # hammer against the server wrk measured, in mode account (paired with that run)
+            set_mode(servers["bank"].url, "account")
+            runs["hammer"].append(run_hammer(servers["bank"], seconds, connections))
             print(
                 f"round {round_number}/{rounds}: "
                 + "  ".join(
@@ -301,8 +320,9 @@ def measure(rounds: int, seconds: float, connections: int) -> dict[str, list[Run
                 ),
                 file=sys.stderr,
             )
-        drift = audit(servers["account"].url)["drift"]
-        assert drift == 0, f"account mode drifted by {drift}"
+        # No /audit check: the bank's own books drift by design (wrk's deposits under `none`
+        # lose updates). The hammer runs with --fail-on-drift on accounts of its own, all in
+        # mode account, so a lock that let money slip would fail it.
     return runs
 
 
