@@ -20,10 +20,12 @@ The bank is measured twice on the same server, one driver after the other:
   accounts of its own): the server's own capacity, with far less of the machine spent on the
   client. The difference between the two is what the Python client costs.
 
-Printed: every rate, its ratio to pgbench, the drift (the hammer's books and ``GET /audit``
-after both drivers), which must be 0, and PASS/MISS per target: >= 3,000 transfers/s and >= 0.5
-of pgbench, for each driver. Everything runs on this machine: the Python server, its client and
-PostgreSQL share its cores, which pgbench (written in C, no HTTP, no JSON) does not have to.
+Printed: every rate, its ratio to pgbench, the CPU time per transfer of the bank's worker
+processes (read from /proc) and of the hammer client, the drift (the hammer's books and ``GET
+/audit`` after both drivers), which must be 0, and PASS/MISS per target: >= 3,000 transfers/s
+and >= 0.5 of pgbench, for each driver. Everything runs on this machine: the Python server,
+its client and PostgreSQL share its cores, which pgbench (written in C, no HTTP, no JSON) does
+not have to.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -70,6 +73,28 @@ class WrkRun:
     transfers_per_s: float
     requests: int
     refused: int
+    workers_cpu_us: float  # CPU of the bank's worker processes per transfer
+
+
+def _workers_cpu(supervisor: int) -> float:
+    """CPU seconds used so far by the children of ``supervisor`` (the bank's workers)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == supervisor:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    """CPU seconds used by this process's waited-for children (the hammer runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,8 @@ class BankRun:
     p99_ms: float
     drift: int
     audit_drift: int
+    workers_cpu_us: float  # per transfer, under the hammer
+    hammer_cpu_us: float  # the hammer process's CPU per transfer (setup included)
     wrk: WrkRun | None
 
 
@@ -134,9 +161,11 @@ def _post_json(url: str, body: dict[str, Any]) -> None:
         response.read()
 
 
-def _wrk(wrk: str, url: str, clients: int, seconds: float, script: Path) -> WrkRun:
+def _wrk(wrk: str, url: str, clients: int, seconds: float, script: Path, supervisor: int) -> WrkRun:
     command = [wrk, "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "-s", str(script), url]
+    cpu = _workers_cpu(supervisor)
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    cpu = _workers_cpu(supervisor) - cpu
     match = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
     if match is None:
         raise SystemExit(f"cannot read wrk's output:\n{out}")
@@ -145,10 +174,13 @@ def _wrk(wrk: str, url: str, clients: int, seconds: float, script: Path) -> WrkR
     refused_match = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     refused = int(refused_match[1]) if refused_match else 0
     # Only acknowledged transfers count; a 503 retry_later (or any refusal) is not one.
-    return WrkRun((requests - refused) / elapsed, requests, refused)
+    transfers = requests - refused
+    return WrkRun(transfers / elapsed, requests, refused, cpu / max(transfers, 1) * 1e6)
 
 
-def run_wrk(url: str, clients: int, seconds: float, accounts: int, folder: Path) -> WrkRun | None:
+def run_wrk(
+    url: str, clients: int, seconds: float, accounts: int, folder: Path, supervisor: int
+) -> WrkRun | None:
     """Open ``accounts`` accounts of wrk's own and drive transfers between them with wrk."""
     wrk = _ensure_wrk()
     if wrk is None:
@@ -160,8 +192,8 @@ def run_wrk(url: str, clients: int, seconds: float, accounts: int, folder: Path)
         _post_json(f"{url}/accounts", {"id": f"{prefix}{index}", "balance": 10**9})
     script = folder / "transfer.lua"
     script.write_text(WRK_LUA % (accounts, prefix, prefix))
-    _wrk(wrk, url, clients, min(2.0, seconds), script)  # warm-up
-    return _wrk(wrk, url, clients, seconds, script)
+    _wrk(wrk, url, clients, min(2.0, seconds), script, supervisor)  # warm-up
+    return _wrk(wrk, url, clients, seconds, script, supervisor)
 
 
 def run_bank(dsn: str, clients: int, seconds: float, accounts: int, pool: int) -> BankRun:
@@ -174,13 +206,18 @@ def run_bank(dsn: str, clients: int, seconds: float, accounts: int, pool: int) -
         with start_server(args) as server, tempfile.TemporaryDirectory() as folder:
             # Warm-up: connection pools filled, statements prepared, caches hot.
             _hammer(server.url, clients, min(3.0, seconds), accounts, Path(folder, "warm.json"))
+            supervisor = server.process.pid
+            workers_cpu, hammer_cpu = _workers_cpu(supervisor), _children_cpu()
             report = _hammer(server.url, clients, seconds, accounts, Path(folder, "run.json"))
-            wrk = run_wrk(server.url, clients, seconds, accounts, Path(folder))
+            workers_cpu = _workers_cpu(supervisor) - workers_cpu
+            hammer_cpu = _children_cpu() - hammer_cpu
+            wrk = run_wrk(server.url, clients, seconds, accounts, Path(folder), supervisor)
             with urllib.request.urlopen(f"{server.url}/audit", timeout=30) as response:
                 audit = json.load(response)
     finally:
         asyncio.run(_execute(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     transfers = report["status"].get("200", 0)
+    per_transfer = 1e6 / max(transfers, 1)
     return BankRun(
         transfers_per_s=transfers / report["duration_s"],
         requests=report["requests"],
@@ -188,6 +225,8 @@ def run_bank(dsn: str, clients: int, seconds: float, accounts: int, pool: int) -
         p99_ms=report["latency_ms"]["p99"],
         drift=report["drift"],
         audit_drift=audit["drift"],
+        workers_cpu_us=workers_cpu * per_transfer,
+        hammer_cpu_us=hammer_cpu * per_transfer,
         wrk=wrk,
     )
 
@@ -267,12 +306,17 @@ def main() -> int:
         f"ratio {ratio:.2f}  (p99 {bank.p99_ms:.1f} ms, {bank.requests:,} requests, "
         f"statuses {bank.statuses})"
     )
+    print(
+        f"    CPU per transfer: bank workers {bank.workers_cpu_us:.0f} us, "
+        f"hammer client {bank.hammer_cpu_us:.0f} us (its setup included)"
+    )
     if bank.wrk is not None:
         print(
             f"bank db mode, 2 workers, wrk:    {bank.wrk.transfers_per_s:9,.0f} transfers/s  "
             f"ratio {bank.wrk.transfers_per_s / tps:.2f}  ({bank.wrk.requests:,} requests, "
             f"{bank.wrk.refused:,} not 200)"
         )
+        print(f"    CPU per transfer: bank workers {bank.wrk.workers_cpu_us:.0f} us")
     print(f"pgbench simple-update:           {tps:9,.0f} tps")
     print(
         f"drift:                           {bank.drift:+} (hammer), {bank.audit_drift:+} (/audit)"
@@ -288,6 +332,11 @@ def main() -> int:
             "bank_statuses": bank.statuses,
             "wrk_transfers_per_s": None if bank.wrk is None else round(bank.wrk.transfers_per_s, 1),
             "wrk_refused": None if bank.wrk is None else bank.wrk.refused,
+            "workers_cpu_us_per_transfer": round(bank.workers_cpu_us, 1),
+            "hammer_cpu_us_per_transfer": round(bank.hammer_cpu_us, 1),
+            "wrk_workers_cpu_us_per_transfer": (
+                None if bank.wrk is None else round(bank.wrk.workers_cpu_us, 1)
+            ),
             "pgbench_tps": round(tps, 1),
             "ratio": round(ratio, 3),
             "wrk_ratio": None if bank.wrk is None else round(bank.wrk.transfers_per_s / tps, 3),
