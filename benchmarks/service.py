@@ -11,8 +11,8 @@ over 64 accounts by 64 connections, against one server process:
 - ``none`` and ``account``: the bank (memory store, io-delay 0) in those lock modes: one server
   process, switched between the two through ``PUT /admin/lock`` before each measurement. Two
   processes would not compare the modes alone: on two cores, where each process happens to run
-  relative to wrk changes its CPU per request by up to 20% (measured: 0.80 between two
-  processes over 4,096 accounts, 0.98 within one);
+  relative to wrk changes its CPU per request (over 4,096 accounts, one sitting gave 0.80
+  between two processes and 0.98 within one; later runs of this script give 0.87-0.88);
 - ``hammer``: ``python -m services.bank hammer`` (deposits only, same accounts count and
   concurrency) against the same ``account`` server wrk just measured;
 - ``none wide`` and ``account wide``: the same two servers, wrk spreading the deposits over
