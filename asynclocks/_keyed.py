@@ -192,11 +192,21 @@ class KeyedLock:
       thread-safe, and a key held by an asyncio task cannot be waited for by a trio task (under
       trio's guest mode both run at once). It can be reused by later runs, on either backend.
     - Speed: on asyncio the uncontended ``async with locks(key)`` costs about 1.3x an
-      ``asyncio.Lock`` (``benchmarks/locks.py``). It caches the running loop, validated by the
-      loop's ``_thread_id``; loops without that attribute (uvloop) work, a little slower.
+      ``asyncio.Lock`` (``benchmarks/locks.py``), with no coroutine frame. It caches the running
+      loop, validated by the loop's ``_thread_id``; for loops without that attribute (uvloop)
+      the entry checks ``asyncio._get_running_loop()`` instead, which is as exact and only a
+      little slower.
     """
 
-    __slots__ = ("__weakref__", "_aio_waiters", "_loop", "_owners", "_ready", "_trio_waiters")
+    __slots__ = (
+        "__weakref__",
+        "_aio_waiters",
+        "_loop",
+        "_loop_thread",
+        "_owners",
+        "_ready",
+        "_trio_waiters",
+    )
 
     def __init__(self) -> None:
         # key -> owning task (asyncio.Task or trio.lowlevel.Task). A free key is absent.
@@ -209,7 +219,13 @@ class KeyedLock:
         # The asyncio loop seen last. asyncio._get_running_loop() calls getpid() on every call
         # (a system call); checking that this loop is still running in this thread is far
         # cheaper and just as exact, since a thread runs at most one loop at a time.
-        self._loop: _CachedLoop = _NO_LOOP
+        self._loop: asyncio.AbstractEventLoop = _NO_LOOP
+        # What tells whether `_loop` runs in this thread: the loop itself when its `_thread_id`
+        # says so (BaseEventLoop), else _NO_LOOP, whose `_thread_id` never matches, so that
+        # the uncontended entry falls back to `_get_running_loop() is _loop` (uvloop exposes no
+        # thread id; the cached loop and a thread ident alone would not notice the loop being
+        # stopped and run in another thread, whose current task would then be taken for ours).
+        self._loop_thread: _CachedLoop = _NO_LOOP
         # A completed future of that loop: what the uncontended ``async with`` entry and exit
         # return to be awaited, since awaiting a done future runs no Python frame.
         self._ready: asyncio.Future[None] | None = None
@@ -287,9 +303,8 @@ class KeyedLock:
         """
         if timeout is not None:
             _check_timeout(timeout)
-        cached = self._loop
-        loop: asyncio.AbstractEventLoop | None = cached
-        if cached._thread_id != _get_ident():
+        loop: asyncio.AbstractEventLoop | None = self._loop
+        if self._loop_thread._thread_id != _get_ident():
             # Not the cached loop's thread: trio first, as it is cheaper to detect.
             trio_task = _trio_task_or_none()
             if trio_task is not None:
@@ -372,9 +387,8 @@ class KeyedLock:
                 the key is unlocked or held by another task).
             TypeError: If ``key`` is unhashable.
         """
-        cached = self._loop
-        loop: asyncio.AbstractEventLoop | None = cached
-        if cached._thread_id != _get_ident():
+        loop: asyncio.AbstractEventLoop | None = self._loop
+        if self._loop_thread._thread_id != _get_ident():
             trio_task = _trio_task_or_none()
             if trio_task is not None:
                 self._trio_release(key, trio_task)
@@ -440,17 +454,20 @@ class KeyedLock:
         call), and under trio's guest mode an asyncio loop runs too, but the caller is trio's.
         """
         loop = _get_running_loop()
-        if loop is not self._loop and getattr(loop, "_thread_id", None) == _get_ident():
-            assert loop is not None
+        if loop is not None and loop is not self._loop:
             ready: asyncio.Future[None] = loop.create_future()
             ready.set_result(None)
-            self._loop, self._ready = cast("_CachedLoop", loop), ready
+            self._loop, self._ready = loop, ready
+            # Trust `_thread_id` only where it has just been seen to name this thread.
+            if getattr(loop, "_thread_id", None) == _get_ident():
+                self._loop_thread = cast("_CachedLoop", loop)
+            else:
+                self._loop_thread = _NO_LOOP
         return loop
 
     def _current_task(self) -> object:
-        cached = self._loop
-        loop: asyncio.AbstractEventLoop | None = cached
-        if cached._thread_id != _get_ident():
+        loop: asyncio.AbstractEventLoop | None = self._loop
+        if self._loop_thread._thread_id != _get_ident():
             trio_task = _trio_task_or_none()
             if trio_task is not None:
                 return trio_task
@@ -609,9 +626,10 @@ class _KeyGuard:
     def _enter(self) -> Awaitable[None]:
         lock = self._lock
         loop = lock._loop
-        # The thread check makes sure `loop` is the loop running this code, not one that used
-        # the lock earlier and now runs in another thread.
-        if loop._thread_id == _get_ident():
+        # Both checks make sure `loop` is the loop running this code, not one that used the
+        # lock earlier and now runs in another thread: the cheap `_thread_id` one where the
+        # loop has it, the running loop itself otherwise (uvloop).
+        if lock._loop_thread._thread_id == _get_ident() or _get_running_loop() is loop:
             task = _current_task(loop)
             if task is not None:
                 owners = lock._owners
