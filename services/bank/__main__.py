@@ -288,6 +288,14 @@ def _register_hammer(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="X",
         help="exit 1 if the p99 latency is above X milliseconds",
     )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="HTTP client of the load phase: raw, a lean HTTP/1.1 keep-alive client (one "
+        "connection per concurrent client, about a third of aiohttp's CPU per request, so "
+        "more of the cores go to the server), or aiohttp's ClientSession (default: raw)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar on stderr")
     _add_loop(parser)
     parser.set_defaults(handler=_hammer)
@@ -311,6 +319,7 @@ def _hammer(args: argparse.Namespace) -> int:
         mix=args.mix or dict(DEFAULT_MIX),
         seed=args.seed if args.seed is not None else random.randrange(2**31),
         progress=not args.no_progress,
+        client=args.client,
     )
     try:
         report = run(run_hammer(settings), loop=args.loop)

@@ -25,8 +25,12 @@ from typing import Any, Final
 import aiohttp
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from yarl import URL
+
+from ._raw_client import RawConnection, RawHTTPError, connect, encode_post
 
 __all__ = [
+    "CLIENTS",
     "DEFAULT_MIX",
     "OPERATIONS",
     "HammerError",
@@ -39,6 +43,7 @@ __all__ = [
 ]
 
 OPERATIONS: Final = ("deposit", "withdraw", "transfer")
+CLIENTS: Final = ("raw", "aiohttp")
 DEFAULT_MIX: Final[Mapping[str, int]] = {"deposit": 1, "withdraw": 1, "transfer": 2}
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
 
@@ -90,6 +95,10 @@ class HammerSettings:
         stall_timeout: The run fails when the server answers nothing at all for this many
             seconds (a watchdog instead of a timer on every request, which would cost more
             than the rest of the client's bookkeeping).
+        client: HTTP client of the load phase: ``"raw"`` (a lean HTTP/1.1 keep-alive client,
+            one connection per concurrent client, so the load generator's own CPU leaves the
+            server its share of the cores) or ``"aiohttp"`` (aiohttp's ClientSession). Opening
+            the accounts and reading them back always go through aiohttp.
     """
 
     url: str
@@ -102,8 +111,11 @@ class HammerSettings:
     seed: int = 0
     progress: bool = True
     stall_timeout: float = 30.0
+    client: str = "raw"
 
     def __post_init__(self) -> None:
+        if self.client not in CLIENTS:
+            raise ValueError(f"client must be one of {', '.join(CLIENTS)}, got {self.client!r}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         if (self.requests is None) == (self.duration is None):
@@ -188,11 +200,13 @@ class _Op:
     kind: str
     path: str
     body: bytes
+    # The whole request as the raw client sends it
+    wire: bytes
     # (account, signed cents) applied to the client's books when the server answers 200
     effects: tuple[tuple[str, int], ...]
 
 
-def _operations(settings: HammerSettings, ids: list[str]) -> Iterator[_Op]:
+def _operations(settings: HammerSettings, ids: list[str], host: str) -> Iterator[_Op]:
     rng = Random(settings.seed)
     kinds = [kind for kind in OPERATIONS if settings.mix.get(kind, 0)]
     weights = [settings.mix[kind] for kind in kinds]
@@ -203,13 +217,16 @@ def _operations(settings: HammerSettings, ids: list[str]) -> Iterator[_Op]:
         amount = rng.randint(1, settings.max_amount)
         if kind == "transfer":
             source, target = rng.sample(ids, 2)
-            body = {"from": source, "to": target, "amount": amount}
-            yield _Op(kind, "/transfers", _dumps(body), ((source, -amount), (target, amount)))
+            body = _dumps({"from": source, "to": target, "amount": amount})
+            path = "/transfers"
+            effects: tuple[tuple[str, int], ...] = ((source, -amount), (target, amount))
         else:
             account = rng.choice(ids)
             sign = 1 if kind == "deposit" else -1
             path = f"/accounts/{account}/{kind}"
-            yield _Op(kind, path, _dumps({"amount": amount}), ((account, sign * amount),))
+            body = _dumps({"amount": amount})
+            effects = ((account, sign * amount),)
+        yield _Op(kind, path, body, encode_post(host, path, body), effects)
 
 
 def _dumps(body: object) -> bytes:
@@ -273,7 +290,11 @@ async def _hammer(
     books = dict.fromkeys(ids, settings.opening_balance)
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
-    operations = _operations(settings, ids)
+    url = URL(settings.url)
+    host, port = url.raw_host or "127.0.0.1", url.port or 80
+    name = f"[{host}]" if ":" in host else host
+    host_header = name if url.is_default_port() else f"{name}:{port}"
+    operations = _operations(settings, ids, host_header)
     if settings.requests is not None:
         # Built before the clock starts, so the client measures the server, not json.dumps.
         operations = iter(list(operations))
@@ -301,6 +322,37 @@ async def _hammer(
                 for account, cents in op.effects:
                     books[account] += cents
 
+    tls = url.scheme == "https"
+
+    async def raw_client() -> None:
+        connection: RawConnection | None = None
+        try:
+            for op in operations:
+                if clock() >= deadline:
+                    return
+                started = clock()
+                try:
+                    if connection is None or connection.closed:
+                        connection = await connect(host, port, ssl=tls)
+                    code = await connection.request(op.wire)
+                except (OSError, RawHTTPError):
+                    # Refused, reset, closed before the answer, or a garbled answer: the
+                    # outcome is unknown, so it is never booked as acknowledged.
+                    latencies.append(clock() - started)
+                    statuses["error"] += 1
+                    if connection is not None:
+                        connection.close()
+                        connection = None
+                    continue
+                latencies.append(clock() - started)
+                statuses[str(code)] += 1
+                if code == 200:
+                    for account, cents in op.effects:
+                        books[account] += cents
+        finally:
+            if connection is not None:
+                connection.close()
+
     total = settings.requests if settings.requests is not None else settings.duration
     progress = Progress(
         TextColumn("[bold]hammer[/bold] {task.description}"),
@@ -316,7 +368,8 @@ async def _hammer(
         deadline = start + settings.duration
     with progress:
         bar = progress.add_task(settings.url, total=total, done=0, rate=0.0)
-        clients = [asyncio.ensure_future(client()) for _ in range(settings.concurrency)]
+        run_client = raw_client if settings.client == "raw" else client
+        clients = [asyncio.ensure_future(run_client()) for _ in range(settings.concurrency)]
         all_clients = asyncio.gather(*clients)
         last_done, last_progress = 0, start
         try:
