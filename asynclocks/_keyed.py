@@ -656,16 +656,22 @@ class _KeyGuard:
         if task is None:
             lock.release(self._key)  # trio, or a loop the lock has not cached
             return _completed()
-        if not lock._aio_waiters:
-            # Nobody waits for any key: pop first, check after, restore on a mismatch.
-            owners = lock._owners
-            key = self._key
+        owners = lock._owners
+        key = self._key
+        waiters = lock._aio_waiters
+        if not waiters or key not in waiters:
+            # Nobody waits for this key: pop first, check after, restore on a mismatch.
             owner = owners.pop(key, None)
             if owner is task:
                 return lock._ready  # type: ignore[return-value]
             if owner is not None:
                 owners[key] = owner  # not ours: put it back; release() explains
-        lock.release(self._key)
+        elif owners.get(key) is task:
+            # Others wait for this key (with many tasks on many keys, some key often has
+            # waiters): hand it over as release() would, without its backend detection.
+            lock._aio_hand_over(key)
+            return lock._ready  # type: ignore[return-value]
+        lock.release(key)
         # An asyncio task: a completed future is awaited without yielding, whatever its loop.
         return lock._ready  # type: ignore[return-value]
 
