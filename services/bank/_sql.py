@@ -1,4 +1,5 @@
-"""What the SQLite and PostgreSQL stores share: the race window, the shield, the retry loop.
+"""What the SQLite and PostgreSQL stores share: the race window, the shield, the retry loop, and
+turning their rows into the store protocol's records.
 
 Both database drivers (aiosqlite, asyncpg) are asyncio-only, so these helpers are too.
 """
@@ -7,20 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import anyio
 
 from .errors import BalanceTooLarge, RetryLater
-from .store import OperationKind, RaceWindow
+from .store import Audit, JournalEntry, OperationKind, RaceWindow
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
     "MAX_BALANCE",
     "Window",
+    "audit_from_rows",
     "check_attempts",
     "check_balance",
+    "journal_from_rows",
     "money_delta_sql",
     "retrying",
     "shielded",
@@ -38,6 +41,40 @@ DEFAULT_ATTEMPTS: Final = 5
 money_delta_sql: Final = (
     "CASE kind WHEN 'withdraw' THEN -amount WHEN 'transfer' THEN 0 ELSE amount END"
 )
+
+
+class Row(Protocol):
+    """A result row of either driver (an ``asyncpg.Record`` or an ``sqlite3`` tuple)."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
+def journal_from_rows(rows: Iterable[Row]) -> list[JournalEntry]:
+    """Build journal entries from ``(seq, kind, account, amount, counterparty)`` rows."""
+    return [
+        JournalEntry(
+            seq=row[0],
+            kind=cast(OperationKind, row[1]),
+            account=row[2],
+            amount=row[3],
+            counterparty=row[4],
+        )
+        for row in rows
+    ]
+
+
+def audit_from_rows(figures: Row, negative: Iterable[Row]) -> Audit:
+    """Build the audit from an ``(accounts, total, expected)`` row and ``(id, balance)`` rows.
+
+    ``int()`` because PostgreSQL's sums come back as text (a sum of ``bigint`` is ``numeric``,
+    which may exceed 64 bits).
+    """
+    return Audit(
+        accounts=figures[0],
+        total=int(figures[1]),
+        expected=int(figures[2]),
+        negative_accounts=tuple((row[0], row[1]) for row in negative),
+    )
 
 
 def check_attempts(attempts: int) -> int:

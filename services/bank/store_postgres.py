@@ -52,8 +52,10 @@ from ._sql import (
     DEFAULT_ATTEMPTS,
     MAX_BALANCE,
     Window,
+    audit_from_rows,
     check_attempts,
     check_balance,
+    journal_from_rows,
     money_delta_sql,
     retrying,
     shielded,
@@ -68,7 +70,7 @@ from .errors import (
     SameAccount,
 )
 from .idempotency import Claim, KeyTakenMeanwhile, Replay, StoredResponse
-from .store import Audit, JournalEntry, OperationKind, RaceWindow
+from .store import Audit, JournalEntry, RaceWindow
 
 __all__ = ["DEFAULT_POOL_SIZE", "PostgresStore", "check_postgres_url"]
 
@@ -471,27 +473,12 @@ class PostgresStore:
                 figures = await conn.fetchrow(_AUDIT)
                 negative = await conn.fetch(_NEGATIVE)
         assert figures is not None  # a SELECT of scalar subqueries returns one row
-        accounts, total, expected = figures
-        return Audit(
-            accounts=accounts,
-            total=int(total),
-            expected=int(expected),
-            negative_accounts=tuple((row[0], row[1]) for row in negative),
-        )
+        return audit_from_rows(figures, negative)
 
     async def journal(self, *, since: int = 0, limit: int | None = None) -> list[JournalEntry]:
         async with self._connection() as conn:
             rows = await conn.fetch(_JOURNAL, since, limit)
-        return [
-            JournalEntry(
-                seq=row[0],
-                kind=cast(OperationKind, row[1]),
-                account=row[2],
-                amount=row[3],
-                counterparty=row[4],
-            )
-            for row in rows
-        ]
+        return journal_from_rows(rows)
 
     @asynccontextmanager
     async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:

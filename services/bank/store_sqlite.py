@@ -40,8 +40,10 @@ import anyio
 from ._sql import (
     DEFAULT_ATTEMPTS,
     Window,
+    audit_from_rows,
     check_attempts,
     check_balance,
+    journal_from_rows,
     money_delta_sql,
     retrying,
     shielded,
@@ -55,7 +57,7 @@ from .errors import (
     SameAccount,
 )
 from .idempotency import Claim, KeyTakenMeanwhile, Replay, StoredResponse
-from .store import Audit, JournalEntry, OperationKind, RaceWindow
+from .store import Audit, JournalEntry, RaceWindow
 
 __all__ = ["SQLITE_PREFIX", "SqliteStore", "sqlite_path"]
 
@@ -369,26 +371,11 @@ class SqliteStore:
                 negative = list(await conn.execute_fetchall(_NEGATIVE))
             finally:
                 await conn.execute("COMMIT")
-        accounts, total, expected = figures
-        return Audit(
-            accounts=accounts,
-            total=total,
-            expected=expected,
-            negative_accounts=tuple((row[0], row[1]) for row in negative),
-        )
+        return audit_from_rows(figures, negative)
 
     async def journal(self, *, since: int = 0, limit: int | None = None) -> list[JournalEntry]:
         rows = await self._fetch(_JOURNAL, (since, -1 if limit is None else limit))
-        return [
-            JournalEntry(
-                seq=row[0],
-                kind=cast(OperationKind, row[1]),
-                account=row[2],
-                amount=row[3],
-                counterparty=row[4],
-            )
-            for row in rows
-        ]
+        return journal_from_rows(rows)
 
     @asynccontextmanager
     async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
