@@ -7,7 +7,6 @@ its own, see ``_postgres.py``); ``served_bank`` starts the app for a config and 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from services.bank.config import BankConfig
 from services.bank.locking import Locking
 from services.bank.store import Store
 
-from .conftest import ADMIN_TOKEN, _Server
+from .conftest import ADMIN_TOKEN, _Server, request_json
 
 __all__ = ["STORE_KINDS", "Served", "ServedFactory", "served_bank", "store_url", "url_for"]
 
@@ -76,13 +75,7 @@ class Served:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """Send a request; return the status and the decoded JSON body (asserting it is JSON)."""
-        sent_headers = {"Content-Type": "application/json"}
-        sent_headers.update(headers or {})
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        async with self.client.request(method, path, data=data, headers=sent_headers) as resp:
-            text = await resp.text()
-            assert resp.content_type == "application/json", (resp.status, text)
-            return resp.status, json.loads(text)
+        return await request_json(self.client, method, path, body, raw=raw, headers=headers)
 
     async def audit(self) -> dict[str, Any]:
         status, body = await self.call("GET", "/audit")

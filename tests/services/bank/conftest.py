@@ -46,6 +46,28 @@ class _Server(TestServer):
         return await super()._make_runner(**kwargs)
 
 
+async def request_json(
+    client: Client,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """Send a JSON request (or ``raw`` bytes); return the status and the decoded JSON body.
+
+    Asserts that the answer is JSON, as every answer of the bank must be.
+    """
+    sent_headers = {"Content-Type": "application/json"}
+    sent_headers.update(headers or {})
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    async with client.request(method, path, data=data, headers=sent_headers) as resp:
+        text = await resp.text()
+        assert resp.content_type == "application/json", (resp.status, text)
+        return resp.status, json.loads(text)
+
+
 @dataclass
 class Bank:
     """A running bank app and handles on its insides."""
@@ -69,12 +91,7 @@ class Bank:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """Send a request; return the status and the decoded JSON body."""
-        sent_headers = {"Content-Type": "application/json"}
-        sent_headers.update(headers or {})
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        async with self.client.request(method, path, data=data, headers=sent_headers) as resp:
-            assert resp.content_type == "application/json", await resp.text()
-            return resp.status, await resp.json()
+        return await request_json(self.client, method, path, body, raw=raw, headers=headers)
 
     async def open_account(self, account_id: str, balance: int) -> None:
         status, body = await self.call("POST", "/accounts", {"id": account_id, "balance": balance})
