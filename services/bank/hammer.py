@@ -301,6 +301,17 @@ async def _hammer(
     deadline = math.inf
     clock = time.perf_counter
 
+    def record(op: _Op, started: float, code: int | None) -> None:
+        """Count one answer (``None``: no answer, outcome unknown); book only what was a 200."""
+        latencies.append(clock() - started)
+        if code is None:
+            statuses["error"] += 1
+            return
+        statuses[str(code)] += 1
+        if code == 200:
+            for account, cents in op.effects:
+                books[account] += cents
+
     async def client() -> None:
         post = session.post
         for op in operations:
@@ -313,14 +324,9 @@ async def _hammer(
                     code = response.status
             except (aiohttp.ClientError, TimeoutError):
                 # The outcome is unknown; counted apart so a drift can be told from it.
-                latencies.append(clock() - started)
-                statuses["error"] += 1
+                record(op, started, None)
                 continue
-            latencies.append(clock() - started)
-            statuses[str(code)] += 1
-            if code == 200:
-                for account, cents in op.effects:
-                    books[account] += cents
+            record(op, started, code)
 
     tls = url.scheme == "https"
 
@@ -338,17 +344,12 @@ async def _hammer(
                 except (OSError, RawHTTPError):
                     # Refused, reset, closed before the answer, or a garbled answer: the
                     # outcome is unknown, so it is never booked as acknowledged.
-                    latencies.append(clock() - started)
-                    statuses["error"] += 1
+                    record(op, started, None)
                     if connection is not None:
                         connection.close()
                         connection = None
                     continue
-                latencies.append(clock() - started)
-                statuses[str(code)] += 1
-                if code == 200:
-                    for account, cents in op.effects:
-                        books[account] += cents
+                record(op, started, code)
         finally:
             if connection is not None:
                 connection.close()
