@@ -6,9 +6,10 @@ Both figures come from one run, against the same server, with the same number of
 
 - the bank: ``python -m services.bank serve --workers 2 --lock db --store postgresql://...``
   (its own schema, dropped afterwards), loaded by ``python -m services.bank hammer --mix
-  transfer:1`` (a separate process, uvloop) on many accounts; every transfer is one HTTP request,
-  one call of the ``bank_transfer()`` function (two row locks in id order, two balance writes
-  and a journal row, one transaction) and one commit;
+  transfer:1`` (a separate process) on many accounts; every transfer is one HTTP request, one
+  call of the ``bank_transfer()`` function (two row locks in id order, two balance writes and a
+  journal row, one transaction) and one commit. Workers and hammer run on uvloop when it is
+  installed, or on the stock loop with ``--loop asyncio``;
 - pgbench: the system's ``pgbench -b simple-update`` (per transaction: UPDATE one account, SELECT
   it, INSERT a history row, commit) in a database of its own, initialised here and dropped.
 
@@ -44,11 +45,12 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from services.bank.server import LoopKind
 from services.bank.showdown import start_server
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -130,8 +132,10 @@ async def _execute(dsn: str, *statements: str) -> None:
         await conn.close()
 
 
-def _hammer(url: str, clients: int, seconds: float, accounts: int, out: Path) -> dict[str, Any]:
-    command = [sys.executable, "-m", "services.bank", "hammer", "--url", url]
+def _hammer(
+    url: str, clients: int, seconds: float, accounts: int, out: Path, loop: LoopKind
+) -> dict[str, Any]:
+    command = [sys.executable, "-m", "services.bank", "hammer", "--url", url, "--loop", loop]
     command += ["--concurrency", str(clients), "--duration", str(seconds)]
     command += ["--accounts", str(accounts), "--mix", "transfer:1", "--no-progress"]
     command += ["--seed", "1", "--json", str(out)]
@@ -196,19 +200,22 @@ def run_wrk(
     return _wrk(wrk, url, clients, seconds, script, supervisor)
 
 
-def run_bank(dsn: str, clients: int, seconds: float, accounts: int, pool: int) -> BankRun:
+def run_bank(
+    dsn: str, clients: int, seconds: float, accounts: int, pool: int, loop: LoopKind
+) -> BankRun:
     """Serve the bank on a fresh schema with two workers in db mode; hammer it, then wrk it."""
     schema = f"bench_{secrets.token_hex(6)}"
     asyncio.run(_execute(dsn, f'CREATE SCHEMA "{schema}"'))
     store = _with_query(dsn, search_path=schema, pool_size=str(pool))
     try:
-        args = ["--workers", "2", "--lock", "db", "--store", store]
+        args = ["--workers", "2", "--lock", "db", "--store", store, "--loop", loop]
         with start_server(args) as server, tempfile.TemporaryDirectory() as folder:
             # Warm-up: connection pools filled, statements prepared, caches hot.
-            _hammer(server.url, clients, min(3.0, seconds), accounts, Path(folder, "warm.json"))
+            warm_up = Path(folder, "warm.json")
+            _hammer(server.url, clients, min(3.0, seconds), accounts, warm_up, loop)
             supervisor = server.process.pid
             workers_cpu, hammer_cpu = _workers_cpu(supervisor), _children_cpu()
-            report = _hammer(server.url, clients, seconds, accounts, Path(folder, "run.json"))
+            report = _hammer(server.url, clients, seconds, accounts, Path(folder, "run.json"), loop)
             workers_cpu = _workers_cpu(supervisor) - workers_cpu
             hammer_cpu = _children_cpu() - hammer_cpu
             wrk = run_wrk(server.url, clients, seconds, accounts, Path(folder), supervisor)
@@ -272,12 +279,18 @@ def main() -> int:
     parser.add_argument(
         "--pool", type=int, default=16, help="connections per bank worker (default 16)"
     )
+    parser.add_argument(
+        "--loop",
+        choices=get_args(LoopKind),
+        default="auto",
+        help="event loop of the workers and hammer: uvloop when installed (auto), or force one",
+    )
     parser.add_argument("--quick", action="store_true", help="5 s runs")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     seconds = 5.0 if args.quick else args.seconds
 
-    bank = run_bank(args.dsn, args.clients, seconds, args.accounts, args.pool)
+    bank = run_bank(args.dsn, args.clients, seconds, args.accounts, args.pool, args.loop)
     tps = run_pgbench(args.dsn, args.clients, seconds)
     ratio = bank.transfers_per_s / tps
     drift_ok = bank.drift == 0 and bank.audit_drift == 0
