@@ -79,29 +79,26 @@ WIDE_ACCOUNTS = int(os.environ.get("BENCH_WIDE_ACCOUNTS", "4096"))
 ADMIN_TOKEN = secrets.token_hex(16)
 TARGETS = {"account/none (in turn)": 0.9, "none/bare": 0.7, "hammer/wrk": 0.7}
 
-# wrk's Lua scripts, formatted with (number of accounts, id prefix). wrk calls request() for every
-# request it sends, on its one thread.
-LUA_RANDOM = """
+# wrk's Lua script; wrk calls request() for every request it sends, on its one thread. `pick`
+# sets `account`, the index of the account the next deposit goes to.
+LUA = """
 local headers = {["Content-Type"] = "application/json"}
 local body = '{"amount":1}'
-local accounts = %d
+local accounts = %(accounts)d
+local prefix = "/accounts/%(prefix)s"
+local turn = -1
 request = function()
-  local path = "/accounts/%s" .. math.random(0, accounts - 1) .. "/deposit"
-  return wrk.format("POST", path, headers, body)
+  %(pick)s
+  return wrk.format("POST", prefix .. account .. "/deposit", headers, body)
 end
 """
-LUA_IN_TURN = """
-local headers = {["Content-Type"] = "application/json"}
-local body = '{"amount":1}'
-local accounts = %d
-local prefix = "/accounts/%s"
-local next_account = 0
-request = function()
-  local path = prefix .. next_account .. "/deposit"
-  next_account = (next_account + 1) %% accounts
-  return wrk.format("POST", path, headers, body)
-end
-"""
+PICK_RANDOM = "local account = math.random(0, accounts - 1)"
+PICK_IN_TURN = "turn = (turn + 1) % accounts; local account = turn"
+
+
+def lua_script(accounts: int, prefix: str, pick: str) -> str:
+    """wrk's script depositing 1 cent into ``{prefix}0`` .. ``{prefix}{accounts - 1}``."""
+    return LUA % {"accounts": accounts, "prefix": prefix, "pick": pick}
 
 
 # ------------------------------------------------------------------------- the bare server
@@ -312,11 +309,11 @@ def measure(rounds: int, seconds: float, connections: int, loop: LoopKind) -> di
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         script = folder / "deposit.lua"
-        script.write_text(LUA_RANDOM % (ACCOUNTS, "bench-"))
+        script.write_text(lua_script(ACCOUNTS, "bench-", PICK_RANDOM))
         random_script = folder / "deposit-random.lua"
-        random_script.write_text(LUA_RANDOM % (WIDE_ACCOUNTS, "wide-"))
+        random_script.write_text(lua_script(WIDE_ACCOUNTS, "wide-", PICK_RANDOM))
         in_turn_script = folder / "deposit-in-turn.lua"
-        in_turn_script.write_text(LUA_IN_TURN % (WIDE_ACCOUNTS, "wide-"))
+        in_turn_script.write_text(lua_script(WIDE_ACCOUNTS, "wide-", PICK_IN_TURN))
         servers = {
             "bare": stack.enter_context(
                 server([sys.executable, __file__, "--serve-bare", "--loop", loop])
@@ -404,20 +401,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     for name, label in labels.items():
         print(f"  {label:<34}{wall[name]:>12,.0f}{cpu[name]:>18,.0f}")
+
+    def ratio(numerator: str, denominator: str) -> tuple[float, float | None]:
+        """By wall clock and by server CPU."""
+        return (
+            wall[numerator] / wall[denominator],
+            cpu[numerator] / cpu[denominator],
+        )
+
     ratios: dict[str, tuple[float, float | None]] = {
-        "account/none (in turn)": (
-            wall["account in turn"] / wall["none in turn"],
-            cpu["account in turn"] / cpu["none in turn"],
-        ),
-        f"account/none ({WIDE_ACCOUNTS:,} random)": (
-            wall["account random"] / wall["none random"],
-            cpu["account random"] / cpu["none random"],
-        ),
-        f"account/none ({ACCOUNTS:,} random)": (
-            wall["account"] / wall["none"],
-            cpu["account"] / cpu["none"],
-        ),
-        "none/bare": (wall["none"] / wall["bare"], cpu["none"] / cpu["bare"]),
+        "account/none (in turn)": ratio("account in turn", "none in turn"),
+        f"account/none ({WIDE_ACCOUNTS:,} random)": ratio("account random", "none random"),
+        f"account/none ({ACCOUNTS:,} random)": ratio("account", "none"),
+        "none/bare": ratio("none", "bare"),
         "hammer/wrk": (hammer_ratio, None),
     }
     print(f"  {'ratio':<34}{'wall':>7}{'per CPU':>9}   target")
