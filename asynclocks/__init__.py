@@ -16,6 +16,7 @@ from ._explore import DeadlockError as DeadlockError
 from ._explore import InterleavingFailure as InterleavingFailure
 from ._explore import NondeterminismError as NondeterminismError
 from ._explore import Report as Report
+from ._explore import UnsupportedScenario as UnsupportedScenario
 from ._explore import check_interleavings as check_interleavings
 from ._explore import explore as explore
 from ._explore import replay as replay
@@ -29,6 +30,7 @@ __all__ = [
     "KeyedLockStatistics",
     "NondeterminismError",
     "Report",
+    "UnsupportedScenario",
     "WouldBlock",
     "check_interleavings",
     "explore",

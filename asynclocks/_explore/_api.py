@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from ._common import DeadlockError, NondeterminismError, Outcome, Scenario
+from ._common import DeadlockError, NondeterminismError, Outcome, Scenario, take_unsupported
 from ._report import (
     Report,
     decode_token,
@@ -292,23 +292,33 @@ def _refuse_inside_trio() -> None:
     )
 
 
+def _raise_unsupported() -> None:
+    """Stop the search when the schedule did something the explorer cannot control."""
+    error = take_unsupported()
+    if error is not None:
+        raise error
+
+
 def drive(plan: Generator[Request, Outcome, Any], scenario: Scenario, backend: str) -> Any:
     """Run a plan to completion on a controlled loop of ``backend``."""
     _refuse_inside_trio()
     if backend == "asyncio":
         from ._asyncio import AsyncioSession
 
+        take_unsupported()  # nothing left over from an earlier search that was interrupted
         with AsyncioSession() as session:
             try:
                 request = next(plan)
                 while True:
                     outcome = session.run(scenario, *request)
+                    _raise_unsupported()
                     request = plan.send(outcome)
             except StopIteration as stop:
                 return stop.value
     from ._trio import run_plan
 
-    return run_plan(plan, scenario)
+    take_unsupported()  # nothing left over from an earlier search that was interrupted
+    return run_plan(plan, scenario, _raise_unsupported)
 
 
 def explore(

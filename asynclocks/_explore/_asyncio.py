@@ -28,6 +28,7 @@ from ._common import (
     Waiting,
     describe_object,
     task_label,
+    unsupported,
     user_location,
     waited_object,
 )
@@ -196,9 +197,11 @@ class ControlledLoop(asyncio.AbstractEventLoop):
     def run_in_executor(  # type: ignore[override]
         self, executor: Any, func: Any, *args: Any
     ) -> asyncio.Future[Any]:
-        raise RuntimeError(
-            "run_in_executor is not supported inside an exploration: threads run outside the "
-            "explorer's control, so schedules could not be replayed"
+        raise unsupported(
+            "loop.run_in_executor() (asyncio.to_thread() calls it)",
+            "a thread runs outside the explorer's control, so its schedules could not be "
+            "explored or replayed",
+            "Keep blocking work out of the scenario, or replace it with an async fake",
         )
 
     # -- driving one schedule ---------------------------------------------------------------------

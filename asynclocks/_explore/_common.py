@@ -38,6 +38,67 @@ class NondeterminismError(RuntimeError):
     """
 
 
+class UnsupportedScenario(Exception):
+    """The scenario does something the explorer cannot control, or the call was a usage mistake.
+
+    Never a verdict about the scenario's correctness: threads, executors, subprocesses, real
+    sockets outside the simulated loopback network, code of one backend explored on the other,
+    a backend package that is not installed. The message names the call, the user's
+    ``file:line`` and what to do instead. :func:`asynclocks.explore` and
+    :func:`asynclocks.replay` raise it; the command line prints it in one line and exits 2;
+    :func:`asynclocks.check_interleavings` errors the test.
+    """
+
+
+#: Raised inside a schedule, an UnsupportedScenario may be caught or wrapped by the scenario's own
+#: code (an ``except Exception``, a task group); it is also recorded here so that the search stops
+#: with it whatever the scenario did with the exception.
+_unsupported: list[UnsupportedScenario] = []
+
+
+def user_frame_text(skip_library: bool = True) -> str | None:
+    """``file:line`` of the innermost user-code frame on the current call stack, if any."""
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not (skip_library and is_library(filename)):
+            try:
+                relative = os.path.relpath(filename)
+            except ValueError:
+                relative = filename
+            if len(relative) < len(filename):
+                filename = relative
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+def unsupported(call: str, why: str, instead: str) -> UnsupportedScenario:
+    """Build (and record for the running search) the error for an unsupported call.
+
+    Args:
+        call: What the scenario called, e.g. ``"asyncio.to_thread()"``.
+        why: Why the explorer cannot run it, e.g. ``"threads run outside its control"``.
+        instead: What to do instead, as an imperative sentence.
+    """
+    where = user_frame_text()
+    at = f" at {where}" if where else ""
+    error = UnsupportedScenario(
+        f"{call}{at} is not supported inside an exploration: {why}. {instead}"
+    )
+    _unsupported.append(error)
+    return error
+
+
+def take_unsupported() -> UnsupportedScenario | None:
+    """The first UnsupportedScenario recorded since the last call, clearing the record."""
+    if not _unsupported:
+        return None
+    first = _unsupported[0]
+    _unsupported.clear()
+    return first
+
+
 class StepLimitError(RuntimeError):
     """One schedule ran more steps than the explorer allows (a task that never stops yielding)."""
 

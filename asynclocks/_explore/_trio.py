@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from ._common import (
@@ -326,7 +326,9 @@ class ControlledRunQueue:
         return outcome
 
 
-async def _drive(plan: Generator[Any, Outcome, Any], scenario: Scenario) -> Any:
+async def _drive(
+    plan: Generator[Any, Outcome, Any], scenario: Scenario, after_schedule: Callable[[], None]
+) -> Any:
     import trio
     from trio._core._run import GLOBAL_RUN_CONTEXT
 
@@ -337,6 +339,7 @@ async def _drive(plan: Generator[Any, Outcome, Any], scenario: Scenario) -> Any:
         request = next(plan)
         while True:
             outcome = await runq.run_schedule(scenario, *request)
+            after_schedule()
             request = plan.send(outcome)
     except StopIteration as stop:
         return stop.value
@@ -344,10 +347,16 @@ async def _drive(plan: Generator[Any, Outcome, Any], scenario: Scenario) -> Any:
         runner.runq = deque(runq)
 
 
-def run_plan(plan: Generator[Any, Outcome, Any], scenario: Scenario) -> Any:
-    """Run an exploration plan inside one ``trio.run`` with a virtual clock."""
+def run_plan(
+    plan: Generator[Any, Outcome, Any], scenario: Scenario, after_schedule: Callable[[], None]
+) -> Any:
+    """Run an exploration plan inside one ``trio.run`` with a virtual clock.
+
+    ``after_schedule`` runs after every schedule; it raises to stop the search.
+    """
     check_trio_version()
     import trio
     import trio.testing
 
-    return trio.run(_drive, plan, scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    return trio.run(_drive, plan, scenario, after_schedule, clock=clock)
