@@ -10,6 +10,9 @@ Package map (public names are re-exported here; everything else is private):
 - ``__main__``   the ``python -m asynclocks`` command line (demo, explore)
 """
 
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
 from anyio import WouldBlock as WouldBlock
 
 from ._explore import DeadlockError as DeadlockError
@@ -22,6 +25,11 @@ from ._explore import explore as explore
 from ._explore import replay as replay
 from ._keyed import KeyedLock as KeyedLock
 from ._keyed import KeyedLockStatistics as KeyedLockStatistics
+
+try:
+    __version__ = _version("asynclocks")
+except _PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "DeadlockError",

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m asynclocks",
         description="Show race conditions at await points and the locks that fix them.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"asynclocks {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in _registrars():
         register(subparsers)

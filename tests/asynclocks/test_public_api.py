@@ -39,3 +39,24 @@ def test_package_ships_py_typed() -> None:
     from importlib.resources import files
 
     assert files("asynclocks").joinpath("py.typed").is_file()
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    assert asynclocks.__version__ == version("asynclocks")
+
+
+def test_command_line_prints_the_version() -> None:
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "asynclocks", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == f"asynclocks {asynclocks.__version__}\n"
