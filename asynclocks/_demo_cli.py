@@ -16,8 +16,10 @@ from ._demos import (
     NAIVE_ORDER,
     SCENARIOS,
     DemoResult,
+    locks_for,
     run_demo,
 )
+from ._progress import ProgressBar
 
 _COLUMNS = ("scenario", "backend", "lock", "expected", "actual", "ok", "note")
 
@@ -74,6 +76,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="print a JSON list of {scenario, backend, lock, expected, actual, ok} instead",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress display (it is shown only on a terminal, on stderr)",
+    )
     parser.set_defaults(handler=_handle, parser=parser)
 
 
@@ -90,7 +97,11 @@ def _handle(args: argparse.Namespace) -> int:
         backends.remove("trio")
         print("trio is not installed; running asyncio only", file=sys.stderr)
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
-    results = run_demo(backends, args.tasks, scenarios)
+    runs = sum(len(locks_for(backend, name)) for backend in backends for name in scenarios)
+    with ProgressBar(f"{args.tasks} tasks per run", runs, enabled=not args.quiet) as progress:
+        results = run_demo(
+            backends, args.tasks, scenarios, on_result=lambda _result: progress.advance()
+        )
     if args.json:
         json.dump([as_json(result) for result in results], sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -475,8 +475,11 @@ def run_demo(
     scenarios: Sequence[str] | None = None,
     *,
     deadlock_timeout: float = DEFAULT_DEADLOCK_TIMEOUT,
+    on_result: Callable[[DemoResult], None] | None = None,
 ) -> list[DemoResult]:
     """Run every scenario with every protection each backend supports (one event loop each).
+
+    ``on_result`` is called with each result as soon as it is known (a progress display).
 
     Returns:
         Results ordered by scenario, then backend, then protection.
@@ -492,11 +495,14 @@ def run_demo(
             validate(name, "none", tasks, backend)
 
     async def run_all(backend: str) -> list[DemoResult]:
-        return [
-            await run_scenario(name, lock, tasks, deadlock_timeout=deadlock_timeout)
-            for name in names
-            for lock in locks_for(backend, name)
-        ]
+        results = []
+        for name in names:
+            for lock in locks_for(backend, name):
+                result = await run_scenario(name, lock, tasks, deadlock_timeout=deadlock_timeout)
+                if on_result is not None:
+                    on_result(result)
+                results.append(result)
+        return results
 
     by_backend = {backend: anyio.run(run_all, backend, backend=backend) for backend in backends}
     order = {name: position for position, name in enumerate(names)}
