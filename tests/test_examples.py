@@ -48,6 +48,13 @@ KEY_LINES = {
         "   trio: sorted order (KeyedLock.many): 10 of 10 done, total 200 (expected 200)",
         "   trio: source-then-destination: deadlock detected after 0.5 s, 0 of 10 done",
     ],
+    "08_web_race_fastapi.py": [
+        "asyncio: without a lock -> NOT LINEARIZABLE on asyncio after 1 schedule(s)",
+        "asyncio: KeyedLock per coupon -> LINEARIZABLE on asyncio: every outcome matched",
+        "   trio: without a lock -> NOT LINEARIZABLE on trio after 1 schedule(s)",
+        "   trio: KeyedLock per coupon -> LINEARIZABLE on trio: every outcome matched",
+        "  c2 status: 409, not 200",
+    ],
 }
 
 

@@ -162,11 +162,28 @@ _LIBRARY_DIRS: tuple[str, ...] | None = None
 _library_cache: dict[str, bool] = {}
 
 
+#: Packages whose frames are never the user's code in a trace (more with register_library()).
+_LIBRARY_PACKAGES = ["trio", "anyio", "sniffio", "outcome", "exceptiongroup"]
+
+
+def register_library(*names: str) -> None:
+    """Count the frames of these packages (e.g. the web frameworks a check drives) as library code,
+    so traces and footprints point at the user's own lines."""
+    global _LIBRARY_DIRS
+    added = [name for name in names if name not in _LIBRARY_PACKAGES]
+    if added:
+        _LIBRARY_PACKAGES.extend(added)
+        _LIBRARY_DIRS = None
+        _library_cache.clear()
+
+
 def _library_dirs() -> tuple[str, ...]:
     global _LIBRARY_DIRS
     if _LIBRARY_DIRS is None:
-        dirs = {sysconfig.get_paths()["stdlib"], os.path.dirname(__file__)}
-        for name in ("trio", "anyio", "sniffio", "outcome", "exceptiongroup"):
+        # All of asynclocks (the explorer, the web checks...) is library code, never the user's.
+        package = os.path.dirname(os.path.dirname(__file__))
+        dirs = {sysconfig.get_paths()["stdlib"], package}
+        for name in _LIBRARY_PACKAGES:
             try:
                 module = __import__(name)
             except ImportError:

@@ -1,0 +1,1 @@
+"""Races in web APIs: concurrent requests checked for linearizability (see ``asynclocks.web``)."""
