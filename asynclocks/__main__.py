@@ -18,8 +18,9 @@ def _registrars() -> list[Registrar]:
     # happen only when the parser is built.
     from ._demo_cli import register as register_demo
     from ._explore._cli import register as register_explore
+    from ._web._cli import register as register_web
 
-    registrars: list[Registrar] = [register_demo, register_explore]
+    registrars: list[Registrar] = [register_demo, register_explore, register_web]
     return registrars
 
 

@@ -16,14 +16,22 @@ from ._web._check import check_requests as check_requests
 from ._web._check import sequential_outcomes as sequential_outcomes
 from ._web._model import Request as Request
 from ._web._model import Response as Response
+from ._web._openapi import OpenAPISummary as OpenAPISummary
+from ._web._openapi import check_openapi as check_openapi
+from ._web._openapi import request_sets as request_sets
+from ._web._pytest import linearizable as linearizable
 
 __all__ = [
     "Allowed",
     "NotLinearizable",
+    "OpenAPISummary",
     "Request",
     "RequestSet",
     "Response",
     "WebReport",
+    "check_openapi",
     "check_requests",
+    "linearizable",
+    "request_sets",
     "sequential_outcomes",
 ]

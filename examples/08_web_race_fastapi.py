@@ -11,11 +11,14 @@ explorer, which finds the schedule where both succeed. The fix holds a per-coupo
 from __future__ import annotations
 
 import anyio
-from fastapi import FastAPI
+from fastapi import FastAPI, Path
 from fastapi.responses import JSONResponse
 
 import asynclocks
 import asynclocks.web
+
+#: The coupon codes the service starts with, also shown in its OpenAPI document.
+CODE = Path(examples=["WELCOME10"])
 
 
 def make_app(locked: bool = False) -> FastAPI:
@@ -35,14 +38,14 @@ def make_app(locked: bool = False) -> FastAPI:
         return JSONResponse({"code": code, "discount": coupon["discount"]})
 
     @app.post("/coupons/{code}/redeem")
-    async def redeem(code: str) -> JSONResponse:
+    async def redeem(code: str = CODE) -> JSONResponse:
         if not locked:
             return await redeem_now(code)
         async with locks(code):
             return await redeem_now(code)
 
     @app.get("/coupons/{code}")
-    async def show(code: str) -> dict[str, object]:
+    async def show(code: str = CODE) -> dict[str, object]:
         return {"code": code, **coupons[code]}
 
     return app

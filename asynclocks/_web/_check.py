@@ -65,6 +65,13 @@ class RequestSet:
                 f"may race), got {len(self.concurrent)}"
             )
 
+    @classmethod
+    def of(
+        cls, concurrent: Sequence[Any], setup: Sequence[Any] = (), observe: Sequence[Any] = ()
+    ) -> RequestSet:
+        """A set from requests in any form :meth:`Request.of` accepts."""
+        return cls(concurrent, setup, observe)  # type: ignore[arg-type]  # __post_init__ converts
+
     def label(self, index: int) -> str:
         """``c1``.. for a concurrent request, ``o1``.. for an observe one (an outcome's index)."""
         count = len(self.concurrent)
@@ -303,7 +310,7 @@ def check_requests(
     """
     if not callable(app_factory):
         raise TypeError(f"app_factory must be callable, not {type(app_factory).__name__}")
-    requests = RequestSet(concurrent, setup, observe)  # type: ignore[arg-type]  # checked there
+    requests = RequestSet.of(concurrent, setup, observe)
     ignored = parse_ignore(ignore)
     if not isinstance(lifespan, bool):
         raise TypeError(f"lifespan must be a bool, not {type(lifespan).__name__}")
