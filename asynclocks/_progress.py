@@ -58,9 +58,14 @@ class ProgressBar:
             except ImportError:
                 self._draw_plain(force=True)
             else:
-                self._rich = Progress(console=Console(file=self._stream), transient=True)
+                # No refresh thread: the bar is redrawn when work advances and at no other time,
+                # so it never wakes up inside a benchmark's timed batch.
+                self._rich = Progress(
+                    console=Console(file=self._stream), transient=True, auto_refresh=False
+                )
                 self._rich.start()
                 self._task = self._rich.add_task(self._description, total=self._total)
+                self._rich.refresh()
         return self
 
     def advance(self, amount: int = 1) -> None:
@@ -69,7 +74,7 @@ class ProgressBar:
         if not self.active:
             return
         if self._rich is not None:
-            self._rich.update(self._task, completed=self.done)
+            self._rich.update(self._task, completed=self.done, refresh=True)
         else:
             self._draw_plain()
 

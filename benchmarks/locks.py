@@ -32,6 +32,7 @@ import anyio
 import trio
 
 from asynclocks import KeyedLock
+from asynclocks._progress import ProgressBar
 
 # CPU time of this thread, not wall-clock time: the event loop runs in one thread, and time
 # spent descheduled while other processes use the (shared, small) machine is not the lock's.
@@ -235,12 +236,19 @@ def _record(best: dict[str, float], name: str, elapsed_ns: int, ops: int) -> Non
     best[name] = min(best.get(name, per_op), per_op)
 
 
-def measure_uncontended(n: int, repeats: int, batches: int) -> dict[str, float]:
+def _nothing() -> None:
+    pass
+
+
+def measure_uncontended(
+    n: int, repeats: int, batches: int, advance: Callable[[], None] = _nothing
+) -> dict[str, float]:
     """Return the best ns per acquire+release of every kind.
 
     Each of ``repeats`` rounds starts a fresh event loop per backend and times ``batches``
     batches of ``n`` operations per kind, the kinds taking turns batch by batch, so that a
     burst of load from elsewhere on the machine hits them alike; the best batch counts.
+    ``advance`` is called after each round (between timings, never inside one).
     """
     best: dict[str, float] = {}
 
@@ -260,11 +268,15 @@ def measure_uncontended(n: int, repeats: int, batches: int) -> dict[str, float]:
 
     for _ in range(repeats):
         asyncio.run(asyncio_round())
+        advance()
         trio.run(trio_round)
+        advance()
     return best
 
 
-def measure_contended(work: Workload, repeats: int) -> dict[str, float]:
+def measure_contended(
+    work: Workload, repeats: int, advance: Callable[[], None] = _nothing
+) -> dict[str, float]:
     """Return the best ns per acquisition of every kind under contention."""
     best: dict[str, float] = {}
 
@@ -278,7 +290,9 @@ def measure_contended(work: Workload, repeats: int) -> dict[str, float]:
 
     for _ in range(repeats):
         asyncio.run(asyncio_round())
+        advance()
         trio.run(trio_round)
+        advance()
     return best
 
 
@@ -290,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the figures, the ratios and the verdicts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a short, rougher run")
+    parser.add_argument("--quiet", action="store_true", help="no progress display on stderr")
     args = parser.parse_args(argv)
     # Many short repeats and the minimum: on a shared, noisy machine the best round is the one
     # least disturbed, and interleaving the kinds exposes them to the same disturbances.
@@ -303,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         f"\nUncontended acquire+release, CPU ns/op "
         f"(best of {repeats * batches} interleaved batches of {n:,}):"
     )
-    un = measure_uncontended(n, repeats, batches)
+    rounds = 2 * (repeats + contended_repeats)  # one per backend per repeat
+    with ProgressBar("benchmark rounds", rounds, enabled=not args.quiet) as progress:
+        un = measure_uncontended(n, repeats, batches, progress.advance)
+        co = measure_contended(work, contended_repeats, progress.advance)
     for name, value in un.items():
         print(f"  {name:<30} {value:8.0f}")
 
@@ -311,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
         f"\nContended: {work.tasks} tasks x {work.per_task} acquisitions over {work.keys} keys, "
         f"CPU ns/acquisition (best of {contended_repeats}):"
     )
-    co = measure_contended(work, contended_repeats)
     for name, value in co.items():
         print(f"  {name:<30} {value:8.0f}")
 

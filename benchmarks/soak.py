@@ -137,8 +137,13 @@ class RssSampler:
         self.peak = max(self.peak, rss_mb(self._pids))
 
 
-def hammer(url: str, requests: int, concurrency: int, seed: int) -> dict[str, Any]:
-    """Run ``python -m services.bank hammer`` in its own process; return its JSON report."""
+def hammer(
+    url: str, requests: int, concurrency: int, seed: int, progress: bool = False
+) -> dict[str, Any]:
+    """Run ``python -m services.bank hammer`` in its own process; return its JSON report.
+
+    With ``progress``, the hammer's own progress bar reaches the terminal (its stderr is ours).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "report.json"
         command = [
@@ -158,13 +163,21 @@ def hammer(url: str, requests: int, concurrency: int, seed: int) -> dict[str, An
             MIX,
             "--seed",
             str(seed),
-            "--no-progress",
             "--json",
             str(report_path),
         ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if not progress:
+            command.append("--no-progress")
+        result = subprocess.run(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=None if progress else subprocess.PIPE,
+            text=True,
+            check=False,
+        )
         if not report_path.exists():
-            raise RuntimeError(f"hammer failed ({result.returncode}): {result.stderr[-2000:]}")
+            said = (result.stderr or "")[-2000:] or "its messages are above"
+            raise RuntimeError(f"hammer failed ({result.returncode}): {said}")
         report: dict[str, Any] = json.loads(report_path.read_text())
         return report
 
@@ -175,14 +188,20 @@ def _audit(url: str) -> dict[str, Any]:
         return audit
 
 
-def soak(server: ServerProcess, mode: str, requests: int, concurrency: int) -> ModeResult:
+def soak(
+    server: ServerProcess, mode: str, requests: int, concurrency: int, progress: bool = False
+) -> ModeResult:
     """Warm up, read the baseline, run the main load under the sampler, read the books."""
     pids = server_pids(server.process.pid)
     warmup = max(2_000, requests // 20)
-    hammer(server.url, warmup, concurrency, seed=1)
+    if progress:
+        print(f"mode {mode}: warm-up, {warmup:,} requests", file=sys.stderr, flush=True)
+    hammer(server.url, warmup, concurrency, seed=1, progress=progress)
     baseline = rss_mb(pids)
+    if progress:
+        print(f"mode {mode}: the soak, {requests:,} requests", file=sys.stderr, flush=True)
     with RssSampler(pids) as sampler:
-        report = hammer(server.url, requests, concurrency, seed=2)
+        report = hammer(server.url, requests, concurrency, seed=2, progress=progress)
     final = rss_mb(pids)
     audit = _audit(server.url)
     result = ModeResult(
@@ -235,15 +254,17 @@ def _psql(dsn: str, sql: str) -> None:
 
 def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
     """Start the service for ``mode``, soak it, stop it."""
+    # Progress only on a terminal, unless --quiet: captured output keeps just the figures.
+    progress = not args.quiet and sys.stderr.isatty()
     if mode == "account":
         with start_server(["--lock", "account"]) as server:
-            return soak(server, mode, args.requests, args.concurrency)
+            return soak(server, mode, args.requests, args.concurrency, progress)
     schema = f"soak_{secrets.token_hex(6)}"
     _psql(args.dsn, f'CREATE SCHEMA "{schema}"')
     try:
         store = _with_schema(args.dsn, schema)
         with start_server(["--workers", "2", "--lock", "db", "--store", store]) as server:
-            return soak(server, mode, args.requests, args.concurrency)
+            return soak(server, mode, args.requests, args.concurrency, progress)
     finally:
         _psql(args.dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
@@ -283,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"PostgreSQL for the db mode (default: $BANK_TEST_POSTGRES_DSN or {DEFAULT_DSN})",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress (it is shown only on a terminal)"
+    )
     args = parser.parse_args(argv)
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     unknown = [mode for mode in modes if mode not in MODES]
