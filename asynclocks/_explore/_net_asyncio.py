@@ -11,9 +11,10 @@ callback runs before the next scheduling decision, and the tasks it wakes (a rea
 ``StreamReader.read``) become runnable like any other, so which of them runs next is the
 explorer's choice and a replay token reproduces it.
 
-aiohttp's ``TestServer`` binds a real socket by default (its ``socket_factory``); while the loop
-runs schedules, that default is replaced with one that binds on the simulated network when the
-running loop is a controlled one and calls aiohttp's own otherwise.
+aiohttp's ``TestServer`` binds a real socket by default (its ``socket_factory``), and so do anyio's
+listeners; from the first schedule on, that default is replaced with one that binds on the
+simulated network when the running loop is a controlled one and calls aiohttp's own otherwise
+(and likewise for anyio, see :mod:`._net_anyio`): outside an exploration nothing changes.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._common import unsupported
+from ._net_anyio import asyncio_network, hook_anyio
 from ._network import Network, SimSocket, addrinfo, nameinfo
 
 #: Bytes one delivery hands to a protocol at most (asyncio's selector transports read 256 KiB).
 MAX_READ = 256 * 1024
 
 _AIOHTTP_HOOKED = False
+_ANYIO_HOOKED = False
 
 
 def _simulated_port_socket(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,6 +63,12 @@ def _hook_aiohttp_test_server() -> None:
     defaults = getattr(test_utils.BaseTestServer.__init__, "__kwdefaults__", None)
     if defaults and defaults.get("socket_factory") is test_utils.get_port_socket:
         defaults["socket_factory"] = _simulated_port_socket(test_utils.get_port_socket)
+
+
+def _hook_anyio() -> None:
+    global _ANYIO_HOOKED
+    _ANYIO_HOOKED = True
+    hook_anyio(asyncio_network)
 
 
 def _no_tls(call: str) -> Exception:
@@ -445,7 +454,10 @@ class SimulatedNetworkLoop(asyncio.AbstractEventLoop):
         if self._net is not None:
             self._net.close()
             self._net = None
-        _hook_aiohttp_test_server()
+        if not _AIOHTTP_HOOKED:
+            _hook_aiohttp_test_server()
+        if not _ANYIO_HOOKED:
+            _hook_anyio()
 
     def _net_socket(self, sock: object, call: str) -> SimSocket:
         if isinstance(sock, SimSocket):
@@ -623,6 +635,69 @@ class SimulatedNetworkLoop(asyncio.AbstractEventLoop):
         if start_serving:
             server._start_serving()
         return server
+
+    async def connect_accepted_socket(  # type: ignore[override]
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        sock: Any,
+        *,
+        ssl: Any = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        if ssl:
+            raise _no_tls("loop.connect_accepted_socket()")
+        sim = self._net_socket(sock, "loop.connect_accepted_socket()")
+        if not sim.connected:
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        transport = SimTransport(self, sim, protocol_factory())
+        transport._start()
+        return transport, transport.get_protocol()
+
+    # -- readiness callbacks on simulated sockets (anyio's wait_socket_readable, ...) ------------
+
+    def _net_watch(
+        self, sock: SimSocket, writer: bool, callback: Callable[..., object], args: tuple[Any, ...]
+    ) -> None:
+        watches = sock.watches
+        entry = (callback, args)
+        watches[writer] = entry
+        arm = sock.add_writer if writer else sock.add_reader
+
+        def hook() -> None:
+            if watches.get(writer) is not entry or sock.closed:
+                return  # removed, or replaced by a newer registration with its own hook
+            if sock.writable() if writer else sock.readable():
+                self.call_soon(callback, *args)
+            arm(hook)  # level-triggered, like a selector: armed again for the next change
+
+        arm(hook)
+        if sock.writable() if writer else sock.readable():
+            self.call_soon(callback, *args)
+
+    def add_reader(  # type: ignore[override]
+        self, fd: Any, callback: Callable[..., object], *args: Any
+    ) -> None:
+        if not isinstance(fd, SimSocket):
+            return super().add_reader(fd, callback, *args)
+        self._net_watch(fd, False, callback, args)
+
+    def add_writer(  # type: ignore[override]
+        self, fd: Any, callback: Callable[..., object], *args: Any
+    ) -> None:
+        if not isinstance(fd, SimSocket):
+            return super().add_writer(fd, callback, *args)
+        self._net_watch(fd, True, callback, args)
+
+    def remove_reader(self, fd: Any) -> bool:
+        if not isinstance(fd, SimSocket):
+            return super().remove_reader(fd)
+        return fd.watches.pop(False, None) is not None
+
+    def remove_writer(self, fd: Any) -> bool:
+        if not isinstance(fd, SimSocket):
+            return super().remove_writer(fd)
+        return fd.watches.pop(True, None) is not None
 
     # -- low-level socket operations ------------------------------------------------------------
 

@@ -5,7 +5,8 @@ While an exploration runs, :func:`install` sets trio's custom socket factory and
 the one ``trio.run`` the explorer drives, and the previous ones are put back after it), so
 ``trio.socket.socket()`` returns a :class:`TrioSimSocket` on the explorer's network and
 ``trio.open_tcp_stream``, ``trio.serve_tcp``, ``trio.open_tcp_listeners``, ``trio.SocketStream``,
-``trio.SocketListener`` and anyio's ``connect_tcp`` on trio work unchanged.
+``trio.SocketListener`` and anyio's ``connect_tcp`` and ``create_tcp_listener`` (see
+:mod:`._net_anyio`) on trio work unchanged.
 
 A task that has to wait (nothing to receive, no connection to accept, the peer's buffer full)
 parks with ``trio.lowlevel.wait_task_rescheduled`` and is rescheduled by the network's hook when
@@ -23,9 +24,11 @@ from typing import Any
 
 import trio
 
+from ._net_anyio import hook_anyio, hook_trio_wrap
 from ._network import Network, SimSocket, addrinfo, nameinfo
 
 _network: Network | None = None
+_active = False
 
 
 def current_network() -> Network:
@@ -34,6 +37,10 @@ def current_network() -> Network:
     if _network is None:
         _network = Network()
     return _network
+
+
+def _exploring_network() -> Network | None:
+    return current_network() if _active else None
 
 
 def reset() -> None:
@@ -228,10 +235,17 @@ class SimResolver(trio.abc.HostnameResolver):
 
 def install() -> Callable[[], None]:
     """Route trio's sockets and name lookups to the simulated network; returns the undo."""
+    global _active
     old_factory = trio.socket.set_custom_socket_factory(SimSocketFactory())
     old_resolver = trio.socket.set_custom_hostname_resolver(SimResolver())
+    hook_anyio(_exploring_network)
+    unwrap = hook_trio_wrap(TrioSimSocket)
+    _active = True
 
     def restore() -> None:
+        global _active
+        _active = False
+        unwrap()
         trio.socket.set_custom_socket_factory(old_factory)
         trio.socket.set_custom_hostname_resolver(old_resolver)
         reset()

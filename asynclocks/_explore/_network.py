@@ -171,6 +171,8 @@ class SimSocket:
         self.write_hook: Hook | None = None
         self._readers: list[Hook] = []
         self._writers: list[Hook] = []
+        #: add_reader/add_writer registrations of the asyncio loop, by "is it the writer side".
+        self.watches: dict[bool, tuple[Callable[..., object], tuple[Any, ...]]] = {}
         network.sockets.append(self)
 
     def __repr__(self) -> str:
