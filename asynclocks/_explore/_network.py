@@ -29,12 +29,15 @@ is held back (asyncio flow control, trio's ``send`` blocking) instead of bufferi
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import sys
+import types
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ._common import unsupported
+from ._common import is_library, unsupported, user_frame_text
 
 #: Ports handed out for port 0, counting up (the usual Linux ephemeral range starts here).
 FIRST_EPHEMERAL_PORT = 32768
@@ -52,14 +55,42 @@ Hook = Callable[[], None]
 Address = tuple[Any, ...]
 
 
+_EXPLORER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+#: The explorer's functions that run task steps: below them is the caller of explore().
+_DRIVERS = {"run_schedule", "_cleanup", "_drive", "run_plan", "drive", "explore", "replay"}
+
+
+def _caller_outside_packages() -> str | None:
+    """``file:line`` of the innermost frame outside the stdlib, asynclocks and installed packages.
+
+    The address usually reaches the network through a client library (aiohttp's resolver,
+    httpcore's backend); the line to show is the scenario's call into it.
+    """
+    frame: types.FrameType | None = sys._getframe(2)  # not_loopback's caller and up
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename.startswith(_EXPLORER_DIR) and frame.f_code.co_name in _DRIVERS:
+            return None  # reached the explorer's driver: the call came from a library's task
+        parts = set(filename.replace("\\", "/").split("/"))
+        if not is_library(filename) and not parts & {"site-packages", "dist-packages"}:
+            relative = os.path.relpath(filename) if os.path.isabs(filename) else filename
+            return f"{relative if len(relative) < len(filename) else filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
 def not_loopback(call: str, host: object) -> Exception:
     """The UnsupportedScenario for an address outside the simulated loopback network."""
-    return unsupported(
+    error = unsupported(
         f"{call} with address {host!r}",
         "the explorer simulates only a loopback network (127.0.0.1, ::1, localhost), and talking "
         "to any other host would be real I/O whose timing it can neither control nor replay",
         "Start the server inside the scenario and connect to it on 127.0.0.1",
     )
+    seen, wanted = user_frame_text(), _caller_outside_packages()
+    if seen and wanted and seen != wanted:
+        error.args = (str(error).replace(f" at {seen} ", f" at {wanted} ", 1),)
+    return error
 
 
 def loopback_ip(host: object, family: int, call: str, *, listening: bool = False) -> str:

@@ -141,6 +141,26 @@ def test_any_other_address_is_unsupported(
         explore(functools.partial(call, host), backend=backend)
 
 
+async def _httpx_get(host: str) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        await client.get(f"http://{host}/")  # the line the error names
+
+
+@pytest.mark.parametrize(
+    ("backend", "call"),
+    [("asyncio", _asyncio_connect), ("trio", _trio_connect), ("trio", _httpx_get)],
+)
+def test_the_error_names_the_scenarios_line(
+    backend: str, call: Callable[[str], Awaitable[None]]
+) -> None:
+    # Not the client library's resolver or backend that passed the address on.
+    line = call.__code__.co_firstlineno + (4 if call is _httpx_get else 1)
+    with pytest.raises(UnsupportedScenario, match=rf"at \S*test_network.py:{line} is not"):
+        explore(functools.partial(call, "example.com"), backend=backend)
+
+
 def test_tls_is_unsupported() -> None:
     import ssl
 
