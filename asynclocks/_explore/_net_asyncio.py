@@ -105,6 +105,7 @@ class SimTransport(asyncio.Transport):
         self._eof_pending = False
         self._read_scheduled = False
         self._flush_scheduled = False
+        self._eof_seen = False
         sock.read_hook = self._on_readable
         sock.write_hook = self._on_writable
         if server is not None:
@@ -140,7 +141,9 @@ class SimTransport(asyncio.Transport):
     # -- reading ------------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        if self._paused or self._closing or self._read_scheduled or not self._sock.readable():
+        if self._paused or self._closing or self._read_scheduled or self._eof_seen:
+            return
+        if not self._sock.readable():
             return
         self._read_scheduled = True
         self._loop.call_soon(self._deliver)
@@ -168,7 +171,7 @@ class SimTransport(asyncio.Transport):
             self._force_close(error)
             return
         if not count:
-            self._paused = True  # nothing more will arrive
+            self._eof_seen = True  # nothing more will arrive
             keep_open = protocol.eof_received()  # type: ignore[attr-defined]
             if not keep_open:
                 self.close()

@@ -19,6 +19,7 @@ yield again.
 from __future__ import annotations
 
 import socket as _stdlib_socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,8 @@ from ._net_anyio import hook_anyio, hook_trio_wrap
 from ._network import Network, SimSocket, addrinfo, nameinfo
 
 _network: Network | None = None
-_active = False
+#: The thread running the explorer's trio run (anyio's listeners are routed only there).
+_active: int | None = None
 
 
 def current_network() -> Network:
@@ -40,7 +42,7 @@ def current_network() -> Network:
 
 
 def _exploring_network() -> Network | None:
-    return current_network() if _active else None
+    return current_network() if _active == threading.get_ident() else None
 
 
 def reset() -> None:
@@ -240,11 +242,11 @@ def install() -> Callable[[], None]:
     old_resolver = trio.socket.set_custom_hostname_resolver(SimResolver())
     hook_anyio(_exploring_network)
     unwrap = hook_trio_wrap(TrioSimSocket)
-    _active = True
+    _active = threading.get_ident()
 
     def restore() -> None:
         global _active
-        _active = False
+        _active = None
         unwrap()
         trio.socket.set_custom_socket_factory(old_factory)
         trio.socket.set_custom_hostname_resolver(old_resolver)

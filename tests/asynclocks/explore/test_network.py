@@ -345,6 +345,57 @@ def test_asyncio_sock_accept_and_getaddrinfo() -> None:
     run_once(scenario)
 
 
+def test_asyncio_buffered_protocol_writelines_and_eof_once() -> None:
+    async def scenario() -> None:
+        received = bytearray()
+        eofs: list[bool] = []
+        got_eof = asyncio.Event()
+        closed = asyncio.Event()
+
+        transports: list[asyncio.Transport] = []
+
+        class Buffered(asyncio.BufferedProtocol):
+            def __init__(self) -> None:
+                self.buffer = bytearray(3)
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                assert isinstance(transport, asyncio.Transport)
+                transports.append(transport)
+
+            def get_buffer(self, sizehint: int) -> bytearray:
+                return self.buffer
+
+            def buffer_updated(self, nbytes: int) -> None:
+                received.extend(self.buffer[:nbytes])
+
+            def eof_received(self) -> bool:
+                eofs.append(True)
+                got_eof.set()
+                return True  # half-open: keep the transport
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                closed.set()
+
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Buffered, "127.0.0.1", 0)
+        _, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+        assert writer.can_write_eof()
+        writer.writelines([b"abc", b"defg"])
+        writer.write_eof()
+        await got_eof.wait()
+        assert received == b"abcdefg"  # delivered three bytes at a time, in order
+        transports[0].pause_reading()
+        transports[0].resume_reading()  # as StreamReaderProtocol does when its buffer drains
+        await asyncio.sleep(0)
+        assert eofs == [True]  # EOF is reported once
+        server.close_clients()
+        await closed.wait()
+        writer.close()
+        server.close()
+
+    run_once(scenario)
+
+
 def test_asyncio_serve_forever_and_context_manager() -> None:
     async def scenario() -> None:
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0, start_serving=False)
