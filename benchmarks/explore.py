@@ -196,6 +196,40 @@ async def aiohttp_two_requests() -> None:
 NETWORK_BOUND = 2
 
 
+async def trio_two_clients() -> None:
+    """trio.serve_tcp + two trio.open_tcp_stream clients; the handler's update is locked."""
+    import functools
+
+    counter = [0]
+    lock = trio.Lock()
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await stream.receive_some(100)
+        async with lock:
+            seen = counter[0]
+            await trio.lowlevel.checkpoint()
+            counter[0] = seen + 1
+        await stream.send_all(b"ok")
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1")
+        listeners = await nursery.start(serve)
+        port = listeners[0].socket.getsockname()[1]
+
+        async def client() -> None:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"hi")
+            assert await stream.receive_some(100) == b"ok"
+            await stream.aclose()
+
+        async with trio.open_nursery() as clients:
+            clients.start_soon(client)
+            clients.start_soon(client)
+        nursery.cancel_scope.cancel()
+    assert counter[0] == 2
+
+
 def explored_cpu_per_schedule(scenario: Callable[[], Awaitable[None]], n: int) -> float:
     """CPU seconds per schedule of a dfs exploration (bound 2) of up to ``n`` schedules."""
     started = time.process_time()
@@ -243,6 +277,22 @@ def network_section(rounds: int) -> None:
         f"run (real loopback sockets): {one_run * 1e6:,.0f} us; median of {rounds} rounds"
     )
     print(f"  explored schedule / stock run: {ratio:.2f}x (target <= 1.0x) {verdict}")
+    print()
+    print("trio: serve_tcp + two open_tcp_stream clients (the handler is locked)")
+    for bound in (None, 1, 2):
+        started = time.perf_counter()
+        # Unbounded: the issue's budget of 2,000 schedules; bounded: until exhausted.
+        budget = 2000 if bound is None else 100_000
+        trio_report = asynclocks.explore(
+            trio_two_clients, backend="trio", max_schedules=budget, preemption_bound=bound
+        )
+        seconds = time.perf_counter() - started
+        assert not trio_report.failed
+        coverage = "exhaustive" if trio_report.exhaustive else "not exhaustive"
+        print(
+            f"  preemption bound {bound if bound is not None else 'none'}: "
+            f"{trio_report.schedules} schedules ({coverage}) in {seconds:.2f} s"
+        )
     print()
     print("the bank through HTTP: two withdrawals of 60 from 100, create_app, memory store")
     started = time.perf_counter()
