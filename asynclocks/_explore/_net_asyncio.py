@@ -507,10 +507,14 @@ class SimulatedNetworkLoop(asyncio.AbstractEventLoop):
         proto: int = 0,
         flags: int = 0,
     ) -> list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]]:
-        return addrinfo(host, port, family, type, proto, flags, "loop.getaddrinfo()")
+        infos = addrinfo(host, port, family, type, proto, flags, "loop.getaddrinfo()")
+        await asyncio.sleep(0)  # the stock loop resolves in a thread: other tasks run meanwhile
+        return infos
 
     async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int = 0) -> tuple[str, str]:
-        return nameinfo(sockaddr, flags, "loop.getnameinfo()")
+        names = nameinfo(sockaddr, flags, "loop.getnameinfo()")
+        await asyncio.sleep(0)  # the stock loop resolves in a thread: other tasks run meanwhile
+        return names
 
     # -- connections --------------------------------------------------------------------------
 
@@ -552,6 +556,9 @@ class SimulatedNetworkLoop(asyncio.AbstractEventLoop):
             infos = addrinfo(
                 host, port, family, socket.SOCK_STREAM, proto, flags, "loop.create_connection()"
             )
+            # Connecting takes the stock loop at least one turn: other tasks may run (and the
+            # listener may go away) before the connection is made.
+            await asyncio.sleep(0)
             errors: list[OSError] = []
             for info_family, _, _, _, address in infos:
                 sim = net.socket(info_family)
@@ -637,6 +644,7 @@ class SimulatedNetworkLoop(asyncio.AbstractEventLoop):
         server = SimServer(self, sockets, protocol_factory)
         if start_serving:
             server._start_serving()
+            await asyncio.sleep(0)  # as the stock loop does once it starts serving
         return server
 
     async def connect_accepted_socket(  # type: ignore[override]
@@ -706,6 +714,7 @@ class SimulatedNetworkLoop(asyncio.AbstractEventLoop):
 
     async def sock_connect(self, sock: Any, address: Any) -> None:
         net = self._net_network()
+        await asyncio.sleep(0)  # a non-blocking connect completes a loop turn later at best
         if isinstance(sock, socket.socket) and sock not in net.adopted:
             sim = net.socket(sock.family, sock.type)
             try:
@@ -746,8 +755,14 @@ class SimulatedNetworkLoop(asyncio.AbstractEventLoop):
 
     async def sock_accept(self, sock: Any) -> tuple[Any, Any]:
         sim = self._net_socket(sock, "loop.sock_accept()")
+        waited = False
         while True:
             try:
-                return sim.accept()
+                accepted = sim.accept()
             except BlockingIOError:
                 await self._net_wait(sim)
+                waited = True
+                continue
+            if not waited:
+                await asyncio.sleep(0)  # the stock loop always waits for the accept callback
+            return accepted
