@@ -549,3 +549,35 @@ def test_anyio_listener_and_client_on_both_backends(backend: str) -> None:
         assert served == [b"ping"]
 
     run_once(scenario, backend)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_connecting_is_a_scheduling_point(backend: str) -> None:
+    # On a real network a connect takes at least one loop turn: another task can run meanwhile.
+    async def scenario() -> None:
+        connecting = [False]
+
+        async def connect(port: int) -> None:
+            connecting[0] = True
+            if backend == "asyncio":
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                connecting[0] = False
+                writer.close()
+            else:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                connecting[0] = False
+                await stream.aclose()
+
+        async def observe() -> None:
+            assert not connecting[0], "saw a connection being made"
+
+        # Never accepted from: the connection waits in the listener's backlog.
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(connect, port)
+            tg.start_soon(observe)
+
+    report = explore(scenario, backend=backend)
+    assert report.failed, str(report)
+    assert "saw a connection being made" in str(report.error)
