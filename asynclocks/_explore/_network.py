@@ -123,7 +123,8 @@ def loopback_ip(host: object, family: int, call: str, *, listening: bool = False
         other = "IPv6" if family == socket.AF_INET else "IPv4"
         raise OSError(
             errno.EAFNOSUPPORT,
-            f"{host!r} is an {other} address and this socket's family is {family!r}",
+            f"{host!r} is an {other} address and this socket's family is "
+            f"{socket.AddressFamily(family).name}",
         )
     raise not_loopback(call, host)
 
@@ -618,9 +619,8 @@ def addrinfo(
             )
         )
     if not results:
-        raise socket.gaierror(
-            socket.EAI_ADDRFAMILY, f"{host!r} has no address of family {family!r}"
-        )
+        name = socket.AddressFamily(family).name
+        raise socket.gaierror(socket.EAI_ADDRFAMILY, f"{host!r} has no address of family {name}")
     return results
 
 

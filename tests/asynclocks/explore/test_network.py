@@ -322,6 +322,8 @@ def test_asyncio_sock_accept_and_getaddrinfo() -> None:
             "localhost",
             "8000",
         )
+        with pytest.raises(socket.gaierror, match="'::1' has no address of family AF_INET$"):
+            await loop.getaddrinfo("::1", 80, family=socket.AF_INET)
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 8000)
         listener: Any = server.sockets[0]
         server.close()
