@@ -244,3 +244,9 @@ def httpx_h11_counter(locked: bool) -> Scenario:
         assert counter[0] == 2, f"one update lost: counter is {counter[0]}"
 
     return two_requests
+
+
+#: Zero-argument versions for the command line, e.g.
+#: ``python -m asynclocks explore tests/asynclocks/explore/net_scenarios.py:aiohttp_racy``.
+aiohttp_racy = aiohttp_test_client_counter(False)
+aiohttp_locked = aiohttp_test_client_counter(True)
