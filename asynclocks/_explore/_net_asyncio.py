@@ -11,14 +11,17 @@ callback runs before the next scheduling decision, and the tasks it wakes (a rea
 ``StreamReader.read``) become runnable like any other, so which of them runs next is the
 explorer's choice and a replay token reproduces it.
 
-aiohttp's ``TestServer`` binds a real socket by default (its ``socket_factory``), and so do anyio's
-listeners; from the first schedule on, that default is replaced with one that binds on the
-simulated network when the running loop is a controlled one and calls aiohttp's own otherwise
-(and likewise for anyio, see :mod:`._net_anyio`): outside an exploration nothing changes.
+aiohttp's ``TestServer`` binds a real socket by default (its ``socket_factory``); from the first
+schedule on, that default is replaced with one that binds on the simulated network when the
+running loop is a controlled one and calls aiohttp's own otherwise, so nothing changes outside an
+exploration. anyio's listeners and aiohappyeyeballs' sockets are routed the same way
+(:mod:`._net_hooks`); a real socket that still reaches ``sock_connect`` is never connected: a
+simulated one stands in for it and the real one is closed.
 """
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import socket
@@ -27,14 +30,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._common import unsupported
-from ._net_anyio import asyncio_network, hook_anyio
+from ._net_hooks import asyncio_network, hook_socket_users
 from ._network import Network, SimSocket, addrinfo, nameinfo
 
+#: The class of every stdlib socket (``socket.socket`` derives from it), which a test replacing
+#: ``socket.socket`` to catch real sockets being made does not replace.
+_RealSocket = _socket.socket
 #: Bytes one delivery hands to a protocol at most (asyncio's selector transports read 256 KiB).
 MAX_READ = 256 * 1024
 
 _AIOHTTP_HOOKED = False
-_ANYIO_HOOKED = False
+_SOCKETS_HOOKED = False
 
 
 def _simulated_port_socket(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,10 +71,9 @@ def _hook_aiohttp_test_server() -> None:
         defaults["socket_factory"] = _simulated_port_socket(test_utils.get_port_socket)
 
 
-def _hook_anyio() -> None:
-    global _ANYIO_HOOKED
-    _ANYIO_HOOKED = True
-    hook_anyio(asyncio_network)
+def _hook_socket_users() -> None:
+    global _SOCKETS_HOOKED
+    _SOCKETS_HOOKED = hook_socket_users(asyncio_network)
 
 
 def _no_tls(call: str) -> Exception:
@@ -459,8 +464,8 @@ class SimulatedNetworkLoop(asyncio.AbstractEventLoop):
             self._net = None
         if not _AIOHTTP_HOOKED:
             _hook_aiohttp_test_server()
-        if not _ANYIO_HOOKED:
-            _hook_anyio()
+        if not _SOCKETS_HOOKED:
+            _hook_socket_users()
 
     def _net_socket(self, sock: object, call: str) -> SimSocket:
         if isinstance(sock, SimSocket):
@@ -468,7 +473,7 @@ class SimulatedNetworkLoop(asyncio.AbstractEventLoop):
                 raise OSError(errno.EBADF, f"{call}: the socket belongs to an earlier schedule")
             return sock
         net = self._net_network()
-        if isinstance(sock, socket.socket):
+        if isinstance(sock, _RealSocket):
             sim = net.adopted.get(sock)
             if sim is not None:
                 return sim
@@ -544,7 +549,7 @@ class SimulatedNetworkLoop(asyncio.AbstractEventLoop):
             if host is not None or port is not None:
                 raise ValueError("host/port and sock can not be specified at the same time")
             sim = self._net_socket(sock, "loop.create_connection(sock=...)")
-            if isinstance(sock, socket.socket):
+            if isinstance(sock, _RealSocket):
                 # The real socket was never connected; the simulated one carries the bytes.
                 del net.adopted[sock]
                 sock.close()
@@ -715,7 +720,7 @@ class SimulatedNetworkLoop(asyncio.AbstractEventLoop):
     async def sock_connect(self, sock: Any, address: Any) -> None:
         net = self._net_network()
         await asyncio.sleep(0)  # a non-blocking connect completes a loop turn later at best
-        if isinstance(sock, socket.socket) and sock not in net.adopted:
+        if isinstance(sock, _RealSocket) and sock not in net.adopted:
             sim = net.socket(sock.family, sock.type)
             try:
                 sim.connect(address)

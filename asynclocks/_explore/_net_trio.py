@@ -6,7 +6,7 @@ the one ``trio.run`` the explorer drives, and the previous ones are put back aft
 ``trio.socket.socket()`` returns a :class:`TrioSimSocket` on the explorer's network and
 ``trio.open_tcp_stream``, ``trio.serve_tcp``, ``trio.open_tcp_listeners``, ``trio.SocketStream``,
 ``trio.SocketListener`` and anyio's ``connect_tcp`` and ``create_tcp_listener`` (see
-:mod:`._net_anyio`) on trio work unchanged.
+:mod:`._net_hooks`) on trio work unchanged.
 
 A task that has to wait (nothing to receive, no connection to accept, the peer's buffer full)
 parks with ``trio.lowlevel.wait_task_rescheduled`` and is rescheduled by the network's hook when
@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from ._net_anyio import hook_anyio, hook_trio_wrap
+from ._net_hooks import hook_socket_users, hook_trio_wrap
 from ._network import Network, SimSocket, addrinfo, nameinfo
 
 _network: Network | None = None
@@ -240,7 +240,7 @@ def install() -> Callable[[], None]:
     global _active
     old_factory = trio.socket.set_custom_socket_factory(SimSocketFactory())
     old_resolver = trio.socket.set_custom_hostname_resolver(SimResolver())
-    hook_anyio(_exploring_network)
+    hook_socket_users(_exploring_network)
     unwrap = hook_trio_wrap(TrioSimSocket)
     _active = threading.get_ident()
 

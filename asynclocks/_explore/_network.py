@@ -482,7 +482,7 @@ class Network:
         self._next_fd = FIRST_FAKE_FD
         #: Real ``socket.socket`` objects user code created and "connected" through the
         #: simulated network (the real socket is never bound or connected).
-        self.adopted: dict[socket.socket, SimSocket] = {}
+        self.adopted: dict[Any, SimSocket] = {}
 
     def next_fd(self) -> int:
         fd = self._next_fd

@@ -76,6 +76,20 @@ def test_client_session_against_tcp_site_via_localhost() -> None:
     assert locked.exhaustive
 
 
+@pytest.mark.parametrize(
+    "factory",
+    [net_scenarios.aiohttp_test_client_counter, net_scenarios.aiohttp_site_session_counter],
+)
+def test_aiohttp_opens_no_real_socket(
+    monkeypatch: pytest.MonkeyPatch, factory: Callable[[bool], Scenario]
+) -> None:
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a real socket was created inside the exploration")
+
+    monkeypatch.setattr(socket, "socket", forbidden)
+    run_once(factory(True))
+
+
 def test_a_token_replays_the_same_trace() -> None:
     racy = explore(net_scenarios.streams_counter(False))
     assert racy.token is not None

@@ -1,13 +1,15 @@
-"""anyio's ``create_tcp_listener`` on the simulated network.
+"""Libraries that create stdlib sockets themselves, routed to the simulated network.
 
-anyio builds listeners from stdlib sockets it creates and binds itself (``socket.socket(family)``
-in ``anyio._core._sockets``), then hands them to the backend (asyncio: ``loop.sock_accept`` and
-``loop.connect_accepted_socket``; trio: ``trio.socket.from_stdlib_socket``). Inside an
-exploration those sockets must be the simulated network's: :func:`hook_anyio` points the
-``socket`` name of ``anyio._core._sockets`` at a stand-in module whose ``socket()`` makes a
-:class:`SimSocket` while a controlled loop or the explorer's trio run is running, and a real
-socket otherwise (every other attribute is the real module's), and :func:`hook_trio_wrap` makes
-``trio.socket.from_stdlib_socket`` wrap a :class:`SimSocket` in a trio socket of the network.
+anyio builds listeners from sockets it creates and binds itself (``socket.socket(family)`` in
+``anyio._core._sockets``) and hands them to the backend (asyncio: ``loop.sock_accept`` and
+``loop.connect_accepted_socket``; trio: ``trio.socket.from_stdlib_socket``); aiohappyeyeballs,
+which aiohttp's client connects through, creates the socket it passes to ``loop.sock_connect``.
+Inside an exploration those sockets must be the simulated network's: :func:`hook_socket_users`
+points the ``socket`` name of those modules at a stand-in module whose ``socket()`` makes a
+:class:`SimSocket` while a controlled loop or the explorer's trio run is running on this thread,
+and a real socket otherwise (every other attribute is the real module's), so nothing changes
+outside an exploration. :func:`hook_trio_wrap` makes ``trio.socket.from_stdlib_socket`` wrap a
+:class:`SimSocket` in a trio socket of the network, for the duration of a trio exploration.
 """
 
 from __future__ import annotations
@@ -54,21 +56,28 @@ class _SocketModule(types.ModuleType):
         return getattr(_socket, name)
 
 
-_hooked = False
+#: Modules that call ``socket.socket()`` for connections user code asked for.
+SOCKET_USERS = ("anyio._core._sockets", "aiohappyeyeballs.impl")
+_STAND_IN = _SocketModule("socket", _socket.__doc__)
 
 
-def hook_anyio(find: Callable[[], Network | None]) -> None:
-    """Route the sockets anyio's listeners create to ``find()``'s network when it has one."""
-    global _hooked
+def hook_socket_users(find: Callable[[], Network | None]) -> bool:
+    """Route the sockets of :data:`SOCKET_USERS` to ``find()``'s network when it has one.
+
+    Returns:
+        Whether every one of those modules is hooked (a module imported later is hooked by a
+        later call).
+    """
     if find not in _finders:
         _finders.append(find)
-    if _hooked:
-        return
-    module = sys.modules.get("anyio._core._sockets")
-    if module is None or getattr(module, "socket", None) is not _socket:
-        return
-    _hooked = True
-    module.socket = _SocketModule("socket", _socket.__doc__)  # type: ignore[attr-defined]
+    done = True
+    for name in SOCKET_USERS:
+        module = sys.modules.get(name)
+        if module is None:
+            done = False
+        elif getattr(module, "socket", None) is _socket:
+            module.socket = _STAND_IN  # type: ignore[attr-defined]
+    return done
 
 
 def asyncio_network() -> Network | None:
