@@ -597,3 +597,21 @@ def test_connecting_is_a_scheduling_point(backend: str) -> None:
     report = explore(scenario, backend=backend)
     assert report.failed, str(report)
     assert "saw a connection being made" in str(report.error)
+
+
+def test_outside_an_exploration_nothing_changes() -> None:
+    # The hooks installed by explorations fall back to the real thing on a stock loop.
+    run_once(net_scenarios.aiohttp_test_client_counter(True))
+
+    async def real_listener() -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        async with listener:
+            raw = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+            assert type(raw) is socket.socket
+
+    async def over_real_sockets() -> None:
+        await net_scenarios.aiohttp_test_client_counter(True)()
+
+    asyncio.run(over_real_sockets())
+    anyio.run(real_listener, backend="asyncio")
+    anyio.run(real_listener, backend="trio")
