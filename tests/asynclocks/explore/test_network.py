@@ -498,6 +498,10 @@ def test_trio_backpressure_blocks_the_sender() -> None:
             while len(received) < len(payload):
                 received += await server.receive_some(65536)
         assert received == payload
+        await client.wait_send_all_might_not_block()  # room again: returns at once
+        assert not server.socket.is_readable()
+        await client.send_all(b"!")
+        assert server.socket.is_readable()
         await client.aclose()
         await server.aclose()
         await listeners[0].aclose()
