@@ -21,6 +21,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from ._common import unsupported
 from ._network import Network, SimSocket
 
 #: Returns the running exploration's network on this thread, or None; set per backend.
@@ -57,7 +58,7 @@ class _SocketModule(types.ModuleType):
 
 
 #: Modules that call ``socket.socket()`` for connections user code asked for.
-SOCKET_USERS = ("anyio._core._sockets", "aiohappyeyeballs.impl")
+SOCKET_USERS = ("anyio._core._sockets", "aiohappyeyeballs.impl", "hypercorn.config")
 _STAND_IN = _SocketModule("socket", _socket.__doc__)
 
 
@@ -99,6 +100,15 @@ def hook_trio_wrap(wrap: Callable[[SimSocket], Any]) -> Callable[[], None]:
     def from_stdlib_socket(sock: Any) -> Any:
         if isinstance(sock, SimSocket):
             return wrap(sock)
+        if _current_network() is not None:
+            raise unsupported(
+                f"trio.socket.from_stdlib_socket() with a real socket {sock!r}",
+                "the socket was made outside the simulated loopback network, so its I/O would be "
+                "real and neither controlled nor replayable",
+                "Create sockets with trio.socket.socket() (or trio.open_tcp_listeners, "
+                "trio.serve_tcp...); a library that makes its own, imported only inside the "
+                "scenario, is routed to the simulated network when imported before explore()",
+            )
         return original(sock)
 
     trio.socket.from_stdlib_socket = from_stdlib_socket

@@ -51,6 +51,9 @@ def reset() -> None:
     if _network is not None:
         _network.close()
         _network = None
+    if _active is not None:
+        # A library that makes its own sockets may have been imported by the last schedule.
+        hook_socket_users(_exploring_network)
 
 
 async def _wait(sim: SimSocket, writer: bool) -> None:

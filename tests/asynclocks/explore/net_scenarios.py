@@ -19,6 +19,8 @@ import httpx
 import trio
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
+from hypercorn.config import Config
+from hypercorn.trio import serve
 
 Scenario = Callable[[], Awaitable[None]]
 
@@ -241,6 +243,52 @@ def httpx_h11_counter(locked: bool) -> Scenario:
                 missing = await client.get("/nope")
                 assert missing.status_code == 404
             nursery.cancel_scope.cancel()
+        assert counter[0] == 2, f"one update lost: counter is {counter[0]}"
+
+    return two_requests
+
+
+def hypercorn_counter(locked: bool) -> Scenario:
+    """Hypercorn's trio server serving an ASGI app, two concurrent httpx.AsyncClient requests."""
+
+    async def two_requests() -> None:
+        counter = [0]
+        lock: AbstractAsyncContextManager[Any] = trio.Lock() if locked else nullcontext()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            async with lock:
+                seen = counter[0]
+                await trio.lowlevel.checkpoint()
+                counter[0] = seen + 1
+            body = json.dumps({"counter": counter[0]}).encode()
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        config = Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = config.errorlog = None  # no "Running on ..." line per schedule
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                functools.partial(serve, app, config, shutdown_trigger=stop.wait)
+            )
+            async with httpx.AsyncClient(base_url=binds[0], verify=False) as client:
+
+                async def post() -> None:
+                    response = await client.post("/increment")
+                    assert response.status_code == 200
+                    response.json()
+
+                async with trio.open_nursery() as requests:
+                    requests.start_soon(post)
+                    requests.start_soon(post)
+            stop.set()
         assert counter[0] == 2, f"one update lost: counter is {counter[0]}"
 
     return two_requests

@@ -1,6 +1,7 @@
 """The simulated loopback network: TCP semantics on both backends, unmodified networking libraries
 inside explore() (asyncio streams, aiohttp's server and client, trio's TCP helpers, anyio,
-httpx against an h11 server), tokens that replay, and every other address refused.
+httpx against an h11 server and against hypercorn's trio server), tokens that replay, and every
+other address refused.
 
 Racy versions must fail; locked versions must pass every schedule (exhaustively within the stated
 preemption bound: the reduction treats library code as touching everything, so an unbounded
@@ -42,6 +43,7 @@ CASES = [
     ("asyncio", "aiohttp_test_client_counter", 2),
     ("trio", "trio_counter", 1),
     ("trio", "httpx_h11_counter", 1),
+    ("trio", "hypercorn_counter", 1),
 ]
 
 
@@ -619,3 +621,12 @@ def test_outside_an_exploration_nothing_changes() -> None:
     asyncio.run(over_real_sockets())
     anyio.run(real_listener, backend="asyncio")
     anyio.run(real_listener, backend="trio")
+
+
+def test_a_real_socket_reaching_trio_is_unsupported() -> None:
+    async def scenario() -> None:
+        with socket.socket() as sock:
+            trio.socket.from_stdlib_socket(sock)
+
+    with pytest.raises(UnsupportedScenario, match=r"from_stdlib_socket\(\) with a real socket"):
+        explore(scenario, backend="trio")
