@@ -33,6 +33,7 @@ from ._common import (
     waited_object,
 )
 from ._footprint import EMPTY_CHAIN, Chain, chain, step_footprint
+from ._net_asyncio import SimulatedNetworkLoop
 
 _Task = asyncio.Task
 _DEFAULT_NAME_PREFIX = "Task-"
@@ -78,7 +79,7 @@ def _remove_lock_tracking() -> None:
         asyncio.Lock.release = _orig_release  # type: ignore[method-assign]
 
 
-class ControlledLoop(asyncio.AbstractEventLoop):
+class ControlledLoop(SimulatedNetworkLoop, asyncio.AbstractEventLoop):
     """An event loop whose scheduling decisions are made by a :class:`Chooser`."""
 
     def __init__(self) -> None:
@@ -250,6 +251,7 @@ class ControlledLoop(asyncio.AbstractEventLoop):
         self._time = 0.0
         self._ids.clear()
         self._errors.clear()
+        self._net_reset()
         decisions: list[int] = []
         widths: list[int] = []
         steps: list[Step] = []
@@ -400,6 +402,7 @@ class ControlledLoop(asyncio.AbstractEventLoop):
             if task.done() and not task.cancelled():
                 task.exception()  # mark retrieved: no "never retrieved" noise at collection
         self._ids.clear()
+        self._net_reset()
 
 
 class AsyncioSession:

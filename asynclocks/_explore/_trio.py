@@ -258,6 +258,9 @@ class ControlledRunQueue:
     async def run_schedule(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
         import trio
 
+        from . import _net_trio
+
+        _net_trio.reset()
         self.ids.clear()
         self.names.clear()
         self._ready.clear()
@@ -332,9 +335,12 @@ async def _drive(
     import trio
     from trio._core._run import GLOBAL_RUN_CONTEXT
 
+    from . import _net_trio
+
     runner = GLOBAL_RUN_CONTEXT.runner
     runq = ControlledRunQueue(runner, trio.lowlevel.current_task(), runner.runq)
     runner.runq = runq  # type: ignore[assignment]  # duck-typed: trio only appends/iterates/clears
+    restore_network = _net_trio.install()
     try:
         request = next(plan)
         while True:
@@ -344,6 +350,7 @@ async def _drive(
     except StopIteration as stop:
         return stop.value
     finally:
+        restore_network()
         runner.runq = deque(runq)
 
 
