@@ -19,7 +19,7 @@ import anyio
 from .._explore import Report, explore
 from .._explore._api import check_arguments
 from .._explore._common import register_library
-from ._drivers import AppFactory, driver_for, make_app
+from ._drivers import AppFactory, driver_for, make_app, prepare
 from ._model import (
     Outcome,
     Request,
@@ -320,6 +320,7 @@ def check_requests(
 
     check_arguments(placeholder, backend, strategy, max_schedules, seed, preemption_bound)
     register_library(*_HTTP_STACK)
+    prepare()
     allowed = sequential_outcomes(app_factory, requests, backend, ignore, lifespan)
     keys = {key_of(a.outcome) for a in allowed}
 

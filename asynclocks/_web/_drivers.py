@@ -9,6 +9,8 @@ inside an exploration listen and connect on the explorer's simulated loopback ne
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import json
 from collections.abc import Awaitable, Callable
@@ -38,6 +40,17 @@ class Driver(Protocol):
     async def send(self, request: Request) -> Response:
         """Send one request and wait for its whole response."""
         ...
+
+
+def prepare() -> None:
+    """Import aiohttp's test server now, before an exploration starts.
+
+    A library that makes its own sockets is routed to the explorer's simulated network only when
+    it was imported before ``explore()``; imported inside the first schedule, its first server
+    would be refused. The cost is aiohttp's import, once, and only where aiohttp is installed.
+    """
+    if importlib.util.find_spec("aiohttp") is not None:
+        importlib.import_module("aiohttp.test_utils")
 
 
 def is_aiohttp_app(app: object) -> bool:

@@ -412,8 +412,9 @@ def fetch_document(app_factory: AppFactory, path: str, backend: str) -> JSON:
         ValueError: the app does not answer 200 with a JSON object there.
     """
     from .._explore import explore
-    from ._drivers import driver_for, make_app
+    from ._drivers import driver_for, make_app, prepare
 
+    prepare()
     box: list[Any] = []
 
     async def get() -> None:
