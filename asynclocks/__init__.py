@@ -12,10 +12,13 @@ Package map (public names are re-exported here; everything else is private):
 
 from anyio import WouldBlock as WouldBlock
 
+from ._explore import Backend as Backend
 from ._explore import DeadlockError as DeadlockError
+from ._explore import FailureKind as FailureKind
 from ._explore import InterleavingFailure as InterleavingFailure
 from ._explore import NondeterminismError as NondeterminismError
 from ._explore import Report as Report
+from ._explore import Strategy as Strategy
 from ._explore import UnsupportedScenario as UnsupportedScenario
 from ._explore import check_interleavings as check_interleavings
 from ._explore import explore as explore
@@ -24,12 +27,15 @@ from ._keyed import KeyedLock as KeyedLock
 from ._keyed import KeyedLockStatistics as KeyedLockStatistics
 
 __all__ = [
+    "Backend",
     "DeadlockError",
+    "FailureKind",
     "InterleavingFailure",
     "KeyedLock",
     "KeyedLockStatistics",
     "NondeterminismError",
     "Report",
+    "Strategy",
     "UnsupportedScenario",
     "WouldBlock",
     "check_interleavings",

@@ -9,7 +9,16 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from ._common import DeadlockError, NondeterminismError, Outcome, Scenario, take_unsupported
+from ._common import (
+    BACKENDS,
+    Backend,
+    DeadlockError,
+    NondeterminismError,
+    Outcome,
+    Scenario,
+    Strategy,
+    take_unsupported,
+)
 from ._report import (
     Report,
     decode_token,
@@ -28,8 +37,8 @@ from ._strategies import (
     ReplayChooser,
     ScheduleChooser,
 )
+from ._unsupported import foreign_backend
 
-BACKENDS = ("asyncio", "trio")
 #: Shrinking re-runs the failing schedule with fewer preemptions at most this many times.
 MAX_SHRINK_RUNS = 200
 #: PCT's bug depth: catches every race needing up to two ordering constraints (a lost update).
@@ -79,7 +88,8 @@ def check_scenario(scenario: object) -> None:
         )
 
 
-def check_backend(backend: object) -> str:
+def check_backend(backend: object) -> Backend:
+    """``backend`` itself, once it is known to name a backend."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, not {type(backend).__name__}")
     if backend not in BACKENDS:
@@ -150,8 +160,8 @@ def _shrink(first: Outcome) -> Generator[Request, Outcome, Outcome]:
 
 
 def search_plan(
-    backend: str,
-    strategy: str,
+    backend: Backend,
+    strategy: Strategy,
     max_schedules: int,
     seed: int,
     preemption_bound: int | None,
@@ -252,15 +262,27 @@ def _error_of(outcome: Outcome) -> BaseException | None:
     return unwrap_error(outcome.error)
 
 
-def replay_plan(
-    backend: str, token: str, strict: bool = True
-) -> Generator[Request, Outcome, Outcome]:
+def token_backend(token: str, backend: object) -> Backend:
+    """The backend a token was recorded on; ``backend``, when given, must be that one.
+
+    Raises:
+        TypeError: ``token`` is not a string or ``backend`` is not a string or None.
+        ValueError: The token is malformed or ``backend`` names another backend.
+    """
     schedule = decode_token(token)
-    if schedule.backend != backend:
+    if backend is not None and check_backend(backend) != schedule.backend:
         raise ValueError(
             f"token {token!r} was recorded on {schedule.backend}; replay it with "
-            f"backend={schedule.backend!r}, not {backend!r}"
+            f"backend={schedule.backend!r} (or leave backend out), not {backend!r}"
         )
+    return schedule.backend
+
+
+def replay_plan(
+    backend: Backend, token: str, strict: bool = True
+) -> Generator[Request, Outcome, Outcome]:
+    schedule = decode_token(token)
+    token_backend(token, backend)
     chooser = ReplayChooser(schedule.decisions)
     outcome = yield chooser, True
     chooser.finish()
@@ -278,7 +300,7 @@ def replay_plan(
 def _refuse_inside_trio() -> None:
     # trio marks its thread as running trio; a controlled loop started here would make anyio and
     # sniffio see trio inside the scenario and corrupt the outer run.
-    if "trio" not in sys.modules:
+    if sys.modules.get("trio") is None:
         return
     import trio
 
@@ -292,39 +314,49 @@ def _refuse_inside_trio() -> None:
     )
 
 
-def _raise_unsupported() -> None:
-    """Stop the search when the schedule did something the explorer cannot control."""
-    error = take_unsupported()
-    if error is not None:
-        raise error
+def _unsupported_check(backend: Backend) -> Callable[[Outcome], None]:
+    def check(outcome: Outcome) -> None:
+        """Stop the search when the schedule did something the explorer cannot control."""
+        error = take_unsupported()
+        if error is None and outcome.kind == "exception":
+            error = foreign_backend(outcome.error, backend)
+        if error is not None:
+            raise error
+
+    return check
 
 
-def drive(plan: Generator[Request, Outcome, Any], scenario: Scenario, backend: str) -> Any:
-    """Run a plan to completion on a controlled loop of ``backend``."""
+def drive(plan: Generator[Request, Outcome, Any], scenario: Scenario, backend: Backend) -> Any:
+    """Run a plan to completion on a controlled loop of ``backend``.
+
+    Raises:
+        UnsupportedScenario: A schedule did something the explorer cannot control, or the
+            scenario is code of the other backend.
+    """
     _refuse_inside_trio()
+    check = _unsupported_check(backend)
+    take_unsupported()  # nothing left over from an earlier search that was interrupted
     if backend == "asyncio":
         from ._asyncio import AsyncioSession
 
-        take_unsupported()  # nothing left over from an earlier search that was interrupted
         with AsyncioSession() as session:
             try:
                 request = next(plan)
                 while True:
                     outcome = session.run(scenario, *request)
-                    _raise_unsupported()
+                    check(outcome)
                     request = plan.send(outcome)
             except StopIteration as stop:
                 return stop.value
     from ._trio import run_plan
 
-    take_unsupported()  # nothing left over from an earlier search that was interrupted
-    return run_plan(plan, scenario, _raise_unsupported)
+    return run_plan(plan, scenario, check)
 
 
 def explore(
     scenario: Scenario,
-    backend: str = "asyncio",
-    strategy: str = "dfs",
+    backend: Backend = "asyncio",
+    strategy: Strategy = "dfs",
     max_schedules: int = 10_000,
     seed: int = 0,
     preemption_bound: int | None = None,
@@ -360,6 +392,10 @@ def explore(
         TypeError: An argument has the wrong type (the scenario is not a zero-argument async
             function, ...).
         ValueError: An argument has a wrong value (unknown backend or strategy, negative bound...).
+        UnsupportedScenario: The scenario does something the explorer cannot control
+            (threads, executors, subprocesses, signals, real sockets outside the simulated
+            loopback network), is code of the other backend, or the backend is not installed or
+            not a tested version. Never reported as a failing schedule.
     """
     check_arguments(scenario, backend, strategy, max_schedules, seed, preemption_bound)
     plan = search_plan(backend, strategy, max_schedules, seed, preemption_bound, progress)
@@ -368,14 +404,15 @@ def explore(
 
 
 def replay(
-    scenario: Scenario, token: str, backend: str = "asyncio", *, strict: bool = True
+    scenario: Scenario, token: str, backend: Backend | None = None, *, strict: bool = True
 ) -> Report:
     """Run ``scenario`` once under the schedule a token recorded.
 
     Args:
         scenario: The zero-argument async function the token was recorded with.
         token: ``report.token`` from :func:`explore`.
-        backend: The backend the token was recorded on.
+        backend: Optional: the token names the backend it was recorded on; when given, it
+            must be that one.
         strict: When True, a scenario that no longer offers the recorded choices raises
             :class:`NondeterminismError`. When False (a token pinned as a regression test of a
             since-fixed scenario), the recorded choices are followed while they still apply and
@@ -391,11 +428,13 @@ def replay(
         NondeterminismError: The scenario no longer offers the choices the token recorded.
         TypeError: ``token`` is not a string, or the scenario is not a zero-argument async
             function.
-        ValueError: The token is malformed or was recorded on another backend.
+        ValueError: The token is malformed or was recorded on another backend than
+            ``backend``.
+        UnsupportedScenario: The scenario does something the explorer cannot control, is
+            code of the other backend, or the backend is not installed.
     """
     check_scenario(scenario)
-    check_backend(backend)
-    decode_token(token)
+    backend = token_backend(token, backend)
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool, not {type(strict).__name__}")
     started = time.perf_counter()
@@ -419,12 +458,11 @@ def replay(
 
 
 def replay_outcome(
-    scenario: Scenario, token: str, backend: str, strict: bool = True
+    scenario: Scenario, token: str, backend: Backend | None = None, strict: bool = True
 ) -> tuple[bool, str, str]:
     """Replay without raising: (failed, verdict line, trace). For the CLI and pytest."""
     check_scenario(scenario)
-    check_backend(backend)
-    decode_token(token)
+    backend = token_backend(token, backend)
     outcome: Outcome = drive(replay_plan(backend, token, strict), scenario, backend)
     trace = format_trace(outcome, token)
     if outcome.kind is None:

@@ -28,11 +28,11 @@ from ._common import (
     Waiting,
     describe_object,
     task_label,
-    unsupported,
     user_location,
     waited_object,
 )
 from ._footprint import EMPTY_CHAIN, Chain, chain, step_footprint
+from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
 
 _Task = asyncio.Task
 _DEFAULT_NAME_PREFIX = "Task-"
@@ -78,8 +78,13 @@ def _remove_lock_tracking() -> None:
         asyncio.Lock.release = _orig_release  # type: ignore[method-assign]
 
 
-class ControlledLoop(asyncio.AbstractEventLoop):
-    """An event loop whose scheduling decisions are made by a :class:`Chooser`."""
+class ControlledLoop(UnsupportedLoopAPI):
+    """An event loop whose scheduling decisions are made by a :class:`Chooser`.
+
+    Only the loop methods asyncio, anyio and user code need for tasks, futures and timers are
+    implemented here; every I/O method is refused by :class:`UnsupportedLoopAPI` with an
+    :class:`~asynclocks.UnsupportedScenario` naming the call.
+    """
 
     def __init__(self) -> None:
         self._callbacks: deque[asyncio.Handle] = deque()
@@ -193,16 +198,6 @@ class ControlledLoop(asyncio.AbstractEventLoop):
 
     def get_exception_handler(self) -> None:
         return None
-
-    def run_in_executor(  # type: ignore[override]
-        self, executor: Any, func: Any, *args: Any
-    ) -> asyncio.Future[Any]:
-        raise unsupported(
-            "loop.run_in_executor() (asyncio.to_thread() calls it)",
-            "a thread runs outside the explorer's control, so its schedules could not be "
-            "explored or replayed",
-            "Keep blocking work out of the scenario, or replace it with an async fake",
-        )
 
     # -- driving one schedule ---------------------------------------------------------------------
 
@@ -408,10 +403,9 @@ class AsyncioSession:
     backend = "asyncio"
 
     def __init__(self) -> None:
-        # Only the loop methods asyncio, anyio and user code call are implemented; the I/O ones
-        # (sockets, subprocesses, signals) stay abstract because an exploration cannot replay I/O.
-        self._loop = ControlledLoop()  # type: ignore[abstract]
+        self._loop = ControlledLoop()
         _install_lock_tracking()
+        patch_anyio_threads(True)
         self._closed = False
 
     def run(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
@@ -421,6 +415,7 @@ class AsyncioSession:
         if not self._closed:
             self._closed = True
             _remove_lock_tracking()
+            patch_anyio_threads(False)
             self._loop.close()
 
     def __enter__(self) -> AsyncioSession:

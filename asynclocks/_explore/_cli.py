@@ -1,7 +1,8 @@
 """``python -m asynclocks explore module:function``: explore or replay a scenario from a shell.
 
 Exit codes: 0 when no schedule failed, 1 when one did (or a replay reproduced a failure, or the
-scenario turned out nondeterministic), 2 for bad arguments.
+scenario turned out nondeterministic), 2 for bad arguments and for a scenario the explorer cannot
+run (:class:`~asynclocks.UnsupportedScenario`, printed in one line on stderr).
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ._api import BACKENDS, explore, replay_outcome
-from ._common import NondeterminismError
+from ._api import explore, replay_outcome
+from ._common import BACKENDS, STRATEGIES, Backend, NondeterminismError, UnsupportedScenario
 from ._report import decode_token
-from ._strategies import STRATEGIES
 
 _EPILOG = """\
 The target is an importable module and a zero-argument async function in it,
 `package.module:func`, or a file path, `path/to/race.py:scenario`. The scenario starts its own
 tasks and raises (an assert) when an invariant breaks.
 Exit status: 0 no failure found, 1 a failure was found (trace and token printed), 2 bad
-arguments."""
+arguments or a scenario the explorer cannot run (threads, subprocesses, real sockets, code of
+the other backend, a backend that is not installed)."""
 
 
 class UsageError(Exception):
@@ -138,9 +139,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 schedule = decode_token(args.replay)
             except ValueError as error:
                 raise UsageError(str(error)) from None
-            backend = args.backend or schedule.backend
             try:
-                failed, verdict, trace = replay_outcome(scenario, args.replay, backend)
+                failed, verdict, trace = replay_outcome(
+                    scenario, args.replay, args.backend or schedule.backend
+                )
             except (TypeError, ValueError) as error:
                 raise UsageError(str(error)) from None
             except NondeterminismError as error:
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 return 1
             out.write(f"{verdict}\n{trace}\n")
             return 1 if failed else 0
-        backend = args.backend or "asyncio"
+        backend: Backend = args.backend or "asyncio"
         if not args.quiet:
             err.write(
                 f"exploring {args.target} on {backend} with {args.strategy} "
@@ -168,6 +170,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise UsageError(str(error)) from None
     except UsageError as error:
         err.write(f"python -m asynclocks explore: error: {error}\n")
+        return 2
+    except UnsupportedScenario as error:
+        text = " ".join(str(error).split())
+        err.write(f"python -m asynclocks explore: unsupported: {text}\n")
         return 2
     out.write(f"{report.verdict}\n")
     if report.failed:

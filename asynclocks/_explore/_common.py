@@ -8,10 +8,20 @@ import sysconfig
 import types
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 #: A zero-argument async function: what the explorer runs once per schedule.
 Scenario = Callable[[], Awaitable[Any]]
+
+#: The event loops the explorer controls.
+Backend = Literal["asyncio", "trio"]
+#: The exploration strategies (see :func:`asynclocks.explore`).
+Strategy = Literal["dfs", "fifo", "pct", "random"]
+#: How a schedule failed: the scenario raised, or every task blocked.
+FailureKind = Literal["exception", "deadlock"]
+
+BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
+STRATEGIES: tuple[Strategy, ...] = ("dfs", "fifo", "pct", "random")
 
 #: (file, line, function) of a user-code frame.
 Frame = tuple[str, int, str]
@@ -149,7 +159,7 @@ class Waiting:
 class Outcome:
     """The result of running the scenario once under one schedule."""
 
-    kind: str | None  # None, "exception" or "deadlock"
+    kind: FailureKind | None
     error: BaseException | None
     decisions: list[int]
     options: list[int]  # how many options each decision had

@@ -6,11 +6,12 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
-from ._common import Outcome, Waiting, format_location
+from ._common import Backend, FailureKind, Outcome, Strategy, Waiting, format_location
 
 TOKEN_VERSION = "al1"
-_BACKEND_CODES = {"asyncio": "a", "trio": "t"}
+_BACKEND_CODES: dict[Backend, str] = {"asyncio": "a", "trio": "t"}
 _CODE_BACKENDS = {code: name for name, code in _BACKEND_CODES.items()}
 _TOKEN_RE = re.compile(r"^al(\d+):([a-z]):(\d+):([0-9=,]*):([0-9a-f]{4}):([0-9a-f]{4})$")
 
@@ -19,7 +20,7 @@ _TOKEN_RE = re.compile(r"^al(\d+):([a-z]):(\d+):([0-9=,]*):([0-9a-f]{4}):([0-9a-
 class Schedule:
     """A decoded token: the backend and the index chosen at every scheduling decision."""
 
-    backend: str
+    backend: Backend
     decisions: tuple[int, ...]
     shape: str = ""
 
@@ -38,7 +39,7 @@ def shape_of(widths: Sequence[int]) -> str:
     return _checksum(",".join(map(str, widths)))
 
 
-def encode_token(backend: str, decisions: Sequence[int], widths: Sequence[int]) -> str:
+def encode_token(backend: Backend, decisions: Sequence[int], widths: Sequence[int]) -> str:
     """A short printable token.
 
     ``al1:<backend>:<decision count>:<index=choice,...>:<shape>:<checksum>``: only decisions that
@@ -116,14 +117,14 @@ class Report:
     """
 
     failed: bool
-    kind: str | None
+    kind: FailureKind | None
     error: BaseException | None
     schedules: int
     exhaustive: bool
     token: str | None
     trace: str
-    backend: str
-    strategy: str
+    backend: Backend
+    strategy: Strategy | Literal["replay"]
     preemption_bound: int | None = None
     preemptions: int = 0
     nondeterministic: bool = False
@@ -142,7 +143,7 @@ class Report:
         )
         plural = "s" if self.schedules != 1 else ""
         if self.exhaustive:
-            how = self.strategy
+            how: str = self.strategy
             if self.reduced:
                 how += " with sleep-set reduction: every schedule not run is equivalent to one run"
             return f"all {self.schedules} schedule{plural} with {bound} ({how}; exhaustive)"

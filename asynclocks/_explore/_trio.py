@@ -23,6 +23,7 @@ from ._common import (
     Scenario,
     Step,
     StepLimitError,
+    UnsupportedScenario,
     Waiting,
     describe_object,
     task_label,
@@ -40,14 +41,16 @@ def check_trio_version(version: str | None = None) -> None:
     """Refuse a trio version outside the tested range, with a message saying what to install.
 
     Raises:
-        RuntimeError: trio is missing or its version is not one the explorer was tested with.
+        UnsupportedScenario: trio is missing or its version is not one the explorer was tested
+            with.
     """
     if version is None:
         try:
             import trio
         except ImportError:
-            raise RuntimeError(
-                "backend='trio' needs trio: pip install 'asynclocks[trio]'"
+            raise UnsupportedScenario(
+                "backend='trio' is not supported here: trio is not installed. Install it "
+                "(pip install 'asynclocks[trio]'), or explore with backend='asyncio'"
             ) from None
         version = trio.__version__
     parts: list[int] = []
@@ -57,9 +60,10 @@ def check_trio_version(version: str | None = None) -> None:
     key = tuple(parts)
     low, high = TESTED_TRIO
     if not low <= key < high:
-        raise RuntimeError(
-            f"the explorer drives trio through its internals and is tested with trio "
-            f"{TESTED_TRIO_TEXT}; this is trio {version}, which it refuses rather than risk wrong "
+        raise UnsupportedScenario(
+            f"backend='trio' is not supported with trio {version}: the explorer drives trio "
+            f"through its internals and is tested with trio {TESTED_TRIO_TEXT}; this is trio "
+            f"{version}, which it refuses rather than risk wrong "
             f"answers. Install a tested version: pip install 'trio{TESTED_TRIO_TEXT}'"
         )
 
@@ -327,7 +331,9 @@ class ControlledRunQueue:
 
 
 async def _drive(
-    plan: Generator[Any, Outcome, Any], scenario: Scenario, after_schedule: Callable[[], None]
+    plan: Generator[Any, Outcome, Any],
+    scenario: Scenario,
+    after_schedule: Callable[[Outcome], None],
 ) -> Any:
     import trio
     from trio._core._run import GLOBAL_RUN_CONTEXT
@@ -339,7 +345,7 @@ async def _drive(
         request = next(plan)
         while True:
             outcome = await runq.run_schedule(scenario, *request)
-            after_schedule()
+            after_schedule(outcome)
             request = plan.send(outcome)
     except StopIteration as stop:
         return stop.value
@@ -348,15 +354,22 @@ async def _drive(
 
 
 def run_plan(
-    plan: Generator[Any, Outcome, Any], scenario: Scenario, after_schedule: Callable[[], None]
+    plan: Generator[Any, Outcome, Any],
+    scenario: Scenario,
+    after_schedule: Callable[[Outcome], None],
 ) -> Any:
     """Run an exploration plan inside one ``trio.run`` with a virtual clock.
 
-    ``after_schedule`` runs after every schedule; it raises to stop the search.
+    ``after_schedule`` runs after every schedule with its outcome; it raises to stop the search.
+    Worker threads (``trio.to_thread``, anyio's on trio, trio's subprocesses) are refused while it
+    runs.
     """
     check_trio_version()
     import trio
     import trio.testing
 
+    from ._unsupported import patch_trio_threads
+
     clock = trio.testing.MockClock(autojump_threshold=0)
-    return trio.run(_drive, plan, scenario, after_schedule, clock=clock)
+    with patch_trio_threads():
+        return trio.run(_drive, plan, scenario, after_schedule, clock=clock)
