@@ -6,6 +6,7 @@ import inspect
 import random
 import sys
 import time
+import types
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -18,6 +19,14 @@ from ._common import (
     Scenario,
     Strategy,
     take_unsupported,
+)
+from ._nondeterminism import (
+    changed_state,
+    likely_cause,
+    same_run,
+    snapshot,
+    user_modules,
+    watch_sources,
 )
 from ._report import (
     Report,
@@ -38,6 +47,7 @@ from ._strategies import (
     ScheduleChooser,
 )
 from ._unsupported import foreign_backend
+from ._window import RaceWindow, WindowChooser, find_window, sketch_steps
 
 #: Shrinking re-runs the failing schedule with fewer preemptions at most this many times.
 MAX_SHRINK_RUNS = 200
@@ -125,13 +135,6 @@ def _same_failure(a: Outcome, b: Outcome) -> bool:
     return True
 
 
-def _signature(outcome: Outcome) -> tuple[object, ...]:
-    # Not the error's message: it may hold object addresses that differ from run to run.
-    error = unwrap_error(outcome.error)
-    steps = tuple((s.task, s.resumed, s.suspended, s.finished) for s in outcome.steps)
-    return (outcome.kind, type(error), tuple(outcome.decisions), steps)
-
-
 def _shrink(first: Outcome) -> Generator[Request, Outcome, Outcome]:
     """Re-run the failing schedule with preemptions removed while it keeps failing the same way."""
     best = first
@@ -166,14 +169,21 @@ def search_plan(
     seed: int,
     preemption_bound: int | None,
     progress: Progress | None = None,
+    origin: types.ModuleType | None = None,
 ) -> Plan:
-    """The exploration as a generator of schedules to run; the backend drives it."""
+    """The exploration as a generator of schedules to run; the backend drives it.
+
+    ``origin`` is the scenario's module: its module-level variables are fingerprinted before the
+    first schedule, to name them if they turn out to be state that outlived a schedule.
+    """
     started = time.perf_counter()
+    initial = snapshot([origin]) if origin is not None else {}
     dfs = DepthFirst(preemption_bound) if strategy == "dfs" else None
     rng = random.Random(seed)
     schedules = 0
     exhaustive = False
     failure: Outcome | None = None
+    first_run: Outcome | None = None
     longest = 8
     nondeterministic_search = False
     last_progress = started
@@ -194,6 +204,8 @@ def search_plan(
             chooser = PctChooser(random.Random(rng.getrandbits(64)), PCT_DEPTH, longest)
         outcome = yield chooser, False
         schedules += 1
+        if first_run is None:
+            first_run = outcome
         longest = max(longest, len(outcome.decisions))
         if chooser.diverged:
             nondeterministic_search = True
@@ -222,38 +234,105 @@ def search_plan(
         preemption_bound=preemption_bound,
         reduced=dfs is not None and dfs.reduce,
     )
-    if nondeterministic_search:
-        report.nondeterministic = True
-        report.exhaustive = False
-        report.notes.append(
-            "the scenario is nondeterministic: re-running it with the same schedule prefix "
-            "offered different choices, so the search stopped (does it read the clock, use "
-            "real randomness, threads or I/O?)"
-        )
+    runs: list[Outcome] = [] if first_run is None else [first_run]
+    # The first schedule, run again at the end, must behave as it did: a search whose scenario
+    # kept state from one schedule to the next explored a different program every time.
+    first_again: Outcome | None = None
+    if first_run is not None and (failure is None or failure is not first_run):
+        first_again = yield ReplayChooser(first_run.decisions), False
+        runs.append(first_again)
+    drifted = (
+        first_again is not None and first_run is not None and not same_run(first_again, first_run)
+    )
     if failure is not None:
         shrunk = yield from _shrink(failure)
-        token = encode_token(backend, shrunk.decisions, shrunk.options)
-        first = yield ReplayChooser(shrunk.decisions), True
+        window = WindowChooser(shrunk.decisions)
+        first = yield window, True
         second = yield ReplayChooser(shrunk.decisions), True
+        runs += [shrunk, first, second]
+        reproduced = not drifted and same_run(first, shrunk) and same_run(second, first)
         report.failed = True
-        report.kind = first.kind if first.kind is not None else shrunk.kind
-        report.token = token
-        report.preemptions = sum(1 for d in shrunk.decisions if d)
-        report.trace = format_trace(first, token)
-        report.error = _error_of(first if first.kind is not None else shrunk)
-        if (
-            first.kind is None
-            or not _same_failure(first, shrunk)
-            or _signature(first) != _signature(second)
-        ):
+        if reproduced:
+            token = encode_token(backend, shrunk.decisions, shrunk.options)
+            report.kind = first.kind
+            report.token = token
+            report.preemptions = sum(1 for d in shrunk.decisions if d)
+            report.error = _error_of(first)
+            found = find_window(first, window.accesses) if first.kind == "exception" else None
+            keep = found.steps if found is not None else ()
+            report.window = found.text if found is not None else ""
+            report.trace = format_trace(first, token, keep=keep)
+            report._traced = (first, first.steps, keep)
+        else:
+            # The replays saw another program: report what the search itself saw fail, with the
+            # trace rebuilt from its sketch, and its own schedule (shrinking meant nothing).
+            token = encode_token(backend, failure.decisions, failure.options)
+            steps = sketch_steps(failure.sketch, failure.task_names)
+            report.kind = failure.kind
+            report.token = token
+            report.preemptions = sum(1 for d in failure.decisions if d)
+            report.error = _error_of(failure)
+            report.trace = format_trace(failure, token, steps=steps)
+            report._traced = (failure, steps, ())
             report.nondeterministic = True
-            report.notes.append(
-                "the scenario is nondeterministic: replaying this token did not reproduce the "
-                "same failure and trace, so it depends on something the explorer does not "
-                "control (wall-clock time, real randomness, threads or I/O)"
+            cause = yield from _diagnose(failure.decisions, runs, origin, initial)
+            replayed = _error_of(first)
+            again = (
+                f"{type(replayed).__name__}: {replayed}"
+                if first.kind == "exception"
+                else ("a deadlock" if first.kind == "deadlock" else "no failure")
             )
+            how = (
+                "its first schedule, run again, behaved differently"
+                if drifted
+                else f"replaying the failing schedule gave {_short(again)}"
+            )
+            report.notes.append(
+                f"the scenario is nondeterministic: {how}, so this failure (reported as the "
+                f"search saw it) cannot be replayed reliably; {cause}"
+            )
+    elif drifted or nondeterministic_search:
+        assert first_run is not None
+        report.nondeterministic = True
+        report.exhaustive = False
+        cause = yield from _diagnose(first_run.decisions, runs, origin, initial)
+        how = (
+            "re-running it with the same schedule prefix offered different choices, so the "
+            "search stopped"
+            if nondeterministic_search
+            else "its first schedule, run again after the search, behaved differently, so the "
+            "schedules explored are not the program's"
+        )
+        report.notes.append(f"the scenario is nondeterministic: {how}; {cause}")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _diagnose(
+    decisions: list[int],
+    runs: list[Outcome],
+    origin: types.ModuleType | None,
+    initial: dict[tuple[str, str], str],
+) -> Generator[Request, Outcome, str]:
+    """Run the schedule once more, watching the clock, randomness and module-level state."""
+    modules = user_modules(runs)
+    if origin is not None and origin not in modules:
+        modules.append(origin)
+    before = snapshot(modules)
+    seen: list[str] = []
+    with watch_sources(seen):
+        yield ReplayChooser(decisions), False
+    after = snapshot(modules)
+    # Changed since the search began (the scenario's module) or during this one run.
+    since_start = {key: value for key, value in before.items() if key in initial}
+    changed = changed_state(initial, since_start) if initial else []
+    changed += [name for name in changed_state(before, after) if name not in changed]
+    return likely_cause(seen, changed)
 
 
 def _error_of(outcome: Outcome) -> BaseException | None:
@@ -280,10 +359,11 @@ def token_backend(token: str, backend: object) -> Backend:
 
 def replay_plan(
     backend: Backend, token: str, strict: bool = True
-) -> Generator[Request, Outcome, Outcome]:
+) -> Generator[Request, Outcome, tuple[Outcome, RaceWindow | None]]:
+    """Replay a token's schedule once; returns its outcome and, for an exception, the window."""
     schedule = decode_token(token)
     token_backend(token, backend)
-    chooser = ReplayChooser(schedule.decisions)
+    chooser = WindowChooser(schedule.decisions)
     outcome = yield chooser, True
     chooser.finish()
     if shape_of(outcome.options) != schedule.shape:
@@ -294,7 +374,8 @@ def replay_plan(
             "when the token was recorded (the scenario changed, or it depends on the clock, real "
             "randomness, threads or I/O)"
         )
-    return outcome
+    found = find_window(outcome, chooser.accesses) if outcome.kind == "exception" else None
+    return outcome, found
 
 
 def _refuse_inside_trio() -> None:
@@ -336,6 +417,18 @@ def drive(plan: Generator[Request, Outcome, Any], scenario: Scenario, backend: B
     _refuse_inside_trio()
     check = _unsupported_check(backend)
     take_unsupported()  # nothing left over from an earlier search that was interrupted
+    try:
+        return _drive(plan, scenario, backend, check)
+    finally:
+        plan.close()  # a plan stopped by an error restores what it patched for a run
+
+
+def _drive(
+    plan: Generator[Request, Outcome, Any],
+    scenario: Scenario,
+    backend: Backend,
+    check: Callable[[Outcome], None],
+) -> Any:
     if backend == "asyncio":
         from ._asyncio import AsyncioSession
 
@@ -398,7 +491,8 @@ def explore(
             not a tested version. Never reported as a failing schedule.
     """
     check_arguments(scenario, backend, strategy, max_schedules, seed, preemption_bound)
-    plan = search_plan(backend, strategy, max_schedules, seed, preemption_bound, progress)
+    origin = sys.modules.get(getattr(scenario, "__module__", None) or "")
+    plan = search_plan(backend, strategy, max_schedules, seed, preemption_bound, progress, origin)
     report: Report = drive(plan, scenario, backend)
     return report
 
@@ -438,7 +532,7 @@ def replay(
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool, not {type(strict).__name__}")
     started = time.perf_counter()
-    outcome: Outcome = drive(replay_plan(backend, token, strict), scenario, backend)
+    outcome, _ = drive(replay_plan(backend, token, strict), scenario, backend)
     if outcome.kind is not None:
         error = _error_of(outcome)
         assert error is not None
@@ -458,13 +552,20 @@ def replay(
 
 
 def replay_outcome(
-    scenario: Scenario, token: str, backend: Backend | None = None, strict: bool = True
+    scenario: Scenario,
+    token: str,
+    backend: Backend | None = None,
+    strict: bool = True,
+    full: bool = False,
 ) -> tuple[bool, str, str]:
     """Replay without raising: (failed, verdict line, trace). For the CLI and pytest."""
     check_scenario(scenario)
     backend = token_backend(token, backend)
-    outcome: Outcome = drive(replay_plan(backend, token, strict), scenario, backend)
-    trace = format_trace(outcome, token)
+    outcome, found = drive(replay_plan(backend, token, strict), scenario, backend)
+    keep = found.steps if found is not None else ()
+    trace = format_trace(outcome, token, full=full, keep=keep)
+    if found is not None:
+        trace = f"{found.text}\n{trace}"
     if outcome.kind is None:
         return False, f"PASS on {backend}: this schedule no longer fails", trace
     if outcome.kind == "deadlock":

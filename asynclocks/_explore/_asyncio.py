@@ -249,9 +249,12 @@ class ControlledLoop(UnsupportedLoopAPI):
         widths: list[int] = []
         steps: list[Step] = []
         outcome = Outcome(None, None, decisions, widths, steps)
+        sketch = outcome.sketch
         runnable = self._runnable
         pick = chooser.pick
         track = chooser.footprints
+        # Only the reported schedule's replay looks at the chains themselves (the race window).
+        watch = getattr(chooser, "watch_chains", None)
         chains: dict[asyncio.Task[Any], Chain] = {}
         previous = events._get_running_loop()
         events._set_running_loop(self)
@@ -300,6 +303,12 @@ class ControlledLoop(UnsupportedLoopAPI):
                         chooser.stepped(
                             self._ids[task], step_footprint(before, after, done, failed)
                         )
+                        if watch is not None:
+                            watch(self._ids[task], before, after)
+                        sketch.append((self._ids[task], after.key, chosen != 0))
+                    else:
+                        stopped = () if task.done() else chain(task.get_coro()).key
+                        sketch.append((self._ids[task], stopped, chosen != 0))
                     if trace:
                         done = task.done()
                         steps.append(

@@ -80,6 +80,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--replay", metavar="TOKEN", help="run only the schedule of this token")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--full-trace",
+        action="store_true",
+        help="print every step of the failing schedule (long traces are elided by default)",
+    )
     parser.set_defaults(handler=_handle)
 
 
@@ -141,7 +146,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 raise UsageError(str(error)) from None
             try:
                 failed, verdict, trace = replay_outcome(
-                    scenario, args.replay, args.backend or schedule.backend
+                    scenario, args.replay, args.backend or schedule.backend, full=args.full_trace
                 )
             except (TypeError, ValueError) as error:
                 raise UsageError(str(error)) from None
@@ -176,8 +181,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"python -m asynclocks explore: unsupported: {text}\n")
         return 2
     out.write(f"{report.verdict}\n")
+    if report.window:
+        out.write(f"{report.window}\n")
     if report.failed:
-        out.write(f"{report.trace}\n")
+        out.write(f"{report.format_trace(full=args.full_trace)}\n")
     for note in report.notes:
         out.write(f"note: {note}\n")
     if report.failed:
@@ -189,4 +196,13 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    return run(args, sys.stdout, sys.stderr)
+    try:
+        code = run(args, sys.stdout, sys.stderr)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``). As the CPython docs recommend: point stdout at
+        # devnull so the flush at interpreter exit cannot raise again, and exit quietly with 1.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code

@@ -155,6 +155,13 @@ class Waiting:
     holder: int | None = None
 
 
+#: One step as the search records it (cheaply, while not tracing): the task id, the code
+#: positions of its await chain where it stopped (``()`` when it finished; see
+#: ``_footprint.Chain.key``) and whether the step was a preemption. Enough to print the trace of
+#: a failing schedule that does not replay, and to tell two runs of a schedule apart.
+SketchStep = tuple[int, tuple[object, ...], bool]
+
+
 @dataclass
 class Outcome:
     """The result of running the scenario once under one schedule."""
@@ -166,6 +173,7 @@ class Outcome:
     steps: list[Step] = field(default_factory=list)
     waiting: list[Waiting] = field(default_factory=list)
     task_names: dict[int, str] = field(default_factory=dict)
+    sketch: list[SketchStep] = field(default_factory=list)
 
 
 _LIBRARY_DIRS: tuple[str, ...] | None = None

@@ -21,6 +21,7 @@ from ._common import (
     Chooser,
     Outcome,
     Scenario,
+    SketchStep,
     Step,
     StepLimitError,
     UnsupportedScenario,
@@ -104,6 +105,12 @@ class ControlledRunQueue:
         self._tracked: Any = None
         self._chains: dict[Any, Chain] = {}
         self._tracked_before: Chain = EMPTY_CHAIN
+        self._watch: Callable[[int, Chain, Chain], None] | None = None
+        self.sketch: list[SketchStep] = []
+        self._sketched: Any = None
+        self._sketch_preempted = False
+        self._after_of: Any = None
+        self._after_key: tuple[object, ...] = ()
 
     # -- the deque interface trio's run loop uses ---------------------------------------------
 
@@ -144,6 +151,8 @@ class ControlledRunQueue:
             self._record_step()
         if self._tracked is not None:
             self._record_footprint()
+        if self._sketched is not None:
+            self._record_sketch()
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
@@ -187,6 +196,8 @@ class ControlledRunQueue:
             else:
                 chains.pop(task, None)
         if not self.cleaning:
+            self._sketched = task
+            self._sketch_preempted = preempted
             self.count += 1
             if self.count > MAX_STEPS and self.stopped is None:
                 self._stop("limit")
@@ -223,6 +234,20 @@ class ControlledRunQueue:
         footprint = step_footprint(self._tracked_before, after, finished, finished)
         assert self.chooser is not None
         self.chooser.stepped(self.ids[task], footprint)
+        if self._watch is not None:
+            self._watch(self.ids[task], self._tracked_before, after)
+        self._after_of = task
+        self._after_key = after.key
+
+    def _record_sketch(self) -> None:
+        task = self._sketched
+        self._sketched = None
+        if self._after_of is task:
+            key = self._after_key  # the footprint's chain, already walked
+            self._after_of = None
+        else:
+            key = () if task.coro.cr_frame is None else chain(task.coro).key
+        self.sketch.append((self.ids[task], key, self._sketch_preempted))
 
     def _deadlocked(self) -> bool:
         runner = self._runner
@@ -268,8 +293,13 @@ class ControlledRunQueue:
         self.decisions = []
         self.widths = []
         self.steps = []
+        self.sketch = []
+        self._sketched = None
+        self._after_of = None
         self.chooser = chooser
         self.track = chooser.footprints
+        # Only the reported schedule's replay looks at the chains themselves (the race window).
+        self._watch = getattr(chooser, "watch_chains", None)
         self._tracked = None
         self._chains.clear()
         self.trace = trace
@@ -297,6 +327,7 @@ class ControlledRunQueue:
 
         TRANSPARENT_CODE.add(root.__code__)
         outcome = Outcome(None, None, self.decisions, self.widths, self.steps)
+        outcome.sketch = self.sketch
         async with trio.open_nursery() as nursery:
             self.active = True
             self.expect_root = True
@@ -306,6 +337,8 @@ class ControlledRunQueue:
                 self._record_step()
             if self._tracked is not None:
                 self._record_footprint()
+            if self._sketched is not None:
+                self._record_sketch()
             stopped = self._stop_reason()
             if stopped == "deadlock":
                 outcome.kind = "deadlock"
