@@ -74,9 +74,13 @@ def find_window(
     best: tuple[tuple[int, int, int], RaceWindow] | None = None
     for index, (task, step_accesses_) in enumerate(accesses):
         last: dict[str, Access] = {}
+        # The step's first write of each key, else its first read: ``x -= 1`` reads x afresh,
+        # but what it stores is what the stale check let through.
         first: dict[str, Access] = {}
         for access in step_accesses_:
-            first.setdefault(access.key, access)
+            seen = first.get(access.key)
+            if seen is None or (access.write and not seen.write):
+                first[access.key] = access
             last[access.key] = access
         for key, access in first.items():
             mine = (task, key)
