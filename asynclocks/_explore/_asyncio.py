@@ -31,7 +31,7 @@ from ._common import (
     user_location,
     waited_object,
 )
-from ._footprint import EMPTY_CHAIN, Chain, chain, step_footprint
+from ._footprint import EMPTY_CHAIN, Chain, chain, chain_key, step_footprint
 from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
 
 _Task = asyncio.Task
@@ -307,7 +307,7 @@ class ControlledLoop(UnsupportedLoopAPI):
                             watch(self._ids[task], before, after)
                         sketch.append((self._ids[task], after.key, chosen != 0))
                     else:
-                        stopped = () if task.done() else chain(task.get_coro()).key
+                        stopped = () if task.done() else chain_key(task.get_coro())
                         sketch.append((self._ids[task], stopped, chosen != 0))
                     if trace:
                         done = task.done()

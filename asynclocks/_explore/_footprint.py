@@ -788,3 +788,35 @@ def step_accesses(before: Sequence[Position], after: Sequence[Position]) -> tupl
             else:
                 found.extend(_range_accesses(analysis, None, offset))
     return tuple(found)
+
+
+def chain_key(coro: Any) -> tuple[object, ...]:
+    """``chain(coro).key`` without building the chain: what the search's step sketches store."""
+    key: list[object] = []
+    obj = coro
+    first = True
+    while obj is not None and len(key) < 400:
+        kind = type(obj)
+        if kind is _CoroutineType:
+            frame = obj.cr_frame
+            if frame is None:
+                break
+            started = not first or obj.cr_suspended or obj.cr_running
+            inner = obj.cr_await
+        elif kind is _GeneratorType:
+            frame = obj.gi_frame
+            if frame is None:
+                break
+            started = True
+            inner = obj.gi_yieldfrom
+        else:
+            frame = getattr(obj, "ag_frame", None)
+            if frame is None:
+                break
+            started = True
+            inner = getattr(obj, "ag_await", None)
+        key.append(frame.f_code)
+        key.append(frame.f_lasti if started else None)
+        obj = inner
+        first = False
+    return tuple(key)

@@ -31,7 +31,7 @@ from ._common import (
     user_location,
     waited_object,
 )
-from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, step_footprint
+from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, chain_key, step_footprint
 
 #: trio versions the explorer is tested with; others are refused (their internals may differ).
 TESTED_TRIO = ((0, 27), (0, 36))  # lower bound inclusive, upper bound exclusive
@@ -246,7 +246,7 @@ class ControlledRunQueue:
             key = self._after_key  # the footprint's chain, already walked
             self._after_of = None
         else:
-            key = () if task.coro.cr_frame is None else chain(task.coro).key
+            key = () if task.coro.cr_frame is None else chain_key(task.coro)
         self.sketch.append((self.ids[task], key, self._sketch_preempted))
 
     def _deadlocked(self) -> bool:
