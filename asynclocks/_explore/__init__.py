@@ -1,5 +1,12 @@
 """The interleaving explorer: drives asyncio or trio one task at a time to find, replay and
-rule out race conditions at await points."""
+rule out race conditions at await points.
+
+Modules: ``_api`` (explore, replay, the search), ``_asyncio``/``_trio`` (controlled schedulers),
+``_unsupported`` (what cannot be controlled, refused by name), ``_strategies``, ``_footprint``
+(what a step reads and writes), ``_window`` (the race window, traces from step sketches),
+``_nondeterminism`` (the likely cause of a schedule that does not replay), ``_report``, ``_cli``,
+``_pytest``.
+"""
 
 from ._api import explore as explore
 from ._api import replay as replay

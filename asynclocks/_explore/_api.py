@@ -1,4 +1,16 @@
-"""``explore`` and ``replay``: argument checks, the search, shrinking, nondeterminism checks."""
+"""``explore`` and ``replay``: argument checks, the search, shrinking, nondeterminism checks.
+
+A verdict is only reported when it can be trusted:
+
+* what the explorer cannot control raises :class:`UnsupportedScenario` out of the search, never a
+  failing schedule (see ``_unsupported``);
+* the first schedule is run again after every search, and a failing one is replayed twice: a
+  scenario that behaves differently is flagged nondeterministic, its failure reported as the
+  search saw it (error and a trace rebuilt from the step sketch) with the likely cause, found by
+  one more watched run (``_nondeterminism``);
+* the reported failure's replay records every step's reads and writes to name the race window
+  (``_window``).
+"""
 
 from __future__ import annotations
 
@@ -479,7 +491,13 @@ def explore(
 
     Returns:
         A :class:`Report`. A failing schedule is shrunk toward the fewest preemptions, then
-        replayed twice to check the scenario is deterministic.
+        replayed twice to check the scenario is deterministic; for an exception,
+        ``report.window`` names the conflicting accesses (the read, the await after it, the
+        other task's write) and a long trace is elided around them. The first schedule is also
+        run again after the search. A scenario that does not behave the same way twice is
+        flagged ``report.nondeterministic``: a failure is then reported as the search saw it
+        (its error and trace, not a replay's), and ``report.notes`` give the likely cause
+        (module-level state that outlived a schedule, the wall clock, real randomness).
 
     Raises:
         TypeError: An argument has the wrong type (the scenario is not a zero-argument async

@@ -113,8 +113,10 @@ class Report:
         strategy: The strategy that ran.
         preemption_bound: The bound on preemptions (None: unbounded).
         preemptions: Preemptions in the reported (shrunk) failing schedule.
-        nondeterministic: True when replaying the failing schedule did not reproduce it: the
-            scenario depends on something the explorer does not control.
+        nondeterministic: True when a schedule did not behave the same way twice (the failing
+            one replayed, or the first one run again after the search): the scenario depends on
+            something the explorer does not control. ``error``, ``trace`` and ``token`` are then
+            the search's own failing run, and ``notes`` name the likely cause.
         seconds: Wall-clock time the exploration took.
         notes: Sentences about the verdict: why the scenario is nondeterministic and the likely
             cause, what the search could not cover.
