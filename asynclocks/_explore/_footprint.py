@@ -697,7 +697,7 @@ _SUBSCRIPT_READS = {"BINARY_SUBSCR"}
 _SUBSCRIPT_WRITES = {"STORE_SUBSCR", "DELETE_SUBSCR"}
 _ATTR_READS = {"LOAD_ATTR", "LOAD_METHOD"}
 _ATTR_WRITES = {"STORE_ATTR", "DELETE_ATTR"}
-_accesses: dict[tuple[types.CodeType, int | None, int | None], tuple[Access, ...]] = {}
+_accesses: dict[tuple[types.CodeType, int | None, int | None], tuple[Access | int, ...]] = {}
 
 
 def _source(filename: str, ins: dis.Instruction) -> str | None:
@@ -742,15 +742,15 @@ def _instruction_access(code: _Code, i: int) -> Access | None:
     return None
 
 
-def _range_accesses(code: _Code, start: int | None, stop: int | None) -> tuple[Access, ...]:
+def _range_accesses(code: _Code, start: int | None, stop: int | None) -> tuple[Access | int, ...]:
+    """The accesses on some path from ``start`` to ``stop`` (both whole lines included: the set
+    ``range_footprint`` classifies), in order, with the index of each call among them."""
     key = (code.code, start, stop)
     cached = _accesses.get(key)
     if cached is not None:
         return cached
-    # The instructions on some path from start to stop, both whole lines included: the same
-    # set range_footprint classifies.
     first = 0 if start is None else code.index.get(start)
-    found: list[Access] = []
+    found: list[Access | int] = []
     if first is not None:
         executed = code._reach(first, code.successors)
         last = None if stop is None else code.index.get(stop)
@@ -762,6 +762,9 @@ def _range_accesses(code: _Code, start: int | None, stop: int | None) -> tuple[A
         if start is not None:
             executed.update(code._line_of(first))
         for i in sorted(executed):
+            if code.instructions[i].opname == "CALL":
+                found.append(i)
+                continue
             access = _instruction_access(code, i)
             if access is not None:
                 found.append(access)
@@ -770,9 +773,77 @@ def _range_accesses(code: _Code, start: int | None, stop: int | None) -> tuple[A
     return result
 
 
+#: How deep the window follows calls into user functions that ran inside a step.
+_CALL_DEPTH = 3
+
+
+def _called_function(
+    code: _Code, call: int, local: dict[str, Any], global_: dict[str, Any]
+) -> tuple[types.FunctionType, Any] | None:
+    """The user function a CALL invokes, and the object it is a method of (or _MISSING).
+
+    Looked up with ``getattr_static``: a property or ``__getattr__`` is never run for this."""
+    import inspect
+
+    callee = code._callee(call)
+    if callee is None or callee[0] not in ("global", "local"):
+        return None
+    kind, path = callee
+    if kind == "global":
+        target: Any = global_.get(path[0], _MISSING)
+    else:
+        target = local.get(path[0], _MISSING)
+    owner: Any = _MISSING
+    for attribute in path[1:]:
+        if target is _MISSING:
+            return None
+        owner = target
+        try:
+            target = inspect.getattr_static(target, attribute)
+        except AttributeError:
+            return None
+    if isinstance(target, (staticmethod, classmethod)):
+        target = target.__func__
+        owner = _MISSING
+    if isinstance(target, types.MethodType):
+        owner, target = target.__self__, target.__func__
+    if not isinstance(target, types.FunctionType) or is_library(target.__code__.co_filename):
+        return None
+    if isinstance(owner, types.ModuleType) or isinstance(owner, type):
+        owner = _MISSING
+    return target, owner
+
+
+def _expand(
+    code: _Code,
+    items: tuple[Access | int, ...],
+    local: dict[str, Any],
+    global_: dict[str, Any],
+    depth: int,
+    found: list[Access],
+) -> None:
+    for item in items:
+        if not isinstance(item, int):
+            found.append(item)
+            continue
+        if depth >= _CALL_DEPTH:
+            continue
+        called = _called_function(code, item, local, global_)
+        if called is None:
+            continue
+        function, owner = called
+        inner = _analysis(function.__code__)
+        names = function.__code__.co_varnames
+        # Inside the callee only ``self`` (the object it was called on) is known.
+        inner_local = {names[0]: owner} if owner is not _MISSING and names else {}
+        body = _range_accesses(inner, None, None)
+        _expand(inner, body, inner_local, function.__globals__, depth + 1, found)
+
+
 def step_accesses(before: Sequence[Position], after: Sequence[Position]) -> tuple[Access, ...]:
     """The reads and writes of names and subscripts a step may have made in user code, in
-    source order per frame (outer frames first), with their lines."""
+    execution order per frame (outer frames first), with their lines; calls to user functions
+    that ran inside the step are followed (``_CALL_DEPTH`` deep)."""
     stops = {id(frame): offset for frame, offset in after}
     seen: set[int] = set()
     found: list[Access] = []
@@ -784,9 +855,10 @@ def step_accesses(before: Sequence[Position], after: Sequence[Position]) -> tupl
             seen.add(key)
             analysis = _analysis(frame.f_code)
             if resumed:
-                found.extend(_range_accesses(analysis, offset, stops.get(key)))
+                items = _range_accesses(analysis, offset, stops.get(key))
             else:
-                found.extend(_range_accesses(analysis, None, offset))
+                items = _range_accesses(analysis, None, offset)
+            _expand(analysis, items, frame.f_locals, frame.f_globals, 0, found)
     return tuple(found)
 
 

@@ -54,6 +54,38 @@ def test_a_lost_update_through_a_subscript_names_the_item(backend: Backend) -> N
     )
 
 
+def test_a_read_inside_a_called_function_is_followed(backend: Backend) -> None:
+    report = asynclocks.explore(window_scenarios.lost_update_through_a_helper, backend=backend)
+    assert report.window == (
+        f'race window: #2 add read `ledger["total"]` at {at("HELPER_READ")}, awaited at '
+        f"{at('HELPER_AWAIT')};\n"
+        f'{INDENT}#1 add wrote `ledger["total"]` at {at("HELPER_WRITE")} before #2 wrote it at '
+        f"{at('HELPER_WRITE')}"
+    )
+
+
+def test_the_bank_window_points_at_the_store_read_and_write(backend: Backend) -> None:
+    from .test_integration import bank_scenario
+
+    store = Path(__file__).parents[3] / "services" / "bank" / "store.py"
+    source = store.read_text(encoding="utf-8").splitlines()
+
+    def line_of(text: str, within: str) -> str:
+        # The line in the memory store's method (the last class in the file defining it).
+        start = max(n for n, s in enumerate(source) if s.strip().startswith(within))
+        found = next(n for n, s in enumerate(source[start:], start + 1) if s.strip() == text)
+        return f"store.py:{found}"
+
+    report = asynclocks.explore(bank_scenario("none"), backend=backend)
+    read = line_of("return self._balances[account_id]", within="def _read(")
+    write = line_of("self._balances[account_id] = new", within="async def withdraw(")
+    assert report.window.startswith(
+        f"race window: #3 withdraw read `self._balances[account_id]` at {read}, awaited at "
+    )
+    assert "#1 transfer wrote `self._balances[" in report.window
+    assert report.window.endswith(f"before #3 wrote it at {write}")
+
+
 def test_the_shared_scenarios_lost_update_has_its_window(backend: Backend) -> None:
     report = asynclocks.explore(scenarios.lost_update, backend=backend)
     opens = scenarios.marker_line("WINDOW_OPENS")

@@ -87,3 +87,22 @@ async def fails_without_sharing() -> None:
         tg.start_soon(worker)
         tg.start_soon(worker)
     raise ValueError("no shared state involved")
+
+
+def current_total(ledger: dict[str, int]) -> int:
+    return ledger["total"]  # HELPER_READ
+
+
+async def lost_update_through_a_helper() -> None:
+    """The read happens in a plain function called during the step, not on the await chain."""
+    ledger = {"total": 0}
+
+    async def add(amount: int) -> None:
+        current = current_total(ledger)
+        await anyio.lowlevel.checkpoint()  # HELPER_AWAIT
+        ledger["total"] = current + amount  # HELPER_WRITE
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(add, 1)
+        tg.start_soon(add, 2)
+    assert ledger["total"] == 3, f"lost update: total is {ledger['total']}"
