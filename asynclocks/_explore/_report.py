@@ -144,7 +144,7 @@ class Report:
     window: str = ""
     # What the trace was printed from, to print it again in full.
     _traced: tuple[Outcome, list[Step], tuple[int, ...]] | None = field(
-        default=None, repr=False, compare=False
+        default=None, init=False, repr=False, compare=False
     )
 
     def format_trace(self, full: bool = False) -> str:

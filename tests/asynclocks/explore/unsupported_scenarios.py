@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 
 import anyio
 import anyio.to_thread
@@ -74,7 +75,9 @@ async def real_socket() -> None:
 
 async def sock_connect() -> None:
     loop = asyncio.get_running_loop()
-    await loop.sock_connect(None, ("192.0.2.1", 80))  # type: ignore[arg-type]  # SOCK_CONNECT
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("192.0.2.1", 80))  # SOCK_CONNECT
 
 
 async def fd_reader() -> None:
