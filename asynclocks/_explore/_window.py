@@ -60,7 +60,10 @@ def find_window(
     outcome: Outcome, accesses: Sequence[tuple[int, tuple[Access, ...]]]
 ) -> RaceWindow | None:
     """The conflicting accesses nearest the failure: task A reads ``x`` in one step and awaits;
-    task B writes ``x``; A then writes (or reads) ``x`` again, working from a stale value."""
+    task B writes ``x``; A then writes (or reads) ``x`` again, working from a stale value.
+
+    A stale write is preferred over a re-read, then the latest; None when no such accesses
+    were seen (the failure involves nothing the footprints can see, or it is a deadlock)."""
     steps = outcome.steps
     if len(steps) != len(accesses) or any(
         s.task != a[0] for s, a in zip(steps, accesses, strict=True)
@@ -87,7 +90,8 @@ def find_window(
             if mine in clobbered:
                 read_index, read = pending[mine]
                 write_index, write = clobbered[mine]
-                rank = (index, 1 if access.write else 0, write_index)
+                # A stale write (a lost update) is the strongest evidence; then the latest.
+                rank = (1 if access.write else 0, index, write_index)
                 if best is None or rank > best[0]:
                     best = (
                         rank,
