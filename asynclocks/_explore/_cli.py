@@ -22,7 +22,9 @@ from ._report import decode_token
 _EPILOG = """\
 The target is an importable module and a zero-argument async function in it,
 `package.module:func`, or a file path, `path/to/race.py:scenario`. The scenario starts its own
-tasks and raises (an assert) when an invariant breaks.
+tasks and raises (an assert) when an invariant breaks. A failure prints its race window (the
+conflicting read, await and write) above the trace; a long trace is elided around it
+(--full-trace prints every step).
 Exit status: 0 no failure found, 1 a failure was found (trace and token printed), 2 bad
 arguments or a scenario the explorer cannot run (threads, subprocesses, real sockets, code of
 the other backend, a backend that is not installed)."""
