@@ -28,6 +28,7 @@ from ._common import (
     Waiting,
     describe_object,
     task_label,
+    unsupported,
     user_location,
     waited_object,
 )
@@ -172,7 +173,11 @@ class ControlledLoop(UnsupportedLoopAPI):
         return None
 
     def set_task_factory(self, factory: Any) -> None:
-        raise RuntimeError("task factories are not supported inside an exploration")
+        raise unsupported(
+            "loop.set_task_factory()",
+            "the explorer recognises a task's steps by asyncio's own Task",
+            "Use the default task factory inside the scenario (create_task, a TaskGroup)",
+        )
 
     def get_debug(self) -> bool:
         return False

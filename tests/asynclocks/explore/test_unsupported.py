@@ -92,6 +92,7 @@ CASES = [
     ("real_socket", "asyncio", "", "REAL_SOCKET", ""),
     ("sock_connect", "asyncio", "", "SOCK_CONNECT", ""),
     ("fd_reader", "asyncio", "loop.add_reader()", "FD_READER", "file descriptors"),
+    ("task_factory", "asyncio", "loop.set_task_factory()", "TASK_FACTORY", "asyncio's own Task"),
     ("caught_to_thread", "asyncio", "asyncio.to_thread()", "CAUGHT_TO_THREAD", THREADS),
     ("to_thread_in_a_task", "asyncio", "anyio.to_thread.run_sync()", "TASK_TO_THREAD", THREADS),
     ("to_thread_in_a_task", "trio", "anyio.to_thread.run_sync()", "TASK_TO_THREAD", THREADS),

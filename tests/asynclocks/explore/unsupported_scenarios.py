@@ -80,6 +80,10 @@ async def sock_connect() -> None:
         await loop.sock_connect(sock, ("192.0.2.1", 80))  # SOCK_CONNECT
 
 
+async def task_factory() -> None:
+    asyncio.get_running_loop().set_task_factory(None)  # TASK_FACTORY
+
+
 async def fd_reader() -> None:
     asyncio.get_running_loop().add_reader(0, print)  # FD_READER
 
