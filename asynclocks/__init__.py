@@ -15,10 +15,13 @@ from importlib.metadata import version as _version
 
 from anyio import WouldBlock as WouldBlock
 
+from ._explore import Backend as Backend
 from ._explore import DeadlockError as DeadlockError
+from ._explore import FailureKind as FailureKind
 from ._explore import InterleavingFailure as InterleavingFailure
 from ._explore import NondeterminismError as NondeterminismError
 from ._explore import Report as Report
+from ._explore import Strategy as Strategy
 from ._explore import UnsupportedScenario as UnsupportedScenario
 from ._explore import check_interleavings as check_interleavings
 from ._explore import explore as explore
@@ -32,12 +35,15 @@ except _PackageNotFoundError:  # imported from a source tree that was never inst
     __version__ = "0+unknown"
 
 __all__ = [
+    "Backend",
     "DeadlockError",
+    "FailureKind",
     "InterleavingFailure",
     "KeyedLock",
     "KeyedLockStatistics",
     "NondeterminismError",
     "Report",
+    "Strategy",
     "UnsupportedScenario",
     "WouldBlock",
     "check_interleavings",

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 import asynclocks
+from asynclocks import Backend, Strategy
 
 STEPS_PER_TASK = 5  # two tasks x five awaits = ten steps
 
@@ -139,7 +140,9 @@ def full_tree(scenario: Callable[[], Awaitable[None]], reduce: bool) -> tuple[in
     return schedules, time.perf_counter() - started
 
 
-def stock_run_seconds(backend: str, scenario: Callable[[], Awaitable[None]], runs: int) -> float:
+def stock_run_seconds(
+    backend: Backend, scenario: Callable[[], Awaitable[None]], runs: int
+) -> float:
     """Seconds for one run of the scenario on the stock event loop (best of three batches)."""
     best = float("inf")
     for _ in range(3):
@@ -153,7 +156,9 @@ def stock_run_seconds(backend: str, scenario: Callable[[], Awaitable[None]], run
     return best
 
 
-def rate(backend: str, scenario: Callable[[], Awaitable[None]], strategy: str, n: int) -> float:
+def rate(
+    backend: Backend, scenario: Callable[[], Awaitable[None]], strategy: Strategy, n: int
+) -> float:
     """Best schedules/s over five explorations of ``n`` schedules."""
     best = 0.0
     for _ in range(5):
@@ -328,7 +333,8 @@ def main() -> None:
     if args.network:
         network_section(args.rounds)
         return
-    cases = {
+    Case = tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]], int]
+    cases: dict[Backend, Case] = {
         "asyncio": (asyncio_ten_steps, asyncio_locked_counter, 10_000),
         "trio": (trio_ten_steps, trio_locked_counter, 3_000),
     }

@@ -1,4 +1,16 @@
-"""``explore`` and ``replay``: argument checks, the search, shrinking, nondeterminism checks."""
+"""``explore`` and ``replay``: argument checks, the search, shrinking, nondeterminism checks.
+
+A verdict is only reported when it can be trusted:
+
+* what the explorer cannot control raises :class:`UnsupportedScenario` out of the search, never a
+  failing schedule (see ``_unsupported``);
+* the first schedule is run again after every search, and a failing one is replayed twice: a
+  scenario that behaves differently is flagged nondeterministic, its failure reported as the
+  search saw it (error and a trace rebuilt from the step sketch) with the likely cause, found by
+  one more watched run (``_nondeterminism``);
+* the reported failure's replay records every step's reads and writes to name the race window
+  (``_window``).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +18,28 @@ import inspect
 import random
 import sys
 import time
+import types
 from collections.abc import Callable, Generator
 from typing import Any
 
-from ._common import DeadlockError, NondeterminismError, Outcome, Scenario, take_unsupported
+from ._common import (
+    BACKENDS,
+    Backend,
+    DeadlockError,
+    NondeterminismError,
+    Outcome,
+    Scenario,
+    Strategy,
+    take_unsupported,
+)
+from ._nondeterminism import (
+    changed_state,
+    likely_cause,
+    same_run,
+    snapshot,
+    user_modules,
+    watch_sources,
+)
 from ._report import (
     Report,
     decode_token,
@@ -28,8 +58,9 @@ from ._strategies import (
     ReplayChooser,
     ScheduleChooser,
 )
+from ._unsupported import foreign_backend
+from ._window import RaceWindow, WindowChooser, find_window, sketch_steps
 
-BACKENDS = ("asyncio", "trio")
 #: Shrinking re-runs the failing schedule with fewer preemptions at most this many times.
 MAX_SHRINK_RUNS = 200
 #: PCT's bug depth: catches every race needing up to two ordering constraints (a lost update).
@@ -79,7 +110,8 @@ def check_scenario(scenario: object) -> None:
         )
 
 
-def check_backend(backend: object) -> str:
+def check_backend(backend: object) -> Backend:
+    """``backend`` itself, once it is known to name a backend."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, not {type(backend).__name__}")
     if backend not in BACKENDS:
@@ -115,13 +147,6 @@ def _same_failure(a: Outcome, b: Outcome) -> bool:
     return True
 
 
-def _signature(outcome: Outcome) -> tuple[object, ...]:
-    # Not the error's message: it may hold object addresses that differ from run to run.
-    error = unwrap_error(outcome.error)
-    steps = tuple((s.task, s.resumed, s.suspended, s.finished) for s in outcome.steps)
-    return (outcome.kind, type(error), tuple(outcome.decisions), steps)
-
-
 def _shrink(first: Outcome) -> Generator[Request, Outcome, Outcome]:
     """Re-run the failing schedule with preemptions removed while it keeps failing the same way."""
     best = first
@@ -150,20 +175,27 @@ def _shrink(first: Outcome) -> Generator[Request, Outcome, Outcome]:
 
 
 def search_plan(
-    backend: str,
-    strategy: str,
+    backend: Backend,
+    strategy: Strategy,
     max_schedules: int,
     seed: int,
     preemption_bound: int | None,
     progress: Progress | None = None,
+    origin: types.ModuleType | None = None,
 ) -> Plan:
-    """The exploration as a generator of schedules to run; the backend drives it."""
+    """The exploration as a generator of schedules to run; the backend drives it.
+
+    ``origin`` is the scenario's module: its module-level variables are fingerprinted before the
+    first schedule, to name them if they turn out to be state that outlived a schedule.
+    """
     started = time.perf_counter()
+    initial = snapshot([origin]) if origin is not None else {}
     dfs = DepthFirst(preemption_bound) if strategy == "dfs" else None
     rng = random.Random(seed)
     schedules = 0
     exhaustive = False
     failure: Outcome | None = None
+    first_run: Outcome | None = None
     longest = 8
     nondeterministic_search = False
     last_progress = started
@@ -184,6 +216,8 @@ def search_plan(
             chooser = PctChooser(random.Random(rng.getrandbits(64)), PCT_DEPTH, longest)
         outcome = yield chooser, False
         schedules += 1
+        if first_run is None:
+            first_run = outcome
         longest = max(longest, len(outcome.decisions))
         if chooser.diverged:
             nondeterministic_search = True
@@ -212,38 +246,105 @@ def search_plan(
         preemption_bound=preemption_bound,
         reduced=dfs is not None and dfs.reduce,
     )
-    if nondeterministic_search:
-        report.nondeterministic = True
-        report.exhaustive = False
-        report.notes.append(
-            "the scenario is nondeterministic: re-running it with the same schedule prefix "
-            "offered different choices, so the search stopped (does it read the clock, use "
-            "real randomness, threads or I/O?)"
-        )
+    runs: list[Outcome] = [] if first_run is None else [first_run]
+    # The first schedule, run again at the end, must behave as it did: a search whose scenario
+    # kept state from one schedule to the next explored a different program every time.
+    first_again: Outcome | None = None
+    if first_run is not None and (failure is None or failure is not first_run):
+        first_again = yield ReplayChooser(first_run.decisions), False
+        runs.append(first_again)
+    drifted = (
+        first_again is not None and first_run is not None and not same_run(first_again, first_run)
+    )
     if failure is not None:
         shrunk = yield from _shrink(failure)
-        token = encode_token(backend, shrunk.decisions, shrunk.options)
-        first = yield ReplayChooser(shrunk.decisions), True
+        window = WindowChooser(shrunk.decisions)
+        first = yield window, True
         second = yield ReplayChooser(shrunk.decisions), True
+        runs += [shrunk, first, second]
+        reproduced = not drifted and same_run(first, shrunk) and same_run(second, first)
         report.failed = True
-        report.kind = first.kind if first.kind is not None else shrunk.kind
-        report.token = token
-        report.preemptions = sum(1 for d in shrunk.decisions if d)
-        report.trace = format_trace(first, token)
-        report.error = _error_of(first if first.kind is not None else shrunk)
-        if (
-            first.kind is None
-            or not _same_failure(first, shrunk)
-            or _signature(first) != _signature(second)
-        ):
+        if reproduced:
+            token = encode_token(backend, shrunk.decisions, shrunk.options)
+            report.kind = first.kind
+            report.token = token
+            report.preemptions = sum(1 for d in shrunk.decisions if d)
+            report.error = _error_of(first)
+            found = find_window(first, window.accesses) if first.kind == "exception" else None
+            keep = found.steps if found is not None else ()
+            report.window = found.text if found is not None else ""
+            report.trace = format_trace(first, token, keep=keep)
+            report._traced = (first, first.steps, keep)
+        else:
+            # The replays saw another program: report what the search itself saw fail, with the
+            # trace rebuilt from its sketch, and its own schedule (shrinking meant nothing).
+            token = encode_token(backend, failure.decisions, failure.options)
+            steps = sketch_steps(failure.sketch, failure.task_names)
+            report.kind = failure.kind
+            report.token = token
+            report.preemptions = sum(1 for d in failure.decisions if d)
+            report.error = _error_of(failure)
+            report.trace = format_trace(failure, token, steps=steps)
+            report._traced = (failure, steps, ())
             report.nondeterministic = True
-            report.notes.append(
-                "the scenario is nondeterministic: replaying this token did not reproduce the "
-                "same failure and trace, so it depends on something the explorer does not "
-                "control (wall-clock time, real randomness, threads or I/O)"
+            cause = yield from _diagnose(failure.decisions, runs, origin, initial)
+            replayed = _error_of(first)
+            again = (
+                f"{type(replayed).__name__}: {replayed}"
+                if first.kind == "exception"
+                else ("a deadlock" if first.kind == "deadlock" else "no failure")
             )
+            how = (
+                "its first schedule, run again, behaved differently"
+                if drifted
+                else f"replaying the failing schedule gave {_short(again)}"
+            )
+            report.notes.append(
+                f"the scenario is nondeterministic: {how}, so this failure (reported as the "
+                f"search saw it) cannot be replayed reliably; {cause}"
+            )
+    elif drifted or nondeterministic_search:
+        assert first_run is not None
+        report.nondeterministic = True
+        report.exhaustive = False
+        cause = yield from _diagnose(first_run.decisions, runs, origin, initial)
+        how = (
+            "re-running it with the same schedule prefix offered different choices, so the "
+            "search stopped"
+            if nondeterministic_search
+            else "its first schedule, run again after the search, behaved differently, so the "
+            "schedules explored are not the program's"
+        )
+        report.notes.append(f"the scenario is nondeterministic: {how}; {cause}")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _diagnose(
+    decisions: list[int],
+    runs: list[Outcome],
+    origin: types.ModuleType | None,
+    initial: dict[tuple[str, str], str],
+) -> Generator[Request, Outcome, str]:
+    """Run the schedule once more, watching the clock, randomness and module-level state."""
+    modules = user_modules(runs)
+    if origin is not None and origin not in modules:
+        modules.append(origin)
+    before = snapshot(modules)
+    seen: list[str] = []
+    with watch_sources(seen):
+        yield ReplayChooser(decisions), False
+    after = snapshot(modules)
+    # Changed since the search began (the scenario's module) or during this one run.
+    since_start = {key: value for key, value in before.items() if key in initial}
+    changed = changed_state(initial, since_start) if initial else []
+    changed += [name for name in changed_state(before, after) if name not in changed]
+    return likely_cause(seen, changed)
 
 
 def _error_of(outcome: Outcome) -> BaseException | None:
@@ -252,16 +353,29 @@ def _error_of(outcome: Outcome) -> BaseException | None:
     return unwrap_error(outcome.error)
 
 
-def replay_plan(
-    backend: str, token: str, strict: bool = True
-) -> Generator[Request, Outcome, Outcome]:
+def token_backend(token: str, backend: object) -> Backend:
+    """The backend a token was recorded on; ``backend``, when given, must be that one.
+
+    Raises:
+        TypeError: ``token`` is not a string or ``backend`` is not a string or None.
+        ValueError: The token is malformed or ``backend`` names another backend.
+    """
     schedule = decode_token(token)
-    if schedule.backend != backend:
+    if backend is not None and check_backend(backend) != schedule.backend:
         raise ValueError(
             f"token {token!r} was recorded on {schedule.backend}; replay it with "
-            f"backend={schedule.backend!r}, not {backend!r}"
+            f"backend={schedule.backend!r} (or leave backend out), not {backend!r}"
         )
-    chooser = ReplayChooser(schedule.decisions)
+    return schedule.backend
+
+
+def replay_plan(
+    backend: Backend, token: str, strict: bool = True
+) -> Generator[Request, Outcome, tuple[Outcome, RaceWindow | None]]:
+    """Replay a token's schedule once; returns its outcome and, for an exception, the window."""
+    schedule = decode_token(token)
+    token_backend(token, backend)
+    chooser = WindowChooser(schedule.decisions)
     outcome = yield chooser, True
     chooser.finish()
     if shape_of(outcome.options) != schedule.shape:
@@ -272,13 +386,14 @@ def replay_plan(
             "when the token was recorded (the scenario changed, or it depends on the clock, real "
             "randomness, threads or I/O)"
         )
-    return outcome
+    found = find_window(outcome, chooser.accesses) if outcome.kind == "exception" else None
+    return outcome, found
 
 
 def _refuse_inside_trio() -> None:
     # trio marks its thread as running trio; a controlled loop started here would make anyio and
     # sniffio see trio inside the scenario and corrupt the outer run.
-    if "trio" not in sys.modules:
+    if sys.modules.get("trio") is None:
         return
     import trio
 
@@ -292,39 +407,61 @@ def _refuse_inside_trio() -> None:
     )
 
 
-def _raise_unsupported() -> None:
-    """Stop the search when the schedule did something the explorer cannot control."""
-    error = take_unsupported()
-    if error is not None:
-        raise error
+def _unsupported_check(backend: Backend) -> Callable[[Outcome], None]:
+    def check(outcome: Outcome) -> None:
+        """Stop the search when the schedule did something the explorer cannot control."""
+        error = take_unsupported()
+        if error is None and outcome.kind == "exception":
+            error = foreign_backend(outcome.error, backend)
+        if error is not None:
+            raise error
+
+    return check
 
 
-def drive(plan: Generator[Request, Outcome, Any], scenario: Scenario, backend: str) -> Any:
-    """Run a plan to completion on a controlled loop of ``backend``."""
+def drive(plan: Generator[Request, Outcome, Any], scenario: Scenario, backend: Backend) -> Any:
+    """Run a plan to completion on a controlled loop of ``backend``.
+
+    Raises:
+        UnsupportedScenario: A schedule did something the explorer cannot control, or the
+            scenario is code of the other backend.
+    """
     _refuse_inside_trio()
+    check = _unsupported_check(backend)
+    take_unsupported()  # nothing left over from an earlier search that was interrupted
+    try:
+        return _drive(plan, scenario, backend, check)
+    finally:
+        plan.close()  # a plan stopped by an error restores what it patched for a run
+
+
+def _drive(
+    plan: Generator[Request, Outcome, Any],
+    scenario: Scenario,
+    backend: Backend,
+    check: Callable[[Outcome], None],
+) -> Any:
     if backend == "asyncio":
         from ._asyncio import AsyncioSession
 
-        take_unsupported()  # nothing left over from an earlier search that was interrupted
         with AsyncioSession() as session:
             try:
                 request = next(plan)
                 while True:
                     outcome = session.run(scenario, *request)
-                    _raise_unsupported()
+                    check(outcome)
                     request = plan.send(outcome)
             except StopIteration as stop:
                 return stop.value
     from ._trio import run_plan
 
-    take_unsupported()  # nothing left over from an earlier search that was interrupted
-    return run_plan(plan, scenario, _raise_unsupported)
+    return run_plan(plan, scenario, check)
 
 
 def explore(
     scenario: Scenario,
-    backend: str = "asyncio",
-    strategy: str = "dfs",
+    backend: Backend = "asyncio",
+    strategy: Strategy = "dfs",
     max_schedules: int = 10_000,
     seed: int = 0,
     preemption_bound: int | None = None,
@@ -354,28 +491,40 @@ def explore(
 
     Returns:
         A :class:`Report`. A failing schedule is shrunk toward the fewest preemptions, then
-        replayed twice to check the scenario is deterministic.
+        replayed twice to check the scenario is deterministic; for an exception,
+        ``report.window`` names the conflicting accesses (the read, the await after it, the
+        other task's write) and a long trace is elided around them. The first schedule is also
+        run again after the search. A scenario that does not behave the same way twice is
+        flagged ``report.nondeterministic``: a failure is then reported as the search saw it
+        (its error and trace, not a replay's), and ``report.notes`` give the likely cause
+        (module-level state that outlived a schedule, the wall clock, real randomness).
 
     Raises:
         TypeError: An argument has the wrong type (the scenario is not a zero-argument async
             function, ...).
         ValueError: An argument has a wrong value (unknown backend or strategy, negative bound...).
+        UnsupportedScenario: The scenario does something the explorer cannot control
+            (threads, executors, subprocesses, signals, real sockets outside the simulated
+            loopback network), is code of the other backend, or the backend is not installed or
+            not a tested version. Never reported as a failing schedule.
     """
     check_arguments(scenario, backend, strategy, max_schedules, seed, preemption_bound)
-    plan = search_plan(backend, strategy, max_schedules, seed, preemption_bound, progress)
+    origin = sys.modules.get(getattr(scenario, "__module__", None) or "")
+    plan = search_plan(backend, strategy, max_schedules, seed, preemption_bound, progress, origin)
     report: Report = drive(plan, scenario, backend)
     return report
 
 
 def replay(
-    scenario: Scenario, token: str, backend: str = "asyncio", *, strict: bool = True
+    scenario: Scenario, token: str, backend: Backend | None = None, *, strict: bool = True
 ) -> Report:
     """Run ``scenario`` once under the schedule a token recorded.
 
     Args:
         scenario: The zero-argument async function the token was recorded with.
         token: ``report.token`` from :func:`explore`.
-        backend: The backend the token was recorded on.
+        backend: Optional: the token names the backend it was recorded on; when given, it
+            must be that one.
         strict: When True, a scenario that no longer offers the recorded choices raises
             :class:`NondeterminismError`. When False (a token pinned as a regression test of a
             since-fixed scenario), the recorded choices are followed while they still apply and
@@ -391,15 +540,17 @@ def replay(
         NondeterminismError: The scenario no longer offers the choices the token recorded.
         TypeError: ``token`` is not a string, or the scenario is not a zero-argument async
             function.
-        ValueError: The token is malformed or was recorded on another backend.
+        ValueError: The token is malformed or was recorded on another backend than
+            ``backend``.
+        UnsupportedScenario: The scenario does something the explorer cannot control, is
+            code of the other backend, or the backend is not installed.
     """
     check_scenario(scenario)
-    check_backend(backend)
-    decode_token(token)
+    backend = token_backend(token, backend)
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool, not {type(strict).__name__}")
     started = time.perf_counter()
-    outcome: Outcome = drive(replay_plan(backend, token, strict), scenario, backend)
+    outcome, _ = drive(replay_plan(backend, token, strict), scenario, backend)
     if outcome.kind is not None:
         error = _error_of(outcome)
         assert error is not None
@@ -419,14 +570,20 @@ def replay(
 
 
 def replay_outcome(
-    scenario: Scenario, token: str, backend: str, strict: bool = True
+    scenario: Scenario,
+    token: str,
+    backend: Backend | None = None,
+    strict: bool = True,
+    full: bool = False,
 ) -> tuple[bool, str, str]:
     """Replay without raising: (failed, verdict line, trace). For the CLI and pytest."""
     check_scenario(scenario)
-    check_backend(backend)
-    decode_token(token)
-    outcome: Outcome = drive(replay_plan(backend, token, strict), scenario, backend)
-    trace = format_trace(outcome, token)
+    backend = token_backend(token, backend)
+    outcome, found = drive(replay_plan(backend, token, strict), scenario, backend)
+    keep = found.steps if found is not None else ()
+    trace = format_trace(outcome, token, full=full, keep=keep)
+    if found is not None:
+        trace = f"{found.text}\n{trace}"
     if outcome.kind is None:
         return False, f"PASS on {backend}: this schedule no longer fails", trace
     if outcome.kind == "deadlock":

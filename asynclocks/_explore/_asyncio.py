@@ -32,8 +32,9 @@ from ._common import (
     user_location,
     waited_object,
 )
-from ._footprint import EMPTY_CHAIN, Chain, chain, step_footprint
+from ._footprint import EMPTY_CHAIN, Chain, chain, chain_key, step_footprint
 from ._net_asyncio import SimulatedNetworkLoop
+from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
 
 _Task = asyncio.Task
 _DEFAULT_NAME_PREFIX = "Task-"
@@ -79,8 +80,14 @@ def _remove_lock_tracking() -> None:
         asyncio.Lock.release = _orig_release  # type: ignore[method-assign]
 
 
-class ControlledLoop(SimulatedNetworkLoop, asyncio.AbstractEventLoop):
-    """An event loop whose scheduling decisions are made by a :class:`Chooser`."""
+class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
+    """An event loop whose scheduling decisions are made by a :class:`Chooser`.
+
+    Tasks, futures and timers are implemented here; TCP over loopback comes from
+    :class:`SimulatedNetworkLoop` (the explorer's in-memory network); every other I/O method is
+    refused by :class:`UnsupportedLoopAPI` with an :class:`~asynclocks.UnsupportedScenario` naming
+    the call.
+    """
 
     def __init__(self) -> None:
         self._callbacks: deque[asyncio.Handle] = deque()
@@ -168,7 +175,11 @@ class ControlledLoop(SimulatedNetworkLoop, asyncio.AbstractEventLoop):
         return None
 
     def set_task_factory(self, factory: Any) -> None:
-        raise RuntimeError("task factories are not supported inside an exploration")
+        raise unsupported(
+            "loop.set_task_factory()",
+            "the explorer recognises a task's steps by asyncio's own Task",
+            "Use the default task factory inside the scenario (create_task, a TaskGroup)",
+        )
 
     def get_debug(self) -> bool:
         return False
@@ -194,16 +205,6 @@ class ControlledLoop(SimulatedNetworkLoop, asyncio.AbstractEventLoop):
 
     def get_exception_handler(self) -> None:
         return None
-
-    def run_in_executor(  # type: ignore[override]
-        self, executor: Any, func: Any, *args: Any
-    ) -> asyncio.Future[Any]:
-        raise unsupported(
-            "loop.run_in_executor() (asyncio.to_thread() calls it)",
-            "a thread runs outside the explorer's control, so its schedules could not be "
-            "explored or replayed",
-            "Keep blocking work out of the scenario, or replace it with an async fake",
-        )
 
     # -- driving one schedule ---------------------------------------------------------------------
 
@@ -256,9 +257,12 @@ class ControlledLoop(SimulatedNetworkLoop, asyncio.AbstractEventLoop):
         widths: list[int] = []
         steps: list[Step] = []
         outcome = Outcome(None, None, decisions, widths, steps)
+        sketch = outcome.sketch
         runnable = self._runnable
         pick = chooser.pick
         track = chooser.footprints
+        # Only the reported schedule's replay looks at the chains themselves (the race window).
+        watch = getattr(chooser, "watch_chains", None)
         chains: dict[asyncio.Task[Any], Chain] = {}
         previous = events._get_running_loop()
         events._set_running_loop(self)
@@ -307,6 +311,12 @@ class ControlledLoop(SimulatedNetworkLoop, asyncio.AbstractEventLoop):
                         chooser.stepped(
                             self._ids[task], step_footprint(before, after, done, failed)
                         )
+                        if watch is not None:
+                            watch(self._ids[task], before, after)
+                        sketch.append((self._ids[task], after.key, chosen != 0))
+                    else:
+                        stopped = () if task.done() else chain_key(task.get_coro())
+                        sketch.append((self._ids[task], stopped, chosen != 0))
                     if trace:
                         done = task.done()
                         steps.append(
@@ -411,10 +421,9 @@ class AsyncioSession:
     backend = "asyncio"
 
     def __init__(self) -> None:
-        # Only the loop methods asyncio, anyio and user code call are implemented; the I/O ones
-        # (sockets, subprocesses, signals) stay abstract because an exploration cannot replay I/O.
-        self._loop = ControlledLoop()  # type: ignore[abstract]
+        self._loop = ControlledLoop()
         _install_lock_tracking()
+        patch_anyio_threads(True)
         self._closed = False
 
     def run(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
@@ -424,6 +433,7 @@ class AsyncioSession:
         if not self._closed:
             self._closed = True
             _remove_lock_tracking()
+            patch_anyio_threads(False)
             self._loop.close()
 
     def __enter__(self) -> AsyncioSession:

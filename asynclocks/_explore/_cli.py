@@ -1,7 +1,8 @@
 """``python -m asynclocks explore module:function``: explore or replay a scenario from a shell.
 
 Exit codes: 0 when no schedule failed, 1 when one did (or a replay reproduced a failure, or the
-scenario turned out nondeterministic), 2 for bad arguments.
+scenario turned out nondeterministic), 2 for bad arguments and for a scenario the explorer cannot
+run (:class:`~asynclocks.UnsupportedScenario`, printed in one line on stderr).
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ._api import BACKENDS, explore, replay_outcome
-from ._common import NondeterminismError
+from ._api import explore, replay_outcome
+from ._common import BACKENDS, STRATEGIES, Backend, NondeterminismError, UnsupportedScenario
 from ._report import decode_token
-from ._strategies import STRATEGIES
 
 _EPILOG = """\
 The target is an importable module and a zero-argument async function in it,
 `package.module:func`, or a file path, `path/to/race.py:scenario`. The scenario starts its own
-tasks and raises (an assert) when an invariant breaks.
+tasks and raises (an assert) when an invariant breaks. A failure prints its race window (the
+conflicting read, await and write) above the trace; a long trace is elided around it
+(--full-trace prints every step).
 Exit status: 0 no failure found, 1 a failure was found (trace and token printed), 2 bad
-arguments."""
+arguments or a scenario the explorer cannot run (threads, subprocesses, real sockets, code of
+the other backend, a backend that is not installed)."""
 
 
 class UsageError(Exception):
@@ -79,6 +82,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--replay", metavar="TOKEN", help="run only the schedule of this token")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--full-trace",
+        action="store_true",
+        help="print every step of the failing schedule (long traces are elided by default)",
+    )
     parser.set_defaults(handler=_handle)
 
 
@@ -138,9 +146,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 schedule = decode_token(args.replay)
             except ValueError as error:
                 raise UsageError(str(error)) from None
-            backend = args.backend or schedule.backend
             try:
-                failed, verdict, trace = replay_outcome(scenario, args.replay, backend)
+                failed, verdict, trace = replay_outcome(
+                    scenario, args.replay, args.backend or schedule.backend, full=args.full_trace
+                )
             except (TypeError, ValueError) as error:
                 raise UsageError(str(error)) from None
             except NondeterminismError as error:
@@ -148,7 +157,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 return 1
             out.write(f"{verdict}\n{trace}\n")
             return 1 if failed else 0
-        backend = args.backend or "asyncio"
+        backend: Backend = args.backend or "asyncio"
         if not args.quiet:
             err.write(
                 f"exploring {args.target} on {backend} with {args.strategy} "
@@ -169,9 +178,15 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except UsageError as error:
         err.write(f"python -m asynclocks explore: error: {error}\n")
         return 2
+    except UnsupportedScenario as error:
+        text = " ".join(str(error).split())
+        err.write(f"python -m asynclocks explore: unsupported: {text}\n")
+        return 2
     out.write(f"{report.verdict}\n")
+    if report.window:
+        out.write(f"{report.window}\n")
     if report.failed:
-        out.write(f"{report.trace}\n")
+        out.write(f"{report.format_trace(full=args.full_trace)}\n")
     for note in report.notes:
         out.write(f"note: {note}\n")
     if report.failed:
@@ -183,4 +198,13 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    return run(args, sys.stdout, sys.stderr)
+    try:
+        code = run(args, sys.stdout, sys.stderr)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``). As the CPython docs recommend: point stdout at
+        # devnull so the flush at interpreter exit cannot raise again, and exit quietly with 1.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code

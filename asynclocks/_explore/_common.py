@@ -8,10 +8,20 @@ import sysconfig
 import types
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 #: A zero-argument async function: what the explorer runs once per schedule.
 Scenario = Callable[[], Awaitable[Any]]
+
+#: The event loops the explorer controls.
+Backend = Literal["asyncio", "trio"]
+#: The exploration strategies (see :func:`asynclocks.explore`).
+Strategy = Literal["dfs", "fifo", "pct", "random"]
+#: How a schedule failed: the scenario raised, or every task blocked.
+FailureKind = Literal["exception", "deadlock"]
+
+BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
+STRATEGIES: tuple[Strategy, ...] = ("dfs", "fifo", "pct", "random")
 
 #: (file, line, function) of a user-code frame.
 Frame = tuple[str, int, str]
@@ -145,17 +155,25 @@ class Waiting:
     holder: int | None = None
 
 
+#: One step as the search records it (cheaply, while not tracing): the task id, the code
+#: positions of its await chain where it stopped (``()`` when it finished; see
+#: ``_footprint.Chain.key``) and whether the step was a preemption. Enough to print the trace of
+#: a failing schedule that does not replay, and to tell two runs of a schedule apart.
+SketchStep = tuple[int, tuple[object, ...], bool]
+
+
 @dataclass
 class Outcome:
     """The result of running the scenario once under one schedule."""
 
-    kind: str | None  # None, "exception" or "deadlock"
+    kind: FailureKind | None
     error: BaseException | None
     decisions: list[int]
     options: list[int]  # how many options each decision had
     steps: list[Step] = field(default_factory=list)
     waiting: list[Waiting] = field(default_factory=list)
     task_names: dict[int, str] = field(default_factory=dict)
+    sketch: list[SketchStep] = field(default_factory=list)
 
 
 _LIBRARY_DIRS: tuple[str, ...] | None = None

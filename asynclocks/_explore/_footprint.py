@@ -30,7 +30,7 @@ import collections
 import dis
 import types
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._common import is_library
 
@@ -672,3 +672,223 @@ def independent(a: Footprint, b: Footprint) -> bool:
     reads_a, writes_a = a
     reads_b, writes_b = b
     return not (writes_a & (reads_b | writes_b) or writes_b & reads_a)
+
+
+# -- source lines of each access, for the race window of a reported schedule -----------------
+#
+# Computed only when a failing schedule is reported (never during the search), from the same
+# await chains the footprints use: the instructions a step may have executed in each user frame,
+# with the line and source text of every name or subscript read and written.
+
+
+class Access(NamedTuple):
+    """One read or write a step may have made in user code."""
+
+    #: What conflicts: an attribute or global name, or ``[]`` and the container's source text.
+    key: str
+    #: The access's source text, e.g. ``self.balance``.
+    text: str
+    write: bool
+    filename: str
+    line: int
+
+
+_SUBSCRIPT_READS = {"BINARY_SUBSCR"}
+_SUBSCRIPT_WRITES = {"STORE_SUBSCR", "DELETE_SUBSCR"}
+_ATTR_READS = {"LOAD_ATTR", "LOAD_METHOD"}
+_ATTR_WRITES = {"STORE_ATTR", "DELETE_ATTR"}
+_accesses: dict[tuple[types.CodeType, int | None, int | None], tuple[Access | int, ...]] = {}
+
+
+def _source(filename: str, ins: dis.Instruction) -> str | None:
+    import linecache
+
+    positions = ins.positions
+    if positions is None or positions.lineno is None or positions.lineno != positions.end_lineno:
+        return None
+    if positions.col_offset is None or positions.end_col_offset is None:
+        return None
+    line = linecache.getline(filename, positions.lineno)
+    text = line.encode()[positions.col_offset : positions.end_col_offset].decode(errors="replace")
+    return text.strip() or None
+
+
+def _instruction_access(code: _Code, i: int) -> Access | None:
+    ins = code.instructions[i]
+    name = ins.opname
+    filename = code.code.co_filename
+    line = ins.positions.lineno if ins.positions and ins.positions.lineno else None
+    if line is None:
+        return None
+    if name in _NAME_READS and name not in _ATTR_READS:
+        return Access(*(str(ins.argval), str(ins.argval), False, filename, line))
+    if name in _NAME_WRITES:
+        return Access(*(str(ins.argval), str(ins.argval), True, filename, line))
+    if name in _ATTR_READS or name in _ATTR_WRITES:
+        text = _source(filename, ins) or f".{ins.argval}"
+        if name in _ATTR_WRITES:
+            # The store's position covers the whole assignment; keep only its target.
+            text = text.split("=", 1)[0].strip() if "=" in text else text
+        return Access(*(str(ins.argval), text, name in _ATTR_WRITES, filename, line))
+    if name in _SUBSCRIPT_READS or name in _SUBSCRIPT_WRITES:
+        subscript = _source(filename, ins)
+        if subscript is None:
+            return None
+        text = subscript
+        if name in _SUBSCRIPT_WRITES and "=" in text:
+            text = text.split("=", 1)[0].strip()
+        container = text.rsplit("[", 1)[0] if "[" in text else text
+        return Access(*(f"[]{container}", text, name in _SUBSCRIPT_WRITES, filename, line))
+    return None
+
+
+def _range_accesses(code: _Code, start: int | None, stop: int | None) -> tuple[Access | int, ...]:
+    """The accesses on some path from ``start`` to ``stop`` (both whole lines included: the set
+    ``range_footprint`` classifies), in order, with the index of each call among them."""
+    key = (code.code, start, stop)
+    cached = _accesses.get(key)
+    if cached is not None:
+        return cached
+    first = 0 if start is None else code.index.get(start)
+    found: list[Access | int] = []
+    if first is not None:
+        executed = code._reach(first, code.successors)
+        last = None if stop is None else code.index.get(stop)
+        if stop is not None and last is None:
+            executed = set()
+        elif last is not None:
+            executed &= code._reach(last, code.predecessors)
+            executed.update(code._line_of(last))
+        if start is not None:
+            executed.update(code._line_of(first))
+        for i in sorted(executed):
+            if code.instructions[i].opname == "CALL":
+                found.append(i)
+                continue
+            access = _instruction_access(code, i)
+            if access is not None:
+                found.append(access)
+    result = tuple(found)
+    _accesses[key] = result
+    return result
+
+
+#: How deep the window follows calls into user functions that ran inside a step.
+_CALL_DEPTH = 3
+
+
+def _called_function(
+    code: _Code, call: int, local: dict[str, Any], global_: dict[str, Any]
+) -> tuple[types.FunctionType, Any] | None:
+    """The user function a CALL invokes, and the object it is a method of (or _MISSING).
+
+    Looked up with ``getattr_static``: a property or ``__getattr__`` is never run for this."""
+    import inspect
+
+    callee = code._callee(call)
+    if callee is None or callee[0] not in ("global", "local"):
+        return None
+    kind, path = callee
+    if kind == "global":
+        target: Any = global_.get(path[0], _MISSING)
+    else:
+        target = local.get(path[0], _MISSING)
+    owner: Any = _MISSING
+    for attribute in path[1:]:
+        if target is _MISSING:
+            return None
+        owner = target
+        try:
+            target = inspect.getattr_static(target, attribute)
+        except AttributeError:
+            return None
+    if isinstance(target, (staticmethod, classmethod)):
+        target = target.__func__
+        owner = _MISSING
+    if isinstance(target, types.MethodType):
+        owner, target = target.__self__, target.__func__
+    if not isinstance(target, types.FunctionType) or is_library(target.__code__.co_filename):
+        return None
+    if isinstance(owner, types.ModuleType) or isinstance(owner, type):
+        owner = _MISSING
+    return target, owner
+
+
+def _expand(
+    code: _Code,
+    items: tuple[Access | int, ...],
+    local: dict[str, Any],
+    global_: dict[str, Any],
+    depth: int,
+    found: list[Access],
+) -> None:
+    for item in items:
+        if not isinstance(item, int):
+            found.append(item)
+            continue
+        if depth >= _CALL_DEPTH:
+            continue
+        called = _called_function(code, item, local, global_)
+        if called is None:
+            continue
+        function, owner = called
+        inner = _analysis(function.__code__)
+        names = function.__code__.co_varnames
+        # Inside the callee only ``self`` (the object it was called on) is known.
+        inner_local = {names[0]: owner} if owner is not _MISSING and names else {}
+        body = _range_accesses(inner, None, None)
+        _expand(inner, body, inner_local, function.__globals__, depth + 1, found)
+
+
+def step_accesses(before: Sequence[Position], after: Sequence[Position]) -> tuple[Access, ...]:
+    """The reads and writes of names and subscripts a step may have made in user code, in
+    execution order per frame (outer frames first), with their lines; calls to user functions
+    that ran inside the step are followed (``_CALL_DEPTH`` deep)."""
+    stops = {id(frame): offset for frame, offset in after}
+    seen: set[int] = set()
+    found: list[Access] = []
+    for positions, resumed in ((before, True), (after, False)):
+        for frame, offset in positions:
+            key = id(frame)
+            if key in seen or is_library(frame.f_code.co_filename):
+                continue
+            seen.add(key)
+            analysis = _analysis(frame.f_code)
+            if resumed:
+                items = _range_accesses(analysis, offset, stops.get(key))
+            else:
+                items = _range_accesses(analysis, None, offset)
+            _expand(analysis, items, frame.f_locals, frame.f_globals, 0, found)
+    return tuple(found)
+
+
+def chain_key(coro: Any) -> tuple[object, ...]:
+    """``chain(coro).key`` without building the chain: what the search's step sketches store."""
+    key: list[object] = []
+    obj = coro
+    first = True
+    while obj is not None and len(key) < 400:
+        kind = type(obj)
+        if kind is _CoroutineType:
+            frame = obj.cr_frame
+            if frame is None:
+                break
+            started = not first or obj.cr_suspended or obj.cr_running
+            inner = obj.cr_await
+        elif kind is _GeneratorType:
+            frame = obj.gi_frame
+            if frame is None:
+                break
+            started = True
+            inner = obj.gi_yieldfrom
+        else:
+            frame = getattr(obj, "ag_frame", None)
+            if frame is None:
+                break
+            started = True
+            inner = getattr(obj, "ag_await", None)
+        key.append(frame.f_code)
+        key.append(frame.f_lasti if started else None)
+        obj = inner
+        first = False
+    return tuple(key)

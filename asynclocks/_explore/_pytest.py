@@ -9,7 +9,8 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._api import BACKENDS, check_arguments, check_backend, explore, replay_outcome
+from ._api import check_arguments, check_backend, explore, replay_outcome
+from ._common import BACKENDS, Backend, Strategy
 from ._report import decode_token
 
 EXPECTATIONS = ("pass", "fail")
@@ -28,9 +29,9 @@ InterleavingFailure.__module__ = "asynclocks"
 
 
 def check_interleavings(
-    backends: str | Sequence[str] = BACKENDS,
+    backends: Backend | Sequence[Backend] = BACKENDS,
     *,
-    strategy: str = "dfs",
+    strategy: Strategy = "dfs",
     max_schedules: int = 10_000,
     seed: int = 0,
     preemption_bound: int | None = None,
@@ -53,7 +54,12 @@ def check_interleavings(
             recorded (following it as far as it still applies after a fix) and fail if it fails.
             Only the token's own backend runs.
         expect: ``"pass"`` (default): fail the test when a schedule fails. ``"fail"``: fail the
-            test when *no* failing schedule is found (to keep a demo of a race honest).
+            test when *no* failing schedule is found (to keep a demo of a race honest); a
+            failure that does not replay (nondeterministic) does not count.
+
+    A scenario the explorer cannot run (threads, subprocesses, real sockets, code of the other
+    backend, a backend that is not installed) raises :class:`~asynclocks.UnsupportedScenario`
+    out of the test whatever ``expect`` says: it is never a verdict about the code.
 
     Returns:
         A decorator producing a synchronous pytest test function.
@@ -84,7 +90,7 @@ def check_interleavings(
         check_arguments(scenario, backends[0], strategy, max_schedules, seed, preemption_bound)
 
         @functools.wraps(scenario)
-        def test(asynclocks_backend: str) -> None:
+        def test(asynclocks_backend: Backend) -> None:
             __tracebackhide__ = True
             if replay_token is not None:
                 _run_replay(scenario, replay_token, asynclocks_backend)
@@ -100,11 +106,12 @@ def check_interleavings(
             if expect == "pass" and (report.failed or report.nondeterministic):
                 raise InterleavingFailure(
                     f"{report}\nreplay it: asynclocks.replay({scenario.__name__}, "
-                    f"{report.token!r}, backend={asynclocks_backend!r}); pin it: "
+                    f"{report.token!r}); pin it: "
                     f"@check_interleavings(replay_token={report.token!r})"
                 )
-            if expect == "fail" and not report.failed:
-                raise InterleavingFailure(f"expected a failing schedule, found none: {report}")
+            if expect == "fail" and (not report.failed or report.nondeterministic):
+                found = "only one that does not replay" if report.failed else "none"
+                raise InterleavingFailure(f"expected a failing schedule, found {found}: {report}")
 
         # pytest reads the signature through __wrapped__; it must see the backend parameter,
         # not the scenario's empty one.
@@ -117,7 +124,7 @@ def check_interleavings(
     return decorate
 
 
-def _run_replay(scenario: Callable[[], Any], token: str, backend: str) -> None:
+def _run_replay(scenario: Callable[[], Any], token: str, backend: Backend) -> None:
     __tracebackhide__ = True
     failed, verdict, trace = replay_outcome(scenario, token, backend, strict=False)
     if failed:

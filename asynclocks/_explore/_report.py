@@ -6,11 +6,12 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
-from ._common import Outcome, Waiting, format_location
+from ._common import Backend, FailureKind, Outcome, Step, Strategy, Waiting, format_location
 
 TOKEN_VERSION = "al1"
-_BACKEND_CODES = {"asyncio": "a", "trio": "t"}
+_BACKEND_CODES: dict[Backend, str] = {"asyncio": "a", "trio": "t"}
 _CODE_BACKENDS = {code: name for name, code in _BACKEND_CODES.items()}
 _TOKEN_RE = re.compile(r"^al(\d+):([a-z]):(\d+):([0-9=,]*):([0-9a-f]{4}):([0-9a-f]{4})$")
 
@@ -19,7 +20,7 @@ _TOKEN_RE = re.compile(r"^al(\d+):([a-z]):(\d+):([0-9=,]*):([0-9a-f]{4}):([0-9a-
 class Schedule:
     """A decoded token: the backend and the index chosen at every scheduling decision."""
 
-    backend: str
+    backend: Backend
     decisions: tuple[int, ...]
     shape: str = ""
 
@@ -38,7 +39,7 @@ def shape_of(widths: Sequence[int]) -> str:
     return _checksum(",".join(map(str, widths)))
 
 
-def encode_token(backend: str, decisions: Sequence[int], widths: Sequence[int]) -> str:
+def encode_token(backend: Backend, decisions: Sequence[int], widths: Sequence[int]) -> str:
     """A short printable token.
 
     ``al1:<backend>:<decision count>:<index=choice,...>:<shape>:<checksum>``: only decisions that
@@ -105,25 +106,34 @@ class Report:
         schedules: How many schedules ran while searching (shrinking and replays not counted).
         exhaustive: True when every schedule within the bound was explored.
         token: Replays the failing schedule with :func:`asynclocks.replay`; None if none failed.
-        trace: A readable timeline of the failing schedule (empty when nothing failed).
+        trace: A readable timeline of the failing schedule (empty when nothing failed). A long
+            one is elided around the race window and the end, with a count of the steps left
+            out; :meth:`format_trace` with ``full=True`` shows every step.
         backend: ``"asyncio"`` or ``"trio"``.
         strategy: The strategy that ran.
         preemption_bound: The bound on preemptions (None: unbounded).
         preemptions: Preemptions in the reported (shrunk) failing schedule.
-        nondeterministic: True when replaying the failing schedule did not reproduce it: the
-            scenario depends on something the explorer does not control.
+        nondeterministic: True when a schedule did not behave the same way twice (the failing
+            one replayed, or the first one run again after the search): the scenario depends on
+            something the explorer does not control. ``error``, ``trace`` and ``token`` are then
+            the search's own failing run, and ``notes`` name the likely cause.
         seconds: Wall-clock time the exploration took.
+        notes: Sentences about the verdict: why the scenario is nondeterministic and the likely
+            cause, what the search could not cover.
+        window: For a failure that is an exception: the race window, the conflicting accesses
+            the explorer saw (the task's read, the await after it, the other task's write and
+            the first task's next access, each with its ``file:line``); "" when none was seen.
     """
 
     failed: bool
-    kind: str | None
+    kind: FailureKind | None
     error: BaseException | None
     schedules: int
     exhaustive: bool
     token: str | None
     trace: str
-    backend: str
-    strategy: str
+    backend: Backend
+    strategy: Strategy | Literal["replay"]
     preemption_bound: int | None = None
     preemptions: int = 0
     nondeterministic: bool = False
@@ -131,6 +141,18 @@ class Report:
     notes: list[str] = field(default_factory=list)
     #: Whether dfs pruned schedules equivalent to explored ones (sleep sets).
     reduced: bool = False
+    window: str = ""
+    # What the trace was printed from, to print it again in full.
+    _traced: tuple[Outcome, list[Step], tuple[int, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def format_trace(self, full: bool = False) -> str:
+        """The trace of the failing schedule; ``full=True`` shows every step, none elided."""
+        if self._traced is None or self.token is None:
+            return self.trace
+        outcome, steps, keep = self._traced
+        return format_trace(outcome, self.token, full=full, keep=keep, steps=steps)
 
     @property
     def coverage(self) -> str:
@@ -142,7 +164,7 @@ class Report:
         )
         plural = "s" if self.schedules != 1 else ""
         if self.exhaustive:
-            how = self.strategy
+            how: str = self.strategy
             if self.reduced:
                 how += " with sleep-set reduction: every schedule not run is equivalent to one run"
             return f"all {self.schedules} schedule{plural} with {bound} ({how}; exhaustive)"
@@ -169,6 +191,8 @@ class Report:
 
     def __str__(self) -> str:
         parts = [self.verdict]
+        if self.window:
+            parts.append(self.window)
         if self.failed:
             parts += [self.trace, f"token: {self.token}"]
         parts += self.notes
@@ -213,18 +237,74 @@ def wait_for_cycle(waiting: Sequence[Waiting]) -> list[int]:
     return []
 
 
-def format_trace(outcome: Outcome, token: str) -> str:
-    """A step-by-step timeline of one schedule."""
+#: A trace longer than this many steps is elided (unless printed in full).
+TRACE_LIMIT = 40
+#: Steps kept at the start and the end of an elided trace, and around each window step.
+TRACE_HEAD = 4
+TRACE_TAIL = 8
+TRACE_CONTEXT = 2
+
+
+def _shown(count: int, keep: Sequence[int]) -> list[bool]:
+    shown = [False] * count
+    for index in [*range(min(TRACE_HEAD, count)), *range(max(0, count - TRACE_TAIL), count)]:
+        shown[index] = True
+    for index in keep:
+        for near in range(index - TRACE_CONTEXT, index + TRACE_CONTEXT + 1):
+            if 0 <= near < count:
+                shown[near] = True
+    # Eliding a single step saves nothing: show it.
+    for index in range(1, count - 1):
+        if not shown[index] and shown[index - 1] and shown[index + 1]:
+            shown[index] = True
+    return shown
+
+
+def format_trace(
+    outcome: Outcome,
+    token: str,
+    *,
+    full: bool = False,
+    keep: Sequence[int] = (),
+    steps: Sequence[Step] | None = None,
+) -> str:
+    """A step-by-step timeline of one schedule.
+
+    Args:
+        outcome: The schedule's outcome (its steps, unless ``steps`` is given, and its failure).
+        token: The schedule's token, shown in the heading.
+        full: Show every step. Otherwise a trace of more than ``TRACE_LIMIT`` steps shows its
+            first and last steps and those around ``keep``, each gap replaced by a count.
+        keep: Indices of steps to show in an elided trace (the race window's).
+        steps: The steps to show, when not the outcome's own (rebuilt from its sketch).
+    """
     names = outcome.task_names
-    width = max([len(s.name) for s in outcome.steps] + [4])
-    lines = [f"schedule {token} ({sum(1 for d in outcome.decisions if d)} preemption(s))"]
+    steps = outcome.steps if steps is None else steps
+    width = max([len(s.name) for s in steps] + [4])
+    preemptions = sum(1 for d in outcome.decisions if d)
+    lines = [f"schedule {token} ({preemptions} preemption(s))"]
     lines.append(f"  step  {'task':<{width}}  resumed at -> next await")
-    for number, step in enumerate(outcome.steps, 1):
+    if full or len(steps) <= TRACE_LIMIT:
+        shown = [True] * len(steps)
+    else:
+        preempted = [index for index, step in enumerate(steps) if step.preempted]
+        shown = _shown(len(steps), [*keep, *preempted[:10]])
+    hidden = 0
+    for number, step in enumerate(steps, 1):
+        if not shown[number - 1]:
+            hidden += 1
+            continue
+        if hidden:
+            lines.append(f"  ... {hidden:,} steps elided ...")
+            hidden = 0
         mark = "*" if step.preempted else " "
         resumed = "start" if step.resumed is None else format_location(step.resumed)
         after = "finished" if step.finished else format_location(step.suspended)
         lines.append(f"{mark}{number:>5}  {step.name:<{width}}  {resumed} -> {after}")
-    lines.append("  (* = a preemption: not the task the stock event loop would have run next)")
+    if hidden:
+        lines.append(f"  ... {hidden:,} steps elided ...")
+    if any(step.preempted for step in steps):
+        lines.append("  (* = a preemption: not the task the stock event loop would have run next)")
     if outcome.kind == "deadlock":
         lines.append(format_waiting(outcome.waiting, names))
     elif outcome.error is not None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from ._common import STRATEGIES as STRATEGIES
 from ._footprint import Footprint, independent
-
-STRATEGIES = ("dfs", "fifo", "pct", "random")
 
 
 class ScheduleChooser:

@@ -21,15 +21,17 @@ from ._common import (
     Chooser,
     Outcome,
     Scenario,
+    SketchStep,
     Step,
     StepLimitError,
+    UnsupportedScenario,
     Waiting,
     describe_object,
     task_label,
     user_location,
     waited_object,
 )
-from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, step_footprint
+from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, chain_key, step_footprint
 
 #: trio versions the explorer is tested with; others are refused (their internals may differ).
 TESTED_TRIO = ((0, 27), (0, 36))  # lower bound inclusive, upper bound exclusive
@@ -40,14 +42,16 @@ def check_trio_version(version: str | None = None) -> None:
     """Refuse a trio version outside the tested range, with a message saying what to install.
 
     Raises:
-        RuntimeError: trio is missing or its version is not one the explorer was tested with.
+        UnsupportedScenario: trio is missing or its version is not one the explorer was tested
+            with.
     """
     if version is None:
         try:
             import trio
         except ImportError:
-            raise RuntimeError(
-                "backend='trio' needs trio: pip install 'asynclocks[trio]'"
+            raise UnsupportedScenario(
+                "backend='trio' is not supported here: trio is not installed. Install it "
+                "(pip install 'asynclocks[trio]'), or explore with backend='asyncio'"
             ) from None
         version = trio.__version__
     parts: list[int] = []
@@ -57,9 +61,10 @@ def check_trio_version(version: str | None = None) -> None:
     key = tuple(parts)
     low, high = TESTED_TRIO
     if not low <= key < high:
-        raise RuntimeError(
-            f"the explorer drives trio through its internals and is tested with trio "
-            f"{TESTED_TRIO_TEXT}; this is trio {version}, which it refuses rather than risk wrong "
+        raise UnsupportedScenario(
+            f"backend='trio' is not supported with trio {version}: the explorer drives trio "
+            f"through its internals and is tested with trio {TESTED_TRIO_TEXT}; this is trio "
+            f"{version}, which it refuses rather than risk wrong "
             f"answers. Install a tested version: pip install 'trio{TESTED_TRIO_TEXT}'"
         )
 
@@ -100,6 +105,12 @@ class ControlledRunQueue:
         self._tracked: Any = None
         self._chains: dict[Any, Chain] = {}
         self._tracked_before: Chain = EMPTY_CHAIN
+        self._watch: Callable[[int, Chain, Chain], None] | None = None
+        self.sketch: list[SketchStep] = []
+        self._sketched: Any = None
+        self._sketch_preempted = False
+        self._after_of: Any = None
+        self._after_key: tuple[object, ...] = ()
 
     # -- the deque interface trio's run loop uses ---------------------------------------------
 
@@ -140,6 +151,8 @@ class ControlledRunQueue:
             self._record_step()
         if self._tracked is not None:
             self._record_footprint()
+        if self._sketched is not None:
+            self._record_sketch()
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
@@ -183,6 +196,8 @@ class ControlledRunQueue:
             else:
                 chains.pop(task, None)
         if not self.cleaning:
+            self._sketched = task
+            self._sketch_preempted = preempted
             self.count += 1
             if self.count > MAX_STEPS and self.stopped is None:
                 self._stop("limit")
@@ -219,6 +234,20 @@ class ControlledRunQueue:
         footprint = step_footprint(self._tracked_before, after, finished, finished)
         assert self.chooser is not None
         self.chooser.stepped(self.ids[task], footprint)
+        if self._watch is not None:
+            self._watch(self.ids[task], self._tracked_before, after)
+        self._after_of = task
+        self._after_key = after.key
+
+    def _record_sketch(self) -> None:
+        task = self._sketched
+        self._sketched = None
+        if self._after_of is task:
+            key = self._after_key  # the footprint's chain, already walked
+            self._after_of = None
+        else:
+            key = () if task.coro.cr_frame is None else chain_key(task.coro)
+        self.sketch.append((self.ids[task], key, self._sketch_preempted))
 
     def _deadlocked(self) -> bool:
         runner = self._runner
@@ -267,8 +296,13 @@ class ControlledRunQueue:
         self.decisions = []
         self.widths = []
         self.steps = []
+        self.sketch = []
+        self._sketched = None
+        self._after_of = None
         self.chooser = chooser
         self.track = chooser.footprints
+        # Only the reported schedule's replay looks at the chains themselves (the race window).
+        self._watch = getattr(chooser, "watch_chains", None)
         self._tracked = None
         self._chains.clear()
         self.trace = trace
@@ -296,6 +330,7 @@ class ControlledRunQueue:
 
         TRANSPARENT_CODE.add(root.__code__)
         outcome = Outcome(None, None, self.decisions, self.widths, self.steps)
+        outcome.sketch = self.sketch
         async with trio.open_nursery() as nursery:
             self.active = True
             self.expect_root = True
@@ -305,6 +340,8 @@ class ControlledRunQueue:
                 self._record_step()
             if self._tracked is not None:
                 self._record_footprint()
+            if self._sketched is not None:
+                self._record_sketch()
             stopped = self._stop_reason()
             if stopped == "deadlock":
                 outcome.kind = "deadlock"
@@ -330,7 +367,9 @@ class ControlledRunQueue:
 
 
 async def _drive(
-    plan: Generator[Any, Outcome, Any], scenario: Scenario, after_schedule: Callable[[], None]
+    plan: Generator[Any, Outcome, Any],
+    scenario: Scenario,
+    after_schedule: Callable[[Outcome], None],
 ) -> Any:
     import trio
     from trio._core._run import GLOBAL_RUN_CONTEXT
@@ -345,7 +384,7 @@ async def _drive(
         request = next(plan)
         while True:
             outcome = await runq.run_schedule(scenario, *request)
-            after_schedule()
+            after_schedule(outcome)
             request = plan.send(outcome)
     except StopIteration as stop:
         return stop.value
@@ -355,15 +394,22 @@ async def _drive(
 
 
 def run_plan(
-    plan: Generator[Any, Outcome, Any], scenario: Scenario, after_schedule: Callable[[], None]
+    plan: Generator[Any, Outcome, Any],
+    scenario: Scenario,
+    after_schedule: Callable[[Outcome], None],
 ) -> Any:
     """Run an exploration plan inside one ``trio.run`` with a virtual clock.
 
-    ``after_schedule`` runs after every schedule; it raises to stop the search.
+    ``after_schedule`` runs after every schedule with its outcome; it raises to stop the search.
+    Worker threads (``trio.to_thread``, anyio's on trio, trio's subprocesses) are refused while it
+    runs.
     """
     check_trio_version()
     import trio
     import trio.testing
 
+    from ._unsupported import patch_trio_threads
+
     clock = trio.testing.MockClock(autojump_threshold=0)
-    return trio.run(_drive, plan, scenario, after_schedule, clock=clock)
+    with patch_trio_threads():
+        return trio.run(_drive, plan, scenario, after_schedule, clock=clock)

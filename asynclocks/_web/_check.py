@@ -18,7 +18,7 @@ import anyio
 
 from .._explore import Report, explore
 from .._explore._api import check_arguments
-from .._explore._common import register_library
+from .._explore._common import Backend, Strategy, register_library
 from ._drivers import AppFactory, driver_for, make_app, prepare
 from ._model import (
     Outcome,
@@ -195,7 +195,7 @@ async def _run_in_order(
     app_factory: AppFactory,
     requests: RequestSet,
     order: Sequence[int],
-    backend: str,
+    backend: Backend,
     lifespan: bool,
 ) -> list[Response]:
     app = await make_app(app_factory)
@@ -210,7 +210,7 @@ async def _run_in_order(
 
 
 async def _run_together(
-    app_factory: AppFactory, requests: RequestSet, backend: str, lifespan: bool
+    app_factory: AppFactory, requests: RequestSet, backend: Backend, lifespan: bool
 ) -> list[Response]:
     app = await make_app(app_factory)
     responses: list[Response | None] = [None] * len(requests.concurrent)
@@ -231,7 +231,7 @@ async def _run_together(
 def sequential_outcomes(
     app_factory: AppFactory,
     requests: RequestSet,
-    backend: str = "asyncio",
+    backend: Backend = "asyncio",
     ignore: Sequence[str] = (),
     lifespan: bool = True,
 ) -> tuple[Allowed, ...]:
@@ -268,10 +268,10 @@ def check_requests(
     concurrent: Sequence[Any],
     setup: Sequence[Any] = (),
     observe: Sequence[Any] = (),
-    backend: str = "asyncio",
+    backend: Backend = "asyncio",
     ignore: Sequence[str] = (),
     lifespan: bool = True,
-    strategy: str = "dfs",
+    strategy: Strategy = "dfs",
     max_schedules: int = 10_000,
     seed: int = 0,
     preemption_bound: int | None = None,

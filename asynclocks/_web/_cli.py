@@ -13,9 +13,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from .._explore._api import BACKENDS
 from .._explore._cli import UsageError, load_target
-from .._explore._strategies import STRATEGIES
+from .._explore._common import BACKENDS, STRATEGIES
 from .._progress import ProgressBar
 from ._check import RequestSet, WebReport, check_requests
 from ._model import parse_ignore

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from .._explore._common import Backend
 from ._model import Request, Response
 
 #: What ``check_requests`` is given: a function (sync or async) returning a fresh app.
@@ -83,7 +84,7 @@ async def make_app(factory: AppFactory) -> Any:
     return app
 
 
-def driver_for(app: Any, backend: str, lifespan: bool = True) -> Driver:
+def driver_for(app: Any, backend: Backend, lifespan: bool = True) -> Driver:
     """The driver for ``app`` on ``backend``.
 
     Raises:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._explore._common import Backend
 from ._check import RequestSet, WebReport, check_requests
 from ._drivers import AppFactory
 from ._model import JSON, Request
@@ -405,7 +406,7 @@ class OpenAPISummary:
         )
 
 
-def fetch_document(app_factory: AppFactory, path: str, backend: str) -> JSON:
+def fetch_document(app_factory: AppFactory, path: str, backend: Backend) -> JSON:
     """GET ``path`` from a fresh app (one run on the explorer's loop) and parse it.
 
     Raises:
@@ -438,7 +439,7 @@ def check_openapi(
     sets: int = 20,
     seed: int = 0,
     concurrent: int = 2,
-    backend: str = "asyncio",
+    backend: Backend = "asyncio",
     time_limit: float | None = None,
     stop_on_failure: bool = False,
     ignore: Sequence[str] = (),

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._explore._api import check_arguments, check_backend
+from .._explore._common import Backend, Strategy
 from .._explore._pytest import InterleavingFailure
 from ._check import RequestSet, check_requests
 from ._drivers import AppFactory
@@ -21,10 +22,10 @@ def linearizable(
     concurrent: Sequence[Any],
     setup: Sequence[Any] = (),
     observe: Sequence[Any] = (),
-    backends: str | Sequence[str] = ("asyncio", "trio"),
+    backends: Backend | Sequence[Backend] = ("asyncio", "trio"),
     ignore: Sequence[str] = (),
     expect: str = "pass",
-    strategy: str = "dfs",
+    strategy: Strategy = "dfs",
     max_schedules: int = 10_000,
     seed: int = 0,
     preemption_bound: int | None = None,
@@ -78,7 +79,7 @@ def linearizable(
 
     check_arguments(shape, backends[0], strategy, max_schedules, seed, preemption_bound)
 
-    def test(asynclocks_backend: str) -> None:
+    def test(asynclocks_backend: Backend) -> None:
         __tracebackhide__ = True
         report = check_requests(
             app_factory,

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from asynclocks import Backend
+
 
 @pytest.fixture(params=["asyncio", "trio"])
-def backend(request: pytest.FixtureRequest) -> str:
+def backend(request: pytest.FixtureRequest) -> Backend:
     """The explorer is synchronous; each test runs it once per backend."""
-    name: str = request.param
+    name: Backend = request.param
     return name

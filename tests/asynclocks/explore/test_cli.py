@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from asynclocks import Backend
 from asynclocks.__main__ import main
 
 TARGET = "tests.asynclocks.explore.scenarios"
@@ -23,7 +24,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 
 
 def test_a_racy_scenario_exits_1_with_trace_and_token(
-    capsys: pytest.CaptureFixture[str], backend: str
+    capsys: pytest.CaptureFixture[str], backend: Backend
 ) -> None:
     code, out, _ = run_cli(capsys, f"{TARGET}:lost_update", "--backend", backend)
     assert code == 1
@@ -34,7 +35,7 @@ def test_a_racy_scenario_exits_1_with_trace_and_token(
 
 
 def test_a_locked_scenario_exits_0_with_what_was_covered(
-    capsys: pytest.CaptureFixture[str], backend: str
+    capsys: pytest.CaptureFixture[str], backend: Backend
 ) -> None:
     code, out, err = run_cli(capsys, f"{TARGET}:{backend}_locked_counter", "--backend", backend)
     assert code == 0
@@ -44,7 +45,7 @@ def test_a_locked_scenario_exits_0_with_what_was_covered(
 
 
 def test_replaying_a_token_reproduces_the_failure(
-    capsys: pytest.CaptureFixture[str], backend: str
+    capsys: pytest.CaptureFixture[str], backend: Backend
 ) -> None:
     code, out, _ = run_cli(capsys, f"{TARGET}:lost_update_late", "--backend", backend)
     token = out.rsplit("token: ", 1)[1].strip()

@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 import asynclocks
-from asynclocks import DeadlockError, NondeterminismError, Report, explore, replay
+from asynclocks import (
+    Backend,
+    DeadlockError,
+    NondeterminismError,
+    Report,
+    Strategy,
+    explore,
+    replay,
+)
 from asynclocks._explore._report import _checksum
 from asynclocks._explore._trio import check_trio_version
 
@@ -20,7 +28,7 @@ from .scenarios import marker_line
 Scenario = Callable[[], Awaitable[None]]
 
 
-def native(backend: str, name: str) -> Scenario:
+def native(backend: Backend, name: str) -> Scenario:
     """The scenario written with the backend's own API (asyncio.TaskGroup, trio nursery...)."""
     scenario: Scenario = getattr(scenarios, f"{backend}_{name}")
     return scenario
@@ -30,7 +38,7 @@ def native(backend: str, name: str) -> Scenario:
 
 
 @pytest.mark.parametrize("flavour", ["anyio", "native"])
-def test_dfs_finds_the_lost_update_within_three_schedules(backend: str, flavour: str) -> None:
+def test_dfs_finds_the_lost_update_within_three_schedules(backend: Backend, flavour: str) -> None:
     scenario = scenarios.lost_update if flavour == "anyio" else native(backend, "lost_update")
     report = explore(scenario, backend=backend, strategy="dfs")
     assert report.failed
@@ -43,7 +51,7 @@ def test_dfs_finds_the_lost_update_within_three_schedules(backend: str, flavour:
     assert not report.nondeterministic
 
 
-def test_the_trace_shows_the_two_await_points_of_the_window(backend: str) -> None:
+def test_the_trace_shows_the_two_await_points_of_the_window(backend: Backend) -> None:
     report = explore(scenarios.lost_update, backend=backend)
     window = f"scenarios.py:{marker_line('WINDOW_OPENS')} (increment)"
     lines = report.trace.splitlines()
@@ -57,14 +65,14 @@ def test_the_trace_shows_the_two_await_points_of_the_window(backend: str) -> Non
     assert "raised AssertionError: lost update: counter is 1, expected 2" in report.trace
 
 
-def test_a_race_that_needs_a_preemption_is_found_and_marked(backend: str) -> None:
+def test_a_race_that_needs_a_preemption_is_found_and_marked(backend: Backend) -> None:
     report = explore(scenarios.lost_update_late, backend=backend)
     assert report.failed
     assert report.preemptions >= 1
     assert any(line.startswith("*") for line in report.trace.splitlines()), report.trace
 
 
-def test_a_preemption_bound_of_zero_explores_only_the_stock_order(backend: str) -> None:
+def test_a_preemption_bound_of_zero_explores_only_the_stock_order(backend: Backend) -> None:
     report = explore(scenarios.lost_update_late, backend=backend, preemption_bound=0)
     assert not report.failed
     assert report.exhaustive
@@ -76,7 +84,7 @@ def test_a_preemption_bound_of_zero_explores_only_the_stock_order(backend: str) 
 
 
 @pytest.mark.parametrize("strategy", ["random", "pct", "fifo"])
-def test_other_strategies_find_the_lost_update(backend: str, strategy: str) -> None:
+def test_other_strategies_find_the_lost_update(backend: Backend, strategy: Strategy) -> None:
     report = explore(scenarios.lost_update, backend=backend, strategy=strategy, seed=3)
     assert report.failed
     assert isinstance(report.error, AssertionError)
@@ -84,7 +92,7 @@ def test_other_strategies_find_the_lost_update(backend: str, strategy: str) -> N
 
 
 @pytest.mark.parametrize("strategy", ["random", "pct"])
-def test_seeded_strategies_are_reproducible(backend: str, strategy: str) -> None:
+def test_seeded_strategies_are_reproducible(backend: Backend, strategy: Strategy) -> None:
     first = explore(scenarios.lost_update_late, backend=backend, strategy=strategy, seed=7)
     second = explore(scenarios.lost_update_late, backend=backend, strategy=strategy, seed=7)
     assert first.failed
@@ -96,7 +104,7 @@ def test_seeded_strategies_are_reproducible(backend: str, strategy: str) -> None
     )
 
 
-def test_shrinking_removes_needless_preemptions(backend: str) -> None:
+def test_shrinking_removes_needless_preemptions(backend: Backend) -> None:
     # Random schedules of the basic lost update preempt a lot; the race needs none.
     report = explore(scenarios.lost_update, backend=backend, strategy="random", seed=11)
     assert report.failed
@@ -106,7 +114,7 @@ def test_shrinking_removes_needless_preemptions(backend: str) -> None:
 # -- replay -----------------------------------------------------------------------------------
 
 
-def test_replay_raises_the_same_failure_every_time(backend: str) -> None:
+def test_replay_raises_the_same_failure_every_time(backend: Backend) -> None:
     report = explore(scenarios.lost_update_late, backend=backend)
     assert report.token is not None
     for _ in range(3):
@@ -114,13 +122,13 @@ def test_replay_raises_the_same_failure_every_time(backend: str) -> None:
             replay(scenarios.lost_update_late, report.token, backend=backend)
 
 
-def test_exploring_twice_gives_the_same_token_and_trace(backend: str) -> None:
+def test_exploring_twice_gives_the_same_token_and_trace(backend: Backend) -> None:
     first = explore(scenarios.lost_update_late, backend=backend)
     second = explore(scenarios.lost_update_late, backend=backend)
     assert (first.token, first.trace) == (second.token, second.trace)
 
 
-def test_tokens_are_stable_across_processes(backend: str) -> None:
+def test_tokens_are_stable_across_processes(backend: Backend) -> None:
     here = explore(scenarios.lost_update_late, backend=backend)
     code = (
         "import asynclocks\n"
@@ -134,7 +142,7 @@ def test_tokens_are_stable_across_processes(backend: str) -> None:
     assert there.stdout.strip() == here.token
 
 
-def test_replay_of_a_fixed_scenario_passes_and_returns_the_trace(backend: str) -> None:
+def test_replay_of_a_fixed_scenario_passes_and_returns_the_trace(backend: Backend) -> None:
     report = explore(scenarios.lost_update, backend=backend, strategy="fifo")
     assert report.token is not None
     fixed = scenarios.locked_counter(2)
@@ -144,17 +152,17 @@ def test_replay_of_a_fixed_scenario_passes_and_returns_the_trace(backend: str) -
     assert "#1 increment" in result.trace
 
 
-def test_strict_replay_of_a_changed_scenario_reports_the_divergence(backend: str) -> None:
+def test_strict_replay_of_a_changed_scenario_reports_the_divergence(backend: Backend) -> None:
     report = explore(scenarios.lost_update_late, backend=backend)
     assert report.token is not None
     with pytest.raises(NondeterminismError, match="diverged"):
         replay(scenarios.locked_counter(3), report.token, backend=backend)
 
 
-def test_replay_refuses_a_token_from_the_other_backend(backend: str) -> None:
+def test_replay_refuses_a_token_from_the_other_backend(backend: Backend) -> None:
     report = explore(scenarios.lost_update, backend=backend)
     assert report.token is not None
-    other = "trio" if backend == "asyncio" else "asyncio"
+    other: Backend = "trio" if backend == "asyncio" else "asyncio"
     with pytest.raises(ValueError, match=f"recorded on {backend}"):
         replay(scenarios.lost_update, report.token, backend=other)
 
@@ -162,7 +170,7 @@ def test_replay_refuses_a_token_from_the_other_backend(backend: str) -> None:
 # -- deadlocks --------------------------------------------------------------------------------
 
 
-def test_a_lock_order_deadlock_is_reported_with_the_wait_for_cycle(backend: str) -> None:
+def test_a_lock_order_deadlock_is_reported_with_the_wait_for_cycle(backend: Backend) -> None:
     report = explore(scenarios.lock_order_deadlock, backend=backend)
     assert report.failed
     assert report.kind == "deadlock"
@@ -180,14 +188,14 @@ def test_a_lock_order_deadlock_is_reported_with_the_wait_for_cycle(backend: str)
         replay(scenarios.lock_order_deadlock, report.token, backend=backend)
 
 
-def test_native_lock_deadlocks_name_the_holders(backend: str) -> None:
+def test_native_lock_deadlocks_name_the_holders(backend: Backend) -> None:
     report = explore(native(backend, "lock_order_deadlock"), backend=backend)
     assert report.kind == "deadlock"
     assert f"waits on {backend}.Lock, held by #2 right" in report.trace
     assert "wait-for cycle: #1 left -> #2 right -> #1 left" in report.trace
 
 
-def test_waiting_for_an_event_nobody_sets_is_a_deadlock(backend: str) -> None:
+def test_waiting_for_an_event_nobody_sets_is_a_deadlock(backend: Backend) -> None:
     report = explore(scenarios.event_never_set, backend=backend)
     assert report.kind == "deadlock"
     assert "#1 waiter" in report.trace
@@ -197,13 +205,13 @@ def test_waiting_for_an_event_nobody_sets_is_a_deadlock(backend: str) -> None:
 # -- virtual time -----------------------------------------------------------------------------
 
 
-def test_sleeps_and_timeouts_run_on_virtual_time(backend: str) -> None:
+def test_sleeps_and_timeouts_run_on_virtual_time(backend: Backend) -> None:
     report = explore(scenarios.long_sleeps_and_timeouts, backend=backend)
     assert not report.failed
     assert report.exhaustive
 
 
-def test_a_timeout_that_fires_is_a_failure_not_a_deadlock(backend: str) -> None:
+def test_a_timeout_that_fires_is_a_failure_not_a_deadlock(backend: Backend) -> None:
     report = explore(scenarios.timeout_race, backend=backend)
     assert report.kind == "exception"
     assert isinstance(report.error, TimeoutError)
@@ -213,7 +221,7 @@ def test_a_timeout_that_fires_is_a_failure_not_a_deadlock(backend: str) -> None:
 
 
 @pytest.mark.parametrize("flavour", ["anyio", "native"])
-def test_the_locked_counter_is_proved_exhaustively(backend: str, flavour: str) -> None:
+def test_the_locked_counter_is_proved_exhaustively(backend: Backend, flavour: str) -> None:
     scenario = (
         scenarios.locked_counter(3) if flavour == "anyio" else native(backend, "locked_counter")
     )
@@ -226,7 +234,7 @@ def test_the_locked_counter_is_proved_exhaustively(backend: str, flavour: str) -
     assert report.coverage.endswith("exhaustive)")
 
 
-def test_max_schedules_stops_a_search_before_it_is_exhaustive(backend: str) -> None:
+def test_max_schedules_stops_a_search_before_it_is_exhaustive(backend: Backend) -> None:
     report = explore(scenarios.locked_counter(3), backend=backend, max_schedules=5)
     assert not report.failed
     assert report.schedules == 5
@@ -237,7 +245,7 @@ def test_max_schedules_stops_a_search_before_it_is_exhaustive(backend: str) -> N
 # -- nondeterminism and runaway scenarios -----------------------------------------------------
 
 
-def test_a_failure_that_does_not_replay_is_reported_as_nondeterministic(backend: str) -> None:
+def test_a_failure_that_does_not_replay_is_reported_as_nondeterministic(backend: Backend) -> None:
     report = explore(scenarios.fails_only_the_first_time(), backend=backend)
     assert report.failed
     assert report.nondeterministic
@@ -245,14 +253,14 @@ def test_a_failure_that_does_not_replay_is_reported_as_nondeterministic(backend:
     assert any("nondeterministic" in note for note in report.notes)
 
 
-def test_a_scenario_whose_choices_change_between_runs_is_detected(backend: str) -> None:
+def test_a_scenario_whose_choices_change_between_runs_is_detected(backend: Backend) -> None:
     report = explore(scenarios.changing_task_count(), backend=backend)
     assert report.nondeterministic
     assert not report.exhaustive
     assert "nondeterministic" in str(report)
 
 
-def test_a_task_that_never_stops_yielding_is_reported(backend: str) -> None:
+def test_a_task_that_never_stops_yielding_is_reported(backend: Backend) -> None:
     report = explore(scenarios.spins_forever, backend=backend, max_schedules=1)
     assert report.kind == "exception"
     assert "more than" in str(report.error)
@@ -284,7 +292,7 @@ def test_bad_arguments_are_refused(
         explore(scenarios.lost_update, **kwargs)
 
 
-def test_a_scenario_must_be_a_zero_argument_async_function(backend: str) -> None:
+def test_a_scenario_must_be_a_zero_argument_async_function(backend: Backend) -> None:
     with pytest.raises(TypeError, match="requires x"):
         explore(scenarios.needs_an_argument, backend=backend)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="async function"):
@@ -332,7 +340,8 @@ def test_tested_trio_versions_are_accepted(version: str) -> None:
 @pytest.mark.parametrize("version", ["0.26.2", "0.36.0", "1.0.0", "0.9"])
 def test_untested_trio_versions_are_refused_with_a_clear_message(version: str) -> None:
     with pytest.raises(
-        RuntimeError, match=rf"tested with trio >=0.27,<0.36; this is trio {version}"
+        asynclocks.UnsupportedScenario,
+        match=rf"tested with trio >=0.27,<0.36; this is trio {version}",
     ):
         check_trio_version(version)
 
@@ -343,11 +352,11 @@ def test_exploring_on_an_untested_trio_fails_before_running(
     import trio
 
     monkeypatch.setattr(trio, "__version__", "0.99.0")
-    with pytest.raises(RuntimeError, match="pip install 'trio>=0.27,<0.36'"):
+    with pytest.raises(asynclocks.UnsupportedScenario, match="pip install 'trio>=0.27,<0.36'"):
         explore(scenarios.lost_update, backend="trio")
 
 
-def test_exploring_from_inside_trio_is_refused(backend: str) -> None:
+def test_exploring_from_inside_trio_is_refused(backend: Backend) -> None:
     import trio
 
     async def main() -> None:
@@ -357,7 +366,7 @@ def test_exploring_from_inside_trio_is_refused(backend: str) -> None:
     trio.run(main)
 
 
-def test_exploring_from_inside_asyncio_works(backend: str) -> None:
+def test_exploring_from_inside_asyncio_works(backend: Backend) -> None:
     import asyncio
 
     async def main() -> Report:

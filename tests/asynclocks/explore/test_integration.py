@@ -14,7 +14,7 @@ from types import ModuleType
 import anyio
 import pytest
 
-from asynclocks import explore
+from asynclocks import Backend, explore
 from asynclocks._demos import SCENARIOS, locks_for, make_check
 from services.bank.errors import InsufficientFunds
 from services.bank.locking import Locking
@@ -47,7 +47,9 @@ def demo_cases() -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.parametrize(("backend", "name", "lock"), demo_cases())
-def test_every_demo_fails_unprotected_and_passes_locked(backend: str, name: str, lock: str) -> None:
+def test_every_demo_fails_unprotected_and_passes_locked(
+    backend: Backend, name: str, lock: str
+) -> None:
     report = explore(make_check(name, lock, 2), backend=backend)
     if lock in ("none", "naive-order"):
         assert report.failed, report.verdict
@@ -59,7 +61,7 @@ def test_every_demo_fails_unprotected_and_passes_locked(backend: str, name: str,
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_three_task_counter_demo_is_proved_within_a_preemption_bound(backend: str) -> None:
+def test_three_task_counter_demo_is_proved_within_a_preemption_bound(backend: Backend) -> None:
     report = explore(make_check("counter", "anyio.Lock", 3), backend=backend, preemption_bound=3)
     assert not report.failed
     assert report.exhaustive
@@ -126,7 +128,7 @@ def example_scenarios() -> list[tuple[str, str, Scenario, bool]]:
     [pytest.param(b, s, r, id=i) for i, b, s, r in example_scenarios()],
 )
 def test_every_example_is_checked_by_the_explorer(
-    backend: str, scenario: Scenario, racy: bool
+    backend: Backend, scenario: Scenario, racy: bool
 ) -> None:
     report = explore(scenario, backend=backend, preemption_bound=3)
     if racy:
@@ -175,7 +177,7 @@ def bank_scenario(mode: str) -> Scenario:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_bank_transfers_lose_money_without_a_lock(backend: str) -> None:
+def test_bank_transfers_lose_money_without_a_lock(backend: Backend) -> None:
     report = explore(bank_scenario("none"), backend=backend)
     assert report.failed
     assert isinstance(report.error, AssertionError)
@@ -184,7 +186,7 @@ def test_bank_transfers_lose_money_without_a_lock(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("mode", ["account", "global"])
-def test_bank_transfers_are_proved_with_a_lock(backend: str, mode: str) -> None:
+def test_bank_transfers_are_proved_with_a_lock(backend: Backend, mode: str) -> None:
     report = explore(bank_scenario(mode), backend=backend, preemption_bound=2)
     assert not report.failed, str(report)
     assert report.exhaustive, report.coverage

@@ -21,7 +21,7 @@ import anyio
 import pytest
 import trio
 
-from asynclocks import UnsupportedScenario, explore, replay
+from asynclocks import Backend, UnsupportedScenario, explore, replay
 from asynclocks._explore._network import FIRST_EPHEMERAL_PORT, RECEIVE_BUFFER
 
 from . import net_scenarios
@@ -29,7 +29,7 @@ from . import net_scenarios
 Scenario = Callable[[], Awaitable[None]]
 
 
-def run_once(scenario: Scenario, backend: str = "asyncio") -> None:
+def run_once(scenario: Scenario, backend: Backend = "asyncio") -> None:
     """Run the scenario in the stock order on the simulated network; re-raise its failure."""
     report = explore(scenario, backend=backend, strategy="fifo")
     if report.failed:
@@ -48,7 +48,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("backend", "name", "bound"), CASES)
-def test_racy_server_fails_and_locked_server_passes(backend: str, name: str, bound: int) -> None:
+def test_racy_server_fails_and_locked_server_passes(
+    backend: Backend, name: str, bound: int
+) -> None:
     factory = getattr(net_scenarios, name)
     racy = explore(factory(False), backend=backend, preemption_bound=bound)
     assert racy.failed, str(racy)
@@ -151,7 +153,7 @@ UNSUPPORTED = [
 
 @pytest.mark.parametrize(("backend", "call", "host"), UNSUPPORTED)
 def test_any_other_address_is_unsupported(
-    backend: str, call: Callable[[str], Awaitable[None]], host: str
+    backend: Backend, call: Callable[[str], Awaitable[None]], host: str
 ) -> None:
     with pytest.raises(UnsupportedScenario, match=f"'{host}'.*loopback"):
         explore(functools.partial(call, host), backend=backend)
@@ -169,7 +171,7 @@ async def _httpx_get(host: str) -> None:
     [("asyncio", _asyncio_connect), ("trio", _trio_connect), ("trio", _httpx_get)],
 )
 def test_the_error_names_the_scenarios_line(
-    backend: str, call: Callable[[str], Awaitable[None]]
+    backend: Backend, call: Callable[[str], Awaitable[None]]
 ) -> None:
     # Not the client library's resolver or backend that passed the address on.
     line = call.__code__.co_firstlineno + (4 if call is _httpx_get else 1)
@@ -514,7 +516,7 @@ def test_trio_backpressure_blocks_the_sender() -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_anyio_connect_tcp_on_both_backends(backend: str) -> None:
+def test_anyio_connect_tcp_on_both_backends(backend: Backend) -> None:
     async def serve_asyncio(port_box: list[int]) -> Any:
         async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.write(await reader.readexactly(4))
@@ -549,7 +551,7 @@ def test_anyio_connect_tcp_on_both_backends(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_anyio_listener_and_client_on_both_backends(backend: str) -> None:
+def test_anyio_listener_and_client_on_both_backends(backend: Backend) -> None:
     async def scenario() -> None:
         served: list[bytes] = []
 
@@ -574,7 +576,7 @@ def test_anyio_listener_and_client_on_both_backends(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_connecting_is_a_scheduling_point(backend: str) -> None:
+def test_connecting_is_a_scheduling_point(backend: Backend) -> None:
     # On a real network a connect takes at least one loop turn: another task can run meanwhile.
     async def scenario() -> None:
         connecting = [False]

@@ -6,7 +6,7 @@ from collections.abc import Generator
 
 import pytest
 
-from asynclocks import explore
+from asynclocks import Backend, explore
 from asynclocks._explore._api import drive
 from asynclocks._explore._common import Outcome
 from asynclocks._explore._strategies import DepthFirst, DfsChooser
@@ -14,7 +14,7 @@ from asynclocks._explore._strategies import DepthFirst, DfsChooser
 from .reduction_scenarios import RACES, independent_work_then_lock
 
 
-def count_schedules(scenario: object, backend: str, reduce: bool) -> int:
+def count_schedules(scenario: object, backend: Backend, reduce: bool) -> int:
     """Exhaust the DFS tree, with or without sleep sets, and count the schedules."""
 
     def plan() -> Generator[tuple[DfsChooser, bool], Outcome, int]:
@@ -31,19 +31,19 @@ def count_schedules(scenario: object, backend: str, reduce: bool) -> int:
 
 
 @pytest.mark.parametrize("name", sorted(RACES))
-def test_the_stock_order_passes_so_only_a_preemption_finds_it(backend: str, name: str) -> None:
+def test_the_stock_order_passes_so_only_a_preemption_finds_it(backend: Backend, name: str) -> None:
     report = explore(RACES[name](), backend=backend, strategy="fifo")
     assert not report.failed, report.trace
 
 
 @pytest.mark.parametrize("name", sorted(RACES))
-def test_reduction_never_hides_a_race(backend: str, name: str) -> None:
+def test_reduction_never_hides_a_race(backend: Backend, name: str) -> None:
     report = explore(RACES[name](), backend=backend)
     assert report.failed, f"{name}: {report.verdict}"
     assert isinstance(report.error, AssertionError)
 
 
-def test_independent_steps_are_explored_once(backend: str) -> None:
+def test_independent_steps_are_explored_once(backend: Backend) -> None:
     scenario = independent_work_then_lock(3, 1)
     full = count_schedules(scenario, backend, reduce=False)
     reduced = count_schedules(scenario, backend, reduce=True)
@@ -54,14 +54,14 @@ def test_independent_steps_are_explored_once(backend: str) -> None:
     assert report.schedules == reduced
 
 
-def test_the_reduced_proof_scales_where_the_full_tree_explodes(backend: str) -> None:
+def test_the_reduced_proof_scales_where_the_full_tree_explodes(backend: Backend) -> None:
     # Without reduction this tree has tens of thousands of schedules.
     report = explore(independent_work_then_lock(3, 2), backend=backend, max_schedules=5_000)
     assert not report.failed
     assert report.exhaustive, report.coverage
 
 
-def test_a_preemption_bound_turns_the_reduction_off(backend: str) -> None:
+def test_a_preemption_bound_turns_the_reduction_off(backend: Backend) -> None:
     scenario = independent_work_then_lock(2, 1)
     bounded = explore(scenario, backend=backend, preemption_bound=10)
     full = count_schedules(scenario, backend, reduce=False)

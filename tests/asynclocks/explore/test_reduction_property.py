@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from asynclocks import Backend
 from asynclocks._explore._api import drive
 from asynclocks._explore._common import Outcome
 from asynclocks._explore._strategies import DepthFirst, DfsChooser
@@ -90,7 +91,7 @@ def build(tasks: list[list[int]]) -> tuple[Callable[[], Awaitable[None]], list[A
 
 
 def explore_all(
-    scenario: Callable[[], Awaitable[None]], outcomes: list[Any], backend: str, reduce: bool
+    scenario: Callable[[], Awaitable[None]], outcomes: list[Any], backend: Backend, reduce: bool
 ) -> tuple[int, set[Any]]:
     """Exhaust the dfs tree; returns the schedule count and what the schedules observed.
 
@@ -117,7 +118,7 @@ def explore_all(
     return count, observed
 
 
-def check(backend: str, tasks: list[list[int]]) -> None:
+def check(backend: Backend, tasks: list[list[int]]) -> None:
     scenario, outcomes = build(tasks)
     full, everything = explore_all(scenario, outcomes, backend, reduce=False)
     reduced_scenario, reduced_outcomes = build(tasks)
@@ -152,19 +153,19 @@ KNOWN_RACES = [
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("tasks", KNOWN_RACES)
-def test_known_races_keep_every_final_state(backend: str, tasks: list[list[int]]) -> None:
+def test_known_races_keep_every_final_state(backend: Backend, tasks: list[list[int]]) -> None:
     check(backend, tasks)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @SETTINGS
 @given(tasks=st.lists(st.lists(operation, min_size=1, max_size=3), min_size=2, max_size=2))
-def test_two_tasks_keep_every_final_state(backend: str, tasks: list[list[int]]) -> None:
+def test_two_tasks_keep_every_final_state(backend: Backend, tasks: list[list[int]]) -> None:
     check(backend, tasks)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @SETTINGS
 @given(tasks=st.lists(st.lists(operation, min_size=1, max_size=1), min_size=3, max_size=3))
-def test_three_tasks_keep_every_final_state(backend: str, tasks: list[list[int]]) -> None:
+def test_three_tasks_keep_every_final_state(backend: Backend, tasks: list[list[int]]) -> None:
     check(backend, tasks)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 import asynclocks.web as web
+from asynclocks import Backend
 from asynclocks.web import NotLinearizable, Request, Response
 
 from .apps import clock_app, crowded_app, lifespan_app, seats_app
@@ -16,7 +17,7 @@ BOOK_TWICE = ["POST /book", "POST /book"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_the_last_seat_booked_twice_is_not_linearizable(backend: str) -> None:
+def test_the_last_seat_booked_twice_is_not_linearizable(backend: Backend) -> None:
     report = web.check_requests(
         seats_app, concurrent=BOOK_TWICE, observe=["GET /seats"], backend=backend
     )
@@ -39,7 +40,7 @@ def test_the_last_seat_booked_twice_is_not_linearizable(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_the_locked_app_passes_every_schedule(backend: str) -> None:
+def test_the_locked_app_passes_every_schedule(backend: Backend) -> None:
     report = web.check_requests(
         lambda: seats_app(locked=True),
         concurrent=BOOK_TWICE,
@@ -53,7 +54,7 @@ def test_the_locked_app_passes_every_schedule(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_three_concurrent_requests_on_two_seats(backend: str) -> None:
+def test_three_concurrent_requests_on_two_seats(backend: Backend) -> None:
     locked = web.check_requests(
         lambda: seats_app(locked=True, seats=2),
         concurrent=["POST /book"] * 3,
@@ -74,7 +75,7 @@ def test_three_concurrent_requests_on_two_seats(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_fields_that_differ_by_design_can_be_ignored(backend: str) -> None:
+def test_fields_that_differ_by_design_can_be_ignored(backend: Backend) -> None:
     hits = ["POST /hit", "POST /hit"]
     strict = web.check_requests(clock_app, concurrent=hits, backend=backend)
     assert isinstance(strict.error, NotLinearizable)
@@ -85,7 +86,7 @@ def test_fields_that_differ_by_design_can_be_ignored(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_500_only_under_concurrency_is_a_failure(backend: str) -> None:
+def test_a_500_only_under_concurrency_is_a_failure(backend: Backend) -> None:
     report = web.check_requests(crowded_app, concurrent=["POST /work"] * 2, backend=backend)
     assert isinstance(report.error, NotLinearizable)
     assert report.observed is not None
@@ -93,7 +94,7 @@ def test_a_500_only_under_concurrency_is_a_failure(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_the_lifespan_runs_around_every_run(backend: str) -> None:
+def test_the_lifespan_runs_around_every_run(backend: Backend) -> None:
     events: list[str] = []
     report = web.check_requests(
         lambda: lifespan_app(events), concurrent=["POST /ping"] * 2, backend=backend
@@ -173,7 +174,7 @@ def test_a_factory_that_returns_no_app_is_a_clear_error() -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_an_async_factory_is_awaited(backend: str) -> None:
+def test_an_async_factory_is_awaited(backend: Backend) -> None:
     async def factory() -> Any:
         return seats_app(locked=True)
 

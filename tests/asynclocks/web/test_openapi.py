@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from asynclocks import Backend
 from asynclocks._web._openapi import check_openapi, operations, request_sets
 from asynclocks.web import Request
 
@@ -57,7 +58,7 @@ def test_the_same_seed_gives_the_same_sets_and_another_seed_others() -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_generated_sets_find_the_race_and_pass_the_fix(backend: str) -> None:
+def test_generated_sets_find_the_race_and_pass_the_fix(backend: Backend) -> None:
     racy = check_openapi(accounts_app, sets=6, seed=0, backend=backend, stop_on_failure=True)
     assert racy.failures, racy.summary
     assert racy.failures[0].verdict.startswith(f"NOT LINEARIZABLE on {backend}")

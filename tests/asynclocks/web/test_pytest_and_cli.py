@@ -61,7 +61,7 @@ def test_bad_helper_arguments_are_refused_when_the_module_is_imported() -> None:
     with pytest.raises(ValueError, match="expect must be 'pass' or 'fail'"):
         web.linearizable(seats_app, concurrent=["POST /book"] * 2, expect="maybe")
     with pytest.raises(ValueError, match="unknown backend 'curio'"):
-        web.linearizable(seats_app, concurrent=["POST /book"] * 2, backends="curio")
+        web.linearizable(seats_app, concurrent=["POST /book"] * 2, backends="curio")  # type: ignore[arg-type]
 
 
 def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
