@@ -212,6 +212,8 @@ def search_plan(
         preemption_bound=preemption_bound,
         reduced=dfs is not None and dfs.reduce,
     )
+    if dfs is not None and dfs.reduce_off is not None:
+        report.notes.append(dfs.reduce_off)
     if nondeterministic_search:
         report.nondeterministic = True
         report.exhaustive = False
