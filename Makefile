@@ -21,11 +21,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# tests/asynclocks and the examples on Python 3.12 and 3.13 (noxfile.py); pyenv finds them
-# through PYENV_VERSION. `make test` stays the full suite on 3.11.
+# tests/asynclocks and the examples on Python 3.12 and 3.13 (noxfile.py); pyenv's shims find
+# them through PYENV_VERSION (its shims are put on PATH in case the shell did not).
+# `make test` stays the full suite on 3.11.
 PYENV_VERSIONS ?= 3.11.7:3.12.1:3.13.0
+PYENV_ROOT ?= $(HOME)/.pyenv
 test-versions: $(STAMP)
-	PYENV_VERSION=$${PYENV_VERSION:-$(PYENV_VERSIONS)} $(BIN)/nox $(NOX_ARGS)
+	PATH="$(PYENV_ROOT)/shims:$$PATH" PYENV_VERSION=$${PYENV_VERSION:-$(PYENV_VERSIONS)} \
+		$(BIN)/nox $(NOX_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

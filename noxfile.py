@@ -32,8 +32,7 @@ nox.options.error_on_missing_interpreters = True
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """tests/asynclocks and tests/test_examples.py; extra arguments go to pytest."""
+    """tests/asynclocks and tests/test_examples.py; arguments after ``--`` replace those paths."""
     session.install("-c", "constraints.txt", *REQUIREMENTS)
-    session.run(
-        "python", "-m", "pytest", "tests/asynclocks", "tests/test_examples.py", *session.posargs
-    )
+    arguments = session.posargs or ["tests/asynclocks", "tests/test_examples.py"]
+    session.run("python", "-m", "pytest", *arguments)

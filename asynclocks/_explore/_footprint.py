@@ -11,7 +11,7 @@ step can have executed:
 * Names read or written (globals, closure cells, attributes; one namespace, so aliasing a module
   attribute as a global still conflicts) give precise read/write sets. ``obj[key]`` stores, in-place
   operators and mutating container methods write a shared ``heap``; subscripts, comparisons,
-  iteration and container reads read it.
+  iteration, container reads, truth tests (``if items:``) and formatting (f-strings) read it.
 * Lock, event and other synchronisation calls (``async with``, ``acquire``, ``set``, ``wait``...)
   all write one ``sync`` resource; a sleep with a non-zero delay writes ``timers``; ``sleep(0)`` and
   checkpoints touch nothing.
@@ -272,7 +272,7 @@ _BOOL_MAKERS = {"IS_OP", "CONTAINS_OP", "CHECK_EXC_MATCH", "UNARY_NOT", "COMPARE
 # CALL_INTRINSIC_1/2 by their dis name: those that only handle the frame's own values.
 _FREE_INTRINSICS: set[str] = set()
 _HEAP_READ_INTRINSICS: set[str] = set()
-# Instructions that can start a call's callable and the instruction right before CALL.
+# The call instructions whose callee ``_callee`` can tell from the code before them.
 _CALL_OPS = {"CALL"}
 
 if PYTHON >= (3, 12):
