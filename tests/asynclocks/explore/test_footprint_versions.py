@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from asynclocks import explore
+from asynclocks.__main__ import main
 from asynclocks._explore import _footprint
 from asynclocks._explore._footprint import (
     EMPTY_CHAIN,
@@ -264,3 +265,16 @@ def test_a_preemption_bound_adds_no_note_on_an_unknown_python(
     report = explore(independent_work_then_lock(2, 1), backend=backend, preemption_bound=2)
     assert not report.reduced
     assert report.notes == []
+
+
+def test_the_cli_prints_why_the_reduction_is_off(
+    backend: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(_footprint, "PYTHON", (3, 14))
+    target = f"tests.asynclocks.explore.scenarios:{backend}_locked_counter"
+    code = main(["explore", target, "--backend", backend, "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith(f"PASS on {backend}")
+    assert "note: sleep-set reduction off" in out
+    assert "this is Python 3.14" in out
