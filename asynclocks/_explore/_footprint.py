@@ -268,7 +268,25 @@ _TRUTH_TESTS = {
     "JUMP_IF_TRUE_OR_POP",
     "JUMP_IF_FALSE_OR_POP",
 }
-_BOOL_MAKERS = {"IS_OP", "CONTAINS_OP", "CHECK_EXC_MATCH", "UNARY_NOT", "COMPARE_OP"}
+# WITH_EXCEPT_START: __exit__'s result, whose call the with statement's marker judges.
+_BOOL_MAKERS = {
+    "IS_OP",
+    "CONTAINS_OP",
+    "CHECK_EXC_MATCH",
+    "UNARY_NOT",
+    "COMPARE_OP",
+    "WITH_EXCEPT_START",
+}
+# The instructions of one ``await`` after its GET_AWAITABLE (3.11 to 3.13).
+_AWAIT_LOOP = {
+    "LOAD_CONST",
+    "SEND",
+    "YIELD_VALUE",
+    "RESUME",
+    "JUMP_BACKWARD_NO_INTERRUPT",
+    "END_SEND",
+    "CLEANUP_THROW",
+}
 # CALL_INTRINSIC_1/2 by their dis name: those that only handle the frame's own values.
 _FREE_INTRINSICS: set[str] = set()
 _HEAP_READ_INTRINSICS: set[str] = set()
@@ -415,6 +433,8 @@ class _Code:
             previous = self.instructions[i - 1] if i else None
             if previous is not None and not ins.is_jump_target and previous.opname in _BOOL_MAKERS:
                 return frozenset(), frozenset()  # the bool just made; its maker counted already
+            if self._tests_aexit_result(i):
+                return frozenset(), frozenset()
             return frozenset({HEAP}), frozenset()
         if name in ("CALL_INTRINSIC_1", "CALL_INTRINSIC_2"):
             if ins.argrepr in _FREE_INTRINSICS:
@@ -427,6 +447,19 @@ class _Code:
         if name in _CALL_OPS:
             return self._classify_call(i)
         return None
+
+    def _tests_aexit_result(self, i: int) -> bool:
+        """Whether the truth test at ``i`` tests what an ``async with`` block's ``__aexit__``
+        returned on the exception path (suppress or not). That call is judged as a whole by
+        the with statement's marker (a library lock's, or unknown), so testing it adds nothing.
+        """
+        ins = self.instructions
+        j = i - 1
+        while j >= 0 and ins[j].opname in _AWAIT_LOOP:
+            j -= 1
+        if j < 1 or ins[j].opname != "GET_AWAITABLE" or ins[j].arg != 2:
+            return False
+        return ins[j - 1].opname == "WITH_EXCEPT_START"
 
     def _cm_marker(self, i: int) -> tuple[frozenset[str], frozenset[str]]:
         # Entering or leaving a with block runs the context manager's code: harmless only for

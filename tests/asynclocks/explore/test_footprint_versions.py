@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from asyncio import sleep
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -278,3 +278,19 @@ def test_the_cli_prints_why_the_reduction_is_off(
     assert out.startswith(f"PASS on {backend}")
     assert "note: sleep-set reduction off" in out
     assert "this is Python 3.14" in out
+
+
+def test_testing_what_aexit_returned_is_no_read_but_testing_an_awaited_value_is() -> None:
+    async def body(lock: asyncio.Lock, fetch: Callable[[], Awaitable[list[int]]]) -> None:
+        async with lock:  # on the exception path, __aexit__'s result decides: suppress or not
+            pass
+        if await fetch():  # the awaited list's length
+            pass
+
+    analysis = _footprint._analysis(body.__code__)
+    tests = [
+        effect
+        for ins, effect in zip(analysis.instructions, analysis.effects, strict=True)
+        if ins.opname in _footprint._TRUTH_TESTS
+    ]
+    assert sorted(tests, key=str) == [(NOTHING, NOTHING), (frozenset({HEAP}), NOTHING)]
