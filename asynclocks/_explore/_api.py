@@ -246,6 +246,8 @@ def search_plan(
         preemption_bound=preemption_bound,
         reduced=dfs is not None and dfs.reduce,
     )
+    if dfs is not None and dfs.reduce_off is not None:
+        report.notes.append(dfs.reduce_off)
     runs: list[Outcome] = [] if first_run is None else [first_run]
     # The first schedule, run again at the end, must behave as it did: a search whose scenario
     # kept state from one schedule to the next explored a different program every time.

@@ -11,7 +11,7 @@ step can have executed:
 * Names read or written (globals, closure cells, attributes; one namespace, so aliasing a module
   attribute as a global still conflicts) give precise read/write sets. ``obj[key]`` stores, in-place
   operators and mutating container methods write a shared ``heap``; subscripts, comparisons,
-  iteration and container reads read it.
+  iteration, container reads, truth tests (``if items:``) and formatting (f-strings) read it.
 * Lock, event and other synchronisation calls (``async with``, ``acquire``, ``set``, ``wait``...)
   all write one ``sync`` resource; a sleep with a non-zero delay writes ``timers``; ``sleep(0)`` and
   checkpoints touch nothing.
@@ -21,6 +21,10 @@ step can have executed:
 
 Independence is therefore claimed only when nothing one step may write is read or written by the
 other. Local variables are private to their frame and never conflict.
+
+The instructions are CPython's, which change with every minor version: the tables below are
+written for the versions in :data:`SUPPORTED_PYTHONS`. On any other version the reduction is off
+(:func:`reduction_unavailable` says why and the report carries it), never guessed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import builtins
 import collections
 import dis
+import sys
 import types
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -149,6 +154,28 @@ _NAME_WRITES = {
     "DELETE_NAME",
     "DELETE_DEREF",
 }
+#: CPython minor versions whose bytecode the tables below classify; each one is tested.
+SUPPORTED_PYTHONS = ((3, 11), (3, 12), (3, 13))
+#: The version the tables are built for and the support check reads (a test may patch it).
+PYTHON: tuple[int, int] = (sys.version_info[0], sys.version_info[1])
+
+
+def reduction_unavailable() -> str | None:
+    """Why the sleep-set reduction cannot run on this interpreter, or None when it can.
+
+    The analysis reads bytecode, whose opcodes differ between CPython versions; on a version it
+    was not written and tested for it would silently misjudge steps, so it is off there.
+    """
+    if PYTHON in SUPPORTED_PYTHONS:
+        return None
+    known = ", ".join(f"{major}.{minor}" for major, minor in SUPPORTED_PYTHONS)
+    return (
+        f"sleep-set reduction off: its footprint analysis reads CPython bytecode and knows the "
+        f"opcodes of Python {known}; this is Python {PYTHON[0]}.{PYTHON[1]}, so dfs ran every "
+        f"schedule (the verdict holds; the search was not pruned)"
+    )
+
+
 _FREE = {
     "NOP",
     "RESUME",
@@ -229,7 +256,102 @@ _HEAP_READS = {
 }
 _HEAP_WRITES = {"STORE_SUBSCR", "DELETE_SUBSCR", "STORE_ATTR", "DELETE_ATTR"}
 _SYNC_OPS = {"BEFORE_ASYNC_WITH", "BEFORE_WITH", "WITH_EXCEPT_START"}
-_INPLACE_BINARY_OPS = set(range(13, 26))  # NB_INPLACE_ADD .. NB_INPLACE_XOR
+_INPLACE_BINARY_OPS = set(range(13, 26))  # NB_INPLACE_ADD .. NB_INPLACE_XOR (3.11 to 3.13)
+# Instructions that test a value's truth: for anything but a bool that runs __bool__/__len__,
+# which reads the object (``if items:`` reads the list). Free when the tested value is a bool
+# the preceding instruction just made (see ``_BOOL_MAKERS``).
+_TRUTH_TESTS = {
+    "POP_JUMP_FORWARD_IF_TRUE",
+    "POP_JUMP_FORWARD_IF_FALSE",
+    "POP_JUMP_BACKWARD_IF_TRUE",
+    "POP_JUMP_BACKWARD_IF_FALSE",
+    "JUMP_IF_TRUE_OR_POP",
+    "JUMP_IF_FALSE_OR_POP",
+}
+# WITH_EXCEPT_START: __exit__'s result, whose call the with statement's marker judges.
+_BOOL_MAKERS = {
+    "IS_OP",
+    "CONTAINS_OP",
+    "CHECK_EXC_MATCH",
+    "UNARY_NOT",
+    "COMPARE_OP",
+    "WITH_EXCEPT_START",
+}
+# The instructions of one ``await`` after its GET_AWAITABLE (3.11 to 3.13).
+_AWAIT_LOOP = {
+    "LOAD_CONST",
+    "SEND",
+    "YIELD_VALUE",
+    "RESUME",
+    "JUMP_BACKWARD_NO_INTERRUPT",
+    "END_SEND",
+    "CLEANUP_THROW",
+}
+# CALL_INTRINSIC_1/2 by their dis name: those that only handle the frame's own values.
+_FREE_INTRINSICS: set[str] = set()
+_HEAP_READ_INTRINSICS: set[str] = set()
+# The call instructions whose callee ``_callee`` can tell from the code before them.
+_CALL_OPS = {"CALL"}
+
+if PYTHON >= (3, 12):
+    # 3.12: PRECALL and the POP_JUMP_FORWARD/BACKWARD_* forms are gone; comprehensions are
+    # inlined (LOAD_FAST_AND_CLEAR saves the loop variable); await loops end in END_SEND with
+    # CLEANUP_THROW on the throw path; a few operations moved into CALL_INTRINSIC_*.
+    _FREE |= {
+        "RETURN_CONST",
+        "END_FOR",
+        "END_SEND",
+        "CLEANUP_THROW",
+        "LOAD_FAST_CHECK",
+        "LOAD_FAST_AND_CLEAR",
+        "POP_JUMP_IF_NONE",
+        "POP_JUMP_IF_NOT_NONE",
+    }
+    _TRUTH_TESTS = {"POP_JUMP_IF_TRUE", "POP_JUMP_IF_FALSE"}
+    _NAME_READS |= {"LOAD_FROM_DICT_OR_GLOBALS", "LOAD_FROM_DICT_OR_DEREF", "LOAD_SUPER_ATTR"}
+    _HEAP_READS |= {"BINARY_SLICE"}
+    _HEAP_WRITES |= {"STORE_SLICE"}
+    _FREE_INTRINSICS = {
+        "INTRINSIC_STOPITERATION_ERROR",  # a StopIteration leaving a coroutine: its own error
+        "INTRINSIC_ASYNC_GEN_WRAP",
+        "INTRINSIC_PREP_RERAISE_STAR",
+    }
+    _HEAP_READ_INTRINSICS = {"INTRINSIC_UNARY_POSITIVE", "INTRINSIC_LIST_TO_TUPLE"}
+if PYTHON >= (3, 13):
+    # 3.13: conditional jumps take only bools (TO_BOOL converts first, and is the truth test);
+    # pairs of local loads/stores are fused; keyword calls are CALL_KW; f-strings use
+    # CONVERT_VALUE / FORMAT_SIMPLE / FORMAT_WITH_SPEC; a function's defaults, closure and
+    # annotations are set by SET_FUNCTION_ATTRIBUTE.
+    _FREE |= {
+        "POP_JUMP_IF_TRUE",
+        "POP_JUMP_IF_FALSE",
+        "LOAD_FAST_LOAD_FAST",
+        "STORE_FAST_LOAD_FAST",
+        "STORE_FAST_STORE_FAST",
+        "SET_FUNCTION_ATTRIBUTE",
+    }
+    _TRUTH_TESTS = {"TO_BOOL"}
+    _HEAP_READS -= {"UNARY_NOT"}  # its operand is a bool already
+    _FREE.add("UNARY_NOT")
+    _HEAP_READS |= {"CONVERT_VALUE", "FORMAT_SIMPLE", "FORMAT_WITH_SPEC"}
+    _CALL_OPS = {"CALL", "CALL_KW"}
+_FREE -= _TRUTH_TESTS
+# Formatting a value runs its __format__/__repr__, which reads a container's items.
+_FREE.discard("FORMAT_VALUE")
+_HEAP_READS.add("FORMAT_VALUE")
+# Instructions that end a block: no fall-through to the next instruction.
+_STOPS = {
+    "RETURN_VALUE",
+    "RETURN_CONST",
+    "RERAISE",
+    "RAISE_VARARGS",
+    "JUMP_FORWARD",
+    "JUMP_BACKWARD",
+    "JUMP_BACKWARD_NO_INTERRUPT",
+}
+# Loads of a local by name; the fused 3.13 forms push the second name last.
+_LOCAL_LOADS = {"LOAD_FAST", "LOAD_FAST_CHECK"}
+_FUSED_LOCAL_LOADS = {"LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST"}
 
 
 class _Code:
@@ -243,11 +365,9 @@ class _Code:
         self.successors: list[list[int]] = [[] for _ in range(count)]
         self.predecessors: list[list[int]] = [[] for _ in range(count)]
         self.lines: dict[int | None, list[int]] = {}
-        stops = {"RETURN_VALUE", "RERAISE", "RAISE_VARARGS", "JUMP_FORWARD", "JUMP_BACKWARD"}
-        stops |= {"JUMP_BACKWARD_NO_INTERRUPT"}
         for i, ins in enumerate(self.instructions):
             self.lines.setdefault(ins.positions.lineno if ins.positions else None, []).append(i)
-            if ins.opname not in stops and i + 1 < count:
+            if ins.opname not in _STOPS and i + 1 < count:
                 self._edge(i, i + 1)
             if ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs:
                 target = self.index.get(ins.argval)
@@ -291,7 +411,7 @@ class _Code:
         if name in _NAME_READS:
             return frozenset(
                 {str(ins.argval), HEAP}
-                if name in ("LOAD_ATTR", "LOAD_METHOD")
+                if name in ("LOAD_ATTR", "LOAD_METHOD", "LOAD_SUPER_ATTR")
                 else {str(ins.argval)}
             ), frozenset()
         if name in _NAME_WRITES:
@@ -309,26 +429,53 @@ class _Code:
             if ins.arg in _INPLACE_BINARY_OPS:
                 return frozenset({HEAP}), frozenset({HEAP})
             return frozenset({HEAP}), frozenset()
+        if name in _TRUTH_TESTS:
+            previous = self.instructions[i - 1] if i else None
+            if previous is not None and not ins.is_jump_target and previous.opname in _BOOL_MAKERS:
+                return frozenset(), frozenset()  # the bool just made; its maker counted already
+            if self._tests_aexit_result(i):
+                return frozenset(), frozenset()
+            return frozenset({HEAP}), frozenset()
+        if name in ("CALL_INTRINSIC_1", "CALL_INTRINSIC_2"):
+            if ins.argrepr in _FREE_INTRINSICS:
+                return frozenset(), frozenset()
+            if ins.argrepr in _HEAP_READ_INTRINSICS:
+                return frozenset({HEAP}), frozenset()
+            return None
         if name in _SYNC_OPS:
             return self._cm_marker(i)
-        if name == "CALL":
+        if name in _CALL_OPS:
             return self._classify_call(i)
         return None
+
+    def _tests_aexit_result(self, i: int) -> bool:
+        """Whether the truth test at ``i`` tests what an ``async with`` block's ``__aexit__``
+        returned on the exception path (suppress or not). That call is judged as a whole by
+        the with statement's marker (a library lock's, or unknown), so testing it adds nothing.
+        """
+        ins = self.instructions
+        j = i - 1
+        while j >= 0 and ins[j].opname in _AWAIT_LOOP:
+            j -= 1
+        if j < 1 or ins[j].opname != "GET_AWAITABLE" or ins[j].arg != 2:
+            return False
+        return ins[j - 1].opname == "WITH_EXCEPT_START"
 
     def _cm_marker(self, i: int) -> tuple[frozenset[str], frozenset[str]]:
         # Entering or leaving a with block runs the context manager's code: harmless only for
         # the library's own locks and events, told apart from user context managers at runtime.
         return frozenset(), frozenset({f"{_CM}{self._line_of(i)[0]}"})
 
-    def cm_loaders(self, first_on_line: int) -> list[dis.Instruction] | None:
-        """The instructions loading each context manager of the with statement on this line."""
+    def cm_loaders(self, first_on_line: int) -> list[tuple[str, str]] | None:
+        """How each context manager of the with statement on this line was loaded: ("global",
+        name) or ("local", name) (a frame variable, closure cells included)."""
         loaders = []
         for i in self._line_of(first_on_line):
             if self.instructions[i].opname in ("BEFORE_ASYNC_WITH", "BEFORE_WITH"):
-                loader = self.instructions[i - 1]
-                if loader.opname not in ("LOAD_FAST", "LOAD_DEREF", "LOAD_GLOBAL"):
+                loaded = _variable(self.instructions[i - 1])
+                if loaded is None:
                     return None
-                loaders.append(loader)
+                loaders.append(loaded)
         return loaders or None
 
     def _iterates_range(self, i: int) -> bool:
@@ -349,6 +496,10 @@ class _Code:
         j = i - 1
         while j >= 0 and ins[j].opname in ("PRECALL", "KW_NAMES"):
             j -= 1
+        if ins[i].opname == "CALL_KW":
+            if j < 0 or ins[j].opname != "LOAD_CONST":
+                return None
+            j -= 1  # the tuple of keyword names, pushed after the arguments it names
         if args == 2 and j >= 2 and all(ins[k].opname == "LOAD_CONST" for k in (j, j - 1, j - 2)):
             if all(ins[k].argval is None for k in (j, j - 1, j - 2)):
                 return ("with-exit", ())
@@ -369,6 +520,10 @@ class _Code:
             j -= 1
         if depth != args or j < 0:
             return None
+        if ins[j].opname == "PUSH_NULL" and PYTHON >= (3, 13) and not ins[j].is_jump_target:
+            j -= 1  # 3.13 pushes the NULL after the callable (3.11 and 3.12: before it)
+            if j < 0:
+                return None
         loader = ins[j]
         if loader.opname in ("LOAD_METHOD", "LOAD_ATTR"):
             path = [str(loader.argval)]
@@ -376,9 +531,9 @@ class _Code:
             while k >= 0 and ins[k].opname == "LOAD_ATTR":
                 path.insert(0, str(ins[k].argval))
                 k -= 1
-            if k >= 0 and ins[k].opname in ("LOAD_GLOBAL", "LOAD_FAST", "LOAD_DEREF"):
-                base = "global" if ins[k].opname == "LOAD_GLOBAL" else "local"
-                return (base, (str(ins[k].argval), *path))
+            base = _variable(ins[k]) if k >= 0 else None
+            if base is not None:
+                return (base[0], (base[1], *path))
             return None
         if loader.opname == "LOAD_GLOBAL":
             return ("global", (str(loader.argval),))
@@ -450,14 +605,24 @@ class _Code:
         return frozenset(reads), frozenset(writes)
 
 
+def _variable(ins: dis.Instruction) -> tuple[str, str] | None:
+    """("global", name) or ("local", name) for an instruction that only pushes a variable."""
+    if ins.opname == "LOAD_GLOBAL":
+        return ("global", str(ins.argval))
+    if ins.opname in _LOCAL_LOADS or ins.opname == "LOAD_DEREF":
+        return ("local", str(ins.argval))
+    if ins.opname in _FUSED_LOCAL_LOADS:
+        return ("local", str(ins.argval[1]))  # pushed last: the one right below the next push
+    return None
+
+
 def _library_context_managers(code: _Code, line_start: int, frame: types.FrameType) -> bool:
     loaders = code.cm_loaders(line_start)
     if loaders is None:
         return False
     namespace = frame.f_locals
-    for loader in loaders:
-        name = str(loader.argval)
-        if loader.opname == "LOAD_GLOBAL":
+    for kind, name in loaders:
+        if kind == "global":
             value = frame.f_globals.get(name)
         else:
             value = namespace.get(name)
@@ -514,9 +679,17 @@ def _resolve_call(
 def _zero_argument(code: _Code, call: int) -> bool:
     """Whether the CALL at ``call`` passes exactly the constant 0 (``sleep(0)``)."""
     instructions = code.instructions
-    if call < 2 or instructions[call].arg != 1 or instructions[call - 1].opname != "PRECALL":
+    if instructions[call].opname != "CALL" or instructions[call].arg != 1:
         return False
-    argument = instructions[call - 2]
+    before = call - 1
+    if PYTHON < (3, 12):
+        if before < 1 or instructions[before].opname != "PRECALL":
+            return False
+        before -= 1
+    # A jump landing in between could bring another value (``sleep(1 if slow else 0)``).
+    if before < 0 or any(ins.is_jump_target for ins in instructions[before + 1 : call + 1]):
+        return False
+    argument = instructions[before]
     return argument.opname == "LOAD_CONST" and argument.argval == 0
 
 

@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 
 from ._common import STRATEGIES as STRATEGIES
-from ._footprint import Footprint, independent
+from ._footprint import Footprint, independent, reduction_unavailable
 
 
 class ScheduleChooser:
@@ -213,6 +213,11 @@ class DepthFirst:
         # Sleep sets and a preemption bound do not combine soundly: a schedule pruned as
         # equivalent may need more preemptions than the bound allows.
         self.reduce = reduce and preemption_bound is None
+        #: Why the reduction was wanted but is off on this interpreter (None: not the case).
+        self.reduce_off: str | None = None
+        if self.reduce:
+            self.reduce_off = reduction_unavailable()
+            self.reduce = self.reduce_off is None
         self.path: list[_Node] = []
         self.started = False
         self.redundant = 0

@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+from anyio.lowlevel import checkpoint
 
 TOTAL = 0
 
@@ -193,6 +194,58 @@ def user_methods_named_like_library_ones() -> Callable[[], Awaitable[None]]:
     return scenario
 
 
+def a_bare_truth_test() -> Callable[[], Awaitable[None]]:
+    """``if pending:`` reads the list (its length) and nothing else in that step reads shared
+    state: ``checkpoint`` is a global here, so no attribute load hides the read."""
+
+    async def scenario() -> None:
+        queue: list[int] = []
+
+        async def producer(items: list[int]) -> None:
+            await checkpoint()
+            await checkpoint()
+            items.append(1)
+            await checkpoint()
+
+        async def consumer(pending: list[int]) -> None:
+            await checkpoint()
+            if pending:
+                raise AssertionError("the item arrived before its turn")
+            await checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer, queue)
+            tg.start_soon(producer, queue)
+
+    return scenario
+
+
+def formatted_in_an_f_string() -> Callable[[], Awaitable[None]]:
+    """``f"{pending}"`` reads the list's items (its ``__repr__``) into a local."""
+
+    async def scenario() -> None:
+        queue: list[int] = []
+
+        async def producer(items: list[int]) -> None:
+            await checkpoint()
+            await checkpoint()
+            items.append(1)
+            await checkpoint()
+
+        async def consumer(pending: list[int]) -> None:
+            await checkpoint()
+            shown = f"{pending}"
+            await checkpoint()
+            assert shown == "[]", f"formatted {shown} before the item's turn"
+            await checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer, queue)
+            tg.start_soon(producer, queue)
+
+    return scenario
+
+
 def independent_work_then_lock(tasks: int, idle: int) -> Callable[[], Awaitable[None]]:
     """Unshared awaits (stand-ins for I/O) before a locked increment: reduction's target."""
 
@@ -224,4 +277,6 @@ RACES = {
     "user_context_manager": inside_a_user_context_manager,
     "helper_functions": in_a_helper_that_does_not_suspend,
     "user_methods": user_methods_named_like_library_ones,
+    "truth_test": a_bare_truth_test,
+    "f_string": formatted_in_an_f_string,
 }

@@ -39,6 +39,8 @@ OPERATIONS = [
     "async with lock:\n    value = cell\n    await anyio.sleep(0)\n    cell = value + 1",
     "if len(items) < 2:\n    await anyio.lowlevel.checkpoint()\n    items.append(-1)",
     "if shared.x == 0:\n    shared.x = 10",
+    # A bare truth test reads the list's length (3.13: TO_BOOL; before: the jump itself).
+    "value = 1 if items else 0",
 ]
 
 
@@ -148,6 +150,7 @@ KNOWN_RACES = [
     [[op("value = table['k']"), CHECKPOINT, op("table['k'] = value + 1")]] * 2,
     [[op("value = len(items)"), CHECKPOINT, op("items.append(len(items))")]] * 2,
     [[op("if len(items) < 2:\n    await anyio.lowlevel.checkpoint()\n    items.append(-1)")]] * 3,
+    [[op("value = 1 if items else 0")], [op("items.append(len(items))")]],
 ]
 
 
