@@ -93,15 +93,20 @@ def owner_of(state: LockState, key: Hashable) -> object | None:
         raise unhashable(key, exc) from exc
 
 
-def take_nowait(state: LockState, key: Hashable, task: object) -> None:
-    """Give ``key`` to ``task`` if it is free: ``acquire_nowait()`` on either backend."""
+def try_take(state: LockState, key: Hashable, task: object) -> object | None:
+    """Give ``key`` to ``task`` and return None if it is free, else return its owner."""
     owner = owner_of(state, key)
     if owner is None:
         state._owners[key] = task
-        return
-    if owner is task:
+    elif owner is task:
         raise reacquire_error(key)
-    raise WouldBlock
+    return owner
+
+
+def take_nowait(state: LockState, key: Hashable, task: object) -> None:
+    """``acquire_nowait()`` on either backend, once it knows the current task."""
+    if try_take(state, key, task) is not None:
+        raise WouldBlock
 
 
 @final

@@ -23,9 +23,8 @@ from ._common import (
     LockState,
     check_timeout,
     no_backend,
-    owner_of,
-    reacquire_error,
     take_nowait,
+    try_take,
     unhashable,
     wake_idle,
 )
@@ -48,8 +47,8 @@ def _in_trio_task() -> bool:
 _trio_backend: TrioBackend | None = None
 
 
-def _trio() -> TrioBackend:
-    """Return the trio backend, importing it the first time (a trio task is running)."""
+def _load_trio() -> TrioBackend:
+    """Return the trio backend, importing it first (a trio task is running, so trio is)."""
     global _trio_backend
     if _trio_backend is None:
         from ._trio import TrioBackend, protect
@@ -190,19 +189,23 @@ class KeyedLock(LockState):
             trio.BrokenResourceError: On trio, if the task holding ``key`` exited without
                 releasing it.
         """
+        await self._acquire(key, timeout)
+
+    def _acquire(self, key: Hashable, timeout: float | None) -> Awaitable[None]:
+        """Take ``key`` if free, and return what to await to finish acquiring it.
+
+        ``acquire()`` without its own coroutine frame, which the ``async with`` entry awaits
+        directly: a completed future if the key was free on asyncio, else the backend's wait.
+        """
         if timeout is not None:
             check_timeout(timeout)
         task = self._asyncio_task()
         if task is None:
-            await _trio().acquire(self, key, timeout)
-            return
-        owner = owner_of(self, key)
+            return (_trio_backend or _load_trio()).acquire(self, key, timeout)
+        owner = try_take(self, key, task)
         if owner is None:
-            self._owners[key] = task
-            return
-        if owner is task:
-            raise reacquire_error(key)
-        await _asyncio.wait_for_key(self, key, task, owner, self._loop, timeout)
+            return self._ready  # type: ignore[return-value]
+        return _asyncio.wait_for_key(self, key, task, owner, self._loop, timeout)
 
     def acquire_nowait(self, key: Hashable) -> None:
         """Acquire the lock for ``key`` if it is free, without waiting or yielding.
@@ -217,7 +220,7 @@ class KeyedLock(LockState):
         """
         task = self._asyncio_task()
         if task is None:
-            _trio().acquire_nowait(self, key)
+            (_trio_backend or _load_trio()).acquire_nowait(self, key)
         else:
             take_nowait(self, key, task)
 
@@ -234,7 +237,7 @@ class KeyedLock(LockState):
         """
         task = self._asyncio_task()
         if task is None:
-            _trio().release(self, key)
+            (_trio_backend or _load_trio()).release(self, key)
         else:
             _asyncio.release(self, key, task)
 
@@ -253,7 +256,7 @@ class KeyedLock(LockState):
         """
         task = self._asyncio_task()
         if task is None:
-            await _trio().wait_idle(self)
+            await (_trio_backend or _load_trio()).wait_idle(self)
         else:
             await _asyncio.wait_idle(self, self._loop)
 
@@ -347,7 +350,7 @@ class _KeyGuard:
     ``__aenter__`` and ``__aexit__`` are plain methods returning an awaitable rather than
     coroutine functions: on the uncontended asyncio path they do their work inline and return
     an already-completed future, which costs no coroutine frame. Everything else is delegated
-    to the lock's ``acquire``/``release``.
+    to the lock (``_acquire``, which is ``acquire`` without its coroutine, and ``release``).
     """
 
     __slots__ = ("_key", "_lock")
@@ -373,7 +376,7 @@ class _KeyGuard:
                         return lock._ready  # type: ignore[return-value]
                 except TypeError:
                     pass  # acquire() raises the explanatory error
-        return lock.acquire(self._key)
+        return lock._acquire(self._key, None)
 
     def _exit(
         self,
@@ -467,6 +470,7 @@ class _ManyGuard:
 # KeyboardInterrupt like trio.Lock's own methods once that backend is loaded (see _trio.protect).
 _TRIO_ENTRY_POINTS: Final = (
     KeyedLock.acquire,
+    KeyedLock._acquire,
     KeyedLock.acquire_nowait,
     KeyedLock.release,
     KeyedLock.wait_idle,

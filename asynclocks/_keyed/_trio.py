@@ -24,6 +24,7 @@ from trio.lowlevel import (
     Abort,
     ParkingLot,
     RaiseCancelT,
+    Task,
     add_parking_lot_breaker,
     cancel_shielded_checkpoint,
     checkpoint_if_cancelled,
@@ -91,7 +92,7 @@ class TrioBackend:
             state._owners[key] = task
             await cancel_shielded_checkpoint()
             return
-        if not isinstance(owner, trio.lowlevel.Task):
+        if not isinstance(owner, Task):
             raise foreign_owner_error(key, owner)
         lot = state._trio_lots.get(key)
         if lot is None:
@@ -128,15 +129,13 @@ class TrioBackend:
         lot = state._trio_lots.get(key)
         if lot is not None:
             remove_parking_lot_breaker(task, lot)
-            if lot:
-                (successor,) = lot.unpark(count=1)
-                owners[key] = successor
-                if lot:
-                    add_parking_lot_breaker(successor, lot)
-                else:
-                    del state._trio_lots[key]
+            successors = lot.unpark(count=1)
+            if successors:
+                # The lot stays with the key, watching its new owner, even if now empty.
+                owners[key] = successors[0]
+                add_parking_lot_breaker(successors[0], lot)
                 return
-            del state._trio_lots[key]  # its waiters were all cancelled
+            del state._trio_lots[key]  # no waiter left (all cancelled or timed out)
         del owners[key]
         if state._idle and not owners:
             wake_idle(state)
