@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 from . import _asyncio
 from ._asyncio import current_task as _current_task
 from ._asyncio import hand_over as _aio_hand_over
+from ._asyncio import wait_for_key as _aio_wait_for_key
 from ._common import (
     NO_LOOP,
     KeyedLockStatistics,
@@ -374,8 +375,13 @@ class _KeyGuard:
                     if key not in owners:
                         owners[key] = task
                         return lock._ready  # type: ignore[return-value]
+                    owner = owners[key]
                 except TypeError:
-                    pass  # acquire() raises the explanatory error
+                    pass  # _acquire() raises the explanatory error
+                else:
+                    if owner is not task:  # else _acquire() raises the reentrancy error
+                        # Held by another task: queue, without _acquire()'s detection again.
+                        return _aio_wait_for_key(lock, key, task, owner, loop, None)
         return lock._acquire(self._key, None)
 
     def _exit(
