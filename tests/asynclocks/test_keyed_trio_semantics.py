@@ -90,8 +90,9 @@ def test_trio_a_key_left_held_by_an_earlier_run_is_broken() -> None:
     trio.run(_exit_holding, locks, "k")
 
     async def later_run() -> None:
-        with pytest.raises(trio.BrokenResourceError, match=r"KeyedLock key 'k' is broken"):
-            await locks.acquire("k")
+        with trio.fail_after(5):
+            with pytest.raises(trio.BrokenResourceError, match=r"KeyedLock key 'k' is broken"):
+                await locks.acquire("k")
 
     trio.run(later_run)
 
