@@ -2,7 +2,7 @@
 
 Package map (public names are re-exported here; everything else is private):
 
-- ``_keyed``     KeyedLock, per-key mutual exclusion for asyncio and trio
+- ``_keyed/``    KeyedLock, per-key mutual exclusion for asyncio and trio
 - ``_demos``     the race demos (counter, withdraw, transfer) and their runner;
                  ``_demo_cli`` is their ``demo`` command
 - ``_explore/``  the interleaving explorer: controlled schedulers, strategies, reports, replay,

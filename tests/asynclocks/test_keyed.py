@@ -649,7 +649,7 @@ async def test_contended_keys_are_dropped_once_idle() -> None:
                 tg.start_soon(worker, key)
     assert len(locks) == 0
     assert locks._aio_waiters == {}
-    assert locks._trio_waiters == {}
+    assert locks._trio_lots == {}
 
 
 async def test_memory_returns_to_its_baseline_after_many_keys() -> None:

@@ -18,6 +18,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 import trio
+import trio.testing
 
 from asynclocks import KeyedLock
 
@@ -366,3 +367,51 @@ async def test_a_timed_out_wait_leaves_the_lock_usable(kind: LockKind, anyio_bac
     assert not lock.locked()
     async with lock:
         assert lock.locked()
+
+
+# ---------------------------------------------------------------- a holder that exits holding it
+
+
+async def _exit_holding(lock: ContractLock) -> None:
+    await lock.acquire()
+
+
+@combos(lambda kind, backend: backend == "trio")
+async def test_trio_waiters_of_a_holder_that_exits_holding_it_raise_broken(
+    kind: LockKind, anyio_backend: str
+) -> None:
+    # trio.Lock's rule (trio >= 0.27): the waiter hears of the bug instead of hanging.
+    lock = kind.make()
+    leave = trio.Event()
+
+    async def holder() -> None:
+        await lock.acquire()
+        await leave.wait()
+
+    async def waiter() -> None:
+        with pytest.raises(trio.BrokenResourceError):
+            await lock.acquire()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(holder)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            leave.set()
+        with pytest.raises(trio.BrokenResourceError):
+            await lock.acquire()  # and it stays broken
+    assert lock.locked()
+
+
+@combos(lambda kind, backend: backend == "asyncio")
+async def test_asyncio_a_holder_that_exits_holding_it_leaves_it_locked(
+    kind: LockKind, anyio_backend: str
+) -> None:
+    lock = kind.make()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_exit_holding, lock)
+    assert lock.locked()
+    with anyio.move_on_after(0) as scope:
+        await lock.acquire()
+    assert scope.cancelled_caught

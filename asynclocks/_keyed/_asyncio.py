@@ -1,0 +1,146 @@
+"""KeyedLock on asyncio: waiting on futures, handing keys over, waiting for idle.
+
+The uncontended paths are not here but inlined in ``_lock`` (``KeyedLock.acquire`` and the
+``async with`` guard), where a function call would be a measurable share of their cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from ._common import (
+    LockState,
+    foreign_owner_error,
+    owner_of,
+    release_error,
+    timed_out,
+    wake_idle,
+)
+
+# On Python 3.11 ``asyncio.current_task`` is a Python function that looks up this dict; calling
+# the dict's C ``get`` directly saves a frame on every acquire and release. Later versions
+# implement ``current_task`` in C, so use it there.
+current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]
+_current_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = getattr(
+    asyncio.tasks, "_current_tasks", None
+)
+if sys.version_info < (3, 12) and isinstance(_current_tasks, dict):
+    current_task = _current_tasks.get
+else:  # pragma: no cover - exercised on newer Pythons only
+    current_task = asyncio.current_task
+
+
+async def wait_for_key(
+    state: LockState,
+    key: Hashable,
+    task: asyncio.Task[Any],
+    owner: object,
+    loop: asyncio.AbstractEventLoop,
+    timeout: float | None,  # noqa: ASYNC109 - see KeyedLock.acquire
+) -> None:
+    """Queue ``task`` behind ``owner`` and wait until ``release()`` hands it the key."""
+    if not isinstance(owner, asyncio.Task) or owner.get_loop() is not loop:
+        raise foreign_owner_error(key, owner)
+    fut = loop.create_future()
+    item = (task, fut)
+    queue = state._aio_waiters.get(key)
+    if queue is None:
+        queue = state._aio_waiters[key] = deque()
+    queue.append(item)
+    timer = None if timeout is None else loop.call_later(timeout, _expire, fut, key, timeout)
+    try:
+        await fut
+    except BaseException:
+        if state._owners.get(key) is task:
+            # The key was handed to us, then we were cancelled before we could run: pass it
+            # on, or the next waiter would never be woken.
+            _pass_on(state, key)
+        else:
+            _discard(state, key, item)
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def release(state: LockState, key: Hashable, task: asyncio.Task[Any]) -> None:
+    """Release ``key`` held by ``task``, handing it to the first waiter if there is one."""
+    owner = owner_of(state, key)
+    if owner is not task:
+        raise release_error(key, owner)
+    _pass_on(state, key)
+
+
+def hand_over(state: LockState, key: Hashable) -> None:
+    """Give the held ``key`` to its first live waiter, or free it if none is left."""
+    queue = state._aio_waiters[key]
+    while queue:
+        waiter, fut = queue.popleft()
+        # A done future belongs to a waiter that was cancelled or timed out but has not run
+        # yet to remove itself; skip it.
+        if not fut.done():
+            state._owners[key] = waiter
+            fut.set_result(None)
+            break
+    else:
+        _free(state, key)
+    if not queue:
+        del state._aio_waiters[key]
+
+
+async def wait_idle(state: LockState, loop: asyncio.AbstractEventLoop) -> None:
+    """Wait until no key is held; return at once, without yielding, if none is."""
+    if not state._owners:
+        return
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not fut.done():  # else cancelled, and about to remove itself
+            fut.set_result(None)
+
+    state._idle.append(wake)
+    try:
+        await fut
+    except BaseException:
+        if wake in state._idle:
+            state._idle.remove(wake)
+        raise
+
+
+def _pass_on(state: LockState, key: Hashable) -> None:
+    if key in state._aio_waiters:
+        hand_over(state, key)
+    else:
+        _free(state, key)
+
+
+def _free(state: LockState, key: Hashable) -> None:
+    owners = state._owners
+    del owners[key]
+    if state._idle and not owners:
+        wake_idle(state)
+
+
+def _discard(
+    state: LockState, key: Hashable, item: tuple[asyncio.Task[Any], asyncio.Future[None]]
+) -> None:
+    queue = state._aio_waiters.get(key)
+    if queue is None:
+        return
+    try:
+        queue.remove(item)
+    except ValueError:
+        pass  # release() already skipped and dropped it
+    if not queue:
+        del state._aio_waiters[key]
+
+
+def _expire(fut: asyncio.Future[None], key: object, timeout: float) -> None:
+    # Runs as a loop callback; if ownership was already handed over, the acquire succeeded and
+    # the late timer must not undo it.
+    if not fut.done():
+        fut.set_exception(timed_out(key, timeout))
