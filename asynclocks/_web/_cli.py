@@ -18,7 +18,7 @@ from .._explore._common import BACKENDS, STRATEGIES
 from .._progress import ProgressBar
 from ._check import RequestSet, WebReport, check_requests
 from ._model import parse_ignore
-from ._openapi import check_openapi
+from ._openapi import DEFAULT_PREEMPTION_BOUND, check_openapi
 
 _EPILOG = """\
 FACTORY is a function returning a fresh app: an aiohttp web.Application, or an ASGI app (Starlette,
@@ -52,6 +52,12 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _bound(text: str) -> int | str:
+    if text.strip().lower() == "none":
+        return "none"
+    return _non_negative(text)
 
 
 def _seconds(text: str) -> float:
@@ -120,10 +126,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--preemption-bound",
-        type=_non_negative,
+        type=_bound,
         default=None,
         metavar="N",
-        help="at most N preemptions per schedule (default: unbounded)",
+        help="at most N preemptions per schedule, 'none' for no bound (default: 2 with --openapi, "
+        "none with --requests)",
     )
     parser.add_argument(
         "--ignore",
@@ -223,10 +230,13 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         factory = load_factory(args.target)
         parse_ignore(args.ignore)
+        bound = args.preemption_bound
+        if bound is None:  # each source's own default
+            bound = DEFAULT_PREEMPTION_BOUND if args.requests is None else None
         options: dict[str, Any] = {
             "strategy": args.strategy,
             "max_schedules": args.max_schedules,
-            "preemption_bound": args.preemption_bound,
+            "preemption_bound": None if bound == "none" else bound,
         }
         if args.requests is not None:
             sets, ignored = load_sets(args.requests, args.ignore)

@@ -39,6 +39,8 @@ _PARAMETER = re.compile(r"{([^}/]+)}")
 _DESCRIPTIVE = {"title", "description", "example", "examples", "format"}
 #: Resources of each kind created by the setup of a set.
 POOL_SIZE = 2
+#: Generated sets are explored exhaustively within this many preemptions unless told otherwise.
+DEFAULT_PREEMPTION_BOUND = 2
 
 
 @dataclass(frozen=True)
@@ -443,6 +445,7 @@ def check_openapi(
     time_limit: float | None = None,
     stop_on_failure: bool = False,
     ignore: Sequence[str] = (),
+    preemption_bound: int | None = DEFAULT_PREEMPTION_BOUND,
     progress: Callable[[int, int, WebReport], None] | None = None,
     **explore_options: Any,
 ) -> OpenAPISummary:
@@ -458,8 +461,11 @@ def check_openapi(
         time_limit: Stop starting new sets after this many seconds (None: no limit).
         stop_on_failure: Stop at the first set that is not linearizable.
         ignore: As for :func:`check_requests`.
+        preemption_bound: Explore each set exhaustively within this many preemptions (default
+            2; None for no bound). Many sets, each on a fresh app: a bound keeps each one short,
+            and the races a generated set finds need few preemptions.
         progress: Called after each set as ``progress(done, total, report)``.
-        **explore_options: ``strategy``, ``max_schedules``, ``preemption_bound`` for each set.
+        **explore_options: ``strategy`` and ``max_schedules`` for each set.
 
     Raises:
         ValueError: the document cannot be had or is not OpenAPI 3; an argument is out of range.
@@ -487,6 +493,7 @@ def check_openapi(
             observe=requests.observe,
             backend=backend,
             ignore=ignore,
+            preemption_bound=preemption_bound,
             **explore_options,
         )
         reports.append(report)
