@@ -72,13 +72,7 @@ def user_frame_text(skip_library: bool = True) -> str | None:
     while frame is not None:
         filename = frame.f_code.co_filename
         if not (skip_library and is_library(filename)):
-            try:
-                relative = os.path.relpath(filename)
-            except ValueError:
-                relative = filename
-            if len(relative) < len(filename):
-                filename = relative
-            return f"{filename}:{frame.f_lineno}"
+            return f"{short_path(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return None
 
@@ -281,15 +275,23 @@ def waited_object(coro: Any) -> object | None:
     return candidate
 
 
-def _format_frame(frame: Frame) -> str:
-    filename, line, function = frame
+def short_path(filename: str) -> str:
+    """A file as a trace shows it: an installed package's from its site-packages (the same on
+    every machine), anything else relative to the working directory when that is shorter."""
+    for marker in ("/site-packages/", "/dist-packages/"):
+        _, found, inside = filename.rpartition(marker)
+        if found:
+            return inside
     try:
         relative = os.path.relpath(filename)
     except ValueError:
         relative = filename
-    if len(relative) < len(filename):
-        filename = relative
-    return f"{filename}:{line} ({function})"
+    return relative if len(relative) < len(filename) else filename
+
+
+def _format_frame(frame: Frame) -> str:
+    filename, line, function = frame
+    return f"{short_path(filename)}:{line} ({function})"
 
 
 def format_location(location: Location | None) -> str:

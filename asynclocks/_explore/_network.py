@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ._common import is_library, unsupported, user_frame_text
+from ._common import is_library, short_path, unsupported, user_frame_text
 
 #: Ports handed out for port 0, counting up (the usual Linux ephemeral range starts here).
 FIRST_EPHEMERAL_PORT = 32768
@@ -73,8 +73,7 @@ def _caller_outside_packages() -> str | None:
             return None  # reached the explorer's driver: the call came from a library's task
         parts = set(filename.replace("\\", "/").split("/"))
         if not is_library(filename) and not parts & {"site-packages", "dist-packages"}:
-            relative = os.path.relpath(filename) if os.path.isabs(filename) else filename
-            return f"{relative if len(relative) < len(filename) else filename}:{frame.f_lineno}"
+            return f"{short_path(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return None
 

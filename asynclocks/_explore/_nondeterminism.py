@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ._common import Outcome, is_library
+from ._common import Outcome, is_library, short_path
 from ._report import unwrap_error
 
 _CLOCKS = ("time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns")
@@ -47,11 +47,7 @@ def _caller() -> str | None:
     filename = frame.f_code.co_filename
     if is_library(filename):
         return None
-    try:
-        relative = os.path.relpath(filename)
-    except ValueError:
-        relative = filename
-    return f"{relative if len(relative) < len(filename) else filename}:{frame.f_lineno}"
+    return f"{short_path(filename)}:{frame.f_lineno}"
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from ._common import UnsupportedScenario, is_library, unsupported
+from ._common import UnsupportedScenario, is_library, short_path, unsupported
 
 _THREADS = (
     "a thread runs outside the explorer's control, so its schedules could not be explored or "
@@ -332,11 +332,7 @@ def _package(filename: str) -> str | None:
 
 
 def _where(filename: str, line: int | None) -> str:
-    try:
-        relative = os.path.relpath(filename)
-    except ValueError:
-        relative = filename
-    return f"{relative if len(relative) < len(filename) else filename}:{line}"
+    return f"{short_path(filename)}:{line}"
 
 
 def _foreign_leaf(error: BaseException, backend: str) -> tuple[str, str] | None:

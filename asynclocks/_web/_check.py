@@ -262,6 +262,24 @@ def sequential_outcomes(
     return tuple(Allowed(outcome, tuple(orders)) for outcome, orders in found.values())
 
 
+def check_explore_options(
+    backend: object, strategy: object, max_schedules: object, seed: object, bound: object
+) -> None:
+    """Check the explore options as :func:`asynclocks.explore` would, then get ready to explore.
+
+    Raises:
+        TypeError: An option has the wrong type.
+        ValueError: An option has a wrong value.
+    """
+
+    async def shape() -> None:  # the explorer's checks take a scenario of the right shape
+        pass
+
+    check_arguments(shape, backend, strategy, max_schedules, seed, bound)
+    register_library(*_HTTP_STACK)
+    prepare()
+
+
 def check_requests(
     app_factory: AppFactory,
     *,
@@ -311,17 +329,43 @@ def check_requests(
     if not callable(app_factory):
         raise TypeError(f"app_factory must be callable, not {type(app_factory).__name__}")
     requests = RequestSet.of(concurrent, setup, observe)
-    ignored = parse_ignore(ignore)
+    parse_ignore(ignore)  # refused before anything runs
     if not isinstance(lifespan, bool):
         raise TypeError(f"lifespan must be a bool, not {type(lifespan).__name__}")
 
-    async def placeholder() -> None:  # argument checks need a scenario of the right shape
-        pass
-
-    check_arguments(placeholder, backend, strategy, max_schedules, seed, preemption_bound)
-    register_library(*_HTTP_STACK)
-    prepare()
+    check_explore_options(backend, strategy, max_schedules, seed, preemption_bound)
     allowed = sequential_outcomes(app_factory, requests, backend, ignore, lifespan)
+    return explore_concurrent(
+        app_factory,
+        requests,
+        allowed,
+        backend=backend,
+        ignore=ignore,
+        lifespan=lifespan,
+        strategy=strategy,
+        max_schedules=max_schedules,
+        seed=seed,
+        preemption_bound=preemption_bound,
+        progress=progress,
+    )
+
+
+def explore_concurrent(
+    app_factory: AppFactory,
+    requests: RequestSet,
+    allowed: tuple[Allowed, ...],
+    *,
+    backend: Backend,
+    ignore: Sequence[str],
+    lifespan: bool,
+    strategy: Strategy,
+    max_schedules: int,
+    seed: int,
+    preemption_bound: int | None,
+    progress: Callable[[int, float], None] | None = None,
+) -> WebReport:
+    """The second half of :func:`check_requests`: the concurrent runs against ``allowed``."""
+    ignored = parse_ignore(ignore)
     keys = {key_of(a.outcome) for a in allowed}
 
     async def together() -> None:

@@ -30,9 +30,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._explore._common import Backend
-from ._check import RequestSet, WebReport, check_requests
+from ._check import (
+    Allowed,
+    RequestSet,
+    WebReport,
+    check_explore_options,
+    explore_concurrent,
+    sequential_outcomes,
+)
 from ._drivers import AppFactory
-from ._model import JSON, Request
+from ._model import JSON, Request, parse_ignore
 
 _STATE_CHANGING = ("post", "put", "patch", "delete")
 _PARAMETER = re.compile(r"{([^}/]+)}")
@@ -472,6 +479,12 @@ def check_openapi(
     """
     if time_limit is not None and (not isinstance(time_limit, int | float) or time_limit <= 0):
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+    strategy = explore_options.pop("strategy", "dfs")
+    max_schedules = explore_options.pop("max_schedules", 10_000)
+    if explore_options:
+        raise TypeError(f"unexpected explore options: {sorted(explore_options)}")
+    check_explore_options(backend, strategy, max_schedules, seed, preemption_bound)
+    parse_ignore(ignore)
     started = time.perf_counter()
     path: str | None = None
     if isinstance(openapi, str):
@@ -482,23 +495,47 @@ def check_openapi(
     generated = request_sets(
         document, sets=sets, seed=seed, concurrent=concurrent, document_path=path
     )
-    reports: list[WebReport] = []
-    for requests in generated:
-        if time_limit is not None and time.perf_counter() - started > time_limit:
-            break
-        report = check_requests(
-            app_factory,
-            concurrent=requests.concurrent,
-            setup=requests.setup,
-            observe=requests.observe,
-            backend=backend,
-            ignore=ignore,
-            preemption_bound=preemption_bound,
-            **explore_options,
-        )
-        reports.append(report)
-        if progress is not None:
-            progress(len(reports), len(generated), report)
-        if stop_on_failure and report.failed:
-            break
+    # Iterative deepening over the preemption bound (CHESS's iterative context bounding): every
+    # set at 0 preemptions, then 1, ... up to the bound asked for. Most races of a generated set
+    # show at 0 or 1, so the first failure comes early; a set that passes at the last bound has
+    # the same verdict as if it had been explored at that bound alone.
+    passes: list[int | None] = (
+        list(range(preemption_bound + 1)) if preemption_bound is not None else [0, 1, None]
+    )
+    if strategy != "dfs":
+        passes = [preemption_bound]  # a bound is a dfs notion; other strategies sample
+    allowed: dict[int, tuple[Allowed, ...]] = {}
+    final: dict[int, WebReport] = {}
+    done = 0
+    total = len(generated) * len(passes)
+    for bound in passes:
+        for index, requests in enumerate(generated):
+            if index in final and final[index].failed:
+                continue
+            if time_limit is not None and time.perf_counter() - started > time_limit:
+                break
+            if index not in allowed:
+                allowed[index] = sequential_outcomes(app_factory, requests, backend, ignore)
+            report = explore_concurrent(
+                app_factory,
+                requests,
+                allowed[index],
+                backend=backend,
+                ignore=ignore,
+                lifespan=True,
+                strategy=strategy,
+                max_schedules=max_schedules,
+                seed=seed,
+                preemption_bound=bound,
+            )
+            final[index] = report
+            done += 1
+            if progress is not None:
+                progress(done, total, report)
+            if stop_on_failure and report.failed:
+                break
+        else:
+            continue
+        break
+    reports = [final[index] for index in sorted(final)]
     return OpenAPISummary(reports, len(generated), time.perf_counter() - started)
