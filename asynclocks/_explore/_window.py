@@ -44,6 +44,11 @@ class RaceWindow:
     steps: tuple[int, ...]
 
 
+def _installed(filename: str) -> bool:
+    """Whether a file belongs to an installed package rather than the user's project."""
+    return "/site-packages/" in filename or "/dist-packages/" in filename
+
+
 def _where(filename: str, line: int) -> str:
     # The block is short: file names only (the trace under it has the paths).
     return f"{os.path.basename(filename)}:{line}"
@@ -74,7 +79,7 @@ def find_window(
     pending: dict[tuple[int, str], tuple[int, Access]] = {}
     # (task, key) -> (step index, the write) of another task's first write after that read.
     clobbered: dict[tuple[int, str], tuple[int, Access]] = {}
-    best: tuple[tuple[int, int, int], RaceWindow] | None = None
+    best: tuple[tuple[int, int, int, int], RaceWindow] | None = None
     for index, (task, step_accesses_) in enumerate(accesses):
         last: dict[str, Access] = {}
         # The step's first write of each key, else its first read: ``x -= 1`` reads x afresh,
@@ -90,8 +95,11 @@ def find_window(
             if mine in clobbered:
                 read_index, read = pending[mine]
                 write_index, write = clobbered[mine]
-                # A stale write (a lost update) is the strongest evidence; then the latest.
-                rank = (1 if access.write else 0, index, write_index)
+                # Accesses in the user's own files before those inside installed packages (an
+                # HTTP framework's bookkeeping races benignly all the time); then a stale write (a
+                # lost update), the strongest evidence; then the latest.
+                own = not (_installed(read.filename) or _installed(access.filename))
+                rank = (1 if own else 0, 1 if access.write else 0, index, write_index)
                 if best is None or rank > best[0]:
                     best = (
                         rank,
@@ -101,16 +109,21 @@ def find_window(
                     )
                 del clobbered[mine]
         for key, access in last.items():
-            if access.write:
+            # Any write of the step clobbers the others' reads, even one the step then re-reads
+            # (``x[k] = v; return x[k]``): its first write is the one that made them stale.
+            written = first[key] if first[key].write else None
+            if written is not None:
                 for other, other_key in pending:
                     if other != task and other_key == key and (other, key) not in clobbered:
-                        clobbered[(other, key)] = (index, access)
+                        clobbered[(other, key)] = (index, written)
             mine = (task, key)
             if access.write:
                 pending.pop(mine, None)
                 clobbered.pop(mine, None)
             else:
+                # A read after the step's own write is fresh: it starts a new window.
                 pending[mine] = (index, access)
+                clobbered.pop(mine, None)
     return None if best is None else best[1]
 
 
