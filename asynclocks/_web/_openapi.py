@@ -362,7 +362,7 @@ def request_sets(
     found: dict[str, RequestSet] = {}
 
     @settings(
-        max_examples=sets * 3,
+        max_examples=sets * 2,
         database=None,
         phases=[Phase.generate],
         deadline=None,
