@@ -10,18 +10,16 @@ Nothing is touched before all of them pass, so a refused request changes nothing
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
 from aiohttp import web
 
-from .errors import InvalidJson, SameAccount, UnsupportedMediaType, ValidationFailed, describe_id
-from .store import MAX_AMOUNT
+from ..domain import MAX_AMOUNT, describe_id, is_account_id
+from .errors import InvalidJson, UnsupportedMediaType, ValidationFailed
 
 __all__ = [
-    "ACCOUNT_ID_PATTERN",
     "AMOUNT_BODY",
     "MODE_BODY",
     "NEW_ACCOUNT_BODY",
@@ -33,20 +31,9 @@ __all__ = [
     "ModeField",
     "check_body",
     "check_transfer",
-    "is_account_id",
     "parse_json",
     "read_json",
 ]
-
-#: Account ids: 1 to 64 ASCII letters, digits, ``_`` or ``-``.
-ACCOUNT_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
-# fullmatch without anchors: `$` would also accept a trailing newline.
-_ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
-
-
-def is_account_id(value: object) -> bool:
-    """Whether ``value`` is a well-formed account id."""
-    return isinstance(value, str) and _ACCOUNT_ID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +43,7 @@ class IdField:
     def check(self, name: str, value: object) -> object:
         if not isinstance(value, str):
             raise ValidationFailed(f"field {name!r} must be a string, got {_json_type(value)}")
-        if _ACCOUNT_ID.fullmatch(value) is None:
+        if not is_account_id(value):
             raise ValidationFailed(
                 f"field {name!r} must be 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-', "
                 f"got {describe_id(value)}"
@@ -208,15 +195,10 @@ def check_transfer(data: object) -> tuple[str, str, int]:
     """Check a ``POST /transfers`` body and return ``(from, to, amount)``.
 
     Raises:
-        ValidationFailed: Wrong shape.
-        SameAccount: ``from == to``.
+        ValidationFailed: Wrong shape (a transfer to the same account is the ledger's refusal).
     """
     fields = check_body(data, TRANSFER_BODY)
-    source, target = cast(str, fields["from"]), cast(str, fields["to"])
-    amount = cast(int, fields["amount"])
-    if source == target:
-        raise SameAccount(source)
-    return source, target, amount
+    return cast(str, fields["from"]), cast(str, fields["to"]), cast(int, fields["amount"])
 
 
 def _field_list(spec: BodySpec) -> str:

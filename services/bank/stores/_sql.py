@@ -13,8 +13,8 @@ from typing import Any, Final, Protocol, TypeVar, cast
 
 import anyio
 
-from .errors import BalanceTooLarge, RetryLater
-from .store import Audit, JournalEntry, OperationKind, RaceWindow
+from ..domain import Audit, BalanceTooLarge, JournalEntry, OperationKind, RetryLater
+from ..ports import RaceWindow
 
 __all__ = [
     "DEFAULT_ATTEMPTS",

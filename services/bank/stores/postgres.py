@@ -30,16 +30,16 @@ Two ways to run an operation:
 
 Deadlocks, serialization failures and lock timeouts are retried a bounded number of times (an
 aborted statement leaves nothing behind), then answered with 503 ``retry_later``. Every write
-runs under :func:`services.bank._sql.shielded`: a request cancelled while its statement is in
+runs under :func:`services.bank.stores._sql.shielded`: a request cancelled while its statement is in
 flight waits for the statement to finish, so it either applied completely or not at all.
 """
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from contextvars import ContextVar
 from typing import Final, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -48,6 +48,18 @@ import asyncpg.exceptions
 from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
+from ..domain import (
+    AccountExists,
+    AccountNotFound,
+    Audit,
+    BalanceTooLarge,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    JournalEntry,
+    RetryLater,
+    SameAccount,
+)
+from ..ports import Claim, KeyTakenMeanwhile, RaceWindow, Replay, StoredResponse, UnitOfWork
 from ._sql import (
     DEFAULT_ATTEMPTS,
     MAX_BALANCE,
@@ -60,17 +72,6 @@ from ._sql import (
     retrying,
     shielded,
 )
-from .errors import (
-    AccountExists,
-    AccountNotFound,
-    BalanceTooLarge,
-    IdempotencyKeyReused,
-    InsufficientFunds,
-    RetryLater,
-    SameAccount,
-)
-from .idempotency import Claim, KeyTakenMeanwhile, Replay, StoredResponse
-from .store import Audit, JournalEntry, RaceWindow
 
 __all__ = ["DEFAULT_POOL_SIZE", "PostgresStore", "check_postgres_url"]
 
@@ -302,9 +303,11 @@ class PostgresStore:
             )
         self._lock_timeout = lock_timeout
         self._pool: asyncpg.Pool | None = None
-        # The Idempotency-Key claim of the current request, if it sent one; its transaction
-        # begins at the request's first write (see claim()).
-        self._claim: ContextVar[_PostgresClaim | None] = ContextVar("bank_pg_claim", default=None)
+        # Set on the views within() returns: the unit of work whose transaction their writes
+        # join. The store itself has none, so each of its operations commits on its own.
+        self._work: _PostgresClaim | None = None
+        # The views count their retries here, on the store they were made from.
+        self._origin = self
         #: Operations the database aborted and that were tried again (deadlocks and the like).
         self.retries = 0
 
@@ -320,6 +323,13 @@ class PostgresStore:
     def io_delay(self) -> float:
         """Seconds awaited in each non-atomic operation's race window."""
         return self._window.io_delay
+
+    def within(self, work: UnitOfWork) -> PostgresStore:
+        if not isinstance(work, _PostgresClaim) or work._store is not self:
+            raise TypeError("the unit of work was not claimed from this PostgreSQL store")
+        view = copy.copy(self)
+        view._work = work
+        return view
 
     async def open(self) -> None:
         settings = {"application_name": "asynclocks-bank"}
@@ -351,9 +361,8 @@ class PostgresStore:
             await pool.close()
 
     def _bound(self) -> Connection | None:
-        """The connection of this request's open claim transaction, if there is one."""
-        claim = self._claim.get()
-        return None if claim is None else claim.connection
+        """The connection of the unit of work's open transaction, if there is one."""
+        return None if self._work is None else self._work.connection
 
     def _connection(self) -> AbstractAsyncContextManager[Connection]:
         bound = self._bound()
@@ -364,22 +373,22 @@ class PostgresStore:
         return cast(AbstractAsyncContextManager[Connection], self._pool.acquire())
 
     def _count_retry(self, exc: BaseException) -> None:
-        self.retries += 1
+        self._origin.retries += 1
 
     async def _write(self, statement: str, *args: object) -> list[asyncpg.Record]:
         """Run one write statement to its end (shielded), retrying what the database aborted."""
 
-        claim = self._claim.get()
+        claim = self._work
         if claim is not None:
-            # The operation joins the claim's transaction (begun now if this is its first
-            # write) and commits with the recorded response in save().
+            # The operation joins the unit of work's transaction (begun now if this is its
+            # first write) and commits with the recorded response in save().
             await claim.begin()
 
         async def attempt() -> list[asyncpg.Record]:
             async with self._connection() as conn:
                 if claim is None:
                     return await conn.fetch(statement, *args)
-                # Inside an Idempotency-Key transaction: a savepoint lets one statement be
+                # Inside a unit of work's transaction: a savepoint lets one statement be
                 # retried without losing the transaction.
                 async with conn.transaction():
                     return await conn.fetch(statement, *args)
@@ -501,11 +510,9 @@ class PostgresStore:
             yield Replay(StoredResponse(row[1], bytes(row[2])))
             return
         claim = _PostgresClaim(self, key, fingerprint)
-        token = self._claim.set(claim)
         try:
             yield claim
         finally:
-            self._claim.reset(token)
             await claim.abandon()
 
 

@@ -8,8 +8,8 @@ power cut) and a busy timeout for the other processes that may share the file.
 
 One connection per process, used by one request at a time: a transaction's statements are
 never interleaved with another request's. Each operation's balances and journal row are written
-in one ``BEGIN IMMEDIATE`` transaction, under :func:`services.bank._sql.shielded` so a cancelled
-request never leaves it half done.
+in one ``BEGIN IMMEDIATE`` transaction, under :func:`services.bank.stores._sql.shielded` so a
+cancelled request never leaves it half done.
 
 - ``atomic=False`` (lock modes ``none``, ``global``, ``account``): the balance is read by one
   statement, the connection is released, the request awaits (``io_delay``), then it writes the
@@ -27,16 +27,27 @@ request runs in that process, so its in-process locks see all of them.
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Final, TypeVar, cast
 
 import aiosqlite
 import anyio
 
+from ..domain import (
+    AccountExists,
+    AccountNotFound,
+    Audit,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    JournalEntry,
+    RetryLater,
+    SameAccount,
+)
+from ..ports import Claim, KeyTakenMeanwhile, RaceWindow, Replay, StoredResponse, UnitOfWork
 from ._sql import (
     DEFAULT_ATTEMPTS,
     Window,
@@ -48,16 +59,6 @@ from ._sql import (
     retrying,
     shielded,
 )
-from .errors import (
-    AccountExists,
-    AccountNotFound,
-    IdempotencyKeyReused,
-    InsufficientFunds,
-    RetryLater,
-    SameAccount,
-)
-from .idempotency import Claim, KeyTakenMeanwhile, Replay, StoredResponse
-from .store import Audit, JournalEntry, RaceWindow
 
 __all__ = ["SQLITE_PREFIX", "SqliteStore", "sqlite_path"]
 
@@ -171,9 +172,11 @@ class SqliteStore:
         self._conn: Connection | None = None
         # One request uses the connection at a time, so no two transactions interleave on it.
         self._lock = anyio.Lock()
-        # The Idempotency-Key claim of the current request, if it sent one. Its transaction
-        # begins at the request's first write (see claim()).
-        self._claim: ContextVar[_SqliteClaim | None] = ContextVar("bank_sqlite_claim", default=None)
+        # Set on the views within() returns: the unit of work whose transaction their writes
+        # join. The store itself has none, so each of its operations commits on its own.
+        self._work: _SqliteClaim | None = None
+        # The views count their retries here, on the store they were made from.
+        self._origin = self
         #: Transactions that found the file locked and were tried again.
         self.retries = 0
 
@@ -184,6 +187,13 @@ class SqliteStore:
     @property
     def supports_atomic(self) -> bool:
         return True
+
+    def within(self, work: UnitOfWork) -> SqliteStore:
+        if not isinstance(work, _SqliteClaim) or work._store is not self:
+            raise TypeError("the unit of work was not claimed from this SQLite store")
+        view = copy.copy(self)
+        view._work = work
+        return view
 
     @property
     def path(self) -> Path:
@@ -219,14 +229,13 @@ class SqliteStore:
 
     def _bound(self) -> bool:
         """Whether this request's claim transaction is open: it holds the connection."""
-        claim = self._claim.get()
-        return claim is not None and claim.active
+        return self._work is not None and self._work.active
 
     def _access(self) -> AbstractAsyncContextManager[object]:
         return nullcontext() if self._bound() else self._lock
 
     def _count_retry(self, exc: BaseException) -> None:
-        self.retries += 1
+        self._origin.retries += 1
 
     async def _fetch(self, sql: str, params: Iterable[object]) -> list[sqlite3.Row]:
         async with self._access():
@@ -236,13 +245,13 @@ class SqliteStore:
     async def _transaction(self, body: Callable[[Connection], Awaitable[T]]) -> T:
         """Run ``body`` in one write transaction, to its end (shielded), retrying a busy file.
 
-        Inside an Idempotency-Key transaction the body joins it instead.
+        Within a unit of work the body joins its transaction instead.
         """
         conn = self._connection()
-        claim = self._claim.get()
+        claim = self._work
         if claim is not None:
-            # The operation joins the claim's transaction (opened now if this is its first
-            # write) and commits with the recorded response in save().
+            # The operation joins the unit of work's transaction (opened now if this is its
+            # first write) and commits with the recorded response in save().
             await claim.begin()
             return await shielded(lambda: body(conn))
 
@@ -395,11 +404,9 @@ class SqliteStore:
             yield Replay(StoredResponse(rows[0][1], bytes(rows[0][2])))
             return
         claim = _SqliteClaim(self, key, fingerprint)
-        token = self._claim.set(claim)
         try:
             yield claim
         finally:
-            self._claim.reset(token)
             await claim.abandon()
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .store import MAX_AMOUNT
-from .validation import ACCOUNT_ID_PATTERN
+from ..domain import ACCOUNT_ID_PATTERN, MAX_AMOUNT
 
 __all__ = ["openapi_document"]
 
@@ -51,7 +50,8 @@ _BODY_REFUSALS = {
 }
 
 
-#: POSTs that move money or open accounts take an Idempotency-Key (see services.bank.idempotency).
+#: POSTs that move money or open accounts take an Idempotency-Key (see
+#: services.bank.http.idempotency).
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
