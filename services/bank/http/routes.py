@@ -7,22 +7,17 @@ parsing) and answered by the error middleware; a handler only builds success res
 from __future__ import annotations
 
 import hmac
-from typing import cast
+from typing import Protocol
 
 from aiohttp import web
 
 from ..domain import AccountNotFound, is_account_id
+from ..ports import UnitOfWork
 from .errors import Unauthorized
 from .idempotency import unit_of_work
 from .keys import CONFIG, LEDGER, LOCKING, OPENAPI, STORE
-from .validation import (
-    AMOUNT_BODY,
-    MODE_BODY,
-    NEW_ACCOUNT_BODY,
-    check_body,
-    check_transfer,
-    read_json,
-)
+from .models import AmountRequest, NewAccount, TransferRequest, lock_mode_model, parse
+from .validation import read_json
 
 __all__ = ["add_routes"]
 
@@ -45,11 +40,10 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def create_account(request: web.Request) -> web.Response:
-    fields = check_body(await read_json(request), NEW_ACCOUNT_BODY)
-    account_id, opening = cast(str, fields["id"]), cast(int, fields["balance"])
+    body = parse(NewAccount, await read_json(request))
     ledger = request.app[LEDGER]
-    balance = await ledger.open_account(account_id, opening, work=unit_of_work(request))
-    return _json({"id": account_id, "balance": balance}, status=201)
+    balance = await ledger.open_account(body.id, body.balance, work=unit_of_work(request))
+    return _json({"id": body.id, "balance": balance}, status=201)
 
 
 async def get_account(request: web.Request) -> web.Response:
@@ -58,26 +52,31 @@ async def get_account(request: web.Request) -> web.Response:
     return _json({"id": account_id, "balance": balance})
 
 
-async def deposit(request: web.Request) -> web.Response:
-    amount = cast(int, check_body(await read_json(request), AMOUNT_BODY)["amount"])
+class _Move(Protocol):
+    async def __call__(self, account_id: str, amount: int, *, work: UnitOfWork | None) -> int: ...
+
+
+async def _move(request: web.Request, move: _Move) -> web.Response:
+    """A deposit or a withdrawal: ``{"amount"}`` on the account in the path."""
+    amount = parse(AmountRequest, await read_json(request)).amount
     account_id = _account_in_path(request)
-    ledger = request.app[LEDGER]
-    balance = await ledger.deposit(account_id, amount, work=unit_of_work(request))
+    balance = await move(account_id, amount, work=unit_of_work(request))
     return _json({"id": account_id, "balance": balance})
+
+
+async def deposit(request: web.Request) -> web.Response:
+    return await _move(request, request.app[LEDGER].deposit)
 
 
 async def withdraw(request: web.Request) -> web.Response:
-    amount = cast(int, check_body(await read_json(request), AMOUNT_BODY)["amount"])
-    account_id = _account_in_path(request)
-    ledger = request.app[LEDGER]
-    balance = await ledger.withdraw(account_id, amount, work=unit_of_work(request))
-    return _json({"id": account_id, "balance": balance})
+    return await _move(request, request.app[LEDGER].withdraw)
 
 
 async def transfer(request: web.Request) -> web.Response:
-    source, target, amount = check_transfer(await read_json(request))
+    body = parse(TransferRequest, await read_json(request))
     ledger = request.app[LEDGER]
-    balances = await ledger.transfer(source, target, amount, work=unit_of_work(request))
+    source, target = body.source, body.target
+    balances = await ledger.transfer(source, target, body.amount, work=unit_of_work(request))
     return _json(
         {
             "from": {"id": source, "balance": balances[0]},
@@ -114,9 +113,8 @@ async def get_lock(request: web.Request) -> web.Response:
 async def put_lock(request: web.Request) -> web.Response:
     _require_admin(request)
     ledger = request.app[LEDGER]
-    modes = ledger.locking.modes
-    mode = cast(str, check_body(await read_json(request), MODE_BODY(modes))["mode"])
-    return _json({"mode": await ledger.switch_mode(mode)})
+    body = parse(lock_mode_model(ledger.locking.modes), await read_json(request))
+    return _json({"mode": await ledger.switch_mode(body.mode)})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -36,10 +36,8 @@ flight waits for the statement to finish, so it either applied completely or not
 
 from __future__ import annotations
 
-import copy
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Final, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -53,22 +51,22 @@ from ..domain import (
     AccountNotFound,
     Audit,
     BalanceTooLarge,
-    IdempotencyKeyReused,
     InsufficientFunds,
     JournalEntry,
     RetryLater,
     SameAccount,
 )
-from ..ports import Claim, KeyTakenMeanwhile, RaceWindow, Replay, StoredResponse, UnitOfWork
+from ..ports import KeyTakenMeanwhile, RaceWindow, StoredResponse
 from ._sql import (
     DEFAULT_ATTEMPTS,
     MAX_BALANCE,
-    Window,
+    DatabaseClaim,
+    DatabaseStore,
     audit_from_rows,
-    check_attempts,
     check_balance,
     journal_from_rows,
     money_delta_sql,
+    recorded_response,
     retrying,
     shielded,
 )
@@ -85,7 +83,7 @@ TRANSIENT: Final[tuple[type[BaseException], ...]] = (
 )
 
 
-def _transient(exc: BaseException) -> bool:
+def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT)
 
 
@@ -260,7 +258,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-class PostgresStore:
+class PostgresStore(DatabaseStore["_PostgresClaim"]):
     """Balances, journal and idempotency keys in PostgreSQL, shared by every worker process.
 
     Args:
@@ -279,6 +277,8 @@ class PostgresStore:
         ValueError: A bad URL or setting.
     """
 
+    _transient = staticmethod(_is_transient)
+
     def __init__(
         self,
         url: str,
@@ -290,46 +290,22 @@ class PostgresStore:
         lock_timeout: float | None = None,
     ) -> None:
         self._url, url_pool_size = check_postgres_url(url)
-        self._window = Window(io_delay, race_window)
+        super().__init__(io_delay, race_window, attempts)
         if pool_size is None:
             pool_size = url_pool_size
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
         self._pool_size = pool_size
-        self._attempts = check_attempts(attempts)
         if lock_timeout is not None and not lock_timeout > 0:
             raise ValueError(
                 f"lock_timeout must be a positive number of seconds, got {lock_timeout}"
             )
         self._lock_timeout = lock_timeout
         self._pool: asyncpg.Pool | None = None
-        # Set on the views within() returns: the unit of work whose transaction their writes
-        # join. The store itself has none, so each of its operations commits on its own.
-        self._work: _PostgresClaim | None = None
-        # The views count their retries here, on the store they were made from.
-        self._origin = self
-        #: Operations the database aborted and that were tried again (deadlocks and the like).
-        self.retries = 0
 
     @property
     def name(self) -> str:
         return "postgresql"
-
-    @property
-    def supports_atomic(self) -> bool:
-        return True
-
-    @property
-    def io_delay(self) -> float:
-        """Seconds awaited in each non-atomic operation's race window."""
-        return self._window.io_delay
-
-    def within(self, work: UnitOfWork) -> PostgresStore:
-        if not isinstance(work, _PostgresClaim) or work._store is not self:
-            raise TypeError("the unit of work was not claimed from this PostgreSQL store")
-        view = copy.copy(self)
-        view._work = work
-        return view
 
     async def open(self) -> None:
         settings = {"application_name": "asynclocks-bank"}
@@ -372,9 +348,6 @@ class PostgresStore:
             raise RuntimeError("the PostgreSQL store is not open; call open() first")
         return cast(AbstractAsyncContextManager[Connection], self._pool.acquire())
 
-    def _count_retry(self, exc: BaseException) -> None:
-        self._origin.retries += 1
-
     async def _write(self, statement: str, *args: object) -> list[asyncpg.Record]:
         """Run one write statement to its end (shielded), retrying what the database aborted."""
 
@@ -393,12 +366,7 @@ class PostgresStore:
                 async with conn.transaction():
                     return await conn.fetch(statement, *args)
 
-        async def run() -> list[asyncpg.Record]:
-            return await retrying(
-                attempt, attempts=self._attempts, transient=_transient, on_retry=self._count_retry
-            )
-
-        return await shielded(run)
+        return await self._retried(attempt)
 
     async def _read(self, account_id: str) -> int:
         async with self._connection() as conn:
@@ -489,46 +457,28 @@ class PostgresStore:
             rows = await conn.fetch(_JOURNAL, since, limit)
         return journal_from_rows(rows)
 
-    @asynccontextmanager
-    async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
-        """Run one ``Idempotency-Key`` request so that its writes and its recorded response
-        commit in one transaction.
-
-        The key is looked up first. The transaction only begins at the request's first write,
-        after its lock mode's locks (so a request holding a pooled connection never waits for an
-        account lock, and keyed requests cannot starve unkeyed ones of connections while they
-        wait): its first statement inserts the key's row, on which a concurrent duplicate (in
-        any worker) blocks until this transaction ends, then finds the recorded response and
-        replays it. The request's statements run on the same connection, each in a savepoint
-        so that a deadlock can be retried; ``save`` records the response and commits.
-        """
+    async def _recorded(self, key: str) -> asyncpg.Record | None:
         async with self._connection() as conn:
-            row = await conn.fetchrow(_RECORDED, key)
-        if row is not None:
-            if row[0] != fingerprint:
-                raise IdempotencyKeyReused(key)
-            yield Replay(StoredResponse(row[1], bytes(row[2])))
-            return
-        claim = _PostgresClaim(self, key, fingerprint)
-        try:
-            yield claim
-        finally:
-            await claim.abandon()
+            return await conn.fetchrow(_RECORDED, key)
 
 
-class _PostgresClaim:
+class _PostgresClaim(DatabaseClaim[PostgresStore]):
+    """One ``Idempotency-Key`` request on the PostgreSQL store.
+
+    The transaction only begins at the request's first write, after its lock mode's locks (so a
+    request holding a pooled connection never waits for an account lock, and keyed requests
+    cannot starve unkeyed ones of connections while they wait): its first statement inserts the
+    key's row, on which a concurrent duplicate (in any worker) blocks until this transaction
+    ends, then finds the recorded response and replays it. The request's statements run on the
+    same connection, each in a savepoint so that a deadlock can be retried; ``save`` records the
+    response and commits.
+    """
+
     def __init__(self, store: PostgresStore, key: str, fingerprint: str) -> None:
-        self._store = store
-        self._key = key
-        self._fingerprint = fingerprint
+        super().__init__(store, key, fingerprint)
         self._transaction: Transaction | None = None
         #: The connection of the open transaction; None until the first write.
         self.connection: PoolConnectionProxy | None = None
-        self.committed = False
-
-    @property
-    def replay(self) -> StoredResponse | None:
-        return None
 
     async def begin(self) -> None:
         """Begin the claim's transaction by inserting the key's row, unless it is begun.
@@ -549,14 +499,12 @@ class _PostgresClaim:
         claimed = await retrying(
             lambda: conn.fetchval(_CLAIM, self._key, self._fingerprint),
             attempts=store._attempts,
-            transient=_transient,
+            transient=_is_transient,
             on_retry=store._count_retry,
         )
         if not claimed:
             row = await conn.fetchrow(_RECORDED, self._key)
-            if row is None or row[0] != self._fingerprint:
-                raise IdempotencyKeyReused(self._key)
-            raise KeyTakenMeanwhile(StoredResponse(row[1], bytes(row[2])))
+            raise KeyTakenMeanwhile(recorded_response(row, self._key, self._fingerprint))
 
     async def save(self, response: StoredResponse) -> None:
         # A refusal wrote nothing, so the transaction may not be begun yet.
@@ -587,3 +535,6 @@ class _PostgresClaim:
         finally:
             if pool is not None:
                 await shielded(lambda: pool.release(conn))
+
+
+PostgresStore.claim_type = _PostgresClaim
