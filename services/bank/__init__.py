@@ -8,7 +8,8 @@ Its tree is its architecture (inner layers first; an arrow is "imports"):
 - ``ledger``: deposit, withdraw, transfer: lock mode -> unit of work -> store;
 - ``stores/``: memory, SQLite, PostgreSQL, their shared SQL helpers, the store-URL registry;
 - ``http/``: the aiohttp app (``services.bank.http.create_app``), routes, middlewares,
-  idempotency, request validation, OpenAPI, and the status of every refusal;
+  idempotency, the body models (pydantic) from which validation and OpenAPI derive, and the
+  status of every refusal;
 - ``run/``: ``BankConfig``, serving one process, ``serve --workers N``;
 - ``tools/``: ``hammer`` (the load generator) and ``showdown`` (every mode, one table);
 - ``__main__``: ``python -m services.bank serve|hammer|showdown`` (also the ``bank`` script).

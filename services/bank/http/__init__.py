@@ -5,8 +5,9 @@
 - ``middlewares``: JSON refusals and the body deadline;
 - ``idempotency``: the ``Idempotency-Key`` header, whose claim is the request's unit of work;
 - ``errors``: the request's own refusals, and the status of every refusal;
-- ``validation``: request bodies into checked values;
-- ``openapi``: the document served at ``/openapi.json``;
+- ``models``: every body as a pydantic model, from which validation and the schemas derive;
+- ``validation``: a request body as strict JSON;
+- ``openapi``: the document served at ``/openapi.json`` (schemas generated from ``models``);
 - ``keys``: the typed application keys.
 """
 
