@@ -15,7 +15,7 @@ Networked programs (issue 11; ``--network`` runs only this part):
   over the CPU time of one stock run of the same program over real loopback sockets with the stock
   asyncio loop (one ``asyncio.Runner`` reused, as the explorer reuses its loop), in interleaved
   rounds; target <= 1.0x;
-- the bank through HTTP (``services.bank.race_scenarios``): schedules to find lock mode
+- the bank through HTTP (``services.bank.tools.race_scenarios``): schedules to find lock mode
   ``none``'s overdraft (target <= 10) and seconds to prove ``account`` (exhaustive within
   preemption bound 2; target < 60 s).
 
@@ -437,7 +437,7 @@ def stock_cpu_per_run(scenario: Callable[[], Awaitable[None]], runs: int) -> flo
 
 def network_section(rounds: int) -> None:
     """The networked figures of issue 11: the aiohttp scenario and the bank through HTTP."""
-    from services.bank.race_scenarios import scenario as bank_scenario
+    from services.bank.tools.race_scenarios import scenario as bank_scenario
 
     print("two concurrent requests, aiohttp TestServer + TestClient (the handler is locked)")
     asynclocks.explore(aiohttp_two_requests, max_schedules=20)  # warm up

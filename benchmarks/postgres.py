@@ -50,8 +50,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from services.bank.server import LoopKind
-from services.bank.showdown import start_server
+from services.bank.run.server import LoopKind
+from services.bank.tools.showdown import start_server
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 TRANSFERS_TARGET = 3_000.0

@@ -72,7 +72,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
-from services.bank.server import LoopKind, run
+from services.bank.run.server import LoopKind, run
 
 ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "64"))
 WIDE_ACCOUNTS = int(os.environ.get("BENCH_WIDE_ACCOUNTS", "4096"))

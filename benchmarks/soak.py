@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from services.bank.showdown import ServerProcess, start_server
+from services.bank.tools.showdown import ServerProcess, start_server
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 GROWTH_BUDGET_MB = 50.0

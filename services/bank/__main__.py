@@ -14,8 +14,8 @@ from pathlib import Path
 
 from yarl import URL
 
-from .config import ADMIN_TOKEN_ENV, BankConfig
 from .locking import ALL_LOCK_MODES, LOCK_MODES
+from .run.config import ADMIN_TOKEN_ENV, BankConfig
 
 _LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 
@@ -77,7 +77,7 @@ def _base_url(text: str) -> str:
 
 
 def _mix(text: str) -> dict[str, int]:
-    from .hammer import parse_mix
+    from .tools.hammer import parse_mix
 
     try:
         return parse_mix(text)
@@ -92,7 +92,7 @@ def _token(text: str) -> str:
 
 
 def _store(text: str) -> str:
-    from .store import check_store_url
+    from .stores import check_store_url
 
     try:
         check_store_url(text)
@@ -189,7 +189,7 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import serve_forever
+    from .run.workers import serve_forever
 
     token = args.admin_token if args.admin_token is not None else BankConfig.token_from_env()
     try:
@@ -302,9 +302,9 @@ def _register_hammer(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _hammer(args: argparse.Namespace) -> int:
-    from .hammer import DEFAULT_MIX, HammerError, HammerSettings, format_report, run_hammer
-    from .hammer import write_json as write_hammer_json
-    from .server import run
+    from .run.server import run
+    from .tools.hammer import DEFAULT_MIX, HammerError, HammerSettings, format_report, run_hammer
+    from .tools.hammer import write_json as write_hammer_json
 
     if args.accounts < 2 and (args.mix or DEFAULT_MIX).get("transfer", 0):
         print("error: transfers need at least 2 accounts", file=sys.stderr)
@@ -342,7 +342,7 @@ def _hammer(args: argparse.Namespace) -> int:
 
 
 def _register_showdown(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .showdown import ShowdownSettings
+    from .tools.showdown import ShowdownSettings
 
     defaults = ShowdownSettings()
     parser = subparsers.add_parser(
@@ -419,9 +419,16 @@ def _register_showdown(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 def _showdown(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .hammer import HammerError
-    from .showdown import ShowdownSettings, explain, plot, render_table, run_showdown, should_hold
-    from .showdown import write_json as write_showdown_json
+    from .tools.hammer import HammerError
+    from .tools.showdown import (
+        ShowdownSettings,
+        explain,
+        plot,
+        render_table,
+        run_showdown,
+        should_hold,
+    )
+    from .tools.showdown import write_json as write_showdown_json
 
     try:
         BankConfig(store=args.store, workers=args.workers)

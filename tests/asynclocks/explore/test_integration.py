@@ -16,9 +16,9 @@ import pytest
 
 from asynclocks import Backend, explore
 from asynclocks._demos import SCENARIOS, locks_for, make_check
-from services.bank.errors import InsufficientFunds
+from services.bank.domain import InsufficientFunds
 from services.bank.locking import Locking
-from services.bank.store import MemoryStore
+from services.bank.stores.memory import MemoryStore
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

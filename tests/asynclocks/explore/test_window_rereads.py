@@ -36,7 +36,7 @@ def test_the_window_names_the_subscript_read_and_the_other_tasks_write(backend: 
     report = explore(two_bumps, backend=backend)
     assert report.failed
     name = "test_window_rereads.py"
-    window = report.trace.split("schedule ")[0] if "race window" in report.trace else str(report)
+    window = report.window
     assert (
         f'read `counts["home"]` at {name}:{_line("READ")}, awaited at {name}:{_line("AWAIT")}'
         in window

@@ -20,7 +20,7 @@ from typing import Any, Final
 import aiohttp
 import anyio
 
-from services.bank.store import JournalEntry
+from services.bank.domain import JournalEntry
 
 __all__ = [
     "ACCOUNTS",

@@ -17,10 +17,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from services.bank.app import LOCKING, STORE, create_app
-from services.bank.config import BankConfig
+from services.bank.http import LOCKING, STORE, create_app
 from services.bank.locking import Locking
-from services.bank.store import Store
+from services.bank.ports import Store
+from services.bank.run.config import BankConfig
 
 from .conftest import ADMIN_TOKEN, _Server, request_json
 

@@ -17,10 +17,11 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
-from services.bank.app import LOCKING, create_app
-from services.bank.config import BankConfig
+from services.bank.http import LOCKING, create_app
 from services.bank.locking import Locking
-from services.bank.store import MemoryStore, RaceWindow
+from services.bank.ports import RaceWindow
+from services.bank.run.config import BankConfig
+from services.bank.stores.memory import MemoryStore
 
 from ._postgres import postgres_url as postgres_url
 

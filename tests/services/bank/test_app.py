@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from services.bank.app import create_app
-from services.bank.config import BankConfig
+from services.bank.http import create_app
+from services.bank.run.config import BankConfig
 
 from .conftest import ADMIN_TOKEN, Bank, BankFactory
 

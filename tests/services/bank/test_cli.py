@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from services.bank.__main__ import build_parser, main
-from services.bank.showdown import start_server
+from services.bank.tools.showdown import start_server
 
 JSON_KEYS = {
     "requests",

@@ -24,14 +24,14 @@ import pytest
 from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.bank.app import create_app
-from services.bank.config import BankConfig
-from services.bank.hammer import HammerSettings, run_hammer
+from services.bank.http import create_app
 from services.bank.locking import ALL_LOCK_MODES
-from services.bank.showdown import mode_note, should_hold, start_server, store_label
-from services.bank.store import Store
-from services.bank.store_postgres import PostgresStore
-from services.bank.store_sqlite import SqliteStore
+from services.bank.ports import Store
+from services.bank.run.config import BankConfig
+from services.bank.stores.postgres import PostgresStore
+from services.bank.stores.sqlite import SqliteStore
+from services.bank.tools.hammer import HammerSettings, run_hammer
+from services.bank.tools.showdown import mode_note, should_hold, start_server, store_label
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from asynclocks import explore, replay
-from services.bank.race_scenarios import OPENING, WITHDRAWAL, scenario
+from services.bank.tools.race_scenarios import OPENING, WITHDRAWAL, scenario
 
 BOUND = 2
 
@@ -27,8 +27,11 @@ def test_lock_mode_none_overdraws_through_http() -> None:
     message = str(report.error)
     assert f"both withdrawals of {WITHDRAWAL} from {OPENING} were accepted" in message
     assert f"the balance reads {OPENING - WITHDRAWAL}" in message  # a lost update, too
-    # The trace shows both handlers waiting in the store's window between read and write.
-    assert report.trace.count("services/bank/store.py") >= 2
+    # The trace shows both handlers waiting in the store's window between read and write, and the
+    # race window above it names that read and that write.
+    assert report.trace.count("services/bank/stores/memory.py") >= 2
+    assert "read `self._balances[account_id]` at memory.py:" in report.window
+    assert "wrote `self._balances[account_id]` at memory.py:" in report.window
     assert "(withdraw)" in report.trace
     assert report.token is not None
     with pytest.raises(AssertionError, match="both withdrawals"):

@@ -36,11 +36,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from services.bank.app import create_app
-from services.bank.config import BankConfig
-from services.bank.store import MemoryStore, OperationKind, Store
-from services.bank.store_postgres import PostgresStore
-from services.bank.store_sqlite import SqliteStore
+from services.bank.domain import OperationKind
+from services.bank.http import create_app
+from services.bank.ports import Store
+from services.bank.run.config import BankConfig
+from services.bank.stores.memory import MemoryStore
+from services.bank.stores.postgres import PostgresStore
+from services.bank.stores.sqlite import SqliteStore
 
 from ._reliability import url_for
 from .conftest import _Server

@@ -13,7 +13,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from services.bank.store_postgres import PostgresStore
+from services.bank.stores.postgres import PostgresStore
 
 from ._faults import ACCOUNTS, OPENING, Load, check_books, restart_postgres, start_postgres
 from ._reliability import ServedFactory

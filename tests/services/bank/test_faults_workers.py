@@ -2,7 +2,7 @@
 operation acknowledged to a client is in the journal and in the balances, and the drift is 0.
 
 The supervisor never restarts a dead worker silently: it stops the other one and exits 1 (see
-``services.bank.workers``); the service is then started again on the same database, as an
+``services.bank.run.workers``); the service is then started again on the same database, as an
 operator would, and the books are checked against what the clients were told. The kill happens
 once 300 operations were acknowledged (an event, not a timer), while 16 clients are mid-flight.
 """
@@ -16,8 +16,8 @@ import signal
 import anyio
 import pytest
 
-from services.bank.showdown import ServerProcess, start_server
-from services.bank.store_postgres import PostgresStore
+from services.bank.stores.postgres import PostgresStore
+from services.bank.tools.showdown import ServerProcess, start_server
 
 from ._faults import ACCOUNTS, OPENING, Load, check_books
 

@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
-from services.bank.app import STORE, create_app
-from services.bank.config import BankConfig
-from services.bank.store import Audit
+from services.bank.domain import Audit
+from services.bank.http import STORE, create_app
+from services.bank.run.config import BankConfig
 
 from ._loop_thread import ServedApp
 from ._reliability import url_for

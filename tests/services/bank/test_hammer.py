@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from rich.console import Console
 
-from services.bank.hammer import (
+from services.bank.tools.hammer import (
     HammerError,
     HammerSettings,
     format_report,

@@ -31,9 +31,9 @@ import anyio
 import pytest
 from aiohttp.test_utils import TestClient
 
-from services.bank.app import create_app
-from services.bank.config import BankConfig
-from services.bank.store import MemoryStore
+from services.bank.http import create_app
+from services.bank.run.config import BankConfig
+from services.bank.stores.memory import MemoryStore
 
 from ._raw_http import RawResponse, exchange, read_response, request_bytes
 from .conftest import Bank, _Server
@@ -452,7 +452,7 @@ def test_body_timeout_must_be_positive_and_finite(seconds: float) -> None:
 async def test_serve_body_timeout_flag() -> None:
     from yarl import URL
 
-    from services.bank.showdown import start_server
+    from services.bank.tools.showdown import start_server
 
     with start_server(["--body-timeout", "0.3"]) as server:
         port = URL(server.url).port

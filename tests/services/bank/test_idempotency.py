@@ -18,18 +18,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
-from services.bank.app import LOCKING, create_app
-from services.bank.config import BankConfig
-from services.bank.errors import IdempotencyKeyReused, InvalidIdempotencyKey
-from services.bank.idempotency import (
-    MemoryIdempotency,
-    StoredResponse,
-    check_key,
-    fingerprint,
-)
-from services.bank.store import MemoryStore, OperationKind, RaceWindow, Store
-from services.bank.store_postgres import PostgresStore
-from services.bank.store_sqlite import SqliteStore
+from services.bank.domain import IdempotencyKeyReused, OperationKind
+from services.bank.http import LOCKING, create_app
+from services.bank.http.errors import InvalidIdempotencyKey
+from services.bank.http.idempotency import check_key, fingerprint
+from services.bank.ports import RaceWindow, Store, StoredResponse
+from services.bank.run.config import BankConfig
+from services.bank.stores.memory import MemoryIdempotency, MemoryStore
+from services.bank.stores.postgres import PostgresStore
+from services.bank.stores.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
 

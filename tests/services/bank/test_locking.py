@@ -3,8 +3,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from services.bank.domain import OperationKind
 from services.bank.locking import LOCK_MODES, Locking
-from services.bank.store import MemoryStore, OperationKind
+from services.bank.stores.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
 

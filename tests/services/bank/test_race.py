@@ -12,7 +12,7 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from services.bank.store import OperationKind
+from services.bank.domain import OperationKind
 
 from .conftest import ADMIN_TOKEN, Bank, BankFactory
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from rich.console import Console
 
-from services.bank.hammer import HammerReport, HammerSettings, run_hammer
+from services.bank.tools.hammer import HammerReport, HammerSettings, run_hammer
 
 from .conftest import Bank
 

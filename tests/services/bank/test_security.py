@@ -15,11 +15,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.bank import app as app_module
 from services.bank.__main__ import build_parser
-from services.bank.config import BankConfig
-from services.bank.server import serve
-from services.bank.store import MemoryStore
+from services.bank.http import routes as app_module
+from services.bank.run.config import BankConfig
+from services.bank.run.server import serve
+from services.bank.stores.memory import MemoryStore
 
 from ._reliability import Served, ServedFactory
 from ._reliability import served_bank as served_bank

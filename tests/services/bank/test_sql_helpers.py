@@ -7,8 +7,8 @@ import asyncio
 import anyio
 import pytest
 
-from services.bank._sql import retrying, shielded
-from services.bank.errors import RetryLater
+from services.bank.domain import RetryLater
+from services.bank.stores._sql import retrying, shielded
 
 pytestmark = pytest.mark.anyio
 

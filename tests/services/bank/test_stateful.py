@@ -30,9 +30,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from services.bank.app import create_app
-from services.bank.config import BankConfig
-from services.bank.store import MAX_AMOUNT
+from services.bank.domain import MAX_AMOUNT
+from services.bank.http import create_app
+from services.bank.run.config import BankConfig
 
 from ._loop_thread import ServedApp
 from ._reliability import url_for

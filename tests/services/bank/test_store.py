@@ -3,8 +3,17 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from services.bank.errors import AccountExists, AccountNotFound, InsufficientFunds, SameAccount
-from services.bank.store import Audit, JournalEntry, MemoryStore, OperationKind, open_store
+from services.bank.domain import (
+    AccountExists,
+    AccountNotFound,
+    Audit,
+    InsufficientFunds,
+    JournalEntry,
+    OperationKind,
+    SameAccount,
+)
+from services.bank.stores import open_store
+from services.bank.stores.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
 

@@ -15,10 +15,19 @@ from typing import Any
 import anyio
 import pytest
 
-from services.bank.errors import AccountExists, AccountNotFound, InsufficientFunds, SameAccount
-from services.bank.store import Audit, JournalEntry, MemoryStore, OperationKind, Store
-from services.bank.store_postgres import PostgresStore
-from services.bank.store_sqlite import SqliteStore
+from services.bank.domain import (
+    AccountExists,
+    AccountNotFound,
+    Audit,
+    InsufficientFunds,
+    JournalEntry,
+    OperationKind,
+    SameAccount,
+)
+from services.bank.ports import Store
+from services.bank.stores.memory import MemoryStore
+from services.bank.stores.postgres import PostgresStore
+from services.bank.stores.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
 

@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from services.bank.store import MemoryStore, check_store_url, open_store
-from services.bank.store_postgres import DEFAULT_POOL_SIZE, PostgresStore, check_postgres_url
-from services.bank.store_sqlite import SqliteStore, sqlite_path
+from services.bank.stores import check_store_url, open_store
+from services.bank.stores.memory import MemoryStore
+from services.bank.stores.postgres import DEFAULT_POOL_SIZE, PostgresStore, check_postgres_url
+from services.bank.stores.sqlite import SqliteStore, sqlite_path
 
 
 def test_urls_name_their_store() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from services.bank.showdown import ServerProcess, start_server
+from services.bank.tools.showdown import ServerProcess, start_server
 
 PIDS = re.compile(r"supervisor: (\d+) workers share port (\d+) \(pids ([\d, ]+)\)")
 

@@ -30,16 +30,14 @@ Two ways to run an operation:
 
 Deadlocks, serialization failures and lock timeouts are retried a bounded number of times (an
 aborted statement leaves nothing behind), then answered with 503 ``retry_later``. Every write
-runs under :func:`services.bank._sql.shielded`: a request cancelled while its statement is in
+runs under :func:`services.bank.stores._sql.shielded`: a request cancelled while its statement is in
 flight waits for the statement to finish, so it either applied completely or not at all.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from contextvars import ContextVar
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Final, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -48,29 +46,30 @@ import asyncpg.exceptions
 from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
-from ._sql import (
-    DEFAULT_ATTEMPTS,
-    MAX_BALANCE,
-    Window,
-    audit_from_rows,
-    check_attempts,
-    check_balance,
-    journal_from_rows,
-    money_delta_sql,
-    retrying,
-    shielded,
-)
-from .errors import (
+from ..domain import (
     AccountExists,
     AccountNotFound,
+    Audit,
     BalanceTooLarge,
-    IdempotencyKeyReused,
     InsufficientFunds,
+    JournalEntry,
     RetryLater,
     SameAccount,
 )
-from .idempotency import Claim, KeyTakenMeanwhile, Replay, StoredResponse
-from .store import Audit, JournalEntry, RaceWindow
+from ..ports import KeyTakenMeanwhile, RaceWindow, StoredResponse
+from ._sql import (
+    DEFAULT_ATTEMPTS,
+    MAX_BALANCE,
+    DatabaseClaim,
+    DatabaseStore,
+    audit_from_rows,
+    check_balance,
+    journal_from_rows,
+    money_delta_sql,
+    recorded_response,
+    retrying,
+    shielded,
+)
 
 __all__ = ["DEFAULT_POOL_SIZE", "PostgresStore", "check_postgres_url"]
 
@@ -84,7 +83,7 @@ TRANSIENT: Final[tuple[type[BaseException], ...]] = (
 )
 
 
-def _transient(exc: BaseException) -> bool:
+def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT)
 
 
@@ -259,7 +258,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-class PostgresStore:
+class PostgresStore(DatabaseStore["_PostgresClaim"]):
     """Balances, journal and idempotency keys in PostgreSQL, shared by every worker process.
 
     Args:
@@ -278,6 +277,8 @@ class PostgresStore:
         ValueError: A bad URL or setting.
     """
 
+    _transient = staticmethod(_is_transient)
+
     def __init__(
         self,
         url: str,
@@ -289,37 +290,22 @@ class PostgresStore:
         lock_timeout: float | None = None,
     ) -> None:
         self._url, url_pool_size = check_postgres_url(url)
-        self._window = Window(io_delay, race_window)
+        super().__init__(io_delay, race_window, attempts)
         if pool_size is None:
             pool_size = url_pool_size
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
         self._pool_size = pool_size
-        self._attempts = check_attempts(attempts)
         if lock_timeout is not None and not lock_timeout > 0:
             raise ValueError(
                 f"lock_timeout must be a positive number of seconds, got {lock_timeout}"
             )
         self._lock_timeout = lock_timeout
         self._pool: asyncpg.Pool | None = None
-        # The Idempotency-Key claim of the current request, if it sent one; its transaction
-        # begins at the request's first write (see claim()).
-        self._claim: ContextVar[_PostgresClaim | None] = ContextVar("bank_pg_claim", default=None)
-        #: Operations the database aborted and that were tried again (deadlocks and the like).
-        self.retries = 0
 
     @property
     def name(self) -> str:
         return "postgresql"
-
-    @property
-    def supports_atomic(self) -> bool:
-        return True
-
-    @property
-    def io_delay(self) -> float:
-        """Seconds awaited in each non-atomic operation's race window."""
-        return self._window.io_delay
 
     async def open(self) -> None:
         settings = {"application_name": "asynclocks-bank"}
@@ -351,9 +337,8 @@ class PostgresStore:
             await pool.close()
 
     def _bound(self) -> Connection | None:
-        """The connection of this request's open claim transaction, if there is one."""
-        claim = self._claim.get()
-        return None if claim is None else claim.connection
+        """The connection of the unit of work's open transaction, if there is one."""
+        return None if self._work is None else self._work.connection
 
     def _connection(self) -> AbstractAsyncContextManager[Connection]:
         bound = self._bound()
@@ -363,33 +348,25 @@ class PostgresStore:
             raise RuntimeError("the PostgreSQL store is not open; call open() first")
         return cast(AbstractAsyncContextManager[Connection], self._pool.acquire())
 
-    def _count_retry(self, exc: BaseException) -> None:
-        self.retries += 1
-
     async def _write(self, statement: str, *args: object) -> list[asyncpg.Record]:
         """Run one write statement to its end (shielded), retrying what the database aborted."""
 
-        claim = self._claim.get()
+        claim = self._work
         if claim is not None:
-            # The operation joins the claim's transaction (begun now if this is its first
-            # write) and commits with the recorded response in save().
+            # The operation joins the unit of work's transaction (begun now if this is its
+            # first write) and commits with the recorded response in save().
             await claim.begin()
 
         async def attempt() -> list[asyncpg.Record]:
             async with self._connection() as conn:
                 if claim is None:
                     return await conn.fetch(statement, *args)
-                # Inside an Idempotency-Key transaction: a savepoint lets one statement be
+                # Inside a unit of work's transaction: a savepoint lets one statement be
                 # retried without losing the transaction.
                 async with conn.transaction():
                     return await conn.fetch(statement, *args)
 
-        async def run() -> list[asyncpg.Record]:
-            return await retrying(
-                attempt, attempts=self._attempts, transient=_transient, on_retry=self._count_retry
-            )
-
-        return await shielded(run)
+        return await self._retried(attempt)
 
     async def _read(self, account_id: str) -> int:
         async with self._connection() as conn:
@@ -480,48 +457,28 @@ class PostgresStore:
             rows = await conn.fetch(_JOURNAL, since, limit)
         return journal_from_rows(rows)
 
-    @asynccontextmanager
-    async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
-        """Run one ``Idempotency-Key`` request so that its writes and its recorded response
-        commit in one transaction.
-
-        The key is looked up first. The transaction only begins at the request's first write,
-        after its lock mode's locks (so a request holding a pooled connection never waits for an
-        account lock, and keyed requests cannot starve unkeyed ones of connections while they
-        wait): its first statement inserts the key's row, on which a concurrent duplicate (in
-        any worker) blocks until this transaction ends, then finds the recorded response and
-        replays it. The request's statements run on the same connection, each in a savepoint
-        so that a deadlock can be retried; ``save`` records the response and commits.
-        """
+    async def _recorded(self, key: str) -> asyncpg.Record | None:
         async with self._connection() as conn:
-            row = await conn.fetchrow(_RECORDED, key)
-        if row is not None:
-            if row[0] != fingerprint:
-                raise IdempotencyKeyReused(key)
-            yield Replay(StoredResponse(row[1], bytes(row[2])))
-            return
-        claim = _PostgresClaim(self, key, fingerprint)
-        token = self._claim.set(claim)
-        try:
-            yield claim
-        finally:
-            self._claim.reset(token)
-            await claim.abandon()
+            return await conn.fetchrow(_RECORDED, key)
 
 
-class _PostgresClaim:
+class _PostgresClaim(DatabaseClaim[PostgresStore]):
+    """One ``Idempotency-Key`` request on the PostgreSQL store.
+
+    The transaction only begins at the request's first write, after its lock mode's locks (so a
+    request holding a pooled connection never waits for an account lock, and keyed requests
+    cannot starve unkeyed ones of connections while they wait): its first statement inserts the
+    key's row, on which a concurrent duplicate (in any worker) blocks until this transaction
+    ends, then finds the recorded response and replays it. The request's statements run on the
+    same connection, each in a savepoint so that a deadlock can be retried; ``save`` records the
+    response and commits.
+    """
+
     def __init__(self, store: PostgresStore, key: str, fingerprint: str) -> None:
-        self._store = store
-        self._key = key
-        self._fingerprint = fingerprint
+        super().__init__(store, key, fingerprint)
         self._transaction: Transaction | None = None
         #: The connection of the open transaction; None until the first write.
         self.connection: PoolConnectionProxy | None = None
-        self.committed = False
-
-    @property
-    def replay(self) -> StoredResponse | None:
-        return None
 
     async def begin(self) -> None:
         """Begin the claim's transaction by inserting the key's row, unless it is begun.
@@ -542,14 +499,12 @@ class _PostgresClaim:
         claimed = await retrying(
             lambda: conn.fetchval(_CLAIM, self._key, self._fingerprint),
             attempts=store._attempts,
-            transient=_transient,
+            transient=_is_transient,
             on_retry=store._count_retry,
         )
         if not claimed:
             row = await conn.fetchrow(_RECORDED, self._key)
-            if row is None or row[0] != self._fingerprint:
-                raise IdempotencyKeyReused(self._key)
-            raise KeyTakenMeanwhile(StoredResponse(row[1], bytes(row[2])))
+            raise KeyTakenMeanwhile(recorded_response(row, self._key, self._fingerprint))
 
     async def save(self, response: StoredResponse) -> None:
         # A refusal wrote nothing, so the transaction may not be begun yet.
@@ -580,3 +535,6 @@ class _PostgresClaim:
         finally:
             if pool is not None:
                 await shielded(lambda: pool.release(conn))
+
+
+PostgresStore.claim_type = _PostgresClaim

@@ -51,7 +51,7 @@ class BankConfig:
     workers: int = 1
 
     def __post_init__(self) -> None:
-        from .store import check_store_url
+        from ..stores import check_store_url
 
         kind = check_store_url(self.store)
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:

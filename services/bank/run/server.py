@@ -1,16 +1,18 @@
-"""Running the bank: ``serve(config)`` until SIGINT or SIGTERM, on asyncio or uvloop."""
+"""Running one bank process: ``serve(config)`` until SIGINT or SIGTERM, on asyncio or uvloop.
+
+``services.bank.run.workers`` runs several of them on one port.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 
-from .app import create_app
+from ..http import create_app
 from .config import BankConfig
 
 __all__ = ["LoopKind", "format_url", "run", "serve"]
@@ -96,17 +98,3 @@ def run(main: Coroutine[Any, Any, T], *, loop: LoopKind = "auto") -> T:
         raise
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
-
-
-def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
-    """The ``serve`` command: returns the exit code."""
-    if config.workers > 1:
-        from .workers import supervise
-
-        return supervise(config, loop=loop)
-    try:
-        run(serve(config), loop=loop)
-    except OSError as exc:
-        print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
-        return 1
-    return 0

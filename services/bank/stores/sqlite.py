@@ -8,8 +8,8 @@ power cut) and a busy timeout for the other processes that may share the file.
 
 One connection per process, used by one request at a time: a transaction's statements are
 never interleaved with another request's. Each operation's balances and journal row are written
-in one ``BEGIN IMMEDIATE`` transaction, under :func:`services.bank._sql.shielded` so a cancelled
-request never leaves it half done.
+in one ``BEGIN IMMEDIATE`` transaction, under :func:`services.bank.stores._sql.shielded` so a
+cancelled request never leaves it half done.
 
 - ``atomic=False`` (lock modes ``none``, ``global``, ``account``): the balance is read by one
   statement, the connection is released, the request awaits (``io_delay``), then it writes the
@@ -28,36 +28,36 @@ request runs in that process, so its in-process locks see all of them.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Final, TypeVar, cast
 
 import aiosqlite
 import anyio
 
-from ._sql import (
-    DEFAULT_ATTEMPTS,
-    Window,
-    audit_from_rows,
-    check_attempts,
-    check_balance,
-    journal_from_rows,
-    money_delta_sql,
-    retrying,
-    shielded,
-)
-from .errors import (
+from ..domain import (
     AccountExists,
     AccountNotFound,
-    IdempotencyKeyReused,
+    Audit,
     InsufficientFunds,
+    JournalEntry,
     RetryLater,
     SameAccount,
 )
-from .idempotency import Claim, KeyTakenMeanwhile, Replay, StoredResponse
-from .store import Audit, JournalEntry, RaceWindow
+from ..ports import KeyTakenMeanwhile, RaceWindow, StoredResponse
+from ._sql import (
+    DEFAULT_ATTEMPTS,
+    DatabaseClaim,
+    DatabaseStore,
+    audit_from_rows,
+    check_balance,
+    journal_from_rows,
+    money_delta_sql,
+    recorded_response,
+    retrying,
+    shielded,
+)
 
 __all__ = ["SQLITE_PREFIX", "SqliteStore", "sqlite_path"]
 
@@ -130,7 +130,7 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def _transient(exc: BaseException) -> bool:
+def _is_transient(exc: BaseException) -> bool:
     # SQLITE_BUSY / SQLITE_LOCKED: another process holds the write lock past busy_timeout.
     return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) in (
         sqlite3.SQLITE_BUSY,
@@ -138,7 +138,7 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
-class SqliteStore:
+class SqliteStore(DatabaseStore["_SqliteClaim"]):
     """Balances, journal and idempotency keys in one SQLite file.
 
     Args:
@@ -153,6 +153,8 @@ class SqliteStore:
         ValueError: A bad URL or setting.
     """
 
+    _transient = staticmethod(_is_transient)
+
     def __init__(
         self,
         url: str,
@@ -163,37 +165,22 @@ class SqliteStore:
         attempts: int = DEFAULT_ATTEMPTS,
     ) -> None:
         self._path = sqlite_path(url)
-        self._window = Window(io_delay, race_window)
+        super().__init__(io_delay, race_window, attempts)
         if not busy_timeout >= 0:
             raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout}")
         self._busy_ms = round(busy_timeout * 1000)
-        self._attempts = check_attempts(attempts)
         self._conn: Connection | None = None
         # One request uses the connection at a time, so no two transactions interleave on it.
         self._lock = anyio.Lock()
-        # The Idempotency-Key claim of the current request, if it sent one. Its transaction
-        # begins at the request's first write (see claim()).
-        self._claim: ContextVar[_SqliteClaim | None] = ContextVar("bank_sqlite_claim", default=None)
-        #: Transactions that found the file locked and were tried again.
-        self.retries = 0
 
     @property
     def name(self) -> str:
         return "sqlite"
 
     @property
-    def supports_atomic(self) -> bool:
-        return True
-
-    @property
     def path(self) -> Path:
         """The database file."""
         return Path(self._path)
-
-    @property
-    def io_delay(self) -> float:
-        """Seconds awaited in each non-atomic operation's race window."""
-        return self._window.io_delay
 
     async def open(self) -> None:
         conn = await aiosqlite.connect(self._path, isolation_level=None)
@@ -219,14 +206,10 @@ class SqliteStore:
 
     def _bound(self) -> bool:
         """Whether this request's claim transaction is open: it holds the connection."""
-        claim = self._claim.get()
-        return claim is not None and claim.active
+        return self._work is not None and self._work.active
 
     def _access(self) -> AbstractAsyncContextManager[object]:
         return nullcontext() if self._bound() else self._lock
-
-    def _count_retry(self, exc: BaseException) -> None:
-        self.retries += 1
 
     async def _fetch(self, sql: str, params: Iterable[object]) -> list[sqlite3.Row]:
         async with self._access():
@@ -236,13 +219,13 @@ class SqliteStore:
     async def _transaction(self, body: Callable[[Connection], Awaitable[T]]) -> T:
         """Run ``body`` in one write transaction, to its end (shielded), retrying a busy file.
 
-        Inside an Idempotency-Key transaction the body joins it instead.
+        Within a unit of work the body joins its transaction instead.
         """
         conn = self._connection()
-        claim = self._claim.get()
+        claim = self._work
         if claim is not None:
-            # The operation joins the claim's transaction (opened now if this is its first
-            # write) and commits with the recorded response in save().
+            # The operation joins the unit of work's transaction (opened now if this is its
+            # first write) and commits with the recorded response in save().
             await claim.begin()
             return await shielded(lambda: body(conn))
 
@@ -257,12 +240,7 @@ class SqliteStore:
                     raise
                 return result
 
-        async def run() -> T:
-            return await retrying(
-                attempt, attempts=self._attempts, transient=_transient, on_retry=self._count_retry
-            )
-
-        return await shielded(run)
+        return await self._retried(attempt)
 
     async def _read(self, account_id: str) -> int:
         rows = await self._fetch(_BALANCE, (account_id,))
@@ -377,47 +355,28 @@ class SqliteStore:
         rows = await self._fetch(_JOURNAL, (since, -1 if limit is None else limit))
         return journal_from_rows(rows)
 
-    @asynccontextmanager
-    async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
-        """Run one ``Idempotency-Key`` request so that its writes and its recorded response
-        commit in one transaction.
-
-        The key is looked up first. The transaction (``BEGIN IMMEDIATE``, which takes the file's
-        write lock) only begins at the request's first write, after its lock mode's locks: a
-        request holding the connection never waits for an account lock, so keyed and unkeyed
-        requests cannot deadlock. A duplicate that committed meanwhile (in this process or
-        another) is found under that write lock, and its response is replayed instead.
-        """
+    async def _recorded(self, key: str) -> sqlite3.Row | None:
         rows = await self._fetch(_RECORDED, (key,))
-        if rows:
-            if rows[0][0] != fingerprint:
-                raise IdempotencyKeyReused(key)
-            yield Replay(StoredResponse(rows[0][1], bytes(rows[0][2])))
-            return
-        claim = _SqliteClaim(self, key, fingerprint)
-        token = self._claim.set(claim)
-        try:
-            yield claim
-        finally:
-            self._claim.reset(token)
-            await claim.abandon()
+        return rows[0] if rows else None
 
 
 _RECORDED: Final = "SELECT fingerprint, status, body FROM bank_idempotency WHERE key = ?"
 
 
-class _SqliteClaim:
+class _SqliteClaim(DatabaseClaim[SqliteStore]):
+    """One ``Idempotency-Key`` request on the SQLite store.
+
+    The transaction (``BEGIN IMMEDIATE``, which takes the file's write lock) only begins at the
+    request's first write, after its lock mode's locks: a request holding the connection never
+    waits for an account lock, so keyed and unkeyed requests cannot deadlock. A duplicate that
+    committed meanwhile (in this process or another) is found under that write lock, and its
+    response is replayed instead.
+    """
+
     def __init__(self, store: SqliteStore, key: str, fingerprint: str) -> None:
-        self._store = store
-        self._key = key
-        self._fingerprint = fingerprint
+        super().__init__(store, key, fingerprint)
         #: The transaction is open and this request holds the connection lock.
         self.active = False
-        self.committed = False
-
-    @property
-    def replay(self) -> StoredResponse | None:
-        return None
 
     async def begin(self) -> None:
         """Open the claim's transaction if it is not yet; raise if the key was taken meanwhile.
@@ -438,7 +397,10 @@ class _SqliteClaim:
                 await conn.execute("BEGIN IMMEDIATE")
 
             await retrying(
-                begin, attempts=store._attempts, transient=_transient, on_retry=store._count_retry
+                begin,
+                attempts=store._attempts,
+                transient=_is_transient,
+                on_retry=store._count_retry,
             )
         except BaseException:
             store._lock.release()
@@ -446,9 +408,7 @@ class _SqliteClaim:
         self.active = True
         rows = list(await conn.execute_fetchall(_RECORDED, (self._key,)))
         if rows:
-            if rows[0][0] != self._fingerprint:
-                raise IdempotencyKeyReused(self._key)
-            raise KeyTakenMeanwhile(StoredResponse(rows[0][1], bytes(rows[0][2])))
+            raise KeyTakenMeanwhile(recorded_response(rows[0], self._key, self._fingerprint))
 
     async def save(self, response: StoredResponse) -> None:
         # A refusal wrote nothing, so the transaction may not be open yet.
@@ -466,7 +426,7 @@ class _SqliteClaim:
         try:
             await shielded(commit)
         except sqlite3.OperationalError as exc:
-            if not _transient(exc):
+            if not _is_transient(exc):
                 raise
             raise RetryLater("the database was busy at commit; nothing was applied") from None
 
@@ -481,3 +441,6 @@ class _SqliteClaim:
                 await shielded(lambda: conn.execute("ROLLBACK"))
         finally:
             self._store._lock.release()
+
+
+SqliteStore.claim_type = _SqliteClaim

@@ -17,6 +17,10 @@ Where the key is stored:
 - the memory store keeps it in a bounded in-process table; a duplicate arriving while the first
   is in flight waits for it.
 
+The claim of a key is the request's unit of work (``services.bank.ports.UnitOfWork``): this
+middleware hands it to the route, which passes it to the ledger, whose writes join its
+transaction; the middleware then records the response with :meth:`save`, which commits.
+
 Which responses are kept: every answer below 500, refusals included (a 409 ``insufficient_funds``
 is replayed as such, as the operation was tried and refused). A 5xx (503 ``retry_later``, a bug)
 is not kept, so the client may retry the key. Requests refused before a route ran (unknown
@@ -27,31 +31,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
-from typing import Final, Protocol, runtime_checkable
+from typing import Final
 
-import anyio
 from aiohttp import web
 
-from .errors import BankError, IdempotencyKeyReused, InvalidIdempotencyKey
+from ..domain import BankError, IdempotencyKeyReused
+from ..ports import IdempotencyBackend, KeyTakenMeanwhile, StoredResponse, UnitOfWork
+from ..stores.memory import MemoryIdempotency
+from .errors import InvalidIdempotencyKey, error_response
+from .middlewares import Handler
 
 __all__ = [
     "HEADER",
     "MAX_KEY_LENGTH",
     "REPLAYED_HEADER",
-    "Claim",
-    "IdempotencyBackend",
-    "KeyTakenMeanwhile",
-    "MemoryIdempotency",
-    "Replay",
-    "StoredResponse",
     "check_key",
     "fingerprint",
     "idempotency_middleware",
     "setup_idempotency",
+    "unit_of_work",
 ]
 
 #: The request header carrying the key.
@@ -60,65 +58,6 @@ HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 #: Longest key accepted, in characters.
 MAX_KEY_LENGTH: Final = 128
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
-    """The response recorded under a key.
-
-    Attributes:
-        status: HTTP status.
-        body: The JSON body, as sent.
-    """
-
-    status: int
-    body: bytes
-
-
-class KeyTakenMeanwhile(Exception):  # noqa: N818 - a signal to replay, not an error
-    """Raised by a backend when a duplicate with the same key committed before this request
-    could: the request's own work is rolled back and ``response`` is replayed instead.
-
-    Attributes:
-        response: The duplicate's recorded response.
-    """
-
-    def __init__(self, response: StoredResponse) -> None:
-        super().__init__(f"replay {response.status}")
-        self.response = response
-
-
-class Claim(Protocol):
-    """The right to run one request under a key, or the response to replay instead."""
-
-    @property
-    def replay(self) -> StoredResponse | None:
-        """The response recorded by an earlier request with this key, if there was one."""
-        ...
-
-    async def save(self, response: StoredResponse) -> None:
-        """Record ``response`` under the key, together with the operation (durable stores:
-        in the same transaction, then commit).
-
-        Raises:
-            KeyTakenMeanwhile: A duplicate committed first.
-        """
-        ...
-
-
-@runtime_checkable
-class IdempotencyBackend(Protocol):
-    """Where keys live. The durable stores are backends themselves."""
-
-    def claim(self, key: str, fingerprint: str) -> AbstractAsyncContextManager[Claim]:
-        """Claim ``key`` for a request of ``fingerprint``; leaving without ``save`` abandons it.
-
-        Raises:
-            IdempotencyKeyReused: The key was used for a different request.
-        """
-        ...
 
 
 def check_key(values: list[str]) -> str:
@@ -162,108 +101,32 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-class Replay:
-    """A claim that found a recorded response: the request is answered with it."""
-
-    def __init__(self, response: StoredResponse) -> None:
-        self._response = response
-
-    @property
-    def replay(self) -> StoredResponse | None:
-        return self._response
-
-    async def save(self, response: StoredResponse) -> None:
-        raise RuntimeError("a replayed claim has nothing to save")
+_BACKEND: Final = web.AppKey("bank_idempotency", IdempotencyBackend)
+_WORK: Final = web.RequestKey[UnitOfWork | None]("bank_unit_of_work")
 
 
-@dataclass
-class _Entry:
-    fingerprint: str
-    response: StoredResponse | None = None
-    done: anyio.Event | None = None
-
-
-class _MemoryClaim:
-    def __init__(self, entry: _Entry) -> None:
-        self._entry = entry
-        self.saved = False
-
-    @property
-    def replay(self) -> StoredResponse | None:
-        return None
-
-    async def save(self, response: StoredResponse) -> None:
-        # No await before the record: nothing can run between the operation's last step and it.
-        self._entry.response = response
-        self.saved = True
-
-
-class MemoryIdempotency:
-    """Keys kept in process, for the memory store (whose balances do not outlive it either).
-
-    Args:
-        capacity: How many completed keys are remembered; the oldest are forgotten first.
+def unit_of_work(request: web.Request) -> UnitOfWork | None:
+    """The unit of work of a request sent with an ``Idempotency-Key``, for the ledger; ``None``
+    for a request without one (each of its writes then commits on its own).
 
     Raises:
-        ValueError: ``capacity`` is not positive.
+        KeyError: The request did not pass :func:`idempotency_middleware`.
     """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be positive, got {capacity}")
-        self._capacity = capacity
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @asynccontextmanager
-    async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
-        while True:
-            entry = self._entries.get(key)
-            if entry is None:
-                break
-            if entry.fingerprint != fingerprint:
-                raise IdempotencyKeyReused(key)
-            if entry.response is not None:
-                yield Replay(entry.response)
-                return
-            # In flight: wait for the first request, then look again (it may have been abandoned).
-            assert entry.done is not None
-            await entry.done.wait()
-        entry = _Entry(fingerprint, done=anyio.Event())
-        self._entries[key] = entry
-        claim = _MemoryClaim(entry)
-        try:
-            yield claim
-        finally:
-            done, entry.done = entry.done, None
-            if not claim.saved:
-                del self._entries[key]
-            else:
-                while len(self._entries) > self._capacity:
-                    oldest = next(iter(self._entries))
-                    if self._entries[oldest].response is None:
-                        break
-                    del self._entries[oldest]
-            assert done is not None
-            done.set()
-
-
-_BACKEND: Final = web.AppKey("bank_idempotency", IdempotencyBackend)
-
-
-def _response_of(error: BankError) -> web.Response:
-    return web.json_response(error.to_json(), status=error.status)
+    # Indexing, not .get(): the middleware sets it on every request, and a missing key would
+    # cost a raised KeyError (about a microsecond) on each.
+    return request[_WORK]
 
 
 @web.middleware
 async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Apply ``Idempotency-Key`` to the POST routes; pass every other request through."""
-    if request.method != "POST" or HEADER not in request.headers:
-        return await handler(request)
-    if request.match_info.http_exception is not None:
+    if (
+        request.method != "POST"
+        or HEADER not in request.headers
         # No route (404/405): nothing would run, so nothing is recorded.
+        or request.match_info.http_exception is not None
+    ):
+        request[_WORK] = None
         return await handler(request)
     key = check_key(request.headers.getall(HEADER))
     # aiohttp caches the body, so the handler reads it again for free; a body over the cap
@@ -273,13 +136,15 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
     async with request.app[_BACKEND].claim(key, digest) as claim:
         if claim.replay is not None:
             return _replayed(claim.replay)
+        # The handler passes it to the ledger, whose writes join its transaction.
+        request[_WORK] = claim
         try:
             try:
                 response = await handler(request)
             except IdempotencyKeyReused:
                 raise  # about this key, not the operation: never recorded under it
             except BankError as error:
-                response = _response_of(error)
+                response = error_response(error)
             if not isinstance(response, web.Response) or response.status >= 500:
                 # Not recorded: the claim is abandoned (rolled back), so the key may be retried.
                 return response

@@ -39,9 +39,9 @@ from types import FrameType
 from typing import Final, TextIO
 
 from .config import BankConfig
-from .server import LoopKind, format_url
+from .server import LoopKind, format_url, run, serve
 
-__all__ = ["DEFAULT_GRACE", "supervise"]
+__all__ = ["DEFAULT_GRACE", "serve_forever", "supervise"]
 
 #: Seconds a worker gets to stop after SIGTERM before it is killed.
 DEFAULT_GRACE: Final = 10.0
@@ -70,7 +70,6 @@ def _worker_main(config: BankConfig, loop: LoopKind, pipe: Connection) -> None:
     """One worker: serve until SIGTERM/SIGINT, reporting readiness through ``pipe``."""
     # Out of the terminal's process group: Ctrl-C goes to the supervisor, which decides.
     os.setpgrp()
-    from .server import run, serve
 
     def orphan_watch() -> None:
         # recv() fails once the supervisor is gone (its end of the pipe closes): stop then.
@@ -264,3 +263,15 @@ def _stop_all(
         elif process.exitcode not in (0, None):
             unclean = True
     return unclean
+
+
+def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
+    """The ``serve`` command: one process, or ``config.workers`` of them; returns the exit code."""
+    if config.workers > 1:
+        return supervise(config, loop=loop)
+    try:
+        run(serve(config), loop=loop)
+    except OSError as exc:
+        print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,17 +1,22 @@
-"""The hand-written OpenAPI 3.0 description served at ``GET /openapi.json``.
+"""The OpenAPI 3.0 description served at ``GET /openapi.json``.
 
-It describes every route, every request body (``additionalProperties: false``, integer bounds, the
-id pattern) and every response, refusals included, precisely enough for a schema-driven fuzzer to
-check each response against it. Tests compare it with the app's router so the two cannot drift.
+The schemas of every body (``additionalProperties: false``, integer bounds, the id pattern, the
+lock modes) are generated from the pydantic models that also validate the requests
+(``services.bank.http.models``), so the document and the checks cannot drift; what is written
+here is what a model cannot say: the routes, their parameters, and which refusal each status
+means. It is precise enough for a schema-driven fuzzer to check each response against it, and
+tests compare its paths with the app's router.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from .store import MAX_AMOUNT
-from .validation import ACCOUNT_ID_PATTERN
+from pydantic import TypeAdapter
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from .models import AccountId, Body, request_models, response_models
 
 __all__ = ["openapi_document"]
 
@@ -51,7 +56,8 @@ _BODY_REFUSALS = {
 }
 
 
-#: POSTs that move money or open accounts take an Idempotency-Key (see services.bank.idempotency).
+#: POSTs that move money or open accounts take an Idempotency-Key (see
+#: services.bank.http.idempotency).
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -88,93 +94,30 @@ def _request(schema: str) -> dict[str, Any]:
 
 
 def _schemas(modes: Sequence[str]) -> dict[str, Any]:
-    account_id = {
-        "type": "string",
-        "pattern": ACCOUNT_ID_PATTERN,
-        "minLength": 1,
-        "maxLength": 64,
+    """The component schemas, generated from the body models (``services.bank.http.models``)."""
+    inputs: list[tuple[type[Body], JsonSchemaMode]] = [
+        *((model, "validation") for model in request_models(modes)),
+        *((model, "serialization") for model in response_models(modes)),
+    ]
+    _, top = models_json_schema(inputs, ref_template=_REF + "{model}")
+    schemas: dict[str, Any] = {
+        "AccountId": TypeAdapter(AccountId).json_schema(),
+        **top["$defs"],
     }
-    balance = {"type": "integer", "format": "int64", "description": "cents; below 0 only by races"}
-    amount = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_AMOUNT}
-    account = {
-        "type": "object",
-        "required": ["id", "balance"],
-        "additionalProperties": False,
-        "properties": {"id": _ref("AccountId"), "balance": balance},
-    }
-    return {
-        "AccountId": account_id,
-        "Account": account,
-        "NewAccount": {
-            "type": "object",
-            "required": ["id", "balance"],
-            "additionalProperties": False,
-            "properties": {
-                "id": _ref("AccountId"),
-                "balance": {
-                    "type": "integer",
-                    "format": "int64",
-                    "minimum": 0,
-                    "maximum": MAX_AMOUNT,
-                },
-            },
-        },
-        "AmountRequest": {
-            "type": "object",
-            "required": ["amount"],
-            "additionalProperties": False,
-            "properties": {"amount": amount},
-        },
-        "TransferRequest": {
-            "type": "object",
-            "required": ["from", "to", "amount"],
-            "additionalProperties": False,
-            "properties": {"from": _ref("AccountId"), "to": _ref("AccountId"), "amount": amount},
-        },
-        "TransferResult": {
-            "type": "object",
-            "required": ["from", "to"],
-            "additionalProperties": False,
-            "properties": {"from": _ref("Account"), "to": _ref("Account")},
-        },
-        "Health": {
-            "type": "object",
-            "required": ["status", "lock_mode", "store"],
-            "additionalProperties": False,
-            "properties": {
-                "status": {"type": "string", "enum": ["ok"]},
-                "lock_mode": {"type": "string", "enum": list(modes)},
-                "store": {"type": "string"},
-            },
-        },
-        "Audit": {
-            "type": "object",
-            "required": ["accounts", "total", "expected", "drift", "negative_accounts"],
-            "additionalProperties": False,
-            "properties": {
-                "accounts": {"type": "integer", "minimum": 0},
-                "total": {"type": "integer"},
-                "expected": {"type": "integer", "description": "opening + deposits - withdrawals"},
-                "drift": {"type": "integer", "description": "total - expected; 0 when correct"},
-                "negative_accounts": {"type": "array", "items": _ref("Account")},
-            },
-        },
-        "LockMode": {
-            "type": "object",
-            "required": ["mode"],
-            "additionalProperties": False,
-            "properties": {"mode": {"type": "string", "enum": list(modes)}},
-        },
-        "Error": {
-            "type": "object",
-            "required": ["error", "detail"],
-            "additionalProperties": False,
-            "properties": {
-                "error": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
-                "detail": {"type": "string"},
-            },
-        },
-    }
+    return cast(dict[str, Any], _openapi_3_0(schemas))
+
+
+def _openapi_3_0(schema: object) -> object:
+    """Rewrite what JSON Schema 2020-12 has and OpenAPI 3.0 lacks: ``const`` becomes a one-value
+    ``enum``."""
+    if isinstance(schema, dict):
+        rewritten = {key: _openapi_3_0(value) for key, value in schema.items()}
+        if "const" in rewritten:
+            rewritten["enum"] = [rewritten.pop("const")]
+        return rewritten
+    if isinstance(schema, list):
+        return [_openapi_3_0(item) for item in schema]
+    return schema
 
 
 def openapi_document(modes: Sequence[str]) -> dict[str, Any]:

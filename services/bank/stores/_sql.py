@@ -7,29 +7,43 @@ Both database drivers (aiosqlite, asyncpg) are asyncio-only, so these helpers ar
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final, Protocol, TypeVar, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar, Final, Generic, Protocol, Self, TypeVar, cast
 
 import anyio
 
-from .errors import BalanceTooLarge, RetryLater
-from .store import Audit, JournalEntry, OperationKind, RaceWindow
+from ..domain import (
+    Audit,
+    BalanceTooLarge,
+    IdempotencyKeyReused,
+    JournalEntry,
+    OperationKind,
+    RetryLater,
+)
+from ..ports import Claim, RaceWindow, Replay, StoredResponse, UnitOfWork
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
+    "DatabaseClaim",
+    "DatabaseStore",
     "MAX_BALANCE",
     "Window",
     "audit_from_rows",
     "check_attempts",
     "check_balance",
     "journal_from_rows",
+    "recorded_response",
     "money_delta_sql",
     "retrying",
     "shielded",
 ]
 
 T = TypeVar("T")
+C = TypeVar("C")
+S = TypeVar("S")
 
 #: Largest balance both databases can hold: a signed 64-bit integer.
 MAX_BALANCE: Final = 2**63 - 1
@@ -75,6 +89,18 @@ def audit_from_rows(figures: Row, negative: Iterable[Row]) -> Audit:
         expected=int(figures[2]),
         negative_accounts=tuple((row[0], row[1]) for row in negative),
     )
+
+
+def recorded_response(row: Row | None, key: str, fingerprint: str) -> StoredResponse:
+    """The response recorded under ``key``, from its ``(fingerprint, status, body)`` row.
+
+    Raises:
+        IdempotencyKeyReused: The key was recorded for another request, or (``row`` is None)
+            taken by one whose transaction rolled its row back meanwhile.
+    """
+    if row is None or row[0] != fingerprint:
+        raise IdempotencyKeyReused(key)
+    return StoredResponse(row[1], bytes(row[2]))
 
 
 def check_attempts(attempts: int) -> int:
@@ -200,3 +226,116 @@ async def retrying(
         f"the database aborted the operation {attempts} times ({reason}); nothing was applied, "
         "retry later"
     )
+
+
+class DatabaseStore(Generic[C]):
+    """What the SQLite and PostgreSQL stores share: the race window, the bounded retries of what
+    the database aborted, and the views :meth:`within` hands out for units of work.
+
+    A view is a shallow copy of the store (same connection or pool, same locks) whose operations
+    join the transaction of one claim of type ``C``, the store's own claim class. The retries a
+    view makes are counted on the store it was made from.
+
+    Args:
+        io_delay: Seconds awaited between the read and the write of a non-atomic operation.
+        race_window: Awaited instead of the delay, with the operation's kind (tests).
+        attempts: Tries of an operation the database aborts before answering 503.
+
+    Raises:
+        ValueError: A bad setting.
+    """
+
+    #: The store's claim class: the only units of work :meth:`within` accepts.
+    claim_type: ClassVar[type[Any]]
+
+    def __init__(self, io_delay: float, race_window: RaceWindow | None, attempts: int) -> None:
+        self._window = Window(io_delay, race_window)
+        self._attempts = check_attempts(attempts)
+        # Set on the views within() returns: the unit of work whose transaction their writes
+        # join. The store itself has none, so each of its operations commits on its own.
+        self._work: C | None = None
+        self._origin = self
+        #: Operations the database aborted (busy file, deadlock, ...) and that were tried again.
+        self.retries = 0
+
+    @staticmethod
+    def _transient(exc: BaseException) -> bool:
+        """Whether the database rolled ``exc``'s statement back, so trying again is right."""
+        raise NotImplementedError
+
+    @property
+    def supports_atomic(self) -> bool:
+        return True
+
+    @property
+    def io_delay(self) -> float:
+        """Seconds awaited in each non-atomic operation's race window."""
+        return self._window.io_delay
+
+    def within(self, work: UnitOfWork) -> Self:
+        if not isinstance(work, self.claim_type) or work._store is not self:
+            raise TypeError(f"the unit of work was not claimed from this {type(self).__name__}")
+        view = copy.copy(self)
+        view._work = cast(C, work)
+        return view
+
+    def _count_retry(self, exc: BaseException) -> None:
+        self._origin.retries += 1
+
+    async def _recorded(self, key: str) -> Row | None:
+        """The ``(fingerprint, status, body)`` row recorded under ``key``, if there is one."""
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
+        """Run one ``Idempotency-Key`` request so that its writes and its recorded response
+        commit in one transaction (how, the store's claim class says).
+
+        The key is looked up first: a recorded response is replayed. Otherwise the claim is
+        the request's unit of work, abandoned (rolled back) if it is left without ``save``.
+
+        Raises:
+            IdempotencyKeyReused: The key was recorded for a different request.
+        """
+        row = await self._recorded(key)
+        if row is not None:
+            yield Replay(recorded_response(row, key, fingerprint))
+            return
+        claim = self.claim_type(self, key, fingerprint)
+        try:
+            yield claim
+        finally:
+            await claim.abandon()
+
+    async def _retried(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt()`` until the database stops aborting it, to its end (shielded)."""
+
+        async def run() -> T:
+            return await retrying(
+                attempt,
+                attempts=self._attempts,
+                transient=self._transient,
+                on_retry=self._count_retry,
+            )
+
+        return await shielded(run)
+
+
+class DatabaseClaim(Generic[S]):
+    """The claim of one key on a database store ``S``: the request's unit of work.
+
+    Args:
+        store: The store that issued it.
+        key: The ``Idempotency-Key``.
+        fingerprint: What the request was (see ``services.bank.http.idempotency``).
+    """
+
+    def __init__(self, store: S, key: str, fingerprint: str) -> None:
+        self._store = store
+        self._key = key
+        self._fingerprint = fingerprint
+        self.committed = False
+
+    @property
+    def replay(self) -> StoredResponse | None:
+        return None

@@ -8,9 +8,9 @@ two requests' handlers can be tried and replayed. Without a lock both withdrawal
 balance 100 before either writes it: both succeed and 120 leaves an account that held 100 (the
 audit's drift says how much). Under ``account`` or ``global`` one of them is refused.
 
-Run it: ``python -m asynclocks explore services.bank.race_scenarios:two_withdrawals_none`` (or
+Run it: ``python -m asynclocks explore services.bank.tools.race_scenarios:two_withdrawals_none`` (or
 ``_account``/``_global`` with ``--preemption-bound 2``), or
-``python -m services.bank.race_scenarios [none|account|global]``.
+``python -m services.bank.tools.race_scenarios [none|account|global]``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 import anyio
 from aiohttp.test_utils import TestClient, TestServer
 
-from .app import create_app
-from .config import BankConfig
+from ..http import create_app
+from ..run.config import BankConfig
 
 #: The account's opening balance and each withdrawal: one fits, two do not.
 OPENING = 100

@@ -29,9 +29,9 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 
+from ..locking import LOCK_MODES
+from ..run.server import LoopKind, run
 from .hammer import DEFAULT_MIX, HammerReport, HammerSettings, run_hammer
-from .locking import LOCK_MODES
-from .server import LoopKind, run
 
 __all__ = [
     "ShowdownRow",

@@ -1,0 +1,235 @@
+"""The bank's domain: amounts, account ids, journal entries, the books, and every refusal.
+
+Nothing here knows about HTTP, databases or event loops: the ledger and the stores speak these
+types, and the web layer (``services.bank.http``) maps each refusal to its status.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar, Final, Literal
+
+__all__ = [
+    "ACCOUNT_ID_PATTERN",
+    "MAX_AMOUNT",
+    "OPERATION_KINDS",
+    "AccountExists",
+    "AccountNotFound",
+    "Audit",
+    "BalanceTooLarge",
+    "BankError",
+    "IdempotencyKeyReused",
+    "InsufficientFunds",
+    "JournalEntry",
+    "ModeSwitchPerWorker",
+    "OperationKind",
+    "RetryLater",
+    "SameAccount",
+    "UnsupportedLockMode",
+    "describe_id",
+    "is_account_id",
+]
+
+#: Largest amount or opening balance, in cents.
+MAX_AMOUNT: Final = 10**12
+
+OperationKind = Literal["open", "deposit", "withdraw", "transfer"]
+
+#: Every operation kind, in the order the memory store's compact journal numbers them.
+OPERATION_KINDS: Final[tuple[OperationKind, ...]] = ("open", "deposit", "withdraw", "transfer")
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One acknowledged operation.
+
+    Attributes:
+        seq: Position in the journal, from 1.
+        kind: ``open`` (account creation), ``deposit``, ``withdraw`` or ``transfer``.
+        account: The account opened, credited, debited, or the transfer's source.
+        amount: Cents moved (the opening balance for ``open``).
+        counterparty: The transfer's target; ``None`` for the other kinds.
+    """
+
+    seq: int
+    kind: OperationKind
+    account: str
+    amount: int
+    counterparty: str | None = None
+
+    @property
+    def money_delta(self) -> int:
+        """How this operation changes the bank's total: transfers move money, they add none."""
+        if self.kind in ("open", "deposit"):
+            return self.amount
+        if self.kind == "withdraw":
+            return -self.amount
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """The books: what the balances add up to against what the journal says they should.
+
+    Attributes:
+        accounts: Number of accounts.
+        total: Sum of all balances.
+        expected: Opening balances + acknowledged deposits - acknowledged withdrawals.
+        negative_accounts: ``(id, balance)`` of every account below zero, sorted by id.
+    """
+
+    accounts: int
+    total: int
+    expected: int
+    negative_accounts: tuple[tuple[str, int], ...]
+
+    @property
+    def drift(self) -> int:
+        """``total - expected``: money created (> 0) or lost (< 0) by races. 0 when correct."""
+        return self.total - self.expected
+
+    def to_json(self) -> dict[str, object]:
+        """Return the ``GET /audit`` body."""
+        return {
+            "accounts": self.accounts,
+            "total": self.total,
+            "expected": self.expected,
+            "drift": self.drift,
+            "negative_accounts": [
+                {"id": account_id, "balance": balance}
+                for account_id, balance in self.negative_accounts
+            ],
+        }
+
+
+#: Account ids: 1 to 64 ASCII letters, digits, ``_`` or ``-``.
+ACCOUNT_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+# fullmatch without anchors: `$` would also accept a trailing newline.
+_ACCOUNT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+
+
+def is_account_id(value: object) -> bool:
+    """Whether ``value`` is a well-formed account id."""
+    return isinstance(value, str) and _ACCOUNT_ID.fullmatch(value) is not None
+
+
+def describe_id(value: str, limit: int = 70) -> str:
+    """Quote an account id for an error sentence, shortening hostile or huge ones."""
+    if len(value) > limit:
+        return repr(value[:limit]) + f"... ({len(value)} characters)"
+    return repr(value)
+
+
+class BankError(Exception):
+    """Base of every refusal: a snake_case code and a human sentence.
+
+    Which HTTP status answers it is the web layer's business (``services.bank.http.errors``):
+    the ledger and the stores raise these without knowing they will become HTTP responses.
+
+    Attributes:
+        code: The machine-readable ``error`` field.
+        detail: The human-readable ``detail`` field.
+    """
+
+    code: ClassVar[str] = "bad_request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def to_json(self) -> dict[str, str]:
+        """Return the JSON error body."""
+        return {"error": self.code, "detail": self.detail}
+
+
+class AccountNotFound(BankError):
+    """The account named in the path or body does not exist."""
+
+    code = "account_not_found"
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"account {describe_id(account_id)} does not exist")
+        self.account_id = account_id
+
+
+class AccountExists(BankError):
+    """``POST /accounts`` with an id that is taken."""
+
+    code = "account_exists"
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"account {describe_id(account_id)} already exists")
+        self.account_id = account_id
+
+
+class InsufficientFunds(BankError):
+    """A withdrawal or transfer larger than the balance it debits."""
+
+    code = "insufficient_funds"
+
+    def __init__(self, account_id: str, balance: int, amount: int) -> None:
+        super().__init__(
+            f"account {describe_id(account_id)} holds {balance} cents, "
+            f"which does not cover {amount} cents"
+        )
+        self.account_id = account_id
+        self.balance = balance
+        self.amount = amount
+
+
+class BalanceTooLarge(BankError):
+    """A credit that would take a balance beyond what the database column holds."""
+
+    code = "balance_too_large"
+
+    def __init__(self, account_id: str, limit: int) -> None:
+        super().__init__(
+            f"account {describe_id(account_id)} cannot hold more than {limit} cents; "
+            "the credit was refused"
+        )
+        self.account_id = account_id
+
+
+class SameAccount(BankError):
+    """A transfer whose source and target are the same account."""
+
+    code = "same_account"
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"cannot transfer from account {describe_id(account_id)} to itself")
+        self.account_id = account_id
+
+
+class IdempotencyKeyReused(BankError):
+    """An ``Idempotency-Key`` sent again with a different request."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self, key: str) -> None:
+        shown = key if len(key) <= 40 else key[:40] + "..."
+        super().__init__(
+            f"Idempotency-Key {shown!r} was already used for a different request "
+            "(method, path or body differ); use a new key for a new operation"
+        )
+        self.key = key
+
+
+class RetryLater(BankError):
+    """The database kept aborting the operation (deadlocks, serialization failures, lock
+    timeouts); nothing was applied and the client may send it again."""
+
+    code = "retry_later"
+
+
+class UnsupportedLockMode(BankError):
+    """A lock mode that exists but that the configured store cannot provide."""
+
+    code = "unsupported_lock_mode"
+
+
+class ModeSwitchPerWorker(BankError):
+    """``PUT /admin/lock`` on a server of several worker processes: it would switch only the
+    worker that received it, so it is refused."""
+
+    code = "lock_mode_per_worker"

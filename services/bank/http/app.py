@@ -1,0 +1,69 @@
+"""The app factory: ``create_app(config)`` wires the store, the lock modes and the ledger into
+an aiohttp application.
+
+A request passes, outside in: ``error_middleware`` (every refusal as JSON) ->
+``body_deadline_middleware`` (the whole body, in time) -> ``idempotency_middleware`` (replay, or
+claim the key: the claim is the request's unit of work) -> the route's handler (parse, call the
+ledger, answer). Every refusal is JSON ``{"error", "detail"}`` with a 4xx status and changes
+nothing; a 500 would be a bug, logged with its traceback server-side only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from ..ledger import Ledger
+from ..locking import Locking, strategies_for
+from ..ports import Store
+from ..run.config import BankConfig
+from ..stores import open_store
+from .idempotency import setup_idempotency
+from .keys import CONFIG, LEDGER, LOCKING, OPENAPI, STORE
+from .middlewares import body_deadline_middleware, error_middleware
+from .openapi import openapi_document
+from .routes import add_routes
+
+__all__ = ["create_app"]
+
+
+def create_app(config: BankConfig, *, store: Store | None = None) -> web.Application:
+    """Build the bank application.
+
+    Args:
+        config: The service settings.
+        store: The store to serve; built from ``config.store`` when omitted. It is opened when
+            the app starts and closed when it stops.
+
+    Raises:
+        ValueError: ``config.lock_mode`` or ``config.store`` is unknown, or the lock mode needs a
+            store that locks by itself and this one does not.
+    """
+    the_store = open_store(config.store, io_delay=config.io_delay) if store is None else store
+    locking = Locking(config.lock_mode, strategies_for(the_store.name))
+    ledger = Ledger(the_store, locking, workers=config.workers)
+
+    app = web.Application(
+        middlewares=[error_middleware, body_deadline_middleware],
+        client_max_size=config.max_body_bytes,
+    )
+    app[CONFIG] = config
+    app[STORE] = the_store
+    app[LOCKING] = locking
+    app[LEDGER] = ledger
+    app[OPENAPI] = json.dumps(openapi_document(locking.modes), indent=2).encode()
+
+    async def store_lifetime(app: web.Application) -> AsyncIterator[None]:
+        await the_store.open()
+        try:
+            yield
+        finally:
+            await the_store.close()
+
+    app.cleanup_ctx.append(store_lifetime)
+    # Inside the error middleware, so a refused key gets the JSON error shape.
+    setup_idempotency(app, the_store)
+    add_routes(app)
+    return app

@@ -1,0 +1,148 @@
+"""The middlewares every request passes: JSON refusals outside, the body deadline inside.
+
+``error_middleware`` answers every refusal (the bank's and aiohttp's own) as JSON
+``{"error", "detail"}`` with its status, turns an unreachable database into 503 ``retry_later``,
+and logs any other exception with its traceback while the client gets a bare 500.
+``body_deadline_middleware`` receives the whole body within ``body_timeout`` and the size cap
+before any handler runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
+
+from ..domain import BankError, RetryLater, describe_id
+from .errors import (
+    BodyTimeout,
+    BodyTooLarge,
+    InternalError,
+    InvalidJson,
+    MethodNotAllowed,
+    RouteNotFound,
+    Unauthorized,
+    error_response,
+)
+from .keys import CONFIG
+
+__all__ = ["Handler", "body_deadline_middleware", "error_middleware"]
+
+logger = logging.getLogger("services.bank")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _translate_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """Give aiohttp's own refusals (no route, wrong method, body too big) the JSON error shape."""
+    path = describe_id(request.path)
+    if isinstance(exc, web.HTTPNotFound):
+        return error_response(RouteNotFound(f"no route for {request.method} {path}"))
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        error = MethodNotAllowed(f"{request.method} is not allowed on {path}; allowed: {allowed}")
+        return error_response(error, {"Allow": allowed})
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        limit = request.app[CONFIG].max_body_bytes
+        return error_response(BodyTooLarge(f"request body is larger than {limit} bytes"))
+    code = (exc.reason or "error").lower().replace(" ", "_").replace("-", "_")
+    body = {"error": code, "detail": exc.reason or "request refused"}
+    return web.json_response(body, status=exc.status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every refusal, aiohttp's included, as JSON; log and hide real bugs."""
+    try:
+        return await handler(request)
+    except BankError as error:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+        return error_response(error, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _translate_http_exception(request, exc)
+    except Exception as exc:
+        # CancelledError is a BaseException and passes through untouched, as it must.
+        if _database_unavailable(exc):
+            logger.warning("database unavailable in %s %s: %r", request.method, request.path, exc)
+            return error_response(
+                RetryLater(
+                    f"the database is unavailable right now ({type(exc).__name__}); the "
+                    "operation was not acknowledged: retry later, with the same "
+                    "Idempotency-Key to be safe"
+                )
+            )
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(InternalError("internal error; the server log has the details"))
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached right now (down, restarting, the
+    connection dropped) rather than a bug: a 503 the client may retry, not a 500."""
+    if isinstance(exc, OSError):
+        # Refused, reset or timed out while talking to the database server.
+        return True
+    if "asyncpg" not in sys.modules:
+        return False
+    from asyncpg import exceptions as pg
+
+    return isinstance(
+        exc,
+        pg.PostgresConnectionError  # includes "connection was closed in the middle of operation"
+        | pg.CannotConnectNowError  # starting up or shutting down
+        | pg.AdminShutdownError
+        | pg.CrashShutdownError
+        # A pooled connection the server terminated while it sat idle, handed out before its
+        # closing was noticed ("cannot switch to state ..."); asyncpg drops it once it has.
+        | pg.InternalClientError,
+    )
+
+
+@web.middleware
+async def body_deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Receive the whole body, within ``body_timeout`` and the size cap, before anything runs.
+
+    aiohttp waits for a body as long as the client keeps the connection open, so a client that
+    drips bytes, or declares a ``Content-Length`` larger than what it sends, would hold a
+    connection and a handler forever. The body is cached by ``request.read()``, so the
+    idempotency layer and the handlers read it again for free.
+    """
+    if request.body_exists:
+        config = request.app[CONFIG]
+        declared = request.content_length
+        if declared is not None and declared > config.max_body_bytes:
+            # Refused from the header alone: waiting for bytes we would not keep is pointless.
+            raise BodyTooLarge(f"request body is larger than {config.max_body_bytes} bytes")
+        try:
+            if request.content.is_eof():
+                # The whole body came with the headers (the usual case for small JSON): reading
+                # cannot wait, so skip the timer, which costs more than the rest of this layer.
+                await request.read()
+            else:
+                async with asyncio.timeout(config.body_timeout):
+                    await request.read()
+        except TimeoutError:
+            error = BodyTimeout(
+                f"the request body did not arrive within {config.body_timeout:g} seconds"
+            )
+            response = error_response(error)
+            # The rest of the body may still be on its way: this connection cannot carry
+            # another request.
+            response.force_close()
+            return response
+        except web.RequestPayloadError as exc:
+            # A body aiohttp could not decode: a Content-Encoding (gzip, deflate) that does not
+            # decompress, or broken chunked framing. The client's fault, not a bug (not a 500).
+            if isinstance(exc.__cause__, ContentEncodingError):
+                what = "its Content-Encoding does not decode"
+            else:
+                what = "its framing is broken"
+            response = error_response(InvalidJson(f"the request body could not be read: {what}"))
+            response.force_close()
+            return response
+    return await handler(request)

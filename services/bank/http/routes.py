@@ -1,0 +1,135 @@
+"""The routes: each handler parses its request, calls the ledger, and shapes the JSON answer.
+
+Refusals are raised (domain errors from the ledger and the stores, request errors from the
+parsing) and answered by the error middleware; a handler only builds success responses.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Protocol
+
+from aiohttp import web
+
+from ..domain import AccountNotFound, is_account_id
+from ..ports import UnitOfWork
+from .errors import Unauthorized
+from .idempotency import unit_of_work
+from .keys import CONFIG, LEDGER, LOCKING, OPENAPI, STORE
+from .models import AmountRequest, NewAccount, TransferRequest, lock_mode_model, parse
+from .validation import read_json
+
+__all__ = ["add_routes"]
+
+
+def _account_in_path(request: web.Request) -> str:
+    account_id = request.match_info["id"]
+    if not is_account_id(account_id):
+        # Ids are validated on creation, so a malformed one can only name a missing account.
+        raise AccountNotFound(account_id)
+    return account_id
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    return _json({"status": "ok", "lock_mode": app[LOCKING].mode, "store": app[STORE].name})
+
+
+async def create_account(request: web.Request) -> web.Response:
+    body = parse(NewAccount, await read_json(request))
+    ledger = request.app[LEDGER]
+    balance = await ledger.open_account(body.id, body.balance, work=unit_of_work(request))
+    return _json({"id": body.id, "balance": balance}, status=201)
+
+
+async def get_account(request: web.Request) -> web.Response:
+    account_id = _account_in_path(request)
+    balance = await request.app[LEDGER].balance(account_id)
+    return _json({"id": account_id, "balance": balance})
+
+
+class _Move(Protocol):
+    async def __call__(self, account_id: str, amount: int, *, work: UnitOfWork | None) -> int: ...
+
+
+async def _move(request: web.Request, move: _Move) -> web.Response:
+    """A deposit or a withdrawal: ``{"amount"}`` on the account in the path."""
+    amount = parse(AmountRequest, await read_json(request)).amount
+    account_id = _account_in_path(request)
+    balance = await move(account_id, amount, work=unit_of_work(request))
+    return _json({"id": account_id, "balance": balance})
+
+
+async def deposit(request: web.Request) -> web.Response:
+    return await _move(request, request.app[LEDGER].deposit)
+
+
+async def withdraw(request: web.Request) -> web.Response:
+    return await _move(request, request.app[LEDGER].withdraw)
+
+
+async def transfer(request: web.Request) -> web.Response:
+    body = parse(TransferRequest, await read_json(request))
+    ledger = request.app[LEDGER]
+    source, target = body.source, body.target
+    balances = await ledger.transfer(source, target, body.amount, work=unit_of_work(request))
+    return _json(
+        {
+            "from": {"id": source, "balance": balances[0]},
+            "to": {"id": target, "balance": balances[1]},
+        }
+    )
+
+
+async def audit(request: web.Request) -> web.Response:
+    report = await request.app[LEDGER].audit()
+    return _json(report.to_json())
+
+
+def _require_admin(request: web.Request) -> None:
+    token = request.app[CONFIG].admin_token
+    if token is None:
+        raise Unauthorized(
+            "admin endpoints are disabled: start the server with --admin-token "
+            "or BANK_ADMIN_TOKEN to enable them"
+        )
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # Compare bytes in constant time; surrogateescape keeps any header byte comparable.
+    expected = token.encode("utf-8", "surrogateescape")
+    offered = given.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
+        raise Unauthorized("send the admin token as 'Authorization: Bearer <token>'")
+
+
+async def get_lock(request: web.Request) -> web.Response:
+    _require_admin(request)
+    return _json({"mode": request.app[LOCKING].mode})
+
+
+async def put_lock(request: web.Request) -> web.Response:
+    _require_admin(request)
+    ledger = request.app[LEDGER]
+    body = parse(lock_mode_model(ledger.locking.modes), await read_json(request))
+    return _json({"mode": await ledger.switch_mode(body.mode)})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every route of the bank on ``app`` (the paths ``/openapi.json`` describes)."""
+    app.router.add_get("/health", health, allow_head=False)
+    app.router.add_post("/accounts", create_account)
+    app.router.add_get("/accounts/{id}", get_account, allow_head=False)
+    app.router.add_post("/accounts/{id}/deposit", deposit)
+    app.router.add_post("/accounts/{id}/withdraw", withdraw)
+    app.router.add_post("/transfers", transfer)
+    app.router.add_get("/audit", audit, allow_head=False)
+    app.router.add_get("/admin/lock", get_lock, allow_head=False)
+    app.router.add_put("/admin/lock", put_lock)
+    app.router.add_get("/openapi.json", openapi, allow_head=False)

@@ -1,0 +1,218 @@
+"""The ports of the bank: what the ledger needs from storage, and what the idempotency layer needs
+from wherever keys are kept.
+
+- :class:`Store`: balances and the journal. Implemented in ``services.bank.stores`` (memory,
+  SQLite, PostgreSQL); checked by the store-contract suite.
+- :class:`UnitOfWork`: the writes of one request together with the response recorded under its
+  ``Idempotency-Key``, committed as one transaction. A request gets one from
+  :meth:`IdempotencyBackend.claim` and hands it to the ledger explicitly, which runs the
+  operation on ``store.within(work)``: nothing is bound behind the caller's back.
+- :class:`IdempotencyBackend`: where keys live. The durable stores are backends themselves (the
+  key is written in the operation's own transaction); the memory store pairs with
+  ``services.bank.stores.memory.MemoryIdempotency``.
+
+Contract for every store:
+
+- An operation is all or nothing, even when the calling task is cancelled at any of its awaits: the
+  balance writes and the journal entry of one operation are applied together (memory: in one step
+  with no await between them; databases: in one transaction, committed under a shield).
+- A refused operation (unknown account, insufficient funds, duplicate id) changes nothing.
+- The journal is append-only and records exactly the acknowledged operations; ``audit().expected``
+  is derived from it, never from the balances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from .domain import Audit, JournalEntry, OperationKind
+
+__all__ = [
+    "Claim",
+    "IdempotencyBackend",
+    "KeyTakenMeanwhile",
+    "RaceWindow",
+    "Replay",
+    "Store",
+    "StoredResponse",
+    "UnitOfWork",
+]
+
+#: Awaited by a store between the read and the write of an operation, with the operation's kind.
+#: Tests use it to hold an operation inside its race window.
+RaceWindow = Callable[[OperationKind], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """The response recorded under a key.
+
+    Attributes:
+        status: HTTP status.
+        body: The JSON body, as sent.
+    """
+
+    status: int
+    body: bytes
+
+
+class KeyTakenMeanwhile(Exception):  # noqa: N818 - a signal to replay, not an error
+    """Raised by a backend when a duplicate with the same key committed before this request
+    could: the request's own work is rolled back and ``response`` is replayed instead.
+
+    Attributes:
+        response: The duplicate's recorded response.
+    """
+
+    def __init__(self, response: StoredResponse) -> None:
+        super().__init__(f"replay {response.status}")
+        self.response = response
+
+
+class UnitOfWork(Protocol):
+    """One request's writes and the response recorded for it: committed together or not at all.
+
+    Leaving the claim that produced it without :meth:`save` rolls the writes back.
+    """
+
+    async def save(self, response: StoredResponse) -> None:
+        """Record ``response`` under the key, together with the operation (durable stores:
+        in the same transaction, then commit).
+
+        Raises:
+            KeyTakenMeanwhile: A duplicate committed first.
+        """
+        ...
+
+
+class Claim(UnitOfWork, Protocol):
+    """The right to run one request under a key, or the response to replay instead."""
+
+    @property
+    def replay(self) -> StoredResponse | None:
+        """The response recorded by an earlier request with this key, if there was one."""
+        ...
+
+
+@runtime_checkable
+class IdempotencyBackend(Protocol):
+    """Where keys live. The durable stores are backends themselves."""
+
+    def claim(self, key: str, fingerprint: str) -> AbstractAsyncContextManager[Claim]:
+        """Claim ``key`` for a request of ``fingerprint``; leaving without ``save`` abandons it.
+
+        Raises:
+            IdempotencyKeyReused: The key was used for a different request.
+        """
+        ...
+
+
+class Replay:
+    """A claim that found a recorded response: the request is answered with it."""
+
+    def __init__(self, response: StoredResponse) -> None:
+        self._response = response
+
+    @property
+    def replay(self) -> StoredResponse | None:
+        return self._response
+
+    async def save(self, response: StoredResponse) -> None:
+        raise RuntimeError("a replayed claim has nothing to save")
+
+
+class Store(Protocol):
+    """The bank's storage. Every method is a coroutine run on the service's event loop.
+
+    ``atomic=False`` (lock modes ``none``, ``global``, ``account``) keeps the read-await-write
+    window, so correctness is the caller's lock's job. ``atomic=True`` (lock mode ``db``) asks the
+    store to make the operation atomic against concurrent ones by itself (row locks or a
+    conditional update); a store that cannot do that reports it through ``supports_atomic``.
+    """
+
+    @property
+    def name(self) -> str:
+        """Short name shown by ``GET /health``: ``memory``, ``sqlite``, ``postgresql``."""
+        ...
+
+    @property
+    def supports_atomic(self) -> bool:
+        """Whether ``atomic=True`` is honoured, which the ``db`` lock mode requires."""
+        ...
+
+    def within(self, work: UnitOfWork) -> Store:
+        """This store, with every operation run inside ``work``'s transaction.
+
+        The transaction begins at the first write made through the returned store (after the
+        caller's lock mode is held) and commits when ``work`` is saved, with the response
+        recorded for its ``Idempotency-Key``. A store whose every operation is one step (the
+        memory store) returns itself.
+
+        Raises:
+            TypeError: ``work`` was not claimed from this store.
+        """
+        ...
+
+    async def open(self) -> None:
+        """Acquire resources (connections, schema). Called once before serving."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources. Called once after serving."""
+        ...
+
+    async def create_account(self, account_id: str, balance: int) -> int:
+        """Open an account with an opening balance and journal it; atomic on every store.
+
+        Raises:
+            AccountExists: The id is taken.
+        """
+        ...
+
+    async def balance(self, account_id: str) -> int:
+        """Return the balance of an account.
+
+        Raises:
+            AccountNotFound: No such account.
+        """
+        ...
+
+    async def deposit(self, account_id: str, amount: int, *, atomic: bool = False) -> int:
+        """Credit ``amount`` and return the new balance.
+
+        Raises:
+            AccountNotFound: No such account.
+        """
+        ...
+
+    async def withdraw(self, account_id: str, amount: int, *, atomic: bool = False) -> int:
+        """Debit ``amount`` and return the new balance.
+
+        Raises:
+            AccountNotFound: No such account.
+            InsufficientFunds: The balance read is smaller than ``amount``.
+        """
+        ...
+
+    async def transfer(
+        self, source: str, target: str, amount: int, *, atomic: bool = False
+    ) -> tuple[int, int]:
+        """Move ``amount`` from ``source`` to ``target``; return both new balances.
+
+        Raises:
+            SameAccount: ``source == target``.
+            AccountNotFound: Either account is missing (the source is checked first).
+            InsufficientFunds: The source's balance read is smaller than ``amount``.
+        """
+        ...
+
+    async def audit(self) -> Audit:
+        """Return the books: balances against the journal."""
+        ...
+
+    async def journal(self, *, since: int = 0, limit: int | None = None) -> list[JournalEntry]:
+        """Return acknowledged operations with ``seq > since``, oldest first, at most ``limit``."""
+        ...

@@ -1,0 +1,277 @@
+"""The in-memory store and its idempotency keys: the bank inside one process.
+
+The store keeps the race window of a real database: an operation reads the balances it needs,
+awaits (a configurable delay standing for a database round trip, 0 meaning a bare checkpoint),
+then writes the new balances it computed from what it read. Two operations on one account that
+overlap in that window lose an update unless the caller's lock mode keeps them apart (see
+``services.bank.locking``), or unless the caller asks for ``atomic`` (which skips the window).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Final
+
+import anyio
+
+from ..domain import (
+    OPERATION_KINDS,
+    AccountExists,
+    AccountNotFound,
+    Audit,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    JournalEntry,
+    OperationKind,
+    SameAccount,
+)
+from ..ports import Claim, RaceWindow, Replay, StoredResponse, UnitOfWork
+
+__all__ = ["MemoryIdempotency", "MemoryStore"]
+
+_KIND_CODE: Final[dict[OperationKind, int]] = {
+    kind: code for code, kind in enumerate(OPERATION_KINDS)
+}
+
+
+class MemoryStore:
+    """Balances in a dict, with an await between each operation's read and write.
+
+    The journal is kept in compact arrays (about 17 bytes an operation) so that a soak of a million
+    requests does not grow the server by hundreds of megabytes, and ``expected`` is kept as running
+    sums updated in the same step as each journal append, so ``audit()`` costs O(accounts).
+
+    Args:
+        io_delay: Seconds awaited in each operation's race window; 0 is a bare checkpoint, which
+            still lets every other ready task run between the read and the write.
+        race_window: Awaited instead of the delay, with the operation's kind; for tests that hold
+            an operation inside its window.
+
+    Raises:
+        ValueError: ``io_delay`` is negative or not finite.
+    """
+
+    def __init__(self, *, io_delay: float = 0.0, race_window: RaceWindow | None = None) -> None:
+        if not isinstance(io_delay, int | float) or isinstance(io_delay, bool):
+            raise TypeError(f"io_delay must be a number of seconds, got {io_delay!r}")
+        if not 0 <= io_delay < float("inf"):
+            raise ValueError(f"io_delay must be a finite number of seconds >= 0, got {io_delay!r}")
+        self._io_delay = float(io_delay)
+        self._race_window = race_window
+        self._balances: dict[str, int] = {}
+        self._index: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._j_kind = array("B")
+        self._j_account = array("i")
+        self._j_counterparty = array("i")
+        self._j_amount = array("q")
+        self._opened = 0
+        self._deposited = 0
+        self._withdrawn = 0
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    @property
+    def supports_atomic(self) -> bool:
+        # Skipping the window is enough: with no await between read and write, no other task of
+        # this event loop can run in between.
+        return True
+
+    @property
+    def io_delay(self) -> float:
+        """Seconds awaited in each operation's race window."""
+        return self._io_delay
+
+    def within(self, work: UnitOfWork) -> MemoryStore:
+        # Every operation writes and journals in one step, and the memory claim records its
+        # response with no await: nothing to bind, the store is its own unit of work.
+        return self
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def _window(self, kind: OperationKind, atomic: bool) -> None:
+        if atomic:
+            return
+        if self._race_window is not None:
+            await self._race_window(kind)
+        else:
+            await anyio.sleep(self._io_delay)
+
+    def _read(self, account_id: str) -> int:
+        try:
+            return self._balances[account_id]
+        except KeyError:
+            raise AccountNotFound(account_id) from None
+
+    def _append(self, kind: OperationKind, account: str, amount: int, counterparty: str) -> None:
+        # Called in the same synchronous step as the balance writes it records.
+        self._j_kind.append(_KIND_CODE[kind])
+        self._j_account.append(self._index[account])
+        self._j_counterparty.append(self._index[counterparty] if counterparty else -1)
+        self._j_amount.append(amount)
+
+    async def create_account(self, account_id: str, balance: int) -> int:
+        # No window: creating is an insert that either happens or finds the id taken, like an
+        # INSERT against a primary key.
+        if account_id in self._balances:
+            raise AccountExists(account_id)
+        self._index[account_id] = len(self._ids)
+        self._ids.append(account_id)
+        self._balances[account_id] = balance
+        self._opened += balance
+        self._append("open", account_id, balance, "")
+        return balance
+
+    async def balance(self, account_id: str) -> int:
+        return self._read(account_id)
+
+    async def deposit(self, account_id: str, amount: int, *, atomic: bool = False) -> int:
+        balance = self._read(account_id)
+        await self._window("deposit", atomic)
+        new = balance + amount
+        self._balances[account_id] = new
+        self._deposited += amount
+        self._append("deposit", account_id, amount, "")
+        return new
+
+    async def withdraw(self, account_id: str, amount: int, *, atomic: bool = False) -> int:
+        balance = self._read(account_id)
+        await self._window("withdraw", atomic)
+        # Checked against the value read before the window, as code that fetched a row, did its
+        # I/O, then decided would: under lock mode `none` that read may be stale.
+        if balance < amount:
+            raise InsufficientFunds(account_id, balance, amount)
+        new = balance - amount
+        self._balances[account_id] = new
+        self._withdrawn += amount
+        self._append("withdraw", account_id, amount, "")
+        return new
+
+    async def transfer(
+        self, source: str, target: str, amount: int, *, atomic: bool = False
+    ) -> tuple[int, int]:
+        if source == target:
+            raise SameAccount(source)
+        source_balance = self._read(source)
+        target_balance = self._read(target)
+        await self._window("transfer", atomic)
+        if source_balance < amount:
+            raise InsufficientFunds(source, source_balance, amount)
+        new_source = source_balance - amount
+        new_target = target_balance + amount
+        # Both writes and the journal entry in one step: a cancellation can land before the
+        # window's await returns or after this method, never between the two writes.
+        self._balances[source] = new_source
+        self._balances[target] = new_target
+        self._append("transfer", source, amount, target)
+        return new_source, new_target
+
+    async def audit(self) -> Audit:
+        balances = self._balances
+        negative = tuple(sorted((key, value) for key, value in balances.items() if value < 0))
+        return Audit(
+            accounts=len(balances),
+            total=sum(balances.values()),
+            expected=self._opened + self._deposited - self._withdrawn,
+            negative_accounts=negative,
+        )
+
+    async def journal(self, *, since: int = 0, limit: int | None = None) -> list[JournalEntry]:
+        end = len(self._j_kind) if limit is None else min(len(self._j_kind), since + limit)
+        entries = []
+        for position in range(max(since, 0), end):
+            counterparty = self._j_counterparty[position]
+            entries.append(
+                JournalEntry(
+                    seq=position + 1,
+                    kind=OPERATION_KINDS[self._j_kind[position]],
+                    account=self._ids[self._j_account[position]],
+                    amount=self._j_amount[position],
+                    counterparty=None if counterparty < 0 else self._ids[counterparty],
+                )
+            )
+        return entries
+
+
+@dataclass
+class _Entry:
+    fingerprint: str
+    response: StoredResponse | None = None
+    done: anyio.Event | None = None
+
+
+class _MemoryClaim:
+    def __init__(self, entry: _Entry) -> None:
+        self._entry = entry
+        self.saved = False
+
+    @property
+    def replay(self) -> StoredResponse | None:
+        return None
+
+    async def save(self, response: StoredResponse) -> None:
+        # No await before the record: nothing can run between the operation's last step and it.
+        self._entry.response = response
+        self.saved = True
+
+
+class MemoryIdempotency:
+    """Keys kept in process, for the memory store (whose balances do not outlive it either).
+
+    Args:
+        capacity: How many completed keys are remembered; the oldest are forgotten first.
+
+    Raises:
+        ValueError: ``capacity`` is not positive.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self._capacity = capacity
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @asynccontextmanager
+    async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
+        while True:
+            entry = self._entries.get(key)
+            if entry is None:
+                break
+            if entry.fingerprint != fingerprint:
+                raise IdempotencyKeyReused(key)
+            if entry.response is not None:
+                yield Replay(entry.response)
+                return
+            # In flight: wait for the first request, then look again (it may have been abandoned).
+            assert entry.done is not None
+            await entry.done.wait()
+        entry = _Entry(fingerprint, done=anyio.Event())
+        self._entries[key] = entry
+        claim = _MemoryClaim(entry)
+        try:
+            yield claim
+        finally:
+            done, entry.done = entry.done, None
+            if not claim.saved:
+                del self._entries[key]
+            else:
+                while len(self._entries) > self._capacity:
+                    oldest = next(iter(self._entries))
+                    if self._entries[oldest].response is None:
+                        break
+                    del self._entries[oldest]
+            assert done is not None
+            done.set()
