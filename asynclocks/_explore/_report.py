@@ -290,7 +290,12 @@ def format_trace(
         preempted = [index for index, step in enumerate(steps) if step.preempted]
         shown = _shown(len(steps), [*keep, *preempted[:10]])
     hidden = 0
+    started: set[int] = set()
     for number, step in enumerate(steps, 1):
+        # A task's first step starts it; a later step with no frame of the user's stood only in
+        # library code (an HTTP server's own tasks, say).
+        first_step = step.task not in started
+        started.add(step.task)
         if not shown[number - 1]:
             hidden += 1
             continue
@@ -298,8 +303,14 @@ def format_trace(
             lines.append(f"  ... {hidden:,} steps elided ...")
             hidden = 0
         mark = "*" if step.preempted else " "
-        resumed = "start" if step.resumed is None else format_location(step.resumed)
-        after = "finished" if step.finished else format_location(step.suspended)
+        if step.resumed is not None:
+            resumed = format_location(step.resumed)
+        else:
+            resumed = "start" if first_step else "library code"
+        if step.finished:
+            after = "finished"
+        else:
+            after = "library code" if step.suspended is None else format_location(step.suspended)
         lines.append(f"{mark}{number:>5}  {step.name:<{width}}  {resumed} -> {after}")
     if hidden:
         lines.append(f"  ... {hidden:,} steps elided ...")

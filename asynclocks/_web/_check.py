@@ -121,14 +121,16 @@ class NotLinearizable(AssertionError):
         lines.append(f"nearest sequential order, {order}, would give instead:")
         for index, name, mine, theirs in differences(observed, self.nearest.outcome):
             lines.append(f"  {requests.label(index)} {name}: {show(theirs)}, not {show(mine)}")
-        lines.append("every sequential order gives one of:")
+        lines.append("every sequential order, and where it differs from what was observed:")
         for allowed in self.allowed:
-            orders = " or ".join(", ".join(requests.label(i) for i in o) for o in allowed.orders)
-            summary = "; ".join(
-                f"{requests.label(index)} {response}"
-                for index, response in enumerate(allowed.outcome)
+            orders = " or ".join(
+                " then ".join(requests.label(i) for i in o) for o in allowed.orders
             )
-            lines.append(f"  [{orders}]  {summary}")
+            changes = "; ".join(
+                f"{requests.label(index)} {name} {show(theirs)}"
+                for index, name, _mine, theirs in differences(observed, allowed.outcome)
+            )
+            lines.append(f"  {orders}: {changes}")
         return "\n".join(lines)
 
 
@@ -182,6 +184,8 @@ class WebReport:
         if isinstance(self.error, NotLinearizable):
             parts.append(self.error.explanation)
         if self.report.failed:
+            if self.report.window:
+                parts.append(self.report.window)
             parts += [self.report.trace, f"token: {self.report.token}"]
         parts += self.report.notes + self.notes
         return "\n".join(parts)

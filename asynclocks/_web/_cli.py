@@ -30,7 +30,8 @@ FastAPI). It is called once per run so that no state outlives a run.
   concurrent: [{method: POST, path: /accounts/a/withdraw, json: {amount: 80}}, ...]
   observe:    ["GET /accounts/a"]
   ignore:     [id]            # optional: body fields that differ by design
-or {sets: [ ... ]} for several. Exit status: 0 every set linearizable, 1 a set was not, 2 bad
+or {sets: [ ... ]} for several. The command stops at the first set that is not linearizable
+(--keep-going checks them all). Exit status: 0 every set linearizable, 1 a set was not, 2 bad
 arguments."""
 
 
@@ -138,6 +139,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         metavar="FIELD",
         help="a body field that differs by design (dotted path; repeat for more)",
+    )
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="check every set even after one fails (default: stop at the first failure)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.set_defaults(handler=_handle)
@@ -260,7 +266,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     )
                 )
                 progress.advance()
-        summary = f"{len(reports)} request set(s) checked, " + (
+                if reports[-1].failed and not args.keep_going:
+                    break
+        summary = f"{len(reports)} of {len(sets)} request set(s) checked, " + (
             f"{sum(r.report.schedules for r in reports)} schedule(s) run, "
             f"{sum(1 for r in reports if r.failed)} not linearizable"
         )
@@ -275,6 +283,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     concurrent=args.concurrent,
                     backend=args.backend,
                     time_limit=args.time_limit,
+                    stop_on_failure=not args.keep_going,
                     ignore=args.ignore,
                     progress=lambda done, total, report: progress.advance(),
                     **options,

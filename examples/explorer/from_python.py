@@ -7,7 +7,7 @@ report = asynclocks.explore(overdraft, backend="trio")  # strategy="dfs", max_sc
 print(report.failed, report.kind, repr(report.error), report.schedules, report.token)
 assert report.token is not None  # every failure comes with one
 try:
-    asynclocks.replay(overdraft, report.token, backend="trio")
+    asynclocks.replay(overdraft, report.token)  # the token names its backend
 except AssertionError as error:
     print("replayed:", error)  # the same failure, every time
 print(asynclocks.explore(overdraft_fixed, backend="trio").verdict)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from yarl import URL
 
+from asynclocks import __version__
+
 from .locking import ALL_LOCK_MODES, LOCK_MODES
 from .run.config import ADMIN_TOKEN_ENV, BankConfig
 
@@ -477,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The asynclocks bank: a service that loses money without a lock, the load "
         "that shows it, and the showdown of lock modes.",
     )
+    # The bank ships in the asynclocks distribution: one version for both.
+    parser.add_argument("--version", action="version", version=f"bank (asynclocks {__version__})")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _register_serve(subparsers)
     _register_hammer(subparsers)

@@ -8,6 +8,9 @@ two requests' handlers can be tried and replayed. Without a lock both withdrawal
 balance 100 before either writes it: both succeed and 120 leaves an account that held 100 (the
 audit's drift says how much). Under ``account`` or ``global`` one of them is refused.
 
+``none_app``, ``account_app`` and ``global_app`` are factories of fresh apps in each lock mode, for
+``python -m asynclocks web services.bank.tools.race_scenarios:none_app --openapi``.
+
 Run it: ``python -m asynclocks explore services.bank.tools.race_scenarios:two_withdrawals_none`` (or
 ``_account``/``_global`` with ``--preemption-bound 2``), or
 ``python -m services.bank.tools.race_scenarios [none|account|global]``.
@@ -19,6 +22,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 import anyio
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ..http import create_app
@@ -96,6 +100,21 @@ def scenario(lock_mode: str) -> Callable[[], Awaitable[None]]:
         raise ValueError(
             f"unknown lock mode {lock_mode!r}; choose one of {', '.join(SCENARIOS)}"
         ) from None
+
+
+def none_app() -> web.Application:
+    """A fresh bank in lock mode ``none`` (memory store, io-delay 0), for ``asynclocks.web``."""
+    return create_app(BankConfig(lock_mode="none", store="memory", io_delay=0.0))
+
+
+def account_app() -> web.Application:
+    """A fresh bank in lock mode ``account``, for ``asynclocks.web``."""
+    return create_app(BankConfig(lock_mode="account", store="memory", io_delay=0.0))
+
+
+def global_app() -> web.Application:
+    """A fresh bank in lock mode ``global``, for ``asynclocks.web``."""
+    return create_app(BankConfig(lock_mode="global", store="memory", io_delay=0.0))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,14 +67,14 @@ def test_a_read_inside_a_called_function_is_followed(backend: Backend) -> None:
 def test_the_bank_window_points_at_the_store_read_and_write(backend: Backend) -> None:
     from .test_integration import bank_scenario
 
-    store = Path(__file__).parents[3] / "services" / "bank" / "store.py"
+    store = Path(__file__).parents[3] / "services" / "bank" / "stores" / "memory.py"
     source = store.read_text(encoding="utf-8").splitlines()
 
     def line_of(text: str, within: str) -> str:
         # The line in the memory store's method (the last class in the file defining it).
         start = max(n for n, s in enumerate(source) if s.strip().startswith(within))
         found = next(n for n, s in enumerate(source[start:], start + 1) if s.strip() == text)
-        return f"store.py:{found}"
+        return f"memory.py:{found}"
 
     report = asynclocks.explore(bank_scenario("none"), backend=backend)
     read = line_of("return self._balances[account_id]", within="def _read(")

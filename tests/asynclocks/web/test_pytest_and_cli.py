@@ -128,7 +128,7 @@ def test_cli_reads_request_sets_from_a_file(
         )
     status, out, err = in_process(capsys, f"{EXAMPLE}:make_app", "--requests", str(path))
     assert status == 1, err
-    assert "1 request set(s) checked, 1 schedule(s) run, 1 not linearizable" in out
+    assert "1 of 1 request set(s) checked, 1 schedule(s) run, 1 not linearizable" in out
     status, out, _err = in_process(capsys, f"{EXAMPLE}:locked_app", "--requests", str(path))
     assert status == 0, out
 

@@ -265,3 +265,20 @@ def test_console_script_is_declared() -> None:
 
     pyproject = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"]["bank"] == "services.bank.__main__:main"
+
+
+def test_version_is_the_distributions() -> None:
+    import subprocess
+    import sys
+
+    import asynclocks
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "services.bank", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == f"bank (asynclocks {asynclocks.__version__})\n"
