@@ -34,7 +34,7 @@ class UsageError(Exception):
     """A command-line mistake: reported on stderr with exit status 2."""
 
 
-def _non_negative(text: str) -> int:
+def non_negative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -44,8 +44,8 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
-    value = _non_negative(text)
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
@@ -70,12 +70,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--strategy", choices=STRATEGIES, default="dfs", help="default: dfs")
     parser.add_argument(
-        "--max-schedules", type=_positive, default=10_000, metavar="N", help="default: 10000"
+        "--max-schedules", type=positive_int, default=10_000, metavar="N", help="default: 10000"
     )
-    parser.add_argument("--seed", type=_non_negative, default=0, metavar="N", help="default: 0")
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="default: 0")
     parser.add_argument(
         "--preemption-bound",
-        type=_non_negative,
+        type=non_negative_int,
         default=None,
         metavar="N",
         help="at most N preemptions per schedule (default: unbounded)",

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from .._explore._cli import UsageError, load_target
+from .._explore._cli import UsageError, load_target, non_negative_int, positive_int
 from .._explore._common import BACKENDS, STRATEGIES
 from .._progress import ProgressBar
 from ._check import RequestSet, WebReport, check_requests
@@ -35,30 +35,10 @@ or {sets: [ ... ]} for several. The command stops at the first set that is not l
 arguments."""
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _bound(text: str) -> int | str:
     if text.strip().lower() == "none":
         return "none"
-    return _non_negative(text)
+    return non_negative_int(text)
 
 
 def _seconds(text: str) -> float:
@@ -72,7 +52,7 @@ def _seconds(text: str) -> float:
 
 
 def _concurrent(text: str) -> int:
-    value = _positive(text)
+    value = positive_int(text)
     if not 2 <= value <= 4:
         raise argparse.ArgumentTypeError(f"must be 2 to 4, got {value}")
     return value
@@ -100,9 +80,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument("--requests", metavar="FILE", help="request sets from a JSON or YAML file")
     parser.add_argument("--backend", choices=BACKENDS, default="asyncio", help="default: asyncio")
     parser.add_argument(
-        "--sets", type=_positive, default=20, metavar="N", help="with --openapi (default: 20)"
+        "--sets", type=positive_int, default=20, metavar="N", help="with --openapi (default: 20)"
     )
-    parser.add_argument("--seed", type=_non_negative, default=0, metavar="N", help="default: 0")
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="default: 0")
     parser.add_argument(
         "--concurrent",
         type=_concurrent,
@@ -120,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--strategy", choices=STRATEGIES, default="dfs", help="default: dfs")
     parser.add_argument(
         "--max-schedules",
-        type=_positive,
+        type=positive_int,
         default=10_000,
         metavar="N",
         help="per set (default 10000)",

@@ -97,6 +97,14 @@ def driver_for(app: Any, backend: Backend, lifespan: bool = True) -> Driver:
     return AsgiDriver(app, lifespan)
 
 
+def _arguments(request: Request) -> dict[str, Any]:
+    """The keyword arguments of a client's ``request()`` for ``request`` (httpx and aiohttp)."""
+    arguments: dict[str, Any] = {"headers": request.headers}
+    if request.json is not None:
+        arguments["json"] = request.json
+    return arguments
+
+
 def _body(content: bytes) -> Any:
     if not content:
         return None
@@ -136,10 +144,7 @@ class AsgiDriver:
         return self
 
     async def send(self, request: Request) -> Response:
-        kwargs: dict[str, Any] = {"headers": request.headers}
-        if request.json is not None:
-            kwargs["json"] = request.json
-        response = await self._client.request(request.method, request.path, **kwargs)
+        response = await self._client.request(request.method, request.path, **_arguments(request))
         return Response(response.status_code, _body(response.content))
 
     async def __aexit__(
@@ -200,10 +205,8 @@ class AiohttpDriver:
         return self
 
     async def send(self, request: Request) -> Response:
-        kwargs: dict[str, Any] = {"headers": request.headers}
-        if request.json is not None:
-            kwargs["json"] = request.json
-        async with self._client.request(request.method, request.path, **kwargs) as response:
+        arguments = _arguments(request)
+        async with self._client.request(request.method, request.path, **arguments) as response:
             return Response(response.status, _body(await response.read()))
 
     async def __aexit__(
