@@ -11,6 +11,8 @@ How a set is made, with no knowledge of the app beyond its document:
   same resource: each has a path parameter or body field set to one target id.
 * The *observe* requests read every pooled resource back (``GET`` with that one path parameter)
   and every ``GET`` without parameters but the document itself (``/audit``...).
+* Operations that require credentials (a ``security`` requirement with no anonymous ``{}``
+  alternative) are left out: the check sends none, so they could only be refused.
 
 Bodies are drawn from the operations' schemas by schemathesis's generator (Hypothesis underneath),
 from one seed: the same seed gives the same sets. They are tidied to what the schema declares
@@ -94,14 +96,22 @@ def _shape(schema: JSON) -> str:
     return repr(schema)
 
 
+def _needs_credentials(security: object) -> bool:
+    """Whether an operation's security requirements leave no way in without credentials."""
+    if not isinstance(security, list) or not security:
+        return False
+    return not any(requirement == {} for requirement in security)
+
+
 def operations(document: Mapping[str, Any]) -> list[Operation]:
-    """Every operation of an OpenAPI 3 document, schemas resolved.
+    """Every operation of an OpenAPI 3 document that needs no credentials, schemas resolved.
 
     Raises:
         ValueError: it is not an OpenAPI 3 document with ``paths``.
     """
     if not isinstance(document, Mapping) or not isinstance(document.get("paths"), Mapping):
         raise ValueError("not an OpenAPI 3 document: it has no 'paths' object")
+    default_security = document.get("security") or []
     found = []
     for path, item in document["paths"].items():
         shared = item.get("parameters", [])
@@ -109,6 +119,8 @@ def operations(document: Mapping[str, Any]) -> list[Operation]:
             op = item.get(method)
             if not isinstance(op, Mapping):
                 continue
+            if _needs_credentials(op.get("security", default_security)):
+                continue  # the check sends none: it would only ever be refused
             parameters: dict[str, JSON] = {}
             for parameter in [*shared, *op.get("parameters", [])]:
                 parameter = _resolve(document, parameter)

@@ -88,3 +88,16 @@ def test_not_a_document() -> None:
         check_openapi(accounts_app, openapi="/nope")
     with pytest.raises(ValueError, match="time_limit must be a positive number"):
         check_openapi(accounts_app, time_limit=0)
+
+
+def test_operations_that_need_credentials_are_left_out() -> None:
+    document = {
+        "openapi": "3.1.0",
+        "security": [{"bearer": []}],
+        "paths": {
+            "/private": {"get": {}},
+            "/public": {"get": {"security": []}},
+            "/either": {"get": {"security": [{"bearer": []}, {}]}},
+        },
+    }
+    assert sorted(op.path for op in operations(document)) == ["/either", "/public"]
