@@ -19,7 +19,7 @@ from services.bank.http import create_app
 SEED = 1
 SETS = 12
 #: Each locked set is proved within 2 preemptions (a few hundred schedules of a fresh app each).
-LOCKED_SETS = 6
+LOCKED_SETS = 4
 
 
 def bank(mode: str) -> Callable[[], Any]:
