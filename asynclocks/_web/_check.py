@@ -195,27 +195,18 @@ def _normalise(outcome: Sequence[Response], ignore: Sequence[tuple[str, ...]]) -
     return tuple(Response(r.status, without(r.body, ignore)) for r in outcome)
 
 
-async def _run_in_order(
+async def _run(
     app_factory: AppFactory,
     requests: RequestSet,
-    order: Sequence[int],
     backend: Backend,
     lifespan: bool,
+    order: Sequence[int] | None = None,
 ) -> list[Response]:
-    app = await make_app(app_factory)
-    responses: list[Response | None] = [None] * len(requests.concurrent)
-    async with driver_for(app, backend, lifespan) as driver:
-        for request in requests.setup:
-            await driver.send(request)
-        for index in order:
-            responses[index] = await driver.send(requests.concurrent[index])
-        observed = [await driver.send(request) for request in requests.observe]
-    return [r for r in responses if r is not None] + observed
+    """One run on a fresh app: the setup, the concurrent requests, the observe requests.
 
-
-async def _run_together(
-    app_factory: AppFactory, requests: RequestSet, backend: Backend, lifespan: bool
-) -> list[Response]:
+    With ``order`` the concurrent requests are sent one at a time in that order; without it,
+    together, each in a task named after it (what the explorer's traces show).
+    """
     app = await make_app(app_factory)
     responses: list[Response | None] = [None] * len(requests.concurrent)
     async with driver_for(app, backend, lifespan) as driver:
@@ -225,9 +216,13 @@ async def _run_together(
         async def one(index: int) -> None:
             responses[index] = await driver.send(requests.concurrent[index])
 
-        async with anyio.create_task_group() as group:
-            for index, request in enumerate(requests.concurrent):
-                group.start_soon(one, index, name=f"{requests.label(index)} {request}")
+        if order is not None:
+            for index in order:
+                await one(index)
+        else:
+            async with anyio.create_task_group() as group:
+                for index, request in enumerate(requests.concurrent):
+                    group.start_soon(one, index, name=f"{requests.label(index)} {request}")
         observed = [await driver.send(request) for request in requests.observe]
     return [r for r in responses if r is not None] + observed
 
@@ -250,7 +245,7 @@ def sequential_outcomes(
         box: list[Outcome] = []
 
         async def run(order: tuple[int, ...] = order, box: list[Outcome] = box) -> None:
-            outcome = await _run_in_order(app_factory, requests, order, backend, lifespan)
+            outcome = await _run(app_factory, requests, backend, lifespan, order)
             box.append(_normalise(outcome, ignored))
 
         # The stock order of the explorer's controlled loop: the same virtual time and the same
@@ -373,7 +368,7 @@ def explore_concurrent(
     keys = {key_of(a.outcome) for a in allowed}
 
     async def together() -> None:
-        outcome = _normalise(await _run_together(app_factory, requests, backend, lifespan), ignored)
+        outcome = _normalise(await _run(app_factory, requests, backend, lifespan), ignored)
         if key_of(outcome) not in keys:
             raise NotLinearizable(requests, outcome, allowed)
 
