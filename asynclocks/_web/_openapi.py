@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._explore._common import Backend
+from .._explore._common import Backend, Strategy
 from ._check import (
     Allowed,
     RequestSet,
@@ -465,8 +465,9 @@ def check_openapi(
     stop_on_failure: bool = False,
     ignore: Sequence[str] = (),
     preemption_bound: int | None = DEFAULT_PREEMPTION_BOUND,
+    strategy: Strategy = "dfs",
+    max_schedules: int = 10_000,
     progress: Callable[[int, int, WebReport], None] | None = None,
-    **explore_options: Any,
 ) -> OpenAPISummary:
     """Generate request sets from the app's OpenAPI document and check each one.
 
@@ -484,17 +485,15 @@ def check_openapi(
             2; None for no bound). Many sets, each on a fresh app: a bound keeps each one short,
             and the races a generated set finds need few preemptions.
         progress: Called after each set as ``progress(done, total, report)``.
-        **explore_options: ``strategy`` and ``max_schedules`` for each set.
+        strategy: The explorer's strategy for each set (see :func:`asynclocks.explore`); the
+            bound deepens only under ``dfs``.
+        max_schedules: At most this many schedules per set and pass.
 
     Raises:
         ValueError: the document cannot be had or is not OpenAPI 3; an argument is out of range.
     """
     if time_limit is not None and (not isinstance(time_limit, int | float) or time_limit <= 0):
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
-    strategy = explore_options.pop("strategy", "dfs")
-    max_schedules = explore_options.pop("max_schedules", 10_000)
-    if explore_options:
-        raise TypeError(f"unexpected explore options: {sorted(explore_options)}")
     check_explore_options(backend, strategy, max_schedules, seed, preemption_bound)
     parse_ignore(ignore)
     started = time.perf_counter()
