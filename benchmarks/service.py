@@ -82,7 +82,7 @@ TARGETS = {"account/none (in turn)": 0.9, "none/bare": 0.7, "hammer/wrk": 0.7}
 # wrk's Lua script; wrk calls request() for every request it sends, on its one thread. `pick`
 # sets `account`, the index of the account the next deposit goes to.
 LUA = """
-local headers = {["Content-Type"] = "application/json"}
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %(key)s"}
 local body = '{"amount":1}'
 local accounts = %(accounts)d
 local prefix = "/accounts/%(prefix)s"
@@ -96,9 +96,10 @@ PICK_RANDOM = "local account = math.random(0, accounts - 1)"
 PICK_IN_TURN = "turn = (turn + 1) % accounts; local account = turn"
 
 
-def lua_script(accounts: int, prefix: str, pick: str) -> str:
-    """wrk's script depositing 1 cent into ``{prefix}0`` .. ``{prefix}{accounts - 1}``."""
-    return LUA % {"accounts": accounts, "prefix": prefix, "pick": pick}
+def lua_script(accounts: int, prefix: str, pick: str, key: str) -> str:
+    """wrk's script depositing 1 cent into ``{prefix}0`` .. ``{prefix}{accounts - 1}``, as the
+    client whose API key is ``key``."""
+    return LUA % {"accounts": accounts, "prefix": prefix, "pick": pick, "key": key}
 
 
 # ------------------------------------------------------------------------- the bare server
@@ -181,9 +182,16 @@ class Run:
 
 @contextmanager
 def server(command: Sequence[str]) -> Iterator[Server]:
-    """Start a server that prints ``listening on URL``; yield it; stop it."""
+    """Start a server that prints ``listening on URL``; yield it; stop it.
+
+    The admin token reaches it through the environment, never its command line.
+    """
     process = subprocess.Popen(
-        list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        list(command),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BANK_ADMIN_TOKEN": ADMIN_TOKEN},
     )
     try:
         assert process.stdout is not None
@@ -207,11 +215,25 @@ def server(command: Sequence[str]) -> Iterator[Server]:
                 stream.close()
 
 
-def open_accounts(url: str, prefix: str = "bench-", count: int | None = None) -> None:
+def register_client(url: str, client_id: str = "bench") -> str:
+    """Register a client with the admin token; return its API key."""
+    request = urllib.request.Request(
+        url + "/clients",
+        data=json.dumps({"id": client_id}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        key: str = json.loads(response.read())["key"]
+        return key
+
+
+def open_accounts(url: str, key: str, prefix: str = "bench-", count: int | None = None) -> None:
     for index in range(ACCOUNTS if count is None else count):
         body = json.dumps({"id": f"{prefix}{index}", "balance": 0}).encode()
         request = urllib.request.Request(
-            url + "/accounts", data=body, headers={"Content-Type": "application/json"}
+            url + "/accounts",
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 201
@@ -284,7 +306,9 @@ def run_hammer(target: Server, seconds: float, connections: int, loop: LoopKind)
         # The server's CPU is counted over the whole hammer process, setup included, so the
         # per-CPU figure of hammer is slightly pessimistic.
         cpu = target.cpu_seconds()
-        subprocess.run(command, check=True, capture_output=True)
+        # The hammer registers a client of its own with the admin token.
+        env = {**os.environ, "BANK_ADMIN_TOKEN": ADMIN_TOKEN}
+        subprocess.run(command, check=True, capture_output=True, env=env)
         cpu = target.cpu_seconds() - cpu
         document = json.loads(report.read_text())
         return Run(document["requests"], document["duration_s"], cpu)
@@ -305,23 +329,24 @@ def measure(rounds: int, seconds: float, connections: int, loop: LoopKind) -> di
     }
     bank = [sys.executable, "-m", "services.bank", "serve", "--port", "0", "--io-delay", "0"]
     bank += ["--loop", loop]
-    bank += ["--lock", "none", "--admin-token", ADMIN_TOKEN]
+    bank += ["--lock", "none", "--max-accounts-per-client", str(ACCOUNTS + WIDE_ACCOUNTS)]
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        script = folder / "deposit.lua"
-        script.write_text(lua_script(ACCOUNTS, "bench-", PICK_RANDOM))
-        random_script = folder / "deposit-random.lua"
-        random_script.write_text(lua_script(WIDE_ACCOUNTS, "wide-", PICK_RANDOM))
-        in_turn_script = folder / "deposit-in-turn.lua"
-        in_turn_script.write_text(lua_script(WIDE_ACCOUNTS, "wide-", PICK_IN_TURN))
         servers = {
             "bare": stack.enter_context(
                 server([sys.executable, __file__, "--serve-bare", "--loop", loop])
             ),
             "bank": stack.enter_context(server(bank)),
         }
-        open_accounts(servers["bank"].url)
-        open_accounts(servers["bank"].url, "wide-", WIDE_ACCOUNTS)
+        key = register_client(servers["bank"].url)
+        script = folder / "deposit.lua"
+        script.write_text(lua_script(ACCOUNTS, "bench-", PICK_RANDOM, key))
+        random_script = folder / "deposit-random.lua"
+        random_script.write_text(lua_script(WIDE_ACCOUNTS, "wide-", PICK_RANDOM, key))
+        in_turn_script = folder / "deposit-in-turn.lua"
+        in_turn_script.write_text(lua_script(WIDE_ACCOUNTS, "wide-", PICK_IN_TURN, key))
+        open_accounts(servers["bank"].url, key)
+        open_accounts(servers["bank"].url, key, "wide-", WIDE_ACCOUNTS)
         for target in servers.values():
             run_wrk(wrk, target, script, 1, connections)  # warm-up
         # (measurement name, server, lock mode, script)

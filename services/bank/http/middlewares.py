@@ -25,7 +25,7 @@ from .errors import (
     InvalidJson,
     MethodNotAllowed,
     RouteNotFound,
-    Unauthorized,
+    Unauthenticated,
     error_response,
 )
 from .keys import CONFIG
@@ -60,7 +60,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except BankError as error:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthenticated) else None
         return error_response(error, headers)
     except web.HTTPException as exc:
         if exc.status < 400:

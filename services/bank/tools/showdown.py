@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import selectors
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..locking import LOCK_MODES
+from ..run.config import ADMIN_TOKEN_ENV
 from ..run.server import LoopKind, run
 from .hammer import DEFAULT_MIX, HammerReport, HammerSettings, run_hammer
 
@@ -228,8 +230,13 @@ def run_showdown(
             str(settings.io_delay),
         ]
         server_args += ["--workers", str(settings.workers)]
-        with start_server(server_args) as server:
+        # A fresh admin token per server, in its environment (never its argv): the hammer
+        # registers its own client with it.
+        admin_token = secrets.token_urlsafe(24)
+        env = {**os.environ, ADMIN_TOKEN_ENV: admin_token}
+        with start_server(server_args, env=env) as server:
             hammer = HammerSettings(
+                admin_token=admin_token,
                 url=server.url,
                 concurrency=settings.concurrency,
                 requests=settings.requests,
