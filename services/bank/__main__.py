@@ -98,6 +98,26 @@ def _mix(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _RefuseSecretInArgv(argparse.Action):
+    """``--admin-token T``: refused in one line, before anything starts, since any user of the
+    machine can read a process's argv (``ps``, ``/proc/PID/cmdline``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"{parser.prog}: error: {option_string} on the command line is visible to every "
+            f"user of this machine; put the token in ${ADMIN_TOKEN_ENV} or in a file named by "
+            "--admin-token-file",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
 def _store(text: str) -> str:
     from .stores import check_store_url
 
@@ -169,8 +189,13 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "than db), standing in for a database round trip on the memory store and widening the "
         "real one on the databases; 0 is a bare checkpoint (default: 0)",
     )
-    # Refused with a one-line error: a token in argv is visible to every user (ps, /proc).
-    parser.add_argument("--admin-token", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--admin-token",
+        action=_RefuseSecretInArgv,
+        metavar="T",
+        help="refused: a token on the command line is visible to every user of the machine; "
+        "use --admin-token-file or $" + ADMIN_TOKEN_ENV,
+    )
     parser.add_argument(
         "--admin-token-file",
         metavar="PATH",
@@ -239,14 +264,6 @@ def _serve(args: argparse.Namespace) -> int:
     from .run.workers import serve_forever
 
     prog = "python -m services.bank serve"
-    if args.admin_token is not None:
-        print(
-            f"{prog}: error: --admin-token on the command line is visible to every user of "
-            f"this machine; put the token in ${ADMIN_TOKEN_ENV} or in a file named by "
-            "--admin-token-file",
-            file=sys.stderr,
-        )
-        return 2
     try:
         if args.admin_token_file is not None:
             token: str | None = read_token_file(args.admin_token_file)

@@ -87,7 +87,7 @@ def audit_from_rows(figures: Row, negative: Iterable[Row]) -> Audit:
     which may exceed 64 bits).
     """
     return Audit(
-        accounts=figures[0],
+        accounts=int(figures[0]),
         total=int(figures[1]),
         expected=int(figures[2]),
         negative_accounts=tuple((row[0], row[1]) for row in negative),

@@ -285,7 +285,7 @@ SELECT balance FROM debited
 """
 _ATOMIC_TRANSFER: Final = "SELECT status, from_balance, to_balance FROM bank_transfer($1, $2, $3)"
 _TOTALS: Final = """
-SELECT COALESCE(sum(accounts), 0), COALESCE(sum(total), 0)::text,
+SELECT COALESCE(sum(accounts), 0)::bigint, COALESCE(sum(total), 0)::text,
     COALESCE(sum(expected), 0)::text
 FROM bank_totals
 """
