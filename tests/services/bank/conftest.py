@@ -88,6 +88,20 @@ async def register_client(client: Client, client_id: str, admin_token: str = ADM
     return key
 
 
+async def act_as_client(
+    client: Client, admin_token: str = ADMIN_TOKEN, client_id: str = "tester"
+) -> str:
+    """Register ``client_id`` and make its API key the default ``Authorization`` of every
+    request ``client`` sends (a request's own header still wins); return the key."""
+    key = await register_client(client, client_id, admin_token)
+    client.session.headers["Authorization"] = f"Bearer {key}"
+    return key
+
+
+#: The admin's ``Authorization`` header in the tests.
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 @dataclass
 class Bank:
     """A running bank app and handles on its insides.
