@@ -194,8 +194,8 @@ async def test_the_openapi_document_declares_who_may_call_what(bank: Bank) -> No
         },
     }
     paths = document["paths"]
-    client = [{"clientKey": []}]
-    admin = [{"adminToken": []}]
+    client: list[dict[str, list[str]]] = [{"clientKey": []}]
+    admin: list[dict[str, list[str]]] = [{"adminToken": []}]
     assert paths["/accounts"]["post"]["security"] == client
     assert paths["/accounts/{id}/withdraw"]["post"]["security"] == client
     assert paths["/transfers"]["post"]["security"] == client
