@@ -186,6 +186,41 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="seconds a client has to send a request's whole body; a slower one gets 408 and "
         "its connection is closed (default: 10)",
     )
+    defaults = BankConfig()
+    parser.add_argument(
+        "--header-timeout",
+        type=_seconds(positive=True),
+        default=defaults.header_timeout,
+        metavar="S",
+        help="seconds a client has from the first byte of a request's head to its last; a "
+        f"slower one (slowloris) is disconnected (default: {defaults.header_timeout:g})",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=_seconds(positive=True),
+        default=defaults.keepalive_timeout,
+        metavar="S",
+        help="seconds a connection may stay idle between requests, or before its first, "
+        f"before the server closes it (default: {defaults.keepalive_timeout:g})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_int_at_least(1, 1_000_000),
+        default=defaults.max_connections,
+        metavar="N",
+        help="connections each process serves at once; one more gets 503 "
+        "too_many_connections and is closed while the others keep being served "
+        f"(default: {defaults.max_connections})",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=_seconds(positive=True),
+        default=defaults.drain_timeout,
+        metavar="S",
+        help="on SIGTERM/SIGINT, seconds the requests under way get to finish (their replies "
+        "say Connection: close) before they are cancelled "
+        f"(default: {defaults.drain_timeout:g})",
+    )
     _add_loop(parser)
     parser.set_defaults(handler=_serve)
 
@@ -205,6 +240,10 @@ def _serve(args: argparse.Namespace) -> int:
             handler_cancellation=args.handler_cancellation,
             body_timeout=args.body_timeout,
             workers=args.workers,
+            header_timeout=args.header_timeout,
+            keepalive_timeout=args.keepalive_timeout,
+            max_connections=args.max_connections,
+            drain_timeout=args.drain_timeout,
         )
     except ValueError as exc:
         # Flags that are fine alone but not together (--workers 2 with the memory store, ...).
