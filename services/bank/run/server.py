@@ -16,6 +16,7 @@ from ..http import create_app
 from ..ports import Store
 from .config import BankConfig
 from .connections import ConnectionGuard, GuardedSite
+from .preflight import store_failure
 
 __all__ = ["LoopKind", "format_url", "run", "serve"]
 
@@ -53,6 +54,7 @@ async def serve(
 
     Raises:
         OSError: The address cannot be bound.
+        StoreUnavailable: The store cannot be opened.
     """
     app = create_app(config, store=store)
     guard = ConnectionGuard(
@@ -68,7 +70,11 @@ async def serve(
         keepalive_timeout=config.keepalive_timeout,
         shutdown_timeout=config.drain_timeout,
     )
-    await runner.setup()
+    try:
+        # The app's start-up opens the store: its failures are the store's, never the port's.
+        await runner.setup()
+    except Exception as exc:
+        raise store_failure(config.store, exc) from exc
     try:
         # reuse_port: the workers of `serve --workers N` all bind the same port.
         site = GuardedSite(runner, guard, config.host, config.port, reuse_port=reuse_port)

@@ -39,6 +39,7 @@ from types import FrameType
 from typing import Final, TextIO
 
 from .config import BankConfig
+from .preflight import StoreUnavailable, check_store
 from .server import LoopKind, format_url, run, serve
 
 __all__ = ["DEFAULT_GRACE", "serve_forever", "supervise"]
@@ -268,11 +269,19 @@ def _stop_all(
 
 
 def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
-    """The ``serve`` command: one process, or ``config.workers`` of them; returns the exit code."""
-    if config.workers > 1:
-        return supervise(config, loop=loop)
+    """The ``serve`` command: one process, or ``config.workers`` of them; returns the exit code.
+
+    The store is opened once first, so that a store that cannot be opened is one line and exit
+    code 2 before anything listens (rather than a worker that fails to start).
+    """
     try:
+        run(check_store(config.store), loop=loop)
+        if config.workers > 1:
+            return supervise(config, loop=loop)
         run(serve(config), loop=loop)
+    except StoreUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1
