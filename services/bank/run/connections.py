@@ -8,9 +8,11 @@ at the protocol level, because only there is the connection visible before a req
 
 - **Header read timeout.** aiohttp waits for a request head as long as bytes keep coming (its
   keep-alive timer only counts from the last response), so a client dribbling one header byte at
-  a time holds a connection and its buffers (slowloris). ``_Connection`` arms a timer at the
-  first byte of a head and closes the connection if the head has not become a request when it
-  fires; the request starting (``middleware``) disarms it.
+  a time holds a connection and its buffers (slowloris). ``_Connection`` notes when the first
+  byte of a head arrived, the request starting (``middleware``) clears it, and one sweep per
+  server (a quarter of the timeout apart, at most a second) closes every connection whose head
+  is older than the timeout. One sweep rather than a timer per request: arming and cancelling
+  a timer for every request would cost every request, for the sake of the rare slow one.
 - **Connection cap.** asyncio accepts every connection the kernel hands it. Above the cap, a
   new connection gets a complete 503 ``too_many_connections`` reply with ``Connection: close``
   (so a well-behaved client learns why, and the connections within the cap keep being served),
@@ -80,6 +82,8 @@ class _Connection(asyncio.Protocol):
         self._inner = inner
         self._transport: asyncio.Transport | None = None
         self._state = _State.IDLE
+        #: Loop time of the first byte of the head being received, while there is one.
+        self.head_since: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None
         self._next_head_started = False
@@ -96,7 +100,7 @@ class _Connection(asyncio.Protocol):
         if guard.draining or len(guard.live) >= guard.max_connections:
             self._refuse(transport)
             return
-        guard.live[self._inner] = self
+        guard.admit(self._inner, self)
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -104,7 +108,7 @@ class _Connection(asyncio.Protocol):
             return  # read only so that closing does not reset the 503 away
         if self._state is _State.IDLE:
             self._state = _State.HEAD
-            self._arm(self._guard.header_timeout)
+            self.head_since = asyncio.get_running_loop().time()
         elif self._state is _State.REQUEST and (self._body is None or self._body.is_eof()):
             # The running request's body is complete, so these bytes start the next head; its
             # timer starts once this request is answered (it must not cut the reply short).
@@ -138,7 +142,7 @@ class _Connection(asyncio.Protocol):
     # --- the request's life, told by the middleware ------------------------------------------
 
     def request_started(self, body: StreamReader) -> None:
-        self._disarm()
+        self.head_since = None
         self._state = _State.REQUEST
         self._body = body
         self._next_head_started = False
@@ -147,7 +151,7 @@ class _Connection(asyncio.Protocol):
         self._body = None
         if self._next_head_started:
             self._state = _State.HEAD
-            self._arm(self._guard.header_timeout)
+            self.head_since = asyncio.get_running_loop().time()
         else:
             self._state = _State.IDLE
 
@@ -159,11 +163,7 @@ class _Connection(asyncio.Protocol):
         transport.write(self._guard.refusal)
         if transport.can_write_eof():
             transport.write_eof()
-        self._arm(_REFUSAL_LINGER)
-
-    def _arm(self, delay: float) -> None:
-        self._disarm()
-        self._timer = asyncio.get_running_loop().call_later(delay, self.close)
+        self._timer = asyncio.get_running_loop().call_later(_REFUSAL_LINGER, self.close)
 
     def _disarm(self) -> None:
         if self._timer is not None:
@@ -173,6 +173,7 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         """Close the connection (a head that came too slowly, or a refusal's linger is over)."""
         self._timer = None
+        self.head_since = None
         if self._transport is not None:
             self._transport.close()
 
@@ -199,6 +200,8 @@ class ConnectionGuard:
         self.draining = False
         self.live: dict[RequestHandler, _Connection] = {}
         self.refused: set[_Connection] = set()
+        self._sweep_every = min(1.0, header_timeout / 4)
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def protocol_factory(
         self, server: Callable[[], RequestHandler]
@@ -210,9 +213,27 @@ class ConnectionGuard:
 
         return factory
 
+    def admit(self, handler: RequestHandler, connection: _Connection) -> None:
+        """Count a new connection; start the sweep if it is the only one."""
+        self.live[handler] = connection
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self._sweep_every, self._sweep)
+
     def forget(self, handler: RequestHandler) -> None:
         """Drop a closed connection from the count."""
         self.live.pop(handler, None)
+
+    def _sweep(self) -> None:
+        """Close the connections whose request head is older than ``header_timeout``."""
+        loop = asyncio.get_running_loop()
+        too_old = loop.time() - self.header_timeout
+        for connection in list(self.live.values()):
+            since = connection.head_since
+            if since is not None and since <= too_old:
+                connection.close()
+        # Runs while there are connections; the next one to arrive starts it again.
+        self._sweeper = loop.call_later(self._sweep_every, self._sweep) if self.live else None
 
     def start_drain(self) -> None:
         """From now on every reply says ``Connection: close`` and no connection is accepted."""
