@@ -368,7 +368,8 @@ def describe_end(error: BaseException | None, cancelled: bool, result: object) -
         if len(text) > 60:
             text = text[:57] + "..."
         return f"raised {type(error).__name__}" + (f": {text}" if text else "")
-    return f"returned {short_repr(result)}"
+    # None is also what anyio's task wrapper returns whatever the function did: say no more.
+    return "returned" if result is None else f"returned {short_repr(result)}"
 
 
 def task_label(name: str) -> str:

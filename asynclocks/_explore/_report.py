@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import linecache
+import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -164,6 +165,26 @@ class Report:
             return self.trace
         outcome, steps, keep = self._traced
         return format_trace(outcome, self.token, full=full, keep=keep, steps=steps)
+
+    def to_html(self) -> str:
+        """The report as a self-contained HTML page: one lane per task on a time axis of steps,
+        await points and events marked, the race window highlighted, each step's source line
+        on hover (inline CSS and JavaScript; it loads nothing)."""
+        from ._html import render_html
+
+        return render_html(self)
+
+    def write_html(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_html` to ``path`` (UTF-8).
+
+        Raises:
+            TypeError: ``path`` is not a str or path-like.
+            OSError: The file cannot be written.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+        with open(path, "w", encoding="utf-8") as page:
+            page.write(self.to_html())
 
     @property
     def coverage(self) -> str:

@@ -54,8 +54,7 @@ class Waited:
 
     obj: object | None
     functions: tuple[str, ...]
-    user_self: object | None
-    awaited: object | None
+    user_locals: dict[str, Any]
 
 
 def waited(coro: Any) -> Waited:
@@ -63,37 +62,20 @@ def waited(coro: Any) -> Waited:
     awaits, and the names of the library functions below that frame."""
     obj: object | None = None
     functions: list[str] = []
-    user_self: object | None = None
+    user_locals: dict[str, Any] = {}
     seen_user = False
     for frame in frames(coro):
         if not is_library(frame.f_code.co_filename):
             seen_user = True
             obj = None
             functions = []
-            user_self = frame.f_locals.get("self")
+            user_locals = frame.f_locals
             continue
         if seen_user:
             if not functions:
                 obj = frame.f_locals.get("self")
             functions.append(frame.f_code.co_name)
-    # What the innermost frame awaits (a bare future, for a primitive written in the user's
-    # own code).
-    awaited = _awaited_of(coro)
-    return Waited(obj, tuple(functions), user_self, awaited)
-
-
-def _awaited_of(coro: Any) -> object | None:
-    obj = coro
-    for _ in range(200):
-        inner = None
-        for attr in ("cr_await", "gi_yieldfrom", "ag_await"):
-            inner = getattr(obj, attr, None)
-            if inner is not None:
-                break
-        if inner is None:
-            return obj if obj is not coro else None
-        obj = inner
-    return None
+    return Waited(obj, tuple(functions), user_locals if obj is None else {})
 
 
 def _inner(obj: object) -> object:
@@ -115,7 +97,9 @@ def wake_text(coro: Any) -> str | None:
     yield such as ``sleep(0)``, or nothing known)."""
     where = waited(coro)
     kind = kind_of(where.obj)
-    if kind is None:
+    if kind is None or any("checkpoint" in name for name in where.functions):
+        # A checkpoint inside the primitive (anyio yields once after a fast acquire) is a
+        # plain yield: the task was not blocked, nothing woke it.
         return None
     if kind == "condition" and "wait" not in where.functions:
         return f"{describe_object(where.obj)}'s lock acquired"
@@ -283,16 +267,18 @@ def _stream_state(kind: str, state: object) -> str:
 
 def _user_primitive(where: Waited) -> Described | None:
     """A wait on a bare future that a primitive written in the user's code keeps in a queue."""
-    owner, awaited = where.user_self, where.awaited
-    if owner is None or awaited is None:
+    owner = where.user_locals.get("self")
+    if owner is None:
         return None
+    # The future the method awaits is one of its locals, and one of its object's queues holds it.
+    mine = [value for name, value in where.user_locals.items() if name != "self"]
     attrs = getattr(owner, "__dict__", None) or {}
     for attr, value in attrs.items():
         if isinstance(value, (collections.deque, list, set, dict, tuple)) and any(
-            item is awaited for item in value
+            item is local for item in value for local in mine
         ):
-            name = f"{type(owner).__module__}.{type(owner).__qualname__}"
-            name = name.rpartition(".<locals>.")[2] if "<locals>" in name else name
+            module = type(owner).__module__.rpartition(".")[2]
+            name = f"{module}.{type(owner).__qualname__.rpartition('<locals>.')[2]}"
             state = ""
             locked = _locked(owner)
             if locked is False:
