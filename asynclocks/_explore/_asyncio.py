@@ -462,11 +462,14 @@ class AsyncioSession:
     def __init__(self) -> None:
         self._loop = ControlledLoop()
         _install_lock_tracking()
+        # For every schedule, not only traced ones: the wrapper is a frame of each await chain,
+        # and a replay must walk the same chains as the search did.
         _holders.install("asyncio")
         patch_anyio_threads(True)
         self._closed = False
 
     def run(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
+        _holders.reset()
         return self._loop.run_schedule(scenario, chooser, trace)
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """Who holds each semaphore, recorded while an exploration runs (no semaphore remembers it).
 
 ``acquire``/``acquire_nowait``/``release`` of asyncio's, trio's and anyio's semaphores are
-wrapped while a session is open, so the deadlock report can name the tasks holding one. A
+wrapped while an exploration runs (every schedule: the wrapper is a frame of the await chains a
+replay compares), so the deadlock report can name the tasks holding one. A
 release by a task that holds none frees the oldest holding (a semaphore may be released by any
 task). Only the backend's own classes are wrapped: exploring on asyncio never imports trio.
 """
@@ -10,35 +11,50 @@ from __future__ import annotations
 
 import functools
 import sys
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 from ._common import Backend
 
-_holders: weakref.WeakKeyDictionary[Any, list[object]] = weakref.WeakKeyDictionary()
+# id(semaphore) -> (the semaphore, kept alive so its id is not reused; its holders). A plain
+# dict, emptied before every schedule (:func:`reset`): cheaper than weak references per acquire.
+_holders: dict[int, tuple[object, list[object]]] = {}
 _depth: dict[str, int] = {}
 _saved: dict[str, list[tuple[type, str, Any]]] = {}
 
 
+def reset() -> None:
+    """Forget every holder (a new schedule starts)."""
+    _holders.clear()
+
+
 def holders_of(semaphore: object) -> list[object]:
     """The tasks holding ``semaphore`` now, oldest first ([] when none was recorded)."""
-    try:
-        return list(_holders.get(semaphore, ()))
-    except TypeError:  # not weak-referenceable: never recorded
-        return []
+    entry = _holders.get(id(semaphore))
+    return list(entry[1]) if entry is not None else []
 
 
 def _add(semaphore: object, task: object) -> None:
-    try:
-        _holders.setdefault(semaphore, []).append(task)
-    except TypeError:
-        pass
+    entry = _holders.get(id(semaphore))
+    if entry is None:
+        _holders[id(semaphore)] = (semaphore, [task])
+    else:
+        entry[1].append(task)
 
 
-def _wrap_async(original: Any, current: Callable[[], object]) -> Any:
+def _wrap_async(original: Any, current: Callable[[], object], nowait_inside: bool) -> Any:
+    if not nowait_inside:
+
+        @functools.wraps(original)
+        async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await original(self, *args, **kwargs)
+            _add(self, current())
+            return result
+
+        return acquire
+
     @functools.wraps(original)
-    async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
+    async def acquire_counted(self: Any, *args: Any, **kwargs: Any) -> Any:
         me = current()
         held = holders_of(self).count(me)
         result = await original(self, *args, **kwargs)
@@ -47,7 +63,7 @@ def _wrap_async(original: Any, current: Callable[[], object]) -> Any:
             _add(self, me)
         return result
 
-    return acquire
+    return acquire_counted
 
 
 def _wrap_nowait(original: Any, current: Callable[[], object]) -> Any:
@@ -64,7 +80,8 @@ def _wrap_release(original: Any, current: Callable[[], object]) -> Any:
     @functools.wraps(original)
     def release(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = original(self, *args, **kwargs)
-        held = _holders.get(self)
+        entry = _holders.get(id(self))
+        held = entry[1] if entry is not None else None
         if held:
             me = current()
             if me in held:
@@ -118,16 +135,20 @@ def install(backend: Backend) -> None:
     classes, current = _classes(backend)
     saved: list[tuple[type, str, Any]] = []
     for cls in classes:
-        for attr, wrap in (
-            ("acquire", _wrap_async),
-            ("acquire_nowait", _wrap_nowait),
-            ("release", _wrap_release),
-        ):
+        # trio's acquire calls acquire_nowait first; asyncio's and anyio's never do.
+        nowait_inside = cls.__module__.startswith("trio")
+        for attr in ("acquire", "acquire_nowait", "release"):
             original = cls.__dict__.get(attr)
             if original is None:
                 continue
+            if attr == "acquire":
+                wrapped = _wrap_async(original, current, nowait_inside)
+            elif attr == "acquire_nowait":
+                wrapped = _wrap_nowait(original, current)
+            else:
+                wrapped = _wrap_release(original, current)
             saved.append((cls, attr, original))
-            setattr(cls, attr, wrap(original, current))
+            setattr(cls, attr, wrapped)
     _saved[backend] = saved
 
 

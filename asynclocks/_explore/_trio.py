@@ -448,6 +448,7 @@ async def _drive(
     try:
         request = next(plan)
         while True:
+            _holders.reset()
             outcome = await runq.run_schedule(scenario, *request)
             after_schedule(outcome)
             request = plan.send(outcome)
@@ -477,6 +478,8 @@ def run_plan(
     from ._unsupported import patch_trio_threads
 
     clock = trio.testing.MockClock(autojump_threshold=0)
+    # For every schedule, not only traced ones: the wrapper is a frame of each await chain, and a
+    # replay must walk the same chains as the search did.
     _holders.install("trio")
     try:
         with patch_trio_threads():
