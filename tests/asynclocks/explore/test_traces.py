@@ -147,3 +147,17 @@ def test_each_primitive_says_what_keeps_it_shut(backend: Backend) -> None:
     for task, waits in zip(expected[::2], expected[1::2], strict=True):
         line = next(line for line in lines if line.strip().startswith(task))
         assert line.endswith(waits), line
+
+
+def test_asyncio_timeouts_are_events() -> None:
+    report = explore(trace_scenarios.asyncio_timeouts, backend="asyncio", strategy="fifo")
+    rows = _rows(report.format_trace(full=True))
+    wait_for = next(
+        i for i, row in enumerate(rows) if "(with_wait_for) -> returned 'timed out'" in row
+    )
+    # wait_for's timer fires at 0.25 s (asyncio.timeout inside it from 3.12 on).
+    fired = rows.index("~ virtual time advanced to 0.25 s")
+    assert any(row.startswith("~ ") and " timeout: asyncio." in row for row in rows[fired:wait_for])
+    assert "~ virtual time advanced to 0.5 s" in rows
+    assert "~ #1 with_timeout timeout: asyncio.timeout expired" in rows
+    assert any(row.endswith("(with_timeout) -> raised TimeoutError") for row in rows)

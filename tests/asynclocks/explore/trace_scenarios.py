@@ -215,3 +215,23 @@ async def trio_returns() -> None:
         nursery.start_soon(answer)
         nursery.start_soon(greeting)
     raise Done("the end")
+
+
+async def asyncio_timeouts() -> None:
+    """asyncio.timeout and asyncio.wait_for, each expiring on an event nobody sets."""
+    never = asyncio.Event()
+
+    async def with_timeout() -> None:
+        async with asyncio.timeout(0.5):
+            await never.wait()
+
+    async def with_wait_for() -> str:
+        try:
+            await asyncio.wait_for(never.wait(), 0.25)
+        except TimeoutError:
+            return "timed out"
+        return "set"
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(with_timeout())
+        tg.create_task(with_wait_for())
