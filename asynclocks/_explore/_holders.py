@@ -43,18 +43,23 @@ def _add(semaphore: object, task: object) -> None:
 
 
 def _wrap_async(original: Any, current: Callable[[], object], nowait_inside: bool) -> Any:
-    if not nowait_inside:
-
-        @functools.wraps(original)
-        async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
-            result = await original(self, *args, **kwargs)
-            _add(self, current())
-            return result
-
-        return acquire
+    # The wrapper's code is named ``acquire`` like the method: the reduction's footprints know
+    # a primitive's frames by name.
+    if nowait_inside:
+        return _wrap_counted(original, current)
 
     @functools.wraps(original)
-    async def acquire_counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+    async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await original(self, *args, **kwargs)
+        _add(self, current())
+        return result
+
+    return acquire
+
+
+def _wrap_counted(original: Any, current: Callable[[], object]) -> Any:
+    @functools.wraps(original)
+    async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
         me = current()
         held = holders_of(self).count(me)
         result = await original(self, *args, **kwargs)
@@ -63,7 +68,7 @@ def _wrap_async(original: Any, current: Callable[[], object], nowait_inside: boo
             _add(self, me)
         return result
 
-    return acquire_counted
+    return acquire
 
 
 def _wrap_nowait(original: Any, current: Callable[[], object]) -> Any:
