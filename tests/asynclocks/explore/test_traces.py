@@ -161,3 +161,14 @@ def test_asyncio_timeouts_are_events() -> None:
     assert "~ virtual time advanced to 0.5 s" in rows
     assert "~ #1 with_timeout timeout: asyncio.timeout expired" in rows
     assert any(row.endswith("(with_timeout) -> raised TimeoutError") for row in rows)
+
+
+def test_a_lock_names_the_holder_that_finished_without_releasing() -> None:
+    # asyncio only: trio itself breaks a lock whose owner exits (BrokenResourceError).
+    text = _deadlock(trace_scenarios.lock_held_by_finished, "asyncio")
+    assert (
+        f"#2 want at tests/asynclocks/explore/trace_scenarios.py:{_line('WANTS_LOCK')} (want) "
+        "waits on anyio.Lock, held by #1 leak, which finished without releasing it"
+    ) in text
+    # A holder that is gone cannot be part of a wait-for cycle.
+    assert "wait-for cycle" not in text

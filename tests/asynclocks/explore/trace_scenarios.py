@@ -235,3 +235,20 @@ async def asyncio_timeouts() -> None:
     async with asyncio.TaskGroup() as tg:
         tg.create_task(with_timeout())
         tg.create_task(with_wait_for())
+
+
+async def lock_held_by_finished() -> None:
+    """An anyio lock taken by a task that returns without releasing it."""
+    lock = anyio.Lock()
+
+    async def leak() -> None:
+        await lock.acquire()
+
+    async def want() -> None:
+        await anyio.lowlevel.checkpoint()
+        async with lock:  # WANTS_LOCK
+            pass
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(leak)
+        tg.start_soon(want)
