@@ -390,7 +390,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         return waiting
 
     def _waiting(self, task: asyncio.Task[Any], tid: int, coro: Any, main: Any) -> Waiting:
-        obj = _waits_obj(coro)
+        obj = _waited(coro).obj
         where = user_location(coro)
         if isinstance(obj, asyncio.TaskGroup) or type(obj).__name__ == "TaskGroup":
             return Waiting(tid, self._name(task), where, "its child tasks to finish")
@@ -485,7 +485,3 @@ class AsyncioSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _waits_obj(coro: Any) -> object | None:
-    return _waited(coro).obj
