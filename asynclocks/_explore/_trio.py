@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+from . import _events, _holders
 from ._common import (
     MAX_STEPS,
     Chooser,
@@ -24,18 +25,28 @@ from ._common import (
     SketchStep,
     Step,
     StepLimitError,
+    TraceEvent,
     UnsupportedScenario,
     Waiting,
+    describe_end,
     describe_object,
     task_label,
     user_location,
     waited_object,
 )
 from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, chain_key, step_footprint
+from ._waits import describe_wait
 
 #: trio versions the explorer is tested with; others are refused (their internals may differ).
 TESTED_TRIO = ((0, 27), (0, 36))  # lower bound inclusive, upper bound exclusive
 TESTED_TRIO_TEXT = ">=0.27,<0.36"
+
+
+def unwrap_group(error: BaseException) -> BaseException:
+    """The single leaf of nested one-exception groups (a nursery wraps a child's error so)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def check_trio_version(version: str | None = None) -> None:
@@ -111,6 +122,10 @@ class ControlledRunQueue:
         self._sketch_preempted = False
         self._after_of: Any = None
         self._after_key: tuple[object, ...] = ()
+        # While tracing: events since the last step, the clock last seen, how tasks ended.
+        self.events: list[TraceEvent] = []
+        self._seen_time = self._time_origin = 0.0
+        self.ends: dict[Any, str] = {}
 
     # -- the deque interface trio's run loop uses ---------------------------------------------
 
@@ -205,7 +220,31 @@ class ControlledRunQueue:
                 self._last = task
                 self._last_resumed = user_location(task.coro)
                 self._last_preempted = preempted
+                self._trace_resume(task)
         return task
+
+    def _trace_resume(self, task: Any) -> None:
+        # One trio.run serves every schedule: its clock is shown from this schedule's start.
+        now = float(self._runner.clock.current_time())
+        if now > self._seen_time:
+            self._seen_time = now
+            self.events.append(_events.time_event(now - self._time_origin))
+        cancelled = _events.trio_cancelled(task)
+        if cancelled:
+            # trio.sleep ends by its own deadline's cancellation: that is a timer, not a cancel.
+            timeout = _events.trio_timeout(task, now, self._time_origin, self.ids)
+            if timeout is None or timeout.kind == "time":
+                cancelled = timeout is None
+            else:
+                self.events.append(timeout)
+        woke = _events.wake_event(self.ids[task], task.coro, cancelled)
+        if woke is not None:
+            self.events.append(woke)
+
+    def task_exited(self, task: Any, result: Any) -> None:
+        """Told by the wrapped ``runner.task_exited`` (while tracing) how a task ended."""
+        if self.trace and task in self.ids:
+            self.ends[task] = _events.trio_end(result)
 
     def _record_step(self) -> None:
         task = self._last
@@ -219,8 +258,11 @@ class ControlledRunQueue:
                 None if finished else user_location(task.coro),
                 finished,
                 self._last_preempted,
+                tuple(self.events),
+                self.ends.get(task, "") if finished else "",
             )
         )
+        self.events.clear()
 
     def _record_footprint(self) -> None:
         task = self._tracked
@@ -271,17 +313,23 @@ class ControlledRunQueue:
             if task.coro.cr_frame is None:
                 continue
             obj = waited_object(task.coro)
-            holder_task = getattr(obj, "_owner", None)
-            if holder_task is None:
-                # anyio's trio Lock wraps a trio.Lock in a name-mangled attribute.
-                inner = getattr(obj, "_Lock__original", None)
-                holder_task = getattr(inner, "_owner", None)
+            where = user_location(task.coro)
             if (obj is None and tid == 0) or type(obj).__name__ in _GROUPS:
-                what = "its child tasks to finish"
-            else:
-                what = describe_object(obj)
-            holder = self.ids.get(holder_task)
-            waiting.append(Waiting(tid, self.names[tid], user_location(task.coro), what, holder))
+                waiting.append(Waiting(tid, self.names[tid], where, "its child tasks to finish"))
+                continue
+            described = describe_wait(
+                task.coro,
+                lambda lock: None,
+                lambda t: self.names[self.ids[t]] if t in self.ids else None,
+                lambda t: getattr(getattr(t, "coro", None), "cr_frame", 0) is None,
+            )
+            if described is None:
+                waiting.append(Waiting(tid, self.names[tid], where, describe_object(obj)))
+                continue
+            holder = self.ids.get(described.holder)
+            waiting.append(
+                Waiting(tid, self.names[tid], where, described.waits_on, holder, described.state)
+            )
         return waiting
 
     async def run_schedule(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
@@ -306,6 +354,9 @@ class ControlledRunQueue:
         self._tracked = None
         self._chains.clear()
         self.trace = trace
+        self.events = []
+        self.ends = {}
+        self._seen_time = self._time_origin = float(self._runner.clock.current_time())
         self.count = 0
         self.stopped = None
         self.cleaning = False
@@ -342,6 +393,9 @@ class ControlledRunQueue:
                 self._record_footprint()
             if self._sketched is not None:
                 self._record_sketch()
+            if box and self.steps and self.steps[-1].task == 0 and self.steps[-1].finished:
+                # The root wrapper caught the scenario's exception: that is how #0 ended.
+                self.steps[-1].end = describe_end(unwrap_group(box[0]), False, None)
             stopped = self._stop_reason()
             if stopped == "deadlock":
                 outcome.kind = "deadlock"
@@ -379,10 +433,22 @@ async def _drive(
     runner = GLOBAL_RUN_CONTEXT.runner
     runq = ControlledRunQueue(runner, trio.lowlevel.current_task(), runner.runq)
     runner.runq = runq  # type: ignore[assignment]  # duck-typed: trio only appends/iterates/clears
+    # How a traced task ended: only trio's runner sees a task's outcome (its class has slots,
+    # so the method is wrapped on the class, for this runner only).
+    runner_class = type(runner)
+    task_exited = runner_class.task_exited
+
+    def exited(self: Any, task: Any, result: Any) -> None:
+        if self is runner and runq.trace:
+            runq.task_exited(task, result)
+        task_exited(self, task, result)
+
+    runner_class.task_exited = exited  # type: ignore[method-assign,assignment]
     restore_network = _net_trio.install()
     try:
         request = next(plan)
         while True:
+            _holders.reset()
             outcome = await runq.run_schedule(scenario, *request)
             after_schedule(outcome)
             request = plan.send(outcome)
@@ -390,6 +456,7 @@ async def _drive(
         return stop.value
     finally:
         restore_network()
+        runner_class.task_exited = task_exited  # type: ignore[method-assign]
         runner.runq = deque(runq)
 
 
@@ -411,5 +478,11 @@ def run_plan(
     from ._unsupported import patch_trio_threads
 
     clock = trio.testing.MockClock(autojump_threshold=0)
-    with patch_trio_threads():
-        return trio.run(_drive, plan, scenario, after_schedule, clock=clock)
+    # For every schedule, not only traced ones: the wrapper is a frame of each await chain, and a
+    # replay must walk the same chains as the search did.
+    _holders.install("trio")
+    try:
+        with patch_trio_threads():
+            return trio.run(_drive, plan, scenario, after_schedule, clock=clock)
+    finally:
+        _holders.remove("trio")
