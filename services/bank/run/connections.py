@@ -70,7 +70,7 @@ def _refusal_bytes(max_connections: int) -> bytes:
 
 class _State(Enum):
     IDLE = auto()  # no request under way, no byte of the next head received
-    HEAD = auto()  # bytes of a request head received; the header timer runs
+    HEAD = auto()  # bytes of a request head received (head_since set), the sweep watches it
     REQUEST = auto()  # a request's handler runs (its head complete)
 
 
