@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import heapq
+import inspect
+import sys
 import weakref
 from asyncio import events
 from collections import deque
@@ -27,11 +29,13 @@ from ._common import (
     StepLimitError,
     Waiting,
     describe_object,
+    format_location,
     task_label,
     unsupported,
     user_location,
     waited_object,
 )
+from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, Chain, chain, chain_key, step_footprint
 from ._net_asyncio import SimulatedNetworkLoop
 from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
@@ -100,6 +104,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self._closed = False
         self._ids: dict[asyncio.Task[Any], int] = {}
         self._errors: list[dict[str, Any]] = []
+        self.faults = NO_FAULTS
 
     # -- the parts of the event loop API that asyncio, anyio and user code use ------------------
 
@@ -276,19 +281,30 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                 )
             main = self.create_task(coro)
             count = 0
+            log = FaultLog(self.faults)
+            outcome.faults = log.injected
+            offered: list[Fault] = []
             while not main.done():
                 self._due_timers()
                 if self._callbacks:
                     self._run_callbacks()
+                if log.left:
+                    offered = self._offered_faults(main)
                 if runnable:
                     chosen = 0
-                    if len(runnable) == 1:
+                    if len(runnable) == 1 and not offered:
                         task = next(iter(runnable))
                     else:
                         tasks = list(runnable)
-                        chosen = index = pick([self._ids[t] for t in tasks])
+                        ids = [self._ids[t] for t in tasks]
+                        ids += [fault_option(i) for i in range(len(offered))]
+                        chosen = index = pick(ids)
                         decisions.append(index)
-                        widths.append(len(tasks))
+                        widths.append(len(ids))
+                        if index >= len(tasks):
+                            log.inject(offered[index - len(tasks)], count)
+                            offered = []
+                            continue
                         task = tasks[index]
                     handles = runnable.pop(task)
                     if trace:
@@ -338,7 +354,20 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                         )
                         break
                     continue
-                if self._callbacks or self._advance_time():
+                if self._callbacks:
+                    continue
+                if offered:
+                    # Nothing can run: before time passes (or the deadlock is declared), a fault.
+                    ids = [WAIT, *(fault_option(i) for i in range(len(offered)))]
+                    index = pick(ids)
+                    decisions.append(index)
+                    widths.append(len(ids))
+                    if index:
+                        log.inject(offered[index - 1], count)
+                        offered = []
+                        continue
+                    offered = []
+                if self._advance_time():
                     continue
                 outcome.kind = "deadlock"
                 outcome.waiting = self._blocked_tasks(main)
@@ -355,6 +384,87 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             self._running = False
             events._set_running_loop(previous)
         return outcome
+
+    def _offered_faults(self, main: asyncio.Task[Any]) -> list[Fault]:
+        """The faults that could happen now, in a deterministic order (see ``_faults``)."""
+        offered: list[Fault] = []
+        if self.faults.cancel:
+            anyio_states = _anyio_task_states()
+            scopes: set[int] = set()
+            for task in self._ids:
+                if task is main or task.done() or task.cancelling():
+                    continue
+                coro = task.get_coro()
+                if inspect.getcoroutinestate(coro) != inspect.CORO_SUSPENDED:  # type: ignore[arg-type]
+                    continue  # not started: not at an await yet
+                scope = _anyio_spawn_scope(anyio_states, task)
+                if scope is None:
+                    offered.append(Fault(self._cancel_text(task), task.cancel))
+                elif id(scope) not in scopes and not scope.cancel_called:
+                    scopes.add(id(scope))
+                    text = self._cancel_text(task, "its task group's cancel scope")
+                    offered.append(Fault(text, scope.cancel))
+        if self.faults.timeouts:
+            for when, _, handle in sorted(self._timers, key=lambda t: t[:2]):
+                if handle._cancelled or when <= self._time:
+                    continue
+                fault = self._timeout_fault(handle, when)
+                if fault is not None:
+                    offered.append(fault)
+        return offered
+
+    def _cancel_text(self, task: asyncio.Task[Any], what: str = "") -> Callable[[], str]:
+        def text() -> str:
+            where = format_location(user_location(task.get_coro()))
+            via = f" ({what})" if what else ""
+            return f"explorer cancelled {self._name(task)}{via} at {where}"
+
+        return text
+
+    def _timeout_fault(self, handle: asyncio.TimerHandle, when: float) -> Fault | None:
+        """ "Fire now" for the timer of a timeout; None for a timer that is not one (a sleep)."""
+        callback: Any = handle._callback  # type: ignore[attr-defined]
+        owner: Any = getattr(callback, "__self__", None)
+        original: Callable[..., object] = callback
+        fire: Callable[[], None]
+        task: object = None
+        if isinstance(owner, asyncio.Timeout):
+            timeout = owner
+            task = getattr(timeout, "_task", None)
+            what = "asyncio.timeout"
+
+            def fire() -> None:
+                timeout.reschedule(self._time)
+
+        elif type(owner).__name__ == "CancelScope" and hasattr(owner, "_host_task"):
+            scope = owner
+            task = scope._host_task
+            what = "anyio cancel scope deadline"
+
+            def fire() -> None:
+                scope.deadline = self._time
+
+        elif callback is getattr(asyncio.tasks, "_release_waiter", None):
+            # asyncio.wait_for/asyncio.wait before 3.12: the timer releases the waiter.
+            what = "asyncio.wait_for/wait timeout"
+
+            def fire() -> None:
+                handle.cancel()
+                self.call_soon(original, *handle._args)
+
+        else:
+            return None
+
+        def text() -> str:
+            whose = ""
+            if isinstance(task, _Task):
+                where = format_location(user_location(task.get_coro()))
+                whose = f" of {self._name(task)} at {where}"
+            return (
+                f"explorer fired the {what}{whose} early, at t={self._time:g} (deadline t={when:g})"
+            )
+
+        return Fault(text, fire)
 
     def _blocked_tasks(self, main: asyncio.Task[Any]) -> list[Waiting]:
         waiting: list[Waiting] = []
@@ -415,13 +525,31 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self._net_reset()
 
 
+def _anyio_task_states() -> Any:
+    module = sys.modules.get("anyio._backends._asyncio")
+    return getattr(module, "_task_states", None)
+
+
+def _anyio_spawn_scope(states: Any, task: asyncio.Task[Any]) -> Any:
+    """The cancel scope of the anyio task group ``task`` was started in, if it was."""
+    if states is None:
+        return None
+    state = states.get(task)
+    scope = getattr(state, "cancel_scope", None)
+    # The task's own scopes are hosted by it; the first one that is not is its group's.
+    while scope is not None and scope._host_task is task:
+        scope = scope._parent_scope
+    return scope
+
+
 class AsyncioSession:
     """One controlled loop reused across every schedule of an exploration."""
 
     backend = "asyncio"
 
-    def __init__(self) -> None:
+    def __init__(self, faults: Faults = NO_FAULTS) -> None:
         self._loop = ControlledLoop()
+        self._loop.faults = faults
         _install_lock_tracking()
         patch_anyio_threads(True)
         self._closed = False

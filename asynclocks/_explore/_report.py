@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ._common import Backend, FailureKind, Outcome, Step, Strategy, Waiting, format_location
+from ._faults import NO_FAULTS, Faults, faults_from_code
 
 TOKEN_VERSION = "al1"
 _BACKEND_CODES: dict[Backend, str] = {"asyncio": "a", "trio": "t"}
 _CODE_BACKENDS = {code: name for name, code in _BACKEND_CODES.items()}
-_TOKEN_RE = re.compile(r"^al(\d+):([a-z]):(\d+):([0-9=,]*):([0-9a-f]{4}):([0-9a-f]{4})$")
+_TOKEN_RE = re.compile(
+    r"^al(\d+):([a-z])(?:-([a-z0-9]+))?:(\d+):([0-9=,]*):([0-9a-f]{4}):([0-9a-f]{4})$"
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,8 @@ class Schedule:
     backend: Backend
     decisions: tuple[int, ...]
     shape: str = ""
+    #: The faults the search could inject when it recorded the schedule (replayed the same way).
+    faults: Faults = NO_FAULTS
 
     @property
     def preemptions(self) -> int:
@@ -39,16 +44,25 @@ def shape_of(widths: Sequence[int]) -> str:
     return _checksum(",".join(map(str, widths)))
 
 
-def encode_token(backend: Backend, decisions: Sequence[int], widths: Sequence[int]) -> str:
+def encode_token(
+    backend: Backend,
+    decisions: Sequence[int],
+    widths: Sequence[int],
+    faults: Faults = NO_FAULTS,
+) -> str:
     """A short printable token.
 
     ``al1:<backend>:<decision count>:<index=choice,...>:<shape>:<checksum>``: only decisions that
     differ from the stock loop's choice are listed; the shape fingerprints the number of runnable
-    tasks at every decision so a replay notices a scenario that changed.
+    tasks at every decision so a replay notices a scenario that changed. With faults on, the
+    backend is followed by their code (``a-c1``: cancellations, at most one per schedule), since
+    they add options to the decisions; tokens without faults are spelled as they always were.
     """
     changed = ",".join(f"{i}={d}" for i, d in enumerate(decisions) if d)
     shape = shape_of(widths)
-    body = f"{TOKEN_VERSION}:{_BACKEND_CODES[backend]}:{len(decisions)}:{changed}:{shape}"
+    code = faults.code()
+    where = _BACKEND_CODES[backend] + (f"-{code}" if code else "")
+    body = f"{TOKEN_VERSION}:{where}:{len(decisions)}:{changed}:{shape}"
     return f"{body}:{_checksum(body)}"
 
 
@@ -70,7 +84,7 @@ def decode_token(token: object) -> Schedule:
             f"malformed token {token!r}: expected "
             "'al1:<backend>:<count>:<decisions>:<shape>:<checksum>'"
         )
-    version, code, count_text, changed, shape, checksum = match.groups()
+    version, code, fault_code, count_text, changed, shape, checksum = match.groups()
     if f"al{version}" != TOKEN_VERSION:
         raise ValueError(
             f"token {token!r} has version al{version}; this asynclocks reads {TOKEN_VERSION} tokens"
@@ -80,6 +94,10 @@ def decode_token(token: object) -> Schedule:
         raise ValueError(f"token {token!r} is corrupted: its checksum does not match")
     if code not in _CODE_BACKENDS:
         raise ValueError(f"token {token!r} names an unknown backend code {code!r}")
+    try:
+        faults = faults_from_code(fault_code or "")
+    except ValueError:
+        raise ValueError(f"token {token!r} names unknown faults {fault_code!r}") from None
     count = int(count_text)
     decisions = [0] * count
     if changed:
@@ -91,7 +109,7 @@ def decode_token(token: object) -> Schedule:
             if index >= count or value == 0:
                 raise ValueError(f"malformed token {token!r}: decision {item!r} is out of range")
             decisions[index] = value
-    return Schedule(_CODE_BACKENDS[code], tuple(decisions), shape)
+    return Schedule(_CODE_BACKENDS[code], tuple(decisions), shape, faults)
 
 
 @dataclass
@@ -123,6 +141,10 @@ class Report:
         window: For a failure that is an exception: the race window, the conflicting accesses
             the explorer saw (the task's read, the await after it, the other task's write and
             the first task's next access, each with its ``file:line``); "" when none was seen.
+        faults: The faults the search could inject (``cancel``/``timeouts``/``fault_budget``).
+        injected: What the explorer injected in the reported failing schedule (a task
+            cancelled at an await, a timeout fired early), one sentence each; also shown in
+            the trace at the step where it happened.
     """
 
     failed: bool
@@ -142,6 +164,8 @@ class Report:
     #: Whether dfs pruned schedules equivalent to explored ones (sleep sets).
     reduced: bool = False
     window: str = ""
+    faults: Faults = NO_FAULTS
+    injected: list[str] = field(default_factory=list)
     # What the trace was printed from, to print it again in full.
     _traced: tuple[Outcome, list[Step], tuple[int, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -162,6 +186,16 @@ class Report:
             if self.preemption_bound is None
             else f"at most {self.preemption_bound} preemption(s)"
         )
+        if self.faults.active:
+            kinds = " or ".join(
+                kind
+                for kind, on in (
+                    ("cancellation", self.faults.cancel),
+                    ("early timeout", self.faults.timeouts),
+                )
+                if on
+            )
+            bound += f", up to {self.faults.budget} injected fault(s) ({kinds})"
         plural = "s" if self.schedules != 1 else ""
         if self.exhaustive:
             how: str = self.strategy
@@ -191,6 +225,8 @@ class Report:
 
     def __str__(self) -> str:
         parts = [self.verdict]
+        if self.injected:
+            parts.append("faults injected by the explorer: " + "; ".join(self.injected))
         if self.window:
             parts.append(self.window)
         if self.failed:
@@ -291,11 +327,17 @@ def format_trace(
         shown = _shown(len(steps), [*keep, *preempted[:10]])
     hidden = 0
     started: set[int] = set()
+    faults = list(outcome.faults)
     for number, step in enumerate(steps, 1):
         # A task's first step starts it; a later step with no frame of the user's stood only in
         # library code (an HTTP server's own tasks, say).
         first_step = step.task not in started
         started.add(step.task)
+        while faults and faults[0][0] < number:
+            if hidden:
+                lines.append(f"  ... {hidden:,} steps elided ...")
+                hidden = 0
+            lines.append(f"  !      {faults.pop(0)[1]}")
         if not shown[number - 1]:
             hidden += 1
             continue
@@ -314,6 +356,7 @@ def format_trace(
         lines.append(f"{mark}{number:>5}  {step.name:<{width}}  {resumed} -> {after}")
     if hidden:
         lines.append(f"  ... {hidden:,} steps elided ...")
+    lines += [f"  !      {text}" for _, text in faults]
     if any(step.preempted for step in steps):
         lines.append("  (* = a preemption: not the task the stock event loop would have run next)")
     if outcome.kind == "deadlock":

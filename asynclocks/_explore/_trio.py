@@ -11,6 +11,7 @@ One ``trio.run`` serves a whole exploration: a driver task runs each schedule in
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
@@ -27,10 +28,12 @@ from ._common import (
     UnsupportedScenario,
     Waiting,
     describe_object,
+    format_location,
     task_label,
     user_location,
     waited_object,
 )
+from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, chain_key, step_footprint
 
 #: trio versions the explorer is tested with; others are refused (their internals may differ).
@@ -111,6 +114,11 @@ class ControlledRunQueue:
         self._sketch_preempted = False
         self._after_of: Any = None
         self._after_key: tuple[object, ...] = ()
+        self.faults = NO_FAULTS
+        self.log = FaultLog(NO_FAULTS)
+        #: The cancel scope of the explorer's own nursery: never cancelled by a fault.
+        self.outer_scope: Any = None
+        self.started_at = 0.0
 
     # -- the deque interface trio's run loop uses ---------------------------------------------
 
@@ -156,9 +164,14 @@ class ControlledRunQueue:
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
-            self._selected = [self._pick()]
+            task = self._pick()
+            # A fault was injected instead: its effects (cancellations delivered, a deadline
+            # expired) show in the next pass of the run loop.
+            self._selected = [] if task is None else [task]
         else:
             self._selected = []
+            if self.active and self.stopped is None and not self.cleaning and self._idle_fault():
+                return iter(self._selected)
             if self.active and self.stopped is None and self._deadlocked():
                 self._stop("deadlock")
                 self._selected = list(self._system)
@@ -177,14 +190,20 @@ class ControlledRunQueue:
     def _pick(self) -> Any:
         ready = self._ready
         preempted = False
-        if len(ready) == 1 or self.cleaning or self.chooser is None:
+        offered = self._offered_faults() if self.log.left and not self.cleaning else []
+        if (len(ready) == 1 and not offered) or self.cleaning or self.chooser is None:
             task = next(iter(ready))
         else:
             tasks = sorted(ready, key=ready.__getitem__)
             ids = self.ids
-            index = self.chooser.pick([ids[t] for t in tasks])
+            options = [ids[t] for t in tasks]
+            options += [fault_option(i) for i in range(len(offered))]
+            index = self.chooser.pick(options)
             self.decisions.append(index)
-            self.widths.append(len(tasks))
+            self.widths.append(len(options))
+            if index >= len(tasks):
+                self.log.inject(offered[index - len(tasks)], self.count)
+                return None
             task = tasks[index]
             preempted = index != 0
         if self.track and not self.cleaning:
@@ -206,6 +225,91 @@ class ControlledRunQueue:
                 self._last_resumed = user_location(task.coro)
                 self._last_preempted = preempted
         return task
+
+    def _idle_fault(self) -> bool:
+        """No scenario task can run: offer the faults before time passes; True if one was made."""
+        if not self.log.left or self.chooser is None:
+            return False
+        offered = self._offered_faults()
+        if not offered:
+            return False
+        options = [WAIT, *(fault_option(i) for i in range(len(offered)))]
+        index = self.chooser.pick(options)
+        self.decisions.append(index)
+        self.widths.append(len(options))
+        if not index:
+            return False
+        self.log.inject(offered[index - 1], self.count)
+        return True
+
+    def _offered_faults(self) -> list[Fault]:
+        """The faults that could happen now, in a deterministic order (see ``_faults``)."""
+        offered: list[Fault] = []
+        live = [
+            (tid, task)
+            for task, tid in sorted(self.ids.items(), key=lambda item: item[1])
+            if inspect.getcoroutinestate(task.coro) == inspect.CORO_SUSPENDED
+        ]
+        seen: set[int] = set()
+        if self.faults.cancel:
+            for tid, task in live:
+                nursery = task.parent_nursery
+                scope = nursery.cancel_scope if nursery is not None else None
+                if (
+                    tid == 0
+                    or scope is None
+                    or scope is self.outer_scope
+                    or scope.cancel_called
+                    or id(scope) in seen
+                ):
+                    continue
+                seen.add(id(scope))
+                offered.append(Fault(self._cancel_text(task), scope.cancel))
+        if self.faults.timeouts:
+            now = self._runner.clock.current_time()
+            # One trio.run serves every schedule: show times from this schedule's start.
+            start = self.started_at
+            for _, task in live:
+                status = task._cancel_status
+                while status is not None:
+                    scope = status._scope
+                    if scope is self.outer_scope:
+                        break
+                    deadline = scope._registered_deadline
+                    if (
+                        deadline != math.inf
+                        and deadline > now
+                        and not scope.cancel_called
+                        and id(scope) not in seen
+                    ):
+                        seen.add(id(scope))
+                        fault = self._timeout_fault(task, scope, now - start, deadline - start)
+                        offered.append(fault)
+                    status = status._parent
+        return offered
+
+    def _cancel_text(self, task: Any) -> Callable[[], str]:
+        def text() -> str:
+            where = format_location(user_location(task.coro))
+            return (
+                f"explorer cancelled {self.names[self.ids[task]]} (the cancel scope of the "
+                f"nursery it was started in) at {where}"
+            )
+
+        return text
+
+    def _timeout_fault(self, task: Any, scope: Any, at: float, deadline: float) -> Fault:
+        def text() -> str:
+            where = format_location(user_location(task.coro))
+            return (
+                f"explorer fired the cancel scope deadline of {self.names[self.ids[task]]} "
+                f"at {where} early, at t={at:g} (deadline t={deadline:g})"
+            )
+
+        def fire() -> None:
+            scope.deadline = self._runner.clock.current_time()
+
+        return Fault(text, fire)
 
     def _record_step(self) -> None:
         task = self._last
@@ -311,6 +415,8 @@ class ControlledRunQueue:
         self.cleaning = False
         self._last = None
         self.root_name = getattr(scenario, "__qualname__", "scenario").rpartition("<locals>.")[2]
+        self.log = FaultLog(self.faults)
+        self.started_at = self._runner.clock.current_time()
         wakeup = self.wakeup = trio.Event()
         box: list[BaseException] = []
 
@@ -331,7 +437,9 @@ class ControlledRunQueue:
         TRANSPARENT_CODE.add(root.__code__)
         outcome = Outcome(None, None, self.decisions, self.widths, self.steps)
         outcome.sketch = self.sketch
+        outcome.faults = self.log.injected
         async with trio.open_nursery() as nursery:
+            self.outer_scope = nursery.cancel_scope
             self.active = True
             self.expect_root = True
             nursery.start_soon(root)
@@ -370,6 +478,7 @@ async def _drive(
     plan: Generator[Any, Outcome, Any],
     scenario: Scenario,
     after_schedule: Callable[[Outcome], None],
+    faults: Faults,
 ) -> Any:
     import trio
     from trio._core._run import GLOBAL_RUN_CONTEXT
@@ -378,6 +487,7 @@ async def _drive(
 
     runner = GLOBAL_RUN_CONTEXT.runner
     runq = ControlledRunQueue(runner, trio.lowlevel.current_task(), runner.runq)
+    runq.faults = faults
     runner.runq = runq  # type: ignore[assignment]  # duck-typed: trio only appends/iterates/clears
     restore_network = _net_trio.install()
     try:
@@ -397,6 +507,7 @@ def run_plan(
     plan: Generator[Any, Outcome, Any],
     scenario: Scenario,
     after_schedule: Callable[[Outcome], None],
+    faults: Faults = NO_FAULTS,
 ) -> Any:
     """Run an exploration plan inside one ``trio.run`` with a virtual clock.
 
@@ -412,4 +523,4 @@ def run_plan(
 
     clock = trio.testing.MockClock(autojump_threshold=0)
     with patch_trio_threads():
-        return trio.run(_drive, plan, scenario, after_schedule, clock=clock)
+        return trio.run(_drive, plan, scenario, after_schedule, faults, clock=clock)
