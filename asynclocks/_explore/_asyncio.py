@@ -449,8 +449,9 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             what = "asyncio.wait_for/wait timeout"
 
             def fire() -> None:
+                args = handle._args  # cancel() forgets them
                 handle.cancel()
-                self.call_soon(original, *handle._args)
+                self.call_soon(original, *args)
 
         else:
             return None
@@ -542,6 +543,32 @@ def _anyio_spawn_scope(states: Any, task: asyncio.Task[Any]) -> Any:
     return scope
 
 
+def _ordered_delivery(original: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    """anyio's cancellation delivery, waking the tasks it cancels in task-id order.
+
+    anyio walks a cancel scope's tasks (and child scopes) as sets, so the order they become
+    runnable depends on their addresses. An injected cancellation must replay exactly; the stock
+    order among tasks cancelled in one delivery is arbitrary anyway.
+    """
+
+    def deliver(scope: Any, origin: Any) -> bool:
+        loop = events._get_running_loop()
+        if not isinstance(loop, ControlledLoop):
+            return original(scope, origin)
+        runnable = loop._runnable
+        before = len(runnable)
+        result = original(scope, origin)
+        if len(runnable) - before > 1:
+            items = list(runnable.items())
+            woken = sorted(items[before:], key=lambda item: loop._ids[item[0]])
+            runnable.clear()
+            runnable.update(items[:before])
+            runnable.update(woken)
+        return result
+
+    return deliver
+
+
 class AsyncioSession:
     """One controlled loop reused across every schedule of an exploration."""
 
@@ -553,13 +580,23 @@ class AsyncioSession:
         _install_lock_tracking()
         patch_anyio_threads(True)
         self._closed = False
+        self._anyio_scope: Any = None
+        self._anyio_delivery: Any = None
 
     def run(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
+        if self._loop.faults.cancel and self._anyio_scope is None:
+            module = sys.modules.get("anyio._backends._asyncio")
+            if module is not None:  # imported by the scenario, maybe only in its first run
+                self._anyio_scope = scope = module.CancelScope
+                self._anyio_delivery = scope._deliver_cancellation
+                scope._deliver_cancellation = _ordered_delivery(scope._deliver_cancellation)
         return self._loop.run_schedule(scenario, chooser, trace)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._anyio_scope is not None:
+                self._anyio_scope._deliver_cancellation = self._anyio_delivery
             _remove_lock_tracking()
             patch_anyio_threads(False)
             self._loop.close()
