@@ -15,7 +15,7 @@ import anyio
 import pytest
 import trio
 
-from asynclocks import Backend, explore, replay
+from asynclocks import Backend, check_interleavings, explore, replay
 from asynclocks.__main__ import main
 from asynclocks._explore._faults import Faults, check_faults, faults_from_code
 from asynclocks._explore._report import decode_token, encode_token
@@ -53,8 +53,8 @@ def test_a_cancellation_bug_is_found_with_no_canceller_and_replays(
     assert report.injected[0] in report.trace
     assert report.token is not None
     assert decode_token(report.token).faults == Faults(cancel=True)
-    expected = type(report.error)
-    with pytest.raises(expected):
+    assert report.error is not None
+    with pytest.raises(type(report.error)):
         replay(make(False), report.token)
 
 
@@ -247,7 +247,7 @@ def test_bad_fault_arguments_are_refused_before_anything_runs(
 def test_fault_codes_round_trip() -> None:
     for faults in (Faults(True, False, 1), Faults(False, True, 2), Faults(True, True, 10)):
         assert faults_from_code(faults.code()) == faults
-        assert check_faults(**faults.options()) == faults  # type: ignore[arg-type]
+        assert check_faults(**faults.options()) == faults
     assert faults_from_code("") == Faults()
     with pytest.raises(ValueError, match="bad fault code"):
         faults_from_code("c0")
@@ -275,3 +275,21 @@ def test_the_cli_refuses_a_bad_fault_budget(capsys: pytest.CaptureFixture[str]) 
         main(["explore", "examples/explorer/cancel_handoff.py:scenario", "--fault-budget", "0"])
     assert exit_.value.code == 2
     assert "--fault-budget: must be >= 1, got 0" in capsys.readouterr().err
+
+
+test_check_interleavings_finds_it_with_injected_cancellations = check_interleavings(
+    "asyncio", cancel="auto", expect="fail"
+)(CANCEL_BUGS["lock_handoff"][0](False))
+test_check_interleavings_proves_the_fix_on_both_backends = check_interleavings(cancel="auto")(
+    CANCEL_BUGS["two_step_transfer"][0](True)
+)
+test_check_interleavings_finds_an_early_timeout = check_interleavings(
+    timeouts="auto", expect="fail"
+)(TIMEOUT_BUGS["anyio_fail_after"][0](False))
+
+
+def test_check_interleavings_checks_fault_arguments_when_decorating() -> None:
+    with pytest.raises(ValueError, match="cancel must be 'off' or 'auto'"):
+        check_interleavings(cancel="always")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fault_budget must be >= 1"):
+        check_interleavings(fault_budget=0)
