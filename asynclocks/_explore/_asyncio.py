@@ -281,14 +281,16 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                 )
             main = self.create_task(coro)
             count = 0
-            log = FaultLog(self.faults)
-            outcome.faults = log.injected
+            # Faults off (the default) must cost the hot loop nothing but one test per pass.
+            log = FaultLog(self.faults) if self.faults.active else None
+            if log is not None:
+                outcome.faults = log.injected
             offered: list[Fault] = []
             while not main.done():
                 self._due_timers()
                 if self._callbacks:
                     self._run_callbacks()
-                if log.left:
+                if log is not None and log.left:
                     offered = self._offered_faults(main)
                 if runnable:
                     chosen = 0
@@ -297,11 +299,13 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     else:
                         tasks = list(runnable)
                         ids = [self._ids[t] for t in tasks]
-                        ids += [fault_option(i) for i in range(len(offered))]
+                        if offered:
+                            ids += [fault_option(i) for i in range(len(offered))]
                         chosen = index = pick(ids)
                         decisions.append(index)
                         widths.append(len(ids))
                         if index >= len(tasks):
+                            assert log is not None
                             log.inject(offered[index - len(tasks)], count)
                             offered = []
                             continue
@@ -363,6 +367,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     decisions.append(index)
                     widths.append(len(ids))
                     if index:
+                        assert log is not None
                         log.inject(offered[index - 1], count)
                         offered = []
                         continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 from ._common import (
@@ -73,6 +73,9 @@ def check_trio_version(version: str | None = None) -> None:
 
 
 _GROUPS = {"Nursery", "NurseryManager", "TaskGroup"}
+_NO_FAULTS: tuple[Fault, ...] = ()
+#: The log of every schedule explored without faults: its budget is 0, nothing is ever injected.
+_NO_LOG = FaultLog(NO_FAULTS)
 
 
 class ControlledRunQueue:
@@ -115,7 +118,7 @@ class ControlledRunQueue:
         self._after_of: Any = None
         self._after_key: tuple[object, ...] = ()
         self.faults = NO_FAULTS
-        self.log = FaultLog(NO_FAULTS)
+        self.log = _NO_LOG
         #: The cancel scope of the explorer's own nursery: never cancelled by a fault.
         self.outer_scope: Any = None
         self.started_at = 0.0
@@ -170,7 +173,7 @@ class ControlledRunQueue:
             self._selected = [] if task is None else [task]
         else:
             self._selected = []
-            if self.active and self.stopped is None and not self.cleaning and self._idle_fault():
+            if self.log.left and self.active and not self.cleaning and self._idle_fault():
                 return iter(self._selected)
             if self.active and self.stopped is None and self._deadlocked():
                 self._stop("deadlock")
@@ -190,14 +193,15 @@ class ControlledRunQueue:
     def _pick(self) -> Any:
         ready = self._ready
         preempted = False
-        offered = self._offered_faults() if self.log.left and not self.cleaning else []
+        offered = self._offered_faults() if self.log.left and not self.cleaning else _NO_FAULTS
         if (len(ready) == 1 and not offered) or self.cleaning or self.chooser is None:
             task = next(iter(ready))
         else:
             tasks = sorted(ready, key=ready.__getitem__)
             ids = self.ids
             options = [ids[t] for t in tasks]
-            options += [fault_option(i) for i in range(len(offered))]
+            if offered:
+                options += [fault_option(i) for i in range(len(offered))]
             index = self.chooser.pick(options)
             self.decisions.append(index)
             self.widths.append(len(options))
@@ -228,7 +232,7 @@ class ControlledRunQueue:
 
     def _idle_fault(self) -> bool:
         """No scenario task can run: offer the faults before time passes; True if one was made."""
-        if not self.log.left or self.chooser is None:
+        if self.stopped is not None or self.chooser is None:
             return False
         offered = self._offered_faults()
         if not offered:
@@ -242,7 +246,7 @@ class ControlledRunQueue:
         self.log.inject(offered[index - 1], self.count)
         return True
 
-    def _offered_faults(self) -> list[Fault]:
+    def _offered_faults(self) -> Sequence[Fault]:
         """The faults that could happen now, in a deterministic order (see ``_faults``)."""
         offered: list[Fault] = []
         live = [
@@ -415,7 +419,7 @@ class ControlledRunQueue:
         self.cleaning = False
         self._last = None
         self.root_name = getattr(scenario, "__qualname__", "scenario").rpartition("<locals>.")[2]
-        self.log = FaultLog(self.faults)
+        self.log = FaultLog(self.faults) if self.faults.active else _NO_LOG
         self.started_at = self._runner.clock.current_time()
         wakeup = self.wakeup = trio.Event()
         box: list[BaseException] = []
@@ -437,7 +441,8 @@ class ControlledRunQueue:
         TRANSPARENT_CODE.add(root.__code__)
         outcome = Outcome(None, None, self.decisions, self.widths, self.steps)
         outcome.sketch = self.sketch
-        outcome.faults = self.log.injected
+        if self.log is not _NO_LOG:
+            outcome.faults = self.log.injected
         async with trio.open_nursery() as nursery:
             self.outer_scope = nursery.cancel_scope
             self.active = True
