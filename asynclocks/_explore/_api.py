@@ -505,10 +505,10 @@ def explore(
             loop's FIFO order) per schedule; None for no bound.
         progress: Called about once a second as ``progress(schedules, seconds)``.
         cancel: ``"auto"``: at every await, cancelling a task there is one more choice of the
-            search (asyncio: ``task.cancel()``, or the cancel scope of its anyio task group;
-            trio: the cancel scope of the nursery it was started in), so a cancellation race
-            needs no canceller task in the scenario. The scenario's own task is never
-            cancelled. ``"off"`` (default) leaves the schedules exactly as without it.
+            search (asyncio: ``task.cancel()``; an anyio task: its own innermost cancel scope
+            or its task group's; trio: its own innermost cancel scope or its nursery's), so a
+            cancellation race needs no canceller task in the scenario. The scenario's own task
+            is never cancelled. ``"off"`` (default) leaves the schedules exactly as without it.
         timeouts: ``"auto"``: a pending ``asyncio.timeout``/``wait_for``, anyio
             ``fail_after``/``move_on_after`` or trio deadline may fire at any await before it
             is due, as a choice of the search: a timeout race needs no tuned numbers.

@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import heapq
 import inspect
+import math
 import sys
 import weakref
 from asyncio import events
@@ -402,13 +403,14 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                 coro = task.get_coro()
                 if inspect.getcoroutinestate(coro) != inspect.CORO_SUSPENDED:  # type: ignore[arg-type]
                     continue  # not started: not at an await yet
-                scope = _anyio_spawn_scope(anyio_states, task)
-                if scope is None:
+                spawn, own = _anyio_scopes(anyio_states, task)
+                if spawn is None:
                     offered.append(Fault(self._cancel_text(task), task.cancel))
-                elif id(scope) not in scopes and not scope.cancel_called:
-                    scopes.add(id(scope))
-                    text = self._cancel_text(task, "its task group's cancel scope")
-                    offered.append(Fault(text, scope.cancel))
+                    continue
+                for scope, what in ((own, OWN_SCOPE), (spawn, GROUP_SCOPE)):
+                    if scope is not None and id(scope) not in scopes and not scope.cancel_called:
+                        scopes.add(id(scope))
+                        offered.append(Fault(self._cancel_text(task, what), scope.cancel))
         if self.faults.timeouts:
             for when, _, handle in sorted(self._timers, key=lambda t: t[:2]):
                 if handle._cancelled or when <= self._time:
@@ -536,16 +538,25 @@ def _anyio_task_states() -> Any:
     return getattr(module, "_task_states", None)
 
 
-def _anyio_spawn_scope(states: Any, task: asyncio.Task[Any]) -> Any:
-    """The cancel scope of the anyio task group ``task`` was started in, if it was."""
+GROUP_SCOPE = "its task group's cancel scope"
+OWN_SCOPE = "its own innermost cancel scope"
+
+
+def _anyio_scopes(states: Any, task: asyncio.Task[Any]) -> tuple[Any, Any]:
+    """The cancel scope of the anyio task group ``task`` was started in (None if it was not),
+    and the innermost scope the task opened itself that code outside it could cancel (not a
+    shield, which that would break from inside, nor one with a deadline: a timeout fault)."""
     if states is None:
-        return None
+        return None, None
     state = states.get(task)
     scope = getattr(state, "cancel_scope", None)
+    own = None
     # The task's own scopes are hosted by it; the first one that is not is its group's.
     while scope is not None and scope._host_task is task:
+        if own is None and not scope.shield and scope.deadline == math.inf:
+            own = scope
         scope = scope._parent_scope
-    return scope
+    return scope, own
 
 
 def _ordered_delivery(original: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:

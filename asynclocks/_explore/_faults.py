@@ -11,13 +11,15 @@ default), so with faults off the decisions, and every token recorded before, are
 What a fault does, per backend:
 
 * cancel, asyncio: ``task.cancel()`` of a task that stands at an await (started, not finished,
-  not already being cancelled). A task of an anyio task group has its group's cancel scope
-  cancelled instead: anyio code only ever sees cancellation through scopes, and a raw
-  ``task.cancel()`` would go through its shields.
-* cancel, trio: the cancel scope of the nursery the task was started in. That is how a
-  cancellation reaches a trio task from outside (its siblings are cancelled with it), and the
-  task's own shielded scopes keep it out, as they would. The scenario's own task is never
-  cancelled: its failure would be the explorer's, not the code's.
+  not already being cancelled). A task of an anyio task group is cancelled through scopes
+  instead, as anyio code only ever is (a raw ``task.cancel()`` would go through its shields):
+  its own innermost cancel scope, and its group's.
+* cancel, trio: the task's own innermost cancel scope, if it opened one, and the cancel scope of
+  the nursery it was started in (its siblings are cancelled with it). That is how cancellation
+  reaches a trio task from outside, and the task's shielded scopes keep it out, as they would.
+  A shielded scope or one with a deadline is never cancelled itself (that would break the shield
+  from inside, or time out a scope early: a timeout fault does that). The scenario's own task is
+  never cancelled: its failure would be the explorer's, not the code's.
 * timeout (both): the deadline of a pending ``asyncio.timeout``/``asyncio.wait_for``, anyio's
   ``fail_after``/``move_on_after`` or a trio cancel scope with a deadline is moved to the
   current virtual time, so it fires now, through the library's own expiry path (``TimeoutError``,

@@ -73,6 +73,27 @@ def check_trio_version(version: str | None = None) -> None:
 
 
 _GROUPS = {"Nursery", "NurseryManager", "TaskGroup"}
+SPAWN_SCOPE = "the cancel scope of the nursery it was started in"
+OWN_SCOPE = "its own innermost cancel scope"
+
+
+def _own_scope(task: Any, spawn: Any) -> Any:
+    """The innermost cancel scope ``task`` opened itself that code outside it could cancel.
+
+    A shielded scope is skipped (cancelling it would break the shield from inside) and so is one
+    with a deadline (only the deadline cancels it: a timeout fault).
+    """
+    status = task._cancel_status
+    while status is not None:
+        scope = status._scope
+        if scope is spawn:
+            return None
+        if not scope.shield and scope.deadline == math.inf:
+            return scope
+        status = status._parent
+    return None
+
+
 _NO_FAULTS: tuple[Fault, ...] = ()
 #: The log of every schedule explored without faults: its budget is 0, nothing is ever injected.
 _NO_LOG = FaultLog(NO_FAULTS)
@@ -254,21 +275,25 @@ class ControlledRunQueue:
             for task, tid in sorted(self.ids.items(), key=lambda item: item[1])
             if inspect.getcoroutinestate(task.coro) == inspect.CORO_SUSPENDED
         ]
-        seen: set[int] = set()
         if self.faults.cancel:
+            cancels: set[int] = set()
             for tid, task in live:
-                nursery = task.parent_nursery
-                scope = nursery.cancel_scope if nursery is not None else None
-                if (
-                    tid == 0
-                    or scope is None
-                    or scope is self.outer_scope
-                    or scope.cancel_called
-                    or id(scope) in seen
-                ):
+                if tid == 0:
                     continue
-                seen.add(id(scope))
-                offered.append(Fault(self._cancel_text(task), scope.cancel))
+                nursery = task.parent_nursery
+                spawn = nursery.cancel_scope if nursery is not None else None
+                own = _own_scope(task, spawn)
+                for scope, what in ((own, OWN_SCOPE), (spawn, SPAWN_SCOPE)):
+                    if (
+                        scope is None
+                        or scope is self.outer_scope
+                        or scope.cancel_called
+                        or id(scope) in cancels
+                    ):
+                        continue
+                    cancels.add(id(scope))
+                    offered.append(Fault(self._cancel_text(task, what), scope.cancel))
+        seen: set[int] = set()
         if self.faults.timeouts:
             now = self._runner.clock.current_time()
             # One trio.run serves every schedule: show times from this schedule's start.
@@ -292,13 +317,10 @@ class ControlledRunQueue:
                     status = status._parent
         return offered
 
-    def _cancel_text(self, task: Any) -> Callable[[], str]:
+    def _cancel_text(self, task: Any, what: str) -> Callable[[], str]:
         def text() -> str:
             where = format_location(user_location(task.coro))
-            return (
-                f"explorer cancelled {self.names[self.ids[task]]} (the cancel scope of the "
-                f"nursery it was started in) at {where}"
-            )
+            return f"explorer cancelled {self.names[self.ids[task]]} ({what}) at {where}"
 
         return text
 

@@ -303,6 +303,7 @@ class Stream:
         self.fixed = fixed
         self.receivers: deque[tuple[list[int], anyio.Event]] = deque()
         self.senders: deque[anyio.Event] = deque()
+        self.closed = False
 
     async def send(self, item: int) -> None:
         if self.fixed:
@@ -317,14 +318,22 @@ class Stream:
         if not self.fixed:
             await anyio.lowlevel.checkpoint()  # the item is delivered, yet this may raise
 
-    async def receive(self) -> int:
+    def close(self) -> None:
+        """No more items: every waiting receiver gets None."""
+        self.closed = True
+        while self.receivers:
+            self.receivers.popleft()[1].set()
+
+    async def receive(self) -> int | None:
+        if self.closed:
+            return None
         box: list[int] = []
         event = anyio.Event()
         self.receivers.append((box, event))
         if self.senders:
             self.senders.popleft().set()
         await event.wait()
-        return box[0]
+        return box[0] if box else None
 
 
 def stream_send(fixed: bool) -> Scenario:
@@ -339,9 +348,13 @@ def stream_send(fixed: bool) -> Scenario:
             except anyio.get_cancelled_exc_class():
                 failed.append(7)  # the caller is told the item was not sent
                 raise
+            finally:
+                stream.close()
 
         async def receiver() -> None:
-            received.append(await stream.receive())
+            item = await stream.receive()
+            if item is not None:
+                received.append(item)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(receiver)

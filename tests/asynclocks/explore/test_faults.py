@@ -303,3 +303,42 @@ def test_check_interleavings_checks_fault_arguments_when_decorating() -> None:
         check_interleavings(cancel="always")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="fault_budget must be >= 1"):
         check_interleavings(fault_budget=0)
+
+
+def _own_scope_scenario(backend: Backend) -> Scenario:
+    """Only a cancellation of the worker's own scope shows the bug: a cancelled nursery cancels
+    the checker too, before it checks."""
+    lib = trio if backend == "trio" else anyio
+
+    async def scenario() -> None:
+        state = {"a": 1, "b": 0}
+        done = lib.Event()
+
+        async def worker() -> None:
+            with lib.CancelScope():
+                state["a"] -= 1
+                await lib.lowlevel.checkpoint()
+                state["b"] += 1
+            done.set()
+
+        async def checker() -> None:
+            await done.wait()
+            assert state["a"] + state["b"] == 1, f"half a move: {state}"
+
+        if backend == "trio":
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker)
+                nursery.start_soon(checker)
+        else:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker)
+                tg.start_soon(checker)
+
+    return scenario
+
+
+def test_a_task_s_own_cancel_scope_is_cancelled_alone(backend: Backend) -> None:
+    report = explore(_own_scope_scenario(backend), backend, cancel="auto")
+    assert report.failed, report
+    assert "half a move" in str(report.error)
+    assert "(its own innermost cancel scope)" in report.injected[0]
