@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from . import _events, _holders
 from ._common import (
     MAX_STEPS,
     Chooser,
@@ -28,18 +29,20 @@ from ._common import (
     Scenario,
     Step,
     StepLimitError,
+    TraceEvent,
     Waiting,
     describe_object,
     format_location,
     task_label,
     unsupported,
     user_location,
-    waited_object,
 )
 from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, Chain, chain, chain_key, step_footprint
 from ._net_asyncio import SimulatedNetworkLoop
 from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
+from ._waits import describe_wait
+from ._waits import waited as _waited
 
 _Task = asyncio.Task
 _DEFAULT_NAME_PREFIX = "Task-"
@@ -106,6 +109,8 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self._ids: dict[asyncio.Task[Any], int] = {}
         self._errors: list[dict[str, Any]] = []
         self.faults = NO_FAULTS
+        # Events seen since the last step, while a trace is recorded (None: not tracing).
+        self._events: list[TraceEvent] | None = None
 
     # -- the parts of the event loop API that asyncio, anyio and user code use ------------------
 
@@ -220,6 +225,8 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             handle = heapq.heappop(timers)[2]
             if not handle._cancelled:
                 self._callbacks.append(handle)
+                if self._events is not None:
+                    self._timer_event(handle)
 
     def _advance_time(self) -> bool:
         timers = self._timers
@@ -227,9 +234,16 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             heapq.heappop(timers)
         if not timers:
             return False
+        if self._events is not None and timers[0][0] > self._time:
+            self._events.append(_events.time_event(timers[0][0]))
         self._time = max(self._time, timers[0][0])
         self._due_timers()
         return True
+
+    def _timer_event(self, handle: asyncio.TimerHandle) -> None:
+        event = _events.asyncio_timer_event(handle, self._ids)
+        if event is not None and self._events is not None:
+            self._events.append(event)
 
     def _run_callbacks(self) -> None:
         callbacks = self._callbacks
@@ -259,6 +273,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self._ids.clear()
         self._errors.clear()
         self._net_reset()
+        noted = self._events = [] if trace else None
         decisions: list[int] = []
         widths: list[int] = []
         steps: list[Step] = []
@@ -307,13 +322,19 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                         widths.append(len(ids))
                         if index >= len(tasks):
                             assert log is not None
-                            log.inject(offered[index - len(tasks)], count)
+                            event = log.inject(offered[index - len(tasks)], count)
+                            if noted is not None:
+                                noted.append(event)
                             offered = []
                             continue
                         task = tasks[index]
                     handles = runnable.pop(task)
-                    if trace:
+                    if noted is not None:
                         resumed = user_location(task.get_coro())
+                        cancelled = _events.asyncio_cancelled(task, handles)
+                        woke = _events.wake_event(self._ids[task], task.get_coro(), cancelled)
+                        if woke is not None:
+                            noted.append(woke)
                     tracking = track and chooser.wants_footprint()
                     if tracking:
                         # Where a task stopped is where it resumes: reuse that chain.
@@ -338,7 +359,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     else:
                         stopped = () if task.done() else chain_key(task.get_coro())
                         sketch.append((self._ids[task], stopped, chosen != 0))
-                    if trace:
+                    if noted is not None:
                         done = task.done()
                         steps.append(
                             Step(
@@ -348,8 +369,11 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                                 None if done else user_location(task.get_coro()),
                                 done,
                                 chosen != 0,
+                                tuple(noted),
+                                _events.asyncio_end(task) if done else "",
                             )
                         )
+                        noted.clear()
                     count += 1
                     if count > max_steps:
                         outcome.kind = "exception"
@@ -369,7 +393,9 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     widths.append(len(ids))
                     if index:
                         assert log is not None
-                        log.inject(offered[index - 1], count)
+                        event = log.inject(offered[index - 1], count)
+                        if noted is not None:
+                            noted.append(event)
                         offered = []
                         continue
                     offered = []
@@ -385,8 +411,10 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     outcome.error = error
             if trace or outcome.kind is not None:
                 outcome.task_names = {tid: self._name(t) for t, tid in self._ids.items()}
+            self._events = None
             self._cleanup()
         finally:
+            self._events = None
             self._running = False
             events._set_running_loop(previous)
         return outcome
@@ -424,7 +452,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         def text() -> str:
             where = format_location(user_location(task.get_coro()))
             via = f" ({what})" if what else ""
-            return f"explorer cancelled {self._name(task)}{via} at {where}"
+            return f"cancelled {self._name(task)}{via} at {where}"
 
         return text
 
@@ -468,9 +496,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             if isinstance(task, _Task):
                 where = format_location(user_location(task.get_coro()))
                 whose = f" of {self._name(task)} at {where}"
-            return (
-                f"explorer fired the {what}{whose} early, at t={self._time:g} (deadline t={when:g})"
-            )
+            return f"fired the {what}{whose} early, at t={self._time:g} (deadline t={when:g})"
 
         return Fault(text, fire)
 
@@ -480,23 +506,38 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             if task.done():
                 continue
             coro = task.get_coro()
-            obj = waited_object(coro)
-            holder_task: object = None
-            if isinstance(obj, asyncio.Lock):
-                holder_task = _lock_owner.get(obj)
-            elif obj is not None:
-                holder_task = getattr(obj, "_owner_task", None)
-            if isinstance(obj, asyncio.TaskGroup) or type(obj).__name__ == "TaskGroup":
-                what = "its child tasks to finish"
-            elif isinstance(obj, asyncio.Task):
-                what = f"task {self._name(obj)} to finish"
-            elif obj is None and task is main:
-                what = "its child tasks to finish"
-            else:
-                what = describe_object(obj)
-            holder = self._ids.get(holder_task) if isinstance(holder_task, _Task) else None
-            waiting.append(Waiting(tid, self._name(task), user_location(coro), what, holder))
+            waiting.append(self._waiting(task, tid, coro, main))
         return waiting
+
+    def _waiting(self, task: asyncio.Task[Any], tid: int, coro: Any, main: Any) -> Waiting:
+        obj = _waited(coro).obj
+        where = user_location(coro)
+        if isinstance(obj, asyncio.TaskGroup) or type(obj).__name__ == "TaskGroup":
+            return Waiting(tid, self._name(task), where, "its child tasks to finish")
+        if isinstance(obj, asyncio.Task):
+            return Waiting(tid, self._name(task), where, f"task {self._name(obj)} to finish")
+        described = describe_wait(
+            coro,
+            lambda lock: _lock_owner.get(lock) if isinstance(lock, asyncio.Lock) else None,
+            lambda t: self._name(t) if t in self._ids else None,
+            lambda t: isinstance(t, _Task) and t.done(),
+        )
+        if described is None:
+            what = (
+                "its child tasks to finish"
+                if obj is None and task is main
+                else describe_object(obj)
+            )
+            return Waiting(tid, self._name(task), where, what)
+        holder = described.holder
+        return Waiting(
+            tid,
+            self._name(task),
+            where,
+            described.waits_on,
+            self._ids.get(holder) if isinstance(holder, _Task) else None,
+            described.state,
+        )
 
     def _cleanup(self) -> None:
         """Cancel whatever is still alive so the loop starts the next schedule empty."""
@@ -594,6 +635,9 @@ class AsyncioSession:
         self._loop = ControlledLoop()
         self._loop.faults = faults
         _install_lock_tracking()
+        # For every schedule, not only traced ones: the wrapper is a frame of each await chain,
+        # and a replay must walk the same chains as the search did.
+        _holders.install("asyncio")
         patch_anyio_threads(True)
         self._closed = False
         self._anyio_scope: Any = None
@@ -606,6 +650,7 @@ class AsyncioSession:
                 self._anyio_scope = scope = module.CancelScope
                 self._anyio_delivery = scope._deliver_cancellation
                 scope._deliver_cancellation = _ordered_delivery(scope._deliver_cancellation)
+        _holders.reset()
         return self._loop.run_schedule(scenario, chooser, trace)
 
     def close(self) -> None:
@@ -614,6 +659,7 @@ class AsyncioSession:
             if self._anyio_scope is not None:
                 self._anyio_scope._deliver_cancellation = self._anyio_delivery
             _remove_lock_tracking()
+            _holders.remove("asyncio")
             patch_anyio_threads(False)
             self._loop.close()
 

@@ -33,9 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from ._common import TraceEvent
+
 #: The values ``cancel`` and ``timeouts`` take.
 FaultMode = Literal["off", "auto"]
 FAULT_MODES: tuple[FaultMode, ...] = ("off", "auto")
+
+#: The kind of the trace event of an injected fault (``~ injected by the explorer: ...``).
+INJECTED = "injected by the explorer"
 
 #: The option id meaning "no task can run: let the loop wait" (index 0 at such a decision).
 WAIT = -1
@@ -130,8 +135,10 @@ class FaultLog:
         #: (number of steps taken before it, text) per injected fault.
         self.injected: list[tuple[int, str]] = []
 
-    def inject(self, fault: Fault, steps: int) -> None:
-        """Inject ``fault`` now (after ``steps`` steps), recording it."""
+    def inject(self, fault: Fault, steps: int) -> TraceEvent:
+        """Inject ``fault`` now (after ``steps`` steps), recording it; the trace's event for it."""
         self.left -= 1
-        self.injected.append((steps, fault.text()))
+        text = fault.text()
+        self.injected.append((steps, text))
         fault.inject()
+        return TraceEvent(INJECTED, text)

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import linecache
+import os
 import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ._common import Backend, FailureKind, Outcome, Step, Strategy, Waiting, format_location
+from ._common import (
+    Backend,
+    FailureKind,
+    Location,
+    Outcome,
+    Step,
+    Strategy,
+    TraceEvent,
+    Waiting,
+    format_location,
+)
 from ._faults import NO_FAULTS, Faults, faults_from_code
 
 TOKEN_VERSION = "al1"
@@ -178,6 +190,26 @@ class Report:
         outcome, steps, keep = self._traced
         return format_trace(outcome, self.token, full=full, keep=keep, steps=steps)
 
+    def to_html(self) -> str:
+        """The report as a self-contained HTML page: one lane per task on a time axis of steps,
+        await points and events marked, the race window highlighted, each step's source line
+        on hover (inline CSS and JavaScript; it loads nothing)."""
+        from ._html import render_html
+
+        return render_html(self)
+
+    def write_html(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_html` to ``path`` (UTF-8).
+
+        Raises:
+            TypeError: ``path`` is not a str or path-like.
+            OSError: The file cannot be written.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+        with open(path, "w", encoding="utf-8") as page:
+            page.write(self.to_html())
+
     @property
     def coverage(self) -> str:
         """One sentence: what was explored and within which bound."""
@@ -246,11 +278,11 @@ def format_waiting(waiting: Sequence[Waiting], names: dict[int, str]) -> str:
     """The deadlock section: each blocked task, what it waits on, who holds it, the cycle."""
     lines = ["deadlock: every task is blocked and no timer can wake any of them"]
     for item in waiting:
-        holder = ""
-        if item.holder is not None:
-            holder = f", held by {names.get(item.holder, f'#{item.holder}')}"
+        state = f", {item.state}" if item.state else ""
+        if not item.state and item.holder is not None:
+            state = f", held by {names.get(item.holder, f'#{item.holder}')}"
         lines.append(
-            f"  {item.name} at {format_location(item.where)} waits on {item.waits_on}{holder}"
+            f"  {item.name} at {format_location(item.where)} waits on {item.waits_on}{state}"
         )
     cycle = wait_for_cycle(waiting)
     if cycle:
@@ -279,6 +311,23 @@ TRACE_LIMIT = 40
 TRACE_HEAD = 4
 TRACE_TAIL = 8
 TRACE_CONTEXT = 2
+
+
+def format_event(event: TraceEvent, names: dict[int, str]) -> str:
+    """One event line of a trace: ``~ #1 worker woke: asyncio.Lock acquired``."""
+    who = "" if event.task is None else f"{names.get(event.task, f'#{event.task}')} "
+    detail = f": {event.detail}" if event.detail else ""
+    if event.kind == "time":
+        return f"~ {event.detail}"
+    return f"~ {who}{event.kind}{detail}"
+
+
+def source_line(location: Location | None) -> str:
+    """The stripped source text of a location's line ("" when the file cannot be read)."""
+    if location is None:
+        return ""
+    filename, line, _ = location[0]
+    return linecache.getline(filename, line).strip()
 
 
 def _shown(count: int, keep: Sequence[int]) -> list[bool]:
@@ -327,17 +376,11 @@ def format_trace(
         shown = _shown(len(steps), [*keep, *preempted[:10]])
     hidden = 0
     started: set[int] = set()
-    faults = list(outcome.faults)
     for number, step in enumerate(steps, 1):
         # A task's first step starts it; a later step with no frame of the user's stood only in
         # library code (an HTTP server's own tasks, say).
         first_step = step.task not in started
         started.add(step.task)
-        while faults and faults[0][0] < number:
-            if hidden:
-                lines.append(f"  ... {hidden:,} steps elided ...")
-                hidden = 0
-            lines.append(f"  !      {faults.pop(0)[1]}")
         if not shown[number - 1]:
             hidden += 1
             continue
@@ -345,18 +388,22 @@ def format_trace(
             lines.append(f"  ... {hidden:,} steps elided ...")
             hidden = 0
         mark = "*" if step.preempted else " "
+        for event in step.events:
+            lines.append(f"{'':>8}{format_event(event, names)}")
         if step.resumed is not None:
             resumed = format_location(step.resumed)
         else:
             resumed = "start" if first_step else "library code"
         if step.finished:
-            after = "finished"
+            after = step.end or "finished"
         else:
             after = "library code" if step.suspended is None else format_location(step.suspended)
         lines.append(f"{mark}{number:>5}  {step.name:<{width}}  {resumed} -> {after}")
+        source = None if step.finished else source_line(step.suspended)
+        if source:
+            lines.append(f"{'':>8}{'':<{width}}  | {source}")
     if hidden:
         lines.append(f"  ... {hidden:,} steps elided ...")
-    lines += [f"  !      {text}" for _, text in faults]
     if any(step.preempted for step in steps):
         lines.append("  (* = a preemption: not the task the stock event loop would have run next)")
     if outcome.kind == "deadlock":

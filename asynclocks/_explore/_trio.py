@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
+from . import _events, _holders
 from ._common import (
     MAX_STEPS,
     Chooser,
@@ -25,8 +26,10 @@ from ._common import (
     SketchStep,
     Step,
     StepLimitError,
+    TraceEvent,
     UnsupportedScenario,
     Waiting,
+    describe_end,
     describe_object,
     format_location,
     task_label,
@@ -35,10 +38,18 @@ from ._common import (
 )
 from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, chain_key, step_footprint
+from ._waits import describe_wait
 
 #: trio versions the explorer is tested with; others are refused (their internals may differ).
 TESTED_TRIO = ((0, 27), (0, 36))  # lower bound inclusive, upper bound exclusive
 TESTED_TRIO_TEXT = ">=0.27,<0.36"
+
+
+def unwrap_group(error: BaseException) -> BaseException:
+    """The single leaf of nested one-exception groups (a nursery wraps a child's error so)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def check_trio_version(version: str | None = None) -> None:
@@ -143,6 +154,10 @@ class ControlledRunQueue:
         #: The cancel scope of the explorer's own nursery: never cancelled by a fault.
         self.outer_scope: Any = None
         self.started_at = 0.0
+        # While tracing: events since the last step, the clock last seen, how tasks ended.
+        self.events: list[TraceEvent] = []
+        self._seen_time = self._time_origin = 0.0
+        self.ends: dict[Any, str] = {}
 
     # -- the deque interface trio's run loop uses ---------------------------------------------
 
@@ -227,7 +242,9 @@ class ControlledRunQueue:
             self.decisions.append(index)
             self.widths.append(len(options))
             if index >= len(tasks):
-                self.log.inject(offered[index - len(tasks)], self.count)
+                event = self.log.inject(offered[index - len(tasks)], self.count)
+                if self.trace:
+                    self.events.append(event)
                 return None
             task = tasks[index]
             preempted = index != 0
@@ -249,6 +266,7 @@ class ControlledRunQueue:
                 self._last = task
                 self._last_resumed = user_location(task.coro)
                 self._last_preempted = preempted
+                self._trace_resume(task)
         return task
 
     def _idle_fault(self) -> bool:
@@ -264,7 +282,9 @@ class ControlledRunQueue:
         self.widths.append(len(options))
         if not index:
             return False
-        self.log.inject(offered[index - 1], self.count)
+        event = self.log.inject(offered[index - 1], self.count)
+        if self.trace:
+            self.events.append(event)
         return True
 
     def _offered_faults(self) -> Sequence[Fault]:
@@ -320,7 +340,7 @@ class ControlledRunQueue:
     def _cancel_text(self, task: Any, what: str) -> Callable[[], str]:
         def text() -> str:
             where = format_location(user_location(task.coro))
-            return f"explorer cancelled {self.names[self.ids[task]]} ({what}) at {where}"
+            return f"cancelled {self.names[self.ids[task]]} ({what}) at {where}"
 
         return text
 
@@ -328,7 +348,7 @@ class ControlledRunQueue:
         def text() -> str:
             where = format_location(user_location(task.coro))
             return (
-                f"explorer fired the cancel scope deadline of {self.names[self.ids[task]]} "
+                f"fired the cancel scope deadline of {self.names[self.ids[task]]} "
                 f"at {where} early, at t={at:g} (deadline t={deadline:g})"
             )
 
@@ -336,6 +356,29 @@ class ControlledRunQueue:
             scope.deadline = self._runner.clock.current_time()
 
         return Fault(text, fire)
+
+    def _trace_resume(self, task: Any) -> None:
+        # One trio.run serves every schedule: its clock is shown from this schedule's start.
+        now = float(self._runner.clock.current_time())
+        if now > self._seen_time:
+            self._seen_time = now
+            self.events.append(_events.time_event(now - self._time_origin))
+        cancelled = _events.trio_cancelled(task)
+        if cancelled:
+            # trio.sleep ends by its own deadline's cancellation: that is a timer, not a cancel.
+            timeout = _events.trio_timeout(task, now, self._time_origin, self.ids)
+            if timeout is None or timeout.kind == "time":
+                cancelled = timeout is None
+            else:
+                self.events.append(timeout)
+        woke = _events.wake_event(self.ids[task], task.coro, cancelled)
+        if woke is not None:
+            self.events.append(woke)
+
+    def task_exited(self, task: Any, result: Any) -> None:
+        """Told by the wrapped ``runner.task_exited`` (while tracing) how a task ended."""
+        if self.trace and task in self.ids:
+            self.ends[task] = _events.trio_end(result)
 
     def _record_step(self) -> None:
         task = self._last
@@ -349,8 +392,11 @@ class ControlledRunQueue:
                 None if finished else user_location(task.coro),
                 finished,
                 self._last_preempted,
+                tuple(self.events),
+                self.ends.get(task, "") if finished else "",
             )
         )
+        self.events.clear()
 
     def _record_footprint(self) -> None:
         task = self._tracked
@@ -401,17 +447,23 @@ class ControlledRunQueue:
             if task.coro.cr_frame is None:
                 continue
             obj = waited_object(task.coro)
-            holder_task = getattr(obj, "_owner", None)
-            if holder_task is None:
-                # anyio's trio Lock wraps a trio.Lock in a name-mangled attribute.
-                inner = getattr(obj, "_Lock__original", None)
-                holder_task = getattr(inner, "_owner", None)
+            where = user_location(task.coro)
             if (obj is None and tid == 0) or type(obj).__name__ in _GROUPS:
-                what = "its child tasks to finish"
-            else:
-                what = describe_object(obj)
-            holder = self.ids.get(holder_task)
-            waiting.append(Waiting(tid, self.names[tid], user_location(task.coro), what, holder))
+                waiting.append(Waiting(tid, self.names[tid], where, "its child tasks to finish"))
+                continue
+            described = describe_wait(
+                task.coro,
+                lambda lock: None,
+                lambda t: self.names[self.ids[t]] if t in self.ids else None,
+                lambda t: getattr(getattr(t, "coro", None), "cr_frame", 0) is None,
+            )
+            if described is None:
+                waiting.append(Waiting(tid, self.names[tid], where, describe_object(obj)))
+                continue
+            holder = self.ids.get(described.holder)
+            waiting.append(
+                Waiting(tid, self.names[tid], where, described.waits_on, holder, described.state)
+            )
         return waiting
 
     async def run_schedule(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
@@ -436,6 +488,9 @@ class ControlledRunQueue:
         self._tracked = None
         self._chains.clear()
         self.trace = trace
+        self.events = []
+        self.ends = {}
+        self._seen_time = self._time_origin = float(self._runner.clock.current_time())
         self.count = 0
         self.stopped = None
         self.cleaning = False
@@ -477,6 +532,9 @@ class ControlledRunQueue:
                 self._record_footprint()
             if self._sketched is not None:
                 self._record_sketch()
+            if box and self.steps and self.steps[-1].task == 0 and self.steps[-1].finished:
+                # The root wrapper caught the scenario's exception: that is how #0 ended.
+                self.steps[-1].end = describe_end(unwrap_group(box[0]), False, None)
             stopped = self._stop_reason()
             if stopped == "deadlock":
                 outcome.kind = "deadlock"
@@ -516,10 +574,22 @@ async def _drive(
     runq = ControlledRunQueue(runner, trio.lowlevel.current_task(), runner.runq)
     runq.faults = faults
     runner.runq = runq  # type: ignore[assignment]  # duck-typed: trio only appends/iterates/clears
+    # How a traced task ended: only trio's runner sees a task's outcome (its class has slots,
+    # so the method is wrapped on the class, for this runner only).
+    runner_class = type(runner)
+    task_exited = runner_class.task_exited
+
+    def exited(self: Any, task: Any, result: Any) -> None:
+        if self is runner and runq.trace:
+            runq.task_exited(task, result)
+        task_exited(self, task, result)
+
+    runner_class.task_exited = exited  # type: ignore[method-assign,assignment]
     restore_network = _net_trio.install()
     try:
         request = next(plan)
         while True:
+            _holders.reset()
             outcome = await runq.run_schedule(scenario, *request)
             after_schedule(outcome)
             request = plan.send(outcome)
@@ -527,6 +597,7 @@ async def _drive(
         return stop.value
     finally:
         restore_network()
+        runner_class.task_exited = task_exited  # type: ignore[method-assign]
         runner.runq = deque(runq)
 
 
@@ -549,5 +620,11 @@ def run_plan(
     from ._unsupported import patch_trio_threads
 
     clock = trio.testing.MockClock(autojump_threshold=0)
-    with patch_trio_threads():
-        return trio.run(_drive, plan, scenario, after_schedule, faults, clock=clock)
+    # For every schedule, not only traced ones: the wrapper is a frame of each await chain, and a
+    # replay must walk the same chains as the search did.
+    _holders.install("trio")
+    try:
+        with patch_trio_threads():
+            return trio.run(_drive, plan, scenario, after_schedule, faults, clock=clock)
+    finally:
+        _holders.remove("trio")
