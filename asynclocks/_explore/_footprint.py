@@ -720,12 +720,13 @@ class Chain(list[Position]):
 
     __slots__ = ("key",)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.key: tuple[object, ...] = ()
+    # No __init__: chain() is called on every step and sets ``key`` itself (an __init__ calling
+    # list's costs two calls per step).
+    key: tuple[object, ...]
 
 
 EMPTY_CHAIN = Chain()
+EMPTY_CHAIN.key = ()
 
 
 def chain(coro: Any) -> Chain:
@@ -734,7 +735,8 @@ def chain(coro: Any) -> Chain:
     key: list[object] = []
     obj = coro
     first = True
-    while obj is not None and len(positions) < 200:
+    depth = 0
+    while obj is not None and depth < 200:
         kind = type(obj)
         if kind is _CoroutineType:
             frame = obj.cr_frame
@@ -756,6 +758,7 @@ def chain(coro: Any) -> Chain:
         key.append(offset)
         obj = inner
         first = False
+        depth += 1
     positions.key = tuple(key)
     return positions
 
@@ -775,6 +778,9 @@ def _library_frame(frame: types.FrameType) -> Footprint:
     return None
 
 
+_NOT_CACHED = object()
+
+
 def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) -> Footprint:
     """The footprint of a step, from the task's await chain when it resumed and when it stopped."""
     if failed:
@@ -787,8 +793,10 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
             break
         shared += 1
     key = (finished, shared, before.key, after.key)
-    if key in _steps:
-        return _steps[key]
+    # One lookup, not ``in`` then ``[]``: hashing the key hashes every code object in it.
+    cached = _steps.get(key, _NOT_CACHED)
+    if cached is not _NOT_CACHED:
+        return cached  # type: ignore[return-value]  # a Footprint: only those are stored
     result = _step_footprint(before, after, finished)
     _steps[key] = result
     return result
