@@ -258,9 +258,15 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         steps: list[Step] = []
         outcome = Outcome(None, None, decisions, widths, steps)
         sketch = outcome.sketch
+        # Bound once: this loop runs every step of every schedule.
         runnable = self._runnable
+        callbacks = self._callbacks
+        timers = self._timers
+        ids = self._ids
         pick = chooser.pick
         track = chooser.footprints
+        wants_footprint = chooser.wants_footprint
+        stepped = chooser.stepped
         # Only the reported schedule's replay looks at the chains themselves (the race window).
         watch = getattr(chooser, "watch_chains", None)
         chains: dict[asyncio.Task[Any], Chain] = {}
@@ -277,56 +283,56 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             main = self.create_task(coro)
             count = 0
             while not main.done():
-                self._due_timers()
-                if self._callbacks:
+                if timers and timers[0][0] <= self._time:
+                    self._due_timers()
+                if callbacks:
                     self._run_callbacks()
                 if runnable:
-                    chosen = 0
+                    preempted = False
                     if len(runnable) == 1:
                         task = next(iter(runnable))
                     else:
                         tasks = list(runnable)
-                        chosen = index = pick([self._ids[t] for t in tasks])
+                        index = pick([ids[t] for t in tasks])
                         decisions.append(index)
                         widths.append(len(tasks))
                         task = tasks[index]
+                        preempted = index != 0
                     handles = runnable.pop(task)
+                    tid = ids[task]
+                    task_coro = task.get_coro()
                     if trace:
-                        resumed = user_location(task.get_coro())
-                    tracking = track and chooser.wants_footprint()
+                        resumed = user_location(task_coro)
+                    tracking = track and wants_footprint()
                     if tracking:
                         # Where a task stopped is where it resumes: reuse that chain.
-                        before = chains.pop(task, None) or chain(task.get_coro())
+                        before = chains.pop(task, None) or chain(task_coro)
                     elif track:
                         chains.pop(task, None)
                     for handle in handles:
                         if not handle._cancelled:
                             handle._run()
+                    done = task.done()
                     if tracking:
-                        done = task.done()
                         failed = done and (task.cancelled() or task.exception() is not None)
-                        after = EMPTY_CHAIN if done else chain(task.get_coro())
+                        after = EMPTY_CHAIN if done else chain(task_coro)
                         if after:
                             chains[task] = after
-                        chooser.stepped(
-                            self._ids[task], step_footprint(before, after, done, failed)
-                        )
+                        stepped(tid, step_footprint(before, after, done, failed))
                         if watch is not None:
-                            watch(self._ids[task], before, after)
-                        sketch.append((self._ids[task], after.key, chosen != 0))
+                            watch(tid, before, after)
+                        sketch.append((tid, after.key, preempted))
                     else:
-                        stopped = () if task.done() else chain_key(task.get_coro())
-                        sketch.append((self._ids[task], stopped, chosen != 0))
+                        sketch.append((tid, () if done else chain_key(task_coro), preempted))
                     if trace:
-                        done = task.done()
                         steps.append(
                             Step(
-                                self._ids[task],
+                                tid,
                                 self._name(task),
                                 resumed,
-                                None if done else user_location(task.get_coro()),
+                                None if done else user_location(task_coro),
                                 done,
-                                chosen != 0,
+                                preempted,
                             )
                         )
                     count += 1
@@ -338,7 +344,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                         )
                         break
                     continue
-                if self._callbacks or self._advance_time():
+                if callbacks or self._advance_time():
                     continue
                 outcome.kind = "deadlock"
                 outcome.waiting = self._blocked_tasks(main)
@@ -412,7 +418,10 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             if task.done() and not task.cancelled():
                 task.exception()  # mark retrieved: no "never retrieved" noise at collection
         self._ids.clear()
-        self._net_reset()
+        if self._net is not None:
+            # Only a schedule that used the network has one to drop; the next schedule's start
+            # hooks modules imported meanwhile.
+            self._net_reset()
 
 
 class AsyncioSession:
