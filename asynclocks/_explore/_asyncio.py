@@ -37,6 +37,15 @@ from ._net_asyncio import SimulatedNetworkLoop
 from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
 
 _Task = asyncio.Task
+_Handle = asyncio.Handle
+_new_object = object.__new__
+_copy_context = contextvars.copy_context
+# call_soon fills in a Handle's slots itself rather than through Handle.__init__ (two calls per
+# task step: __init__ and its get_debug()), as long as Handle has exactly the slots it fills.
+_HANDLE_SLOTS = frozenset(
+    ("_callback", "_args", "_cancelled", "_loop", "_source_traceback", "_repr", "_context")
+)
+_FAST_HANDLES = frozenset(_Handle.__slots__) - {"__weakref__"} == _HANDLE_SLOTS
 _DEFAULT_NAME_PREFIX = "Task-"
 
 # asyncio.Lock does not remember its owner; the deadlock report needs it, so while an exploration
@@ -112,7 +121,19 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
-        handle = asyncio.Handle(callback, args, self, context)
+        if _FAST_HANDLES:
+            # What Handle.__init__ does when the loop is not in debug mode (never, here).
+            fast: Any = _new_object(_Handle)
+            fast._context = _copy_context() if context is None else context
+            fast._loop = self
+            fast._callback = callback
+            fast._args = args
+            fast._cancelled = False
+            fast._repr = None
+            fast._source_traceback = None
+            handle: asyncio.Handle = fast
+        else:
+            handle = _Handle(callback, args, self, context)
         owner = getattr(callback, "__self__", None)
         if isinstance(owner, _Task):
             pending = self._runnable.get(owner)
