@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
+import weakref
 
-from asynclocks._explore import _asyncio
+from asynclocks._explore import _asyncio, _footprint
 
 
 def _slots(handle: asyncio.Handle) -> dict[str, object]:
@@ -40,3 +42,30 @@ def test_call_soon_builds_the_handle_handle_init_would() -> None:
     assert first_context[variable] == 7
     loop._callbacks.clear()
     loop.close()
+
+
+def test_the_footprint_cache_keeps_alive_the_code_its_keys_name_by_id() -> None:
+    # The cache is keyed by id(code): sound only while no key's id can name another object,
+    # i.e. while every code object a key names stays alive with its entry.
+    namespace: dict[str, object] = {}
+    exec(  # a code object nothing else refers to once the namespace is gone
+        "async def fresh(box):\n    box[0] += 1\n    await box[1]\n    box[0] += 1\n",
+        namespace,
+    )
+
+    class Wait:
+        def __await__(self):  # type: ignore[no-untyped-def]
+            yield
+
+    coroutine = namespace["fresh"]([0, Wait()])  # type: ignore[operator]
+    before = _footprint.chain(coroutine)
+    coroutine.send(None)
+    after = _footprint.chain(coroutine)
+    footprint = _footprint.step_footprint(before, after, finished=False, failed=False)
+    assert footprint is not None
+    assert after.ids[0] == id(coroutine.cr_code)
+    code = weakref.ref(coroutine.cr_code)
+    coroutine.close()
+    del coroutine, before, after, namespace
+    gc.collect()
+    assert code() is not None
