@@ -20,6 +20,9 @@ import asynclocks.web as web
 from services.bank.tools import race_scenarios
 
 SEED = 1
+#: The seed of the `none` check: the sets of a seed follow from the document, and with seed 2
+#: the bank's document (clients, security schemes) gives a lost update in its 5th set.
+NONE_SEED = 2
 SETS = 12
 #: Each locked set is proved within 2 preemptions (a few hundred schedules of a fresh app each).
 LOCKED_SETS = 4
@@ -31,7 +34,7 @@ def bank(mode: str) -> Callable[[], Any]:
 
 
 def test_lock_mode_none_is_not_linearizable() -> None:
-    summary = web.check_openapi(bank("none"), sets=SETS, seed=SEED, stop_on_failure=True)
+    summary = web.check_openapi(bank("none"), sets=SETS, seed=NONE_SEED, stop_on_failure=True)
     assert summary.failures, summary.summary
     failure = summary.failures[0]
     assert isinstance(failure.error, web.NotLinearizable)
