@@ -95,6 +95,10 @@ class KeyedLock(LockState):
       (``trio.lowlevel.enable_ki_protection``; on trio 0.27 only the parts that change state).
     - **Fairness**: ownership goes straight to the longest-waiting task (FIFO); a task that
       arrives while others wait queues behind them, even in the instant after a release.
+      ``many()`` takes its keys one at a time in sorted order, holding the earlier ones; on
+      asyncio it queues for each later key by the time it began, ahead of the waiters that
+      came after it (so the holder of its first key does not wait for them too); on trio
+      each key's waiters are served strictly in the order they queued.
     - **Timeouts** (``acquire(key, timeout=...)``) behave like cancellation: a timed-out waiter
       leaves the queue and raises :exc:`TimeoutError`. If the key was handed over just before the
       deadline, the acquire succeeds.
@@ -192,11 +196,14 @@ class KeyedLock(LockState):
         """
         await self._acquire(key, timeout)
 
-    def _acquire(self, key: Hashable, timeout: float | None) -> Awaitable[None]:
+    def _acquire(
+        self, key: Hashable, timeout: float | None, began: int | None = None
+    ) -> Awaitable[None]:
         """Take ``key`` if free, and return what to await to finish acquiring it.
 
         ``acquire()`` without its own coroutine frame, which the ``async with`` entry awaits
         directly: a completed future if the key was free on asyncio, else the backend's wait.
+        ``began``: the ticket of the ``many()`` this is part of (see ``_ManyGuard``).
         """
         if timeout is not None:
             check_timeout(timeout)
@@ -206,7 +213,7 @@ class KeyedLock(LockState):
         owner = try_take(self, key, task)
         if owner is None:
             return self._ready  # type: ignore[return-value]
-        return _asyncio.wait_for_key(self, key, task, owner, self._loop, timeout)
+        return _asyncio.wait_for_key(self, key, task, owner, self._loop, timeout, began)
 
     def acquire_nowait(self, key: Hashable) -> None:
         """Acquire the lock for ``key`` if it is free, without waiting or yielding.
@@ -452,10 +459,19 @@ class _ManyGuard:
 
     async def __aenter__(self) -> None:
         lock = self._lock
+        # The keys are taken one by one, in sorted order, holding the earlier ones meanwhile:
+        # taking a later key before an earlier one could deadlock with a task that nests
+        # `async with locks(a): async with locks(b)`. What keeps the wait for a later key
+        # short is its place in line: on asyncio it goes ahead of every waiter that came after
+        # this many() began. Joining at the end instead makes it wait for those too, while
+        # holding its first key: that key's waiters then wait for both queues, and the convoys
+        # this builds under load gave the bank's `account` mode a p99 several times
+        # `global`'s. (On trio the waits are trio's parking lots, strictly FIFO.)
+        began = next(lock._tickets)
         taken: list[Hashable] = []
         try:
             for key in self._keys:
-                await lock.acquire(key)
+                await lock._acquire(key, None, began)
                 taken.append(key)
         except BaseException:
             for key in reversed(taken):

@@ -16,8 +16,12 @@ account lock under ``account``, and the switch would not be the fix it looks lik
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 from collections.abc import Awaitable, Mapping
 from contextlib import nullcontext
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Final, Protocol
 
@@ -29,6 +33,7 @@ __all__ = [
     "ALL_LOCK_MODES",
     "LOCK_MODES",
     "AccountLock",
+    "ArrivalOrderLock",
     "DbLock",
     "GlobalLock",
     "Guard",
@@ -260,6 +265,81 @@ class Locking:
             return previous
 
 
+# Tickets in the order requests entered their lock mode (Guard), and the current request's one.
+_tickets = itertools.count()
+_arrival: ContextVar[int] = ContextVar("bank_request_arrival")
+
+
+class ArrivalOrderLock:
+    """A lock handed to the waiter whose request entered its lock mode first (asyncio only).
+
+    For what every request passes through after its lock mode, such as the SQLite store's one
+    connection. Under lock mode ``account`` the requests holding the accounts' locks queue
+    for it; in the order they reach it (FIFO), a request that waited long behind others on a
+    busy account gets no more turns than one that took a free account at once, so every
+    request on a busy account waits for the turns of all the others: the holders of busy
+    accounts fall behind, their queues grow, and a few requests wait many times the average.
+    Handing the lock to the request that arrived first (the ticket :class:`Guard` gave it)
+    drains the busy accounts first, which is the order ``global`` serves them in. A caller
+    outside any lock mode (opening an account, the audit) queues as if it arrived on asking.
+    Ties cannot happen: every ticket is drawn once.
+
+    Like :class:`asyncio.Lock`, acquiring a free lock does not yield, and a waiter cancelled
+    after the lock was handed to it passes the lock on.
+    """
+
+    __slots__ = ("_held", "_waiters")
+
+    def __init__(self) -> None:
+        self._held = False
+        # A heap of (ticket, future) in ticket order; release() completes the first future.
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def locked(self) -> bool:
+        """Whether some task holds the lock."""
+        return self._held
+
+    async def acquire(self) -> None:
+        """Take the lock, waiting behind every waiter whose request arrived earlier."""
+        if not self._held:
+            self._held = True
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ticket = _arrival.get(None)
+        entry = (next(_tickets) if ticket is None else ticket, fut)
+        heapq.heappush(self._waiters, entry)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed to us, then cancelled before we ran: pass it on
+            else:
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
+            raise
+
+    def release(self) -> None:
+        """Hand the lock to the earliest-arrived waiter, or free it."""
+        waiters = self._waiters
+        while waiters:
+            _, fut = heapq.heappop(waiters)
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._held = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
 class Guard:
     """``async with locking.guard(*keys) as strategy``: one request inside its lock mode.
 
@@ -275,6 +355,8 @@ class Guard:
         self._hold: Hold | None = None
 
     async def __aenter__(self) -> LockStrategy:
+        # The request's place in line for what it meets after its locks (ArrivalOrderLock).
+        _arrival.set(next(_tickets))
         locking = self._locking
         if locking._gate is not None:
             await locking._admit()
