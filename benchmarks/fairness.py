@@ -13,7 +13,7 @@ race window. Nothing else takes time, so the figures depend only on who waits fo
 Three stores: ``pool`` (operations overlap freely, as on PostgreSQL with a pool larger than the
 accounts), and ``one connection`` (every operation's window holds one lock, as the SQLite store's
 single connection does), with that lock FIFO (``asyncio.Lock``) or the SQLite store's own
-(``ArrivalOrderLock``: the request that entered its lock mode first goes first).
+(``ArrivalOrderLock``: the request that asked for its accounts first goes first).
 
 Target (PASS/MISS): on the SQLite store's configuration, account's p99 within 3.5x global's,
 about half of what it was before the fix (``KeyedLock.many()`` queued at the end of its second

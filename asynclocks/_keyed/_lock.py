@@ -389,6 +389,10 @@ class _KeyGuard:
                     if owner is not task:  # else _acquire() raises the reentrancy error
                         # Held by another task: queue, without _acquire()'s detection again.
                         return _aio_wait_for_key(lock, key, task, owner, loop, None)
+        elif _trio_backend is not None and _in_trio_task():
+            # Straight to trio, without _acquire()'s and _asyncio_task()'s frames: on trio
+            # every entry comes this way, and a contended one is mostly frames.
+            return _trio_backend.acquire(lock, self._key, None)
         return lock._acquire(self._key, None)
 
     def _exit(
@@ -403,8 +407,11 @@ class _KeyGuard:
         # still holds the key, so no other loop can have used the lock since).
         task = _current_task(lock._loop)
         if task is None:
-            lock.release(self._key)  # trio, or a loop the lock has not cached
-            return _completed()
+            if _trio_backend is not None and _in_trio_task():
+                _trio_backend.release(lock, self._key)  # as release() would, in fewer frames
+            else:
+                lock.release(self._key)  # a loop the lock has not cached
+            return _COMPLETED
         owners = lock._owners
         key = self._key
         waiters = lock._aio_waiters
@@ -443,8 +450,20 @@ class _KeyGuard:
         __aexit__ = _exit
 
 
-async def _completed() -> None:
-    """An awaitable that finishes at once, for the paths that have done their work already."""
+@final
+class _Completed:
+    """An awaitable that finishes at once, for the paths that have done their work already.
+
+    Cheaper than a coroutine, which costs a frame to create and to run: ``__await__`` is the
+    ``__iter__`` of an exhausted iterator, a C method bound to it, so awaiting this gets that
+    iterator back and ends at its first step, on either backend and as often as needed.
+    """
+
+    __slots__ = ()
+    __await__ = iter(()).__iter__
+
+
+_COMPLETED: Final = cast("Awaitable[None]", _Completed())
 
 
 @final
@@ -503,5 +522,4 @@ _TRIO_ENTRY_POINTS: Final = (
     _KeyGuard._exit,
     _ManyGuard.__aenter__,
     _ManyGuard.__aexit__,
-    _completed,
 )

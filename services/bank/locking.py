@@ -106,6 +106,11 @@ class GlobalLock:
         return self._lock
 
 
+# Tickets in the order requests asked for their accounts' locks, and the current request's one.
+_tickets = itertools.count()
+_arrival: ContextVar[int] = ContextVar("bank_request_arrival")
+
+
 class AccountLock:
     """Lock mode ``account``: one lock per account, taken in sorted order for transfers."""
 
@@ -116,6 +121,10 @@ class AccountLock:
         self._locks = KeyedLock()
 
     def hold(self, keys: tuple[str, ...]) -> Hold:
+        # The request's place in line for what it meets once it holds its accounts (see
+        # ArrivalOrderLock). Only here: under the other modes requests reach the store in the
+        # order they arrive already, and every request would pay for the context variable.
+        _arrival.set(next(_tickets))
         if len(keys) == 1:
             return self._locks(keys[0])
         return self._locks.many(*keys)
@@ -265,13 +274,8 @@ class Locking:
             return previous
 
 
-# Tickets in the order requests entered their lock mode (Guard), and the current request's one.
-_tickets = itertools.count()
-_arrival: ContextVar[int] = ContextVar("bank_request_arrival")
-
-
 class ArrivalOrderLock:
-    """A lock handed to the waiter whose request entered its lock mode first (asyncio only).
+    """A lock handed to the waiter whose request asked for its accounts first (asyncio only).
 
     For what every request passes through after its lock mode, such as the SQLite store's one
     connection. Under lock mode ``account`` the requests holding the accounts' locks queue
@@ -279,8 +283,9 @@ class ArrivalOrderLock:
     busy account gets no more turns than one that took a free account at once, so every
     request on a busy account waits for the turns of all the others: the holders of busy
     accounts fall behind, their queues grow, and a few requests wait many times the average.
-    Handing the lock to the request that arrived first (the ticket :class:`Guard` gave it)
-    drains the busy accounts first, which is the order ``global`` serves them in. A caller
+    Handing the lock to the request that arrived first (by the ticket :class:`AccountLock`
+    gave it when it asked for its accounts) drains the busy accounts first, which is the order
+    ``global`` serves them in. A caller
     outside any lock mode (opening an account, the audit) queues as if it arrived on asking.
     Ties cannot happen: every ticket is drawn once.
 
@@ -355,8 +360,6 @@ class Guard:
         self._hold: Hold | None = None
 
     async def __aenter__(self) -> LockStrategy:
-        # The request's place in line for what it meets after its locks (ArrivalOrderLock).
-        _arrival.set(next(_tickets))
         locking = self._locking
         if locking._gate is not None:
             await locking._admit()

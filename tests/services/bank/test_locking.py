@@ -203,7 +203,7 @@ async def test_set_unknown_mode() -> None:
 
 
 async def _store_lock_order(lock: ArrivalOrderLock | anyio.Lock) -> list[str]:
-    """The order two requests get a store's lock: `first` entered its lock mode before
+    """The order two requests get a store's lock: `first` asked for its account before
     `second`, but asks for the store's lock after it (it waited longer for its account)."""
     locking = Locking("account")
     order: list[str] = []
