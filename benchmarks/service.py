@@ -63,9 +63,9 @@ Every ratio is the median over the rounds of the ratio within a round, the two m
 measured back to back (which one first alternates). It used to be the best figure of one mode
 over the best of the other, two different moments of a noisy machine: under a load average of
 8 the same server in the same mode gave 11,688 and 16,526 requests per CPU-second in two rounds.
-That is how account/none in turn could miss 0.9 on the old and the new tree alike. Paired, it
-still reads about 0.90 under such load (rounds of 0.88, 0.85, 0.93, 1.01), while in one process, with
-no HTTP, the lock adds 0.4-0.7 us to a deposit (4.1 against 3.5 us, uvloop, accounts in turn):
+That is how account/none in turn could miss 0.9 on the old and the new tree alike. Paired,
+it still reads about 0.90 under such load (rounds of 0.88, 0.85, 0.93, 1.01), while in one
+process, with no HTTP, the lock adds 0.4-0.7 us to a deposit (4.1 against 3.5 us, uvloop, accounts in turn):
 about 1% of the 60-80 us of server CPU a request takes. The rest of the gap under load is in how
 the server and wrk share two cores (as for the random accounts above), not in the lock's work.
 

@@ -14,6 +14,8 @@ from threading import get_ident
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
+import anyio
+
 from . import _asyncio
 from ._asyncio import current_task as _current_task
 from ._asyncio import hand_over as _aio_hand_over
@@ -23,6 +25,7 @@ from ._common import (
     KeyedLockStatistics,
     LockState,
     check_timeout,
+    describe,
     no_backend,
     take_nowait,
     try_take,
@@ -139,26 +142,34 @@ class KeyedLock(LockState):
         guard._key = key
         return guard
 
-    def many(self, *keys: Hashable) -> _ManyGuard:
+    # As in acquire(), the timeout bounds only the waits (ASYNC109).
+    def many(self, *keys: Hashable, timeout: float | None = None) -> _ManyGuard:  # noqa: ASYNC109
         """Return an async context manager that holds the locks for all ``keys``.
 
         The keys are de-duplicated and taken in sorted order, so tasks locking overlapping sets
-        of keys in any order cannot deadlock each other. If acquiring is cancelled (or fails)
-        midway, the keys already taken are released before the exception propagates.
+        of keys in any order cannot deadlock each other. If acquiring is cancelled (or fails,
+        or times out) midway, the keys already taken are released before the exception
+        propagates.
 
         Args:
             *keys: One or more hashable keys that can be sorted together (for example all
                 ``str``, all ``int``, or tuples of those).
+            timeout: Give up after waiting this many seconds in all; ``None`` waits for as
+                long as it takes. Free keys are taken even with ``timeout=0``.
 
         Returns:
-            An async context manager holding every key for the duration of the block.
+            An async context manager holding every key for the duration of the block; entering
+            it raises :exc:`TimeoutError` if the keys could not all be had in time.
 
         Raises:
-            ValueError: If no key is given.
-            TypeError: If a key is unhashable, or the keys cannot be ordered together.
+            ValueError: If no key is given, or ``timeout`` is negative or NaN.
+            TypeError: If a key is unhashable, the keys cannot be ordered together, or
+                ``timeout`` is not a number.
         """
         if not keys:
             raise ValueError("KeyedLock.many() needs at least one key")
+        if timeout is not None:
+            check_timeout(timeout)
         for key in keys:
             try:
                 hash(key)
@@ -173,7 +184,7 @@ class KeyedLock(LockState):
                 "KeyedLock.many() takes keys in sorted order to avoid deadlocks, but these keys "
                 f"cannot be ordered together (types: {', '.join(kinds)}): {exc}"
             ) from exc
-        return _ManyGuard(self, tuple(ordered))
+        return _ManyGuard(self, tuple(ordered), timeout)
 
     # The timeout parameter is deliberate (ASYNC109): it bounds only the wait in the queue, which a
     # surrounding cancel scope cannot express as "give up waiting but take a free key".
@@ -470,11 +481,12 @@ _COMPLETED: Final = cast("Awaitable[None]", _Completed())
 class _ManyGuard:
     """``async with locks.many(*keys):`` holds several keys, taken in sorted order."""
 
-    __slots__ = ("_keys", "_lock")
+    __slots__ = ("_keys", "_lock", "_timeout")
 
-    def __init__(self, lock: KeyedLock, keys: tuple[Hashable, ...]) -> None:
+    def __init__(self, lock: KeyedLock, keys: tuple[Hashable, ...], timeout: float | None) -> None:
         self._lock = lock
         self._keys = keys
+        self._timeout = timeout
 
     async def __aenter__(self) -> None:
         lock = self._lock
@@ -487,10 +499,23 @@ class _ManyGuard:
         # this builds under load gave the bank's `account` mode a p99 several times
         # `global`'s. (On trio the waits are trio's parking lots, strictly FIFO.)
         began = next(lock._tickets)
+        timeout = self._timeout
+        # anyio's clock: the running backend's own (the loop's, or trio's), on either.
+        deadline = None if timeout is None else anyio.current_time() + timeout
         taken: list[Hashable] = []
         try:
             for key in self._keys:
-                await lock._acquire(key, None, began)
+                if deadline is None:
+                    await lock._acquire(key, None, began)
+                else:
+                    left = max(0.0, deadline - anyio.current_time())
+                    try:
+                        await lock._acquire(key, left, began)
+                    except TimeoutError:
+                        raise TimeoutError(
+                            f"timed out after {timeout} s waiting for KeyedLock key "
+                            f"{describe(key)} (KeyedLock.many() of {len(self._keys)} keys)"
+                        ) from None
                 taken.append(key)
         except BaseException:
             for key in reversed(taken):

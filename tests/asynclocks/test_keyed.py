@@ -411,6 +411,31 @@ async def test_asyncio_many_cancelled_in_its_second_queue_leaves_the_rest_in_ord
     assert len(locks) == 0
 
 
+async def test_many_times_out_in_all_and_gives_back_what_it_took() -> None:
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_holder, locks, "b", entered, leave)
+        await entered.wait()
+        with anyio.fail_after(10):  # the timeout must fire long before this
+            with pytest.raises(TimeoutError, match=r"key 'b' \(KeyedLock.many\(\) of 2 keys\)"):
+                async with locks.many("a", "b", timeout=0.05):
+                    pytest.fail("many() must not complete while 'b' is held")  # pragma: no cover
+        assert not locks.locked("a")  # taken, then given back
+        assert locks.statistics() == KeyedLockStatistics(1, 0, {})
+        async with locks.many("a", "c", timeout=0):  # free keys: taken even with 0
+            assert [locks.locked(k) for k in "ac"] == [True, True]
+        leave.set()
+    assert len(locks) == 0
+
+
+async def test_many_with_a_bad_timeout_is_an_error() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        KeyedLock().many("a", timeout=-1)
+    with pytest.raises(TypeError, match="number of seconds"):
+        KeyedLock().many("a", timeout="1")  # type: ignore[arg-type]
+
+
 async def test_many_without_keys_is_an_error() -> None:
     with pytest.raises(ValueError, match=r"many\(\) needs at least one key"):
         KeyedLock().many()
