@@ -65,9 +65,10 @@ over the best of the other, two different moments of a noisy machine: under a lo
 8 the same server in the same mode gave 11,688 and 16,526 requests per CPU-second in two rounds.
 That is how account/none in turn could miss 0.9 on the old and the new tree alike. Paired,
 it still reads about 0.90 under such load (rounds of 0.88, 0.85, 0.93, 1.01), while in one
-process, with no HTTP, the lock adds 0.4-0.7 us to a deposit (4.1 against 3.5 us, uvloop, accounts in turn):
-about 1% of the 60-80 us of server CPU a request takes. The rest of the gap under load is in how
-the server and wrk share two cores (as for the random accounts above), not in the lock's work.
+process, with no HTTP, the lock adds 0.4-0.7 us to a deposit (4.1 against 3.5 us, uvloop,
+accounts in turn): about 1% of the 60-80 us of server CPU a request takes. The rest of the gap
+under load is in how the server and wrk share two cores (as for the random accounts above), not
+in the lock's work.
 
 Targets (PASS/MISS): account/none in turn >= 0.9 (a per-account lock costs little), none/bare
 >= 0.7 (the service's validation, store and JSON errors cost little), hammer/wrk >= 0.7 (our
