@@ -57,8 +57,8 @@ async def wait_for_key(
     queue = state._aio_waiters.get(key)
     if queue is None:
         queue = state._aio_waiters[key] = deque()
-    if not queue or queue[-1][0] < ticket:
-        queue.append(item)
+    if began is None or not queue or queue[-1][0] < ticket:
+        queue.append(item)  # a fresh ticket is the latest: no comparison needed
     else:
         position = len(queue) - 1
         while position and queue[position - 1][0] > ticket:
