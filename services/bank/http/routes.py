@@ -36,7 +36,12 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     app = request.app
-    return _json({"status": "ok", "lock_mode": app[LOCKING].mode, "store": app[STORE].name})
+    mode = app[LOCKING].mode
+    body: dict[str, object] = {"status": "ok", "lock_mode": mode, "store": app[STORE].name}
+    unsafe = app[CONFIG].unsafe_reason(mode)
+    if unsafe is not None:
+        body["unsafe"] = unsafe
+    return _json(body)
 
 
 async def create_account(request: web.Request) -> web.Response:

@@ -266,7 +266,14 @@ def _stop_all(
 
 
 def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
-    """The ``serve`` command: one process, or ``config.workers`` of them; returns the exit code."""
+    """The ``serve`` command: one process, or ``config.workers`` of them; returns the exit code.
+
+    A configuration that loses money on purpose (lock mode ``none``, or an in-process lock mode
+    over several workers) says so on stderr before anything listens.
+    """
+    unsafe = config.unsafe_reason()
+    if unsafe is not None:
+        print(f"warning: {unsafe}", file=sys.stderr, flush=True)
     if config.workers > 1:
         return supervise(config, loop=loop)
     try:

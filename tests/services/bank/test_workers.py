@@ -106,7 +106,7 @@ def test_a_worker_that_cannot_start_is_reported(tmp_path: Path) -> None:
     # A directory where the database file should be: every worker fails to open its store.
     (tmp_path / "bank.db").mkdir()
     command = [sys.executable, "-m", "services.bank", "serve", "--port", "0", "--workers", "2"]
-    command += ["--store", f"sqlite:///{tmp_path / 'bank.db'}"]
+    command += ["--store", f"sqlite:///{tmp_path / 'bank.db'}", "--lock", "db"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert result.stdout == ""
