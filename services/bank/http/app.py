@@ -42,7 +42,9 @@ def create_app(config: BankConfig, *, store: Store | None = None) -> web.Applica
             store that locks by itself and this one does not.
     """
     the_store = open_store(config.store, io_delay=config.io_delay) if store is None else store
-    locking = Locking(config.lock_mode, strategies_for(the_store.name))
+    locking = Locking(
+        config.lock_mode, strategies_for(the_store.name), wait_timeout=config.request_timeout
+    )
     ledger = Ledger(the_store, locking, workers=config.workers)
 
     app = web.Application(

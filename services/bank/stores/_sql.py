@@ -10,7 +10,7 @@ import asyncio
 import copy
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ClassVar, Final, Generic, Protocol, Self, TypeVar, cast
 
 import anyio
@@ -23,7 +23,7 @@ from ..domain import (
     OperationKind,
     RetryLater,
 )
-from ..ports import Claim, RaceWindow, Replay, StoredResponse, UnitOfWork
+from ..ports import Claim, Held, RaceWindow, Replay, StoredResponse, UnitOfWork
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -305,7 +305,11 @@ class DatabaseStore(Generic[C]):
         try:
             yield claim
         finally:
-            await claim.abandon()
+            try:
+                await claim.abandon()
+            finally:
+                # The request's locks, kept until its transaction ended (committed or not).
+                await claim.held.release()
 
     async def _retried(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt()`` until the database stops aborting it, to its end (shielded)."""
@@ -335,7 +339,12 @@ class DatabaseClaim(Generic[S]):
         self._key = key
         self._fingerprint = fingerprint
         self.committed = False
+        #: What the request keeps until the claim ends (its lock mode's locks).
+        self.held = Held()
 
     @property
     def replay(self) -> StoredResponse | None:
         return None
+
+    async def keep(self, held: AbstractAsyncContextManager[T]) -> T:
+        return await self.held.keep(held)
