@@ -202,6 +202,14 @@ class Store(Protocol):
         """Release resources. Called once after serving."""
         ...
 
+    async def ping(self) -> None:
+        """Return once the store answers a trivial query (``GET /health``).
+
+        Raises:
+            RetryLater: The database cannot be reached right now.
+        """
+        ...
+
     async def create_account(self, account_id: str, balance: int) -> int:
         """Open an account with an opening balance and journal it; atomic on every store.
 

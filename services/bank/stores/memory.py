@@ -101,6 +101,9 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
+    async def ping(self) -> None:
+        return None
+
     async def _window(self, kind: OperationKind, atomic: bool) -> None:
         if atomic:
             return
