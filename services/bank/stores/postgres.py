@@ -103,11 +103,17 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT)
 
 
-#: What the driver raises when the database fails: server errors, a dead or refused
-#: connection, a pool that gave no connection in time.
+#: What the driver raises when the database fails as a running service can (a dead or refused
+#: connection, a pool that gave no connection in time, a server shutting down, aborted or timed
+#: out statements, exhausted resources). Anything else (a missing table, bad SQL) is a bug or
+#: a broken deployment: it stays a logged 500.
 DATABASE_ERRORS: Final[tuple[type[BaseException], ...]] = (
-    asyncpg.exceptions.PostgresError,
-    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,  # class 08
+    asyncpg.exceptions.TransactionRollbackError,  # class 40: deadlock, serialization
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: statement_timeout, shutdown
+    asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout
+    asyncpg.exceptions.InterfaceError,  # the connection closed under the driver
     asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,
@@ -151,8 +157,8 @@ def _failure(exc: BaseException, *, committing: bool, keyed: bool) -> BankError:
         what = "a row stayed locked longer than lock_timeout"
     elif isinstance(exc, asyncpg.exceptions.TooManyConnectionsError):
         what = "the server refused another connection"
-    elif isinstance(exc, asyncpg.exceptions.PostgresError) and _rolled_back(exc):
-        what = "the database refused the operation"
+    elif _rolled_back(exc):
+        what = "the database aborted the operation"
     else:
         what = "the database is unavailable right now"
     return RetryLater(f"{what} ({name}); nothing was applied, retry later")

@@ -130,12 +130,30 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+#: SQLite's primary result codes for a database that fails as a running service can (locked
+#: past the retries, I/O error, full disk, file gone or read-only, out of memory). Others (no
+#: such table, bad SQL) are a bug or a broken deployment: they stay a logged 500.
+_OPERATIONAL: Final = {
+    sqlite3.SQLITE_BUSY: "SQLITE_BUSY",
+    sqlite3.SQLITE_LOCKED: "SQLITE_LOCKED",
+    sqlite3.SQLITE_NOMEM: "SQLITE_NOMEM",
+    sqlite3.SQLITE_READONLY: "SQLITE_READONLY",
+    sqlite3.SQLITE_IOERR: "SQLITE_IOERR",
+    sqlite3.SQLITE_FULL: "SQLITE_FULL",
+    sqlite3.SQLITE_CANTOPEN: "SQLITE_CANTOPEN",
+    sqlite3.SQLITE_PROTOCOL: "SQLITE_PROTOCOL",
+}
+
+
+def _operational(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _OPERATIONAL
+
+
 def _failure(exc: sqlite3.Error) -> RetryLater:
     """``exc`` as the domain's refusal: nothing was applied (see :class:`SqliteStore`)."""
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return RetryLater(
-        f"the database failed ({type(exc).__name__}: {message}); nothing was applied, retry later"
-    )
+    name = _OPERATIONAL.get(getattr(exc, "sqlite_errorcode", 0) & 0xFF, type(exc).__name__)
+    return RetryLater(f"the database failed ({name}); nothing was applied, retry later")
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -159,9 +177,10 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
         retry_budget: Seconds after which an operation that found the file locked is not
             tried again; ``None`` has no limit but ``attempts``.
 
-    A database error (the file locked past the retries, ``disk I/O error``, a file that
-    vanished) is answered 503 ``retry_later``: SQLite's COMMIT is all or nothing in the
-    process that runs it, so a failed one applied nothing.
+    A failing database (the file locked past the retries, an I/O error, a full disk, a file
+    gone or read-only) is answered 503 ``retry_later``: SQLite's COMMIT is all or nothing in
+    the process that runs it, so a failed one applied nothing. A broken deployment (a missing
+    table) stays a logged 500.
 
     Raises:
         ValueError: A bad URL or setting.
@@ -231,6 +250,8 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
             async with self._access():
                 rows = await self._connection().execute_fetchall(sql, tuple(params))
         except sqlite3.Error as exc:
+            if not _operational(exc):
+                raise
             raise _failure(exc) from exc
         return cast(list[sqlite3.Row], list(rows))
 
@@ -245,6 +266,8 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
         try:
             return await self._transaction_of(body)
         except sqlite3.Error as exc:
+            if not _operational(exc):
+                raise
             raise _failure(exc) from exc
 
     async def _transaction_of(self, body: Callable[[Connection], Awaitable[T]]) -> T:
@@ -432,6 +455,8 @@ class _SqliteClaim(DatabaseClaim[SqliteStore]):
             )
         except sqlite3.Error as exc:
             store._lock.release()
+            if not _operational(exc):
+                raise
             raise _failure(exc) from exc
         except BaseException:
             store._lock.release()
@@ -440,6 +465,8 @@ class _SqliteClaim(DatabaseClaim[SqliteStore]):
         try:
             rows = list(await conn.execute_fetchall(_RECORDED, (self._key,)))
         except sqlite3.Error as exc:
+            if not _operational(exc):
+                raise
             raise _failure(exc) from exc
         if rows:
             raise KeyTakenMeanwhile(recorded_response(rows[0], self._key, self._fingerprint))
@@ -460,6 +487,8 @@ class _SqliteClaim(DatabaseClaim[SqliteStore]):
         try:
             await shielded(commit)
         except sqlite3.Error as exc:
+            if not _operational(exc):
+                raise
             raise _failure(exc) from exc
 
     async def abandon(self) -> None:
