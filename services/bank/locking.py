@@ -110,9 +110,12 @@ class GlobalLock:
         self._lock = anyio.Lock()
 
     def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
-        if timeout is None:
-            return self._lock
-        return _TimedLock(self._lock, timeout)
+        lock = self._lock
+        # A free lock is taken without a timer: the guard enters what this returns before
+        # anything else runs, so it is still free then.
+        if timeout is None or not lock.locked():
+            return lock
+        return _TimedLock(lock, timeout)
 
 
 class _TimedLock:
@@ -125,13 +128,8 @@ class _TimedLock:
         self._timeout = timeout
 
     async def __aenter__(self) -> None:
-        lock = self._lock
-        if not lock.locked():
-            # Free: no timer. acquire() takes it before it yields, so nobody slips in between.
-            await lock.acquire()
-            return
         with anyio.fail_after(self._timeout):
-            await lock.acquire()
+            await self._lock.acquire()
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._lock.release()
@@ -147,11 +145,15 @@ class AccountLock:
         self._locks = KeyedLock()
 
     def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
-        if timeout is None:
-            if len(keys) == 1:
-                return self._locks(keys[0])
-            return self._locks.many(*keys)
-        return _TimedKeys(self._locks, tuple(sorted(set(keys))), timeout)
+        locks = self._locks
+        if len(keys) == 1:
+            # Free keys are taken by KeyedLock's own guards, without a timer: the guard
+            # enters what this returns before anything else runs, so they are still free then.
+            if timeout is None or not locks.locked(keys[0]):
+                return locks(keys[0])
+        elif timeout is None or not any(locks.locked(key) for key in keys):
+            return locks.many(*keys)
+        return _TimedKeys(locks, tuple(sorted(set(keys))), timeout)
 
 
 class _TimedKeys:

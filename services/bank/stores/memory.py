@@ -31,8 +31,6 @@ from ..domain import (
 )
 from ..ports import Claim, Held, RaceWindow, Replay, StoredResponse, UnitOfWork
 
-T = TypeVar("T")
-
 __all__ = ["MemoryIdempotency", "MemoryStore"]
 
 _KIND_CODE: Final[dict[OperationKind, int]] = {
@@ -99,9 +97,6 @@ class MemoryStore:
         return None
 
     async def close(self) -> None:
-        return None
-
-    async def ping(self) -> None:
         return None
 
     async def _window(self, kind: OperationKind, atomic: bool) -> None:
@@ -206,6 +201,12 @@ class MemoryStore:
                 )
             )
         return entries
+
+    async def ping(self) -> None:
+        return None
+
+
+T = TypeVar("T")
 
 
 @dataclass
