@@ -147,8 +147,7 @@ class ControlledRunQueue:
         self.sketch: list[SketchStep] = []
         self._sketched: Any = None
         self._sketch_preempted = False
-        self._after_of: Any = None
-        self._after_key: tuple[object, ...] = ()
+        self._root_code: Any = None
         self.faults = NO_FAULTS
         self.log = _NO_LOG
         #: The cancel scope of the explorer's own nursery: never cancelled by a fault.
@@ -190,7 +189,7 @@ class ControlledRunQueue:
         return len(self._system) + len(self._ready)
 
     def __bool__(self) -> bool:
-        return bool(self._system) or bool(self._ready)
+        return bool(self._system or self._ready)  # one call: trio asks twice per pass
 
     def __iter__(self) -> Iterator[Any]:
         self._pass += 1
@@ -228,9 +227,12 @@ class ControlledRunQueue:
 
     def _pick(self) -> Any:
         ready = self._ready
+        if self.cleaning:
+            return next(iter(ready))  # nothing is recorded while cleaning up
+        chooser = self.chooser
         preempted = False
-        offered = self._offered_faults() if self.log.left and not self.cleaning else _NO_FAULTS
-        if (len(ready) == 1 and not offered) or self.cleaning or self.chooser is None:
+        offered = self._offered_faults() if self.log.left else _NO_FAULTS
+        if (len(ready) == 1 and not offered) or chooser is None:
             task = next(iter(ready))
         else:
             tasks = sorted(ready, key=ready.__getitem__)
@@ -238,7 +240,7 @@ class ControlledRunQueue:
             options = [ids[t] for t in tasks]
             if offered:
                 options += [fault_option(i) for i in range(len(offered))]
-            index = self.chooser.pick(options)
+            index = chooser.pick(options)
             self.decisions.append(index)
             self.widths.append(len(options))
             if index >= len(tasks):
@@ -248,25 +250,24 @@ class ControlledRunQueue:
                 return None
             task = tasks[index]
             preempted = index != 0
-        if self.track and not self.cleaning:
+        if self.track:
             chains = self._chains
-            if self.chooser.wants_footprint():  # type: ignore[union-attr]
+            if chooser.wants_footprint():  # type: ignore[union-attr]
                 self._tracked = task
                 # Where a task stopped is where it resumes: reuse that chain.
                 self._tracked_before = chains.pop(task, EMPTY_CHAIN) or chain(task.coro)
             else:
                 chains.pop(task, None)
-        if not self.cleaning:
-            self._sketched = task
-            self._sketch_preempted = preempted
-            self.count += 1
-            if self.count > MAX_STEPS and self.stopped is None:
-                self._stop("limit")
-            if self.trace:
-                self._last = task
-                self._last_resumed = user_location(task.coro)
-                self._last_preempted = preempted
-                self._trace_resume(task)
+        self._sketched = task
+        self._sketch_preempted = preempted
+        self.count += 1
+        if self.count > MAX_STEPS and self.stopped is None:
+            self._stop("limit")
+        if self.trace:
+            self._last = task
+            self._last_resumed = user_location(task.coro)
+            self._last_preempted = preempted
+            self._trace_resume(task)
         return task
 
     def _idle_fault(self) -> bool:
@@ -401,6 +402,7 @@ class ControlledRunQueue:
     def _record_footprint(self) -> None:
         task = self._tracked
         self._tracked = None
+        tid = self.ids[task]
         finished = task.coro.cr_frame is None
         after = EMPTY_CHAIN if finished else chain(task.coro)
         if after:
@@ -409,20 +411,17 @@ class ControlledRunQueue:
         # counts as touching everything (it may have failed and cancelled its siblings).
         footprint = step_footprint(self._tracked_before, after, finished, finished)
         assert self.chooser is not None
-        self.chooser.stepped(self.ids[task], footprint)
+        self.chooser.stepped(tid, footprint)
         if self._watch is not None:
-            self._watch(self.ids[task], self._tracked_before, after)
-        self._after_of = task
-        self._after_key = after.key
+            self._watch(tid, self._tracked_before, after)
+        # The tracked task is the sketched one: its sketch step reuses the chain just walked.
+        self._sketched = None
+        self.sketch.append((tid, after.key, self._sketch_preempted))
 
     def _record_sketch(self) -> None:
         task = self._sketched
         self._sketched = None
-        if self._after_of is task:
-            key = self._after_key  # the footprint's chain, already walked
-            self._after_of = None
-        else:
-            key = () if task.coro.cr_frame is None else chain_key(task.coro)
+        key = () if task.coro.cr_frame is None else chain_key(task.coro)
         self.sketch.append((self.ids[task], key, self._sketch_preempted))
 
     def _deadlocked(self) -> bool:
@@ -480,7 +479,6 @@ class ControlledRunQueue:
         self.steps = []
         self.sketch = []
         self._sketched = None
-        self._after_of = None
         self.chooser = chooser
         self.track = chooser.footprints
         # Only the reported schedule's replay looks at the chains themselves (the race window).
@@ -515,7 +513,10 @@ class ControlledRunQueue:
             finally:
                 wakeup.set()
 
-        TRANSPARENT_CODE.add(root.__code__)
+        if root.__code__ is not self._root_code:
+            # The same code every schedule; adding it once spares hashing a code object each time.
+            self._root_code = root.__code__
+            TRANSPARENT_CODE.add(root.__code__)
         outcome = Outcome(None, None, self.decisions, self.widths, self.steps)
         outcome.sketch = self.sketch
         if self.log is not _NO_LOG:
