@@ -12,12 +12,22 @@ start to end, and two modes never overlap: a switch closes the door to new reque
 every request admitted under the old mode has finished, changes the mode, then reopens. Without the
 drain, a request still running unlocked under ``none`` could race one that already holds an
 account lock under ``account``, and the switch would not be the fix it looks like.
+
+Waits are bounded: with a ``wait_timeout``, a request that cannot get its locks (or be admitted
+past a switch) in time is refused with :class:`services.bank.domain.DeadlineExceeded` before it
+touched anything, so one stalled account never holds the requests queued behind it forever. A
+free lock is taken without starting a timer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
+import math
 from collections.abc import Awaitable, Mapping
 from contextlib import nullcontext
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Final, Protocol
 
@@ -25,10 +35,13 @@ import anyio
 
 from asynclocks import KeyedLock
 
+from .domain import DeadlineExceeded
+
 __all__ = [
     "ALL_LOCK_MODES",
     "LOCK_MODES",
     "AccountLock",
+    "ArrivalOrderLock",
     "DbLock",
     "GlobalLock",
     "Guard",
@@ -73,8 +86,12 @@ class LockStrategy(Protocol):
     @property
     def atomic_store(self) -> bool: ...
 
-    def hold(self, keys: tuple[str, ...]) -> Hold:
-        """Return what to hold around one operation on the accounts ``keys``."""
+    def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
+        """Return what to hold around one operation on the accounts ``keys``.
+
+        Entering it raises ``TimeoutError`` if the locks are not had within ``timeout``
+        seconds (``None``: wait as long as it takes), leaving nothing held.
+        """
         ...
 
 
@@ -84,7 +101,7 @@ class NoLock:
     name: Final = "none"
     atomic_store: Final = False
 
-    def hold(self, keys: tuple[str, ...]) -> Hold:
+    def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
         return nullcontext()
 
 
@@ -97,8 +114,35 @@ class GlobalLock:
     def __init__(self) -> None:
         self._lock = anyio.Lock()
 
-    def hold(self, keys: tuple[str, ...]) -> Hold:
-        return self._lock
+    def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
+        lock = self._lock
+        # A free lock is taken without a timer: the guard enters what this returns before
+        # anything else runs, so it is still free then.
+        if timeout is None or not lock.locked():
+            return lock
+        return _TimedLock(lock, timeout)
+
+
+class _TimedLock:
+    """An ``anyio.Lock`` held for one operation, waited for at most ``timeout`` seconds."""
+
+    __slots__ = ("_lock", "_timeout")
+
+    def __init__(self, lock: anyio.Lock, timeout: float) -> None:
+        self._lock = lock
+        self._timeout = timeout
+
+    async def __aenter__(self) -> None:
+        with anyio.fail_after(self._timeout):
+            await self._lock.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+# Tickets in the order requests asked for their accounts' locks, and the current request's one.
+_tickets = itertools.count()
+_arrival: ContextVar[int] = ContextVar("bank_request_arrival")
 
 
 class AccountLock:
@@ -110,10 +154,46 @@ class AccountLock:
     def __init__(self) -> None:
         self._locks = KeyedLock()
 
-    def hold(self, keys: tuple[str, ...]) -> Hold:
+    def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
+        # The request's place in line for what it meets once it holds its accounts (see
+        # ArrivalOrderLock). Only here: under the other modes requests reach the store in the
+        # order they arrive already, and every request would pay for the context variable.
+        _arrival.set(next(_tickets))
+        locks = self._locks
         if len(keys) == 1:
-            return self._locks(keys[0])
-        return self._locks.many(*keys)
+            # Free keys are taken by KeyedLock's own guards, without a timer: the guard
+            # enters what this returns before anything else runs, so they are still free then.
+            if timeout is None or not locks.locked(keys[0]):
+                return locks(keys[0])
+        elif timeout is None or not any(locks.locked(key) for key in keys):
+            return locks.many(*keys)
+        return _TimedKeys(locks, tuple(sorted(set(keys))), timeout)
+
+
+class _TimedKeys:
+    """The ``KeyedLock`` keys of one operation, taken in sorted order within ``timeout``
+    seconds in all (a free key is taken without a timer)."""
+
+    __slots__ = ("_keys", "_locks", "_timeout")
+
+    def __init__(self, locks: KeyedLock, keys: tuple[str, ...], timeout: float) -> None:
+        self._locks = locks
+        self._keys = keys
+        self._timeout = timeout
+
+    async def __aenter__(self) -> None:
+        locks, keys = self._locks, self._keys
+        if len(keys) == 1:
+            await locks.acquire(keys[0], timeout=self._timeout)
+            return
+        # many() bounds the waits in all and gives back what it took; unlike acquiring the keys
+        # one by one, it keeps its place in line on each later key (no convoy behind a
+        # transfer that holds its first account).
+        await locks.many(*keys, timeout=self._timeout).__aenter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for key in reversed(self._keys):
+            self._locks.release(key)
 
 
 class DbLock:
@@ -127,7 +207,7 @@ class DbLock:
     name: Final = "db"
     atomic_store: Final = True
 
-    def hold(self, keys: tuple[str, ...]) -> Hold:
+    def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
         return nullcontext()
 
 
@@ -154,14 +234,34 @@ class Locking:
     Args:
         mode: The starting mode.
         strategies: Mode name to strategy; :func:`default_strategies` when omitted.
+        wait_timeout: Seconds a request may wait for its locks (and at the door during a
+            switch) before :meth:`guard` refuses it with ``DeadlineExceeded``; ``None`` waits
+            as long as it takes.
 
     Raises:
-        ValueError: ``mode`` is not one of the strategies.
+        ValueError: ``mode`` is not one of the strategies, or ``wait_timeout`` is not a
+            positive number of seconds.
     """
 
-    def __init__(self, mode: str, strategies: Mapping[str, LockStrategy] | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        strategies: Mapping[str, LockStrategy] | None = None,
+        *,
+        wait_timeout: float | None = None,
+    ) -> None:
         self._strategies = dict(default_strategies() if strategies is None else strategies)
         self._check_mode(mode)
+        if wait_timeout is not None and (
+            isinstance(wait_timeout, bool)
+            or not isinstance(wait_timeout, int | float)
+            or not math.isfinite(wait_timeout)
+            or wait_timeout <= 0
+        ):
+            raise ValueError(
+                f"wait_timeout must be a finite number of seconds > 0, got {wait_timeout!r}"
+            )
+        self.wait_timeout = wait_timeout
         self._mode = mode
         self._active = 0
         self._waiting = 0
@@ -222,10 +322,19 @@ class Locking:
     async def _admit(self) -> None:
         self._waiting += 1
         try:
-            while self._gate is not None:
-                await self._gate.wait()
+            with anyio.fail_after(self.wait_timeout):
+                while self._gate is not None:
+                    await self._gate.wait()
         finally:
             self._waiting -= 1
+
+    def _too_late(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"the request waited {self.wait_timeout:g} s for its account locks without getting "
+            "them "
+            "(another request holds them or the database is slow); nothing was applied, "
+            "retry later"
+        )
 
     def _leave(self) -> None:
         self._active -= 1
@@ -260,6 +369,77 @@ class Locking:
             return previous
 
 
+class ArrivalOrderLock:
+    """A lock handed to the waiter whose request asked for its accounts first (asyncio only).
+
+    For what every request passes through after its lock mode, such as the SQLite store's one
+    connection. Under lock mode ``account`` the requests holding the accounts' locks queue
+    for it; in the order they reach it (FIFO), a request that waited long behind others on a
+    busy account gets no more turns than one that took a free account at once, so every
+    request on a busy account waits for the turns of all the others: the holders of busy
+    accounts fall behind, their queues grow, and a few requests wait many times the average.
+    Handing the lock to the request that arrived first (by the ticket :class:`AccountLock`
+    gave it when it asked for its accounts) drains the busy accounts first, which is the order
+    ``global`` serves them in. A caller
+    outside any lock mode (opening an account, the audit) queues as if it arrived on asking.
+    Ties cannot happen: every ticket is drawn once.
+
+    Like :class:`asyncio.Lock`, acquiring a free lock does not yield, and a waiter cancelled
+    after the lock was handed to it passes the lock on.
+    """
+
+    __slots__ = ("_held", "_waiters")
+
+    def __init__(self) -> None:
+        self._held = False
+        # A heap of (ticket, future) in ticket order; release() completes the first future.
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def locked(self) -> bool:
+        """Whether some task holds the lock."""
+        return self._held
+
+    async def acquire(self) -> None:
+        """Take the lock, waiting behind every waiter whose request arrived earlier."""
+        if not self._held:
+            self._held = True
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ticket = _arrival.get(None)
+        entry = (next(_tickets) if ticket is None else ticket, fut)
+        heapq.heappush(self._waiters, entry)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed to us, then cancelled before we ran: pass it on
+            else:
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
+            raise
+
+    def release(self) -> None:
+        """Hand the lock to the earliest-arrived waiter, or free it."""
+        waiters = self._waiters
+        while waiters:
+            _, fut = heapq.heappop(waiters)
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._held = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
 class Guard:
     """``async with locking.guard(*keys) as strategy``: one request inside its lock mode.
 
@@ -277,12 +457,18 @@ class Guard:
     async def __aenter__(self) -> LockStrategy:
         locking = self._locking
         if locking._gate is not None:
-            await locking._admit()
+            try:
+                await locking._admit()
+            except TimeoutError:
+                raise locking._too_late() from None
         strategy = locking._strategies[locking._mode]
-        hold = strategy.hold(self._keys)
+        hold = strategy.hold(self._keys, locking.wait_timeout)
         locking._active += 1
         try:
             await hold.__aenter__()
+        except TimeoutError:
+            locking._leave()
+            raise locking._too_late() from None
         except BaseException:
             locking._leave()
             raise

@@ -17,11 +17,13 @@ from ..domain import (
     BalanceTooLarge,
     BankError,
     ClientExists,
+    DeadlineExceeded,
     IdempotencyKeyReused,
     IdempotencyQuotaExceeded,
     InsufficientFunds,
     ModeSwitchPerWorker,
     OpeningBalanceTooLarge,
+    OutcomeUnknown,
     RetryLater,
     SameAccount,
     TooManyAccounts,
@@ -149,6 +151,8 @@ STATUS: Final[dict[type[BankError], int]] = {
     IdempotencyKeyReused: 422,
     UnsupportedLockMode: 422,
     RetryLater: 503,
+    DeadlineExceeded: 503,
+    OutcomeUnknown: 503,
     # A refusal of a class not listed above (a subclass is answered as its parent).
     BankError: 400,
 }

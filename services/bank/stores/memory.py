@@ -12,9 +12,9 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import anyio
 
@@ -32,7 +32,7 @@ from ..domain import (
     SameAccount,
     TooManyAccounts,
 )
-from ..ports import Claim, KeyPolicy, RaceWindow, Replay, StoredResponse, UnitOfWork
+from ..ports import Claim, Held, KeyPolicy, RaceWindow, Replay, StoredResponse, UnitOfWork
 
 __all__ = ["MemoryIdempotency", "MemoryStore"]
 
@@ -261,6 +261,12 @@ class MemoryStore:
             )
         return entries
 
+    async def ping(self) -> None:
+        return None
+
+
+T = TypeVar("T")
+
 
 @dataclass
 class _Entry:
@@ -276,10 +282,14 @@ class _MemoryClaim:
         self._entry = entry
         self._clock = clock
         self.saved = False
+        self.held = Held()
 
     @property
     def replay(self) -> StoredResponse | None:
         return None
+
+    async def keep(self, held: AbstractAsyncContextManager[T]) -> T:
+        return await self.held.keep(held)
 
     async def save(self, response: StoredResponse) -> None:
         # No await before the record: nothing can run between the operation's last step and it.
@@ -345,6 +355,9 @@ class MemoryIdempotency:
         try:
             yield claim
         finally:
+            # The request's locks: its operation and its recorded response are one step here,
+            # so holding them to the end costs nothing and keeps every store alike.
+            await claim.held.release()
             done, entry.done = entry.done, None
             if not claim.saved:
                 del table[key]

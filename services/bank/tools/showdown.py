@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..locking import LOCK_MODES
-from ..run.config import ADMIN_TOKEN_ENV
+from ..run.config import ADMIN_TOKEN_ENV, UNSAFE_FLAG
 from ..run.server import LoopKind, run
 from .hammer import DEFAULT_MIX, HammerReport, HammerSettings, run_hammer
 
@@ -230,6 +230,9 @@ def run_showdown(
             str(settings.io_delay),
         ]
         server_args += ["--workers", str(settings.workers)]
+        if settings.workers > 1 and mode != "db":
+            # The lesson is precisely that these modes lose money across workers.
+            server_args.append(UNSAFE_FLAG)
         # A fresh admin token per server, in its environment (never its argv): the hammer
         # registers its own client with it.
         admin_token = secrets.token_urlsafe(24)
