@@ -310,6 +310,31 @@ async def test_health_is_degraded_while_the_database_is_away(
     assert "1 retry_later" in body["reason"]
 
 
+@pytest.mark.postgres
+async def test_key_and_credential_lookups_while_the_database_is_away_are_retry_later(
+    served_bank: ServedFactory, postgres_url: str, proxy: PgProxy
+) -> None:
+    """What runs before a request's own work (the caller's API key, its Idempotency-Key records)
+    fails as "nothing applied", and the same key then goes through once."""
+    bank = await _proxied_bank(served_bank, postgres_url, proxy, "db", acquire_timeout=2.0)
+    await _open(bank, "a")
+    amount, key = _amount(), {"Idempotency-Key": f"away-{uuid.uuid4()}"}
+    proxy.refusing = True
+    proxy.cut_all()
+    status, body = await bank.call("POST", "/accounts/a/deposit", {"amount": amount}, headers=key)
+    assert (status, body["error"]) == (503, "retry_later"), body
+    assert "nothing was applied" in body["detail"]
+    # A token this process has not seen must be looked up in the database.
+    unknown = {"Authorization": "Bearer bank_" + "0" * 43}
+    status, body = await bank.call("POST", "/accounts/a/deposit", {"amount": 1}, headers=unknown)
+    assert (status, body["error"]) == (503, "retry_later"), body
+    proxy.refusing = False
+    status, body = await bank.call("POST", "/accounts/a/deposit", {"amount": amount}, headers=key)
+    assert status == 200, body
+    assert len(_moves(await bank.store.journal(), amount)) == 1
+    assert (await bank.audit())["drift"] == 0
+
+
 # --- SQLite ------------------------------------------------------------------------------------
 
 
