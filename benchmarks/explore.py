@@ -139,7 +139,7 @@ def idle_then_locked(tasks: int, idle: int) -> Callable[[], Awaitable[None]]:
 def full_tree(scenario: Callable[[], Awaitable[None]], reduce: bool) -> tuple[int, float]:
     """Schedules and seconds for an exhaustive dfs, with or without sleep sets (asyncio)."""
     from asynclocks._explore._api import drive
-    from asynclocks._explore._strategies import DepthFirst
+    from asynclocks._explore._schedulers import DepthFirst
 
     def plan():  # type: ignore[no-untyped-def]
         search = DepthFirst(None, reduce=reduce)

@@ -427,7 +427,7 @@ class AsyncioSession:
         self._closed = False
 
     def run(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
-        return self._loop.run_schedule(scenario, chooser, trace)
+        return self._loop.run_schedule(scenario, chooser, trace, chooser.max_steps)
 
     def close(self) -> None:
         if not self._closed:

@@ -16,20 +16,20 @@ Scenario = Callable[[], Awaitable[Any]]
 #: The event loops the explorer controls.
 Backend = Literal["asyncio", "trio"]
 #: The exploration strategies (see :func:`asynclocks.explore`).
-Strategy = Literal["dfs", "fifo", "pct", "random"]
+Strategy = Literal["dfs", "fifo", "pct", "portfolio", "random"]
 #: How a schedule failed: the scenario raised, or every task blocked.
 FailureKind = Literal["exception", "deadlock"]
 
 BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
-STRATEGIES: tuple[Strategy, ...] = ("dfs", "fifo", "pct", "random")
+STRATEGIES: tuple[Strategy, ...] = ("dfs", "fifo", "pct", "portfolio", "random")
 
 #: (file, line, function) of a user-code frame.
 Frame = tuple[str, int, str]
 #: Where a task stands: its innermost user-code frame and that frame's user-code caller, if any.
 Location = tuple[Frame, Frame | None]
 
-#: Steps a single schedule may take before the explorer gives up on it (a task spinning on
-#: ``sleep(0)`` forever would otherwise hang the exploration).
+#: Steps a single schedule may take by default before the explorer gives up on it (a task
+#: spinning on ``sleep(0)`` forever would otherwise hang the exploration); see ExploreConfig.
 MAX_STEPS = 20_000
 
 
@@ -112,6 +112,8 @@ class Chooser(Protocol):
 
     #: When True the backend computes what each step touched and calls :meth:`stepped`.
     footprints: bool
+    #: Steps the schedule may take before it stops with a :class:`StepLimitError`.
+    max_steps: int
 
     def pick(self, options: Sequence[int]) -> int:
         """Return the index into ``options`` (task ids, the event loop's own FIFO order first)."""

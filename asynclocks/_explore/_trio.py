@@ -96,6 +96,7 @@ class ControlledRunQueue:
         self.steps: list[Step] = []
         self.trace = False
         self.count = 0
+        self.max_steps = MAX_STEPS
         self.stopped: str | None = None  # "deadlock" or "limit" when the driver must step in
         self.wakeup: Any = None
         self._last: Any = None
@@ -199,7 +200,7 @@ class ControlledRunQueue:
             self._sketched = task
             self._sketch_preempted = preempted
             self.count += 1
-            if self.count > MAX_STEPS and self.stopped is None:
+            if self.count > self.max_steps and self.stopped is None:
                 self._stop("limit")
             if self.trace:
                 self._last = task
@@ -307,6 +308,7 @@ class ControlledRunQueue:
         self._chains.clear()
         self.trace = trace
         self.count = 0
+        self.max_steps = chooser.max_steps
         self.stopped = None
         self.cleaning = False
         self._last = None
@@ -349,7 +351,7 @@ class ControlledRunQueue:
             elif stopped == "limit":
                 outcome.kind = "exception"
                 outcome.error = StepLimitError(
-                    f"one schedule ran more than {MAX_STEPS} steps; a task keeps yielding "
+                    f"one schedule ran more than {self.max_steps} steps; a task keeps yielding "
                     "without ever finishing (a busy loop on sleep(0)?)"
                 )
             elif box:

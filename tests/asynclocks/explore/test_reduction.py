@@ -9,7 +9,7 @@ import pytest
 from asynclocks import Backend, explore
 from asynclocks._explore._api import drive
 from asynclocks._explore._common import Outcome
-from asynclocks._explore._strategies import DepthFirst, DfsChooser
+from asynclocks._explore._schedulers import DepthFirst, DfsChooser
 
 from .reduction_scenarios import RACES, independent_work_then_lock
 
