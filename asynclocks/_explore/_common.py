@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import sysconfig
@@ -198,11 +199,12 @@ def _library_dirs() -> tuple[str, ...]:
         package = os.path.dirname(os.path.dirname(__file__))
         dirs = {sysconfig.get_paths()["stdlib"], package}
         for name in _LIBRARY_PACKAGES:
+            # Located, not imported: exploring on asyncio must not import trio.
             try:
-                module = __import__(name)
-            except ImportError:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
                 continue
-            module_file = getattr(module, "__file__", None)
+            module_file = spec.origin if spec is not None else None
             if module_file:
                 dirs.add(os.path.dirname(module_file))
         _LIBRARY_DIRS = tuple(os.path.join(d, "") for d in dirs)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from ._common import MAX_STEPS
 
 #: pct's default bug depth, chosen from the bug suite (benchmarks/explore.py --suite).
-PCT_DEPTH = 3
+PCT_DEPTH = 5
 
 #: The environment variables that set a default (an argument given in code still wins).
 ENVIRONMENT = {
@@ -73,7 +73,8 @@ class ExploreConfig:
             that never stops yielding); default 20,000.
         pct_depth: The bug depth pct (and the portfolio's pct) aims at: a bug needing
             ``pct_depth - 1`` ordering constraints is found with probability at least
-            1/(n * k^(depth-1)) per schedule, for n tasks and k steps (default 3).
+            1/(n * k^(depth-1)) per schedule, for n tasks and k steps (default 5, chosen on the
+            bug suite of ``benchmarks/explore.py --suite``).
         time_limit: Stop the search after this many seconds (checked between schedules; the
             report is then not exhaustive); None for no limit.
 
