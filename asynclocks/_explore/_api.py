@@ -170,13 +170,13 @@ def make_config(
     return dataclasses.replace(config, **given) if given else config
 
 
-def make_scheduler(strategy: Strategy, config: ExploreConfig) -> BuiltinScheduler:
-    """The built-in scheduler a strategy names, set up from ``config``."""
+def make_scheduler(strategy: Strategy, config: ExploreConfig, backend: Backend) -> BuiltinScheduler:
+    """The built-in scheduler a strategy names on ``backend``, set up from ``config``."""
     steps = config.max_steps
     if strategy == "dfs":
         return DfsScheduler(config.preemption_bound, max_steps=steps)
     if strategy == "fifo":
-        return FifoScheduler(steps)
+        return FifoScheduler(steps, trio_seed=config.seed if backend == "trio" else None)
     if strategy == "random":
         return RandomScheduler(config.seed, steps)
     if strategy == "pct":
@@ -311,7 +311,7 @@ def search_plan(
     """
     started = time.perf_counter()
     initial = snapshot([origin]) if origin is not None else {}
-    scheduler = make_scheduler(strategy, config) if isinstance(strategy, str) else strategy
+    scheduler = make_scheduler(strategy, config, backend) if isinstance(strategy, str) else strategy
     max_steps = config.max_steps
     searched = yield from _search(scheduler, config, progress, started)
     failure = searched.failure
@@ -578,10 +578,12 @@ def explore(
             sleep sets over what each step touches), ``"random"``, ``"pct"`` (probabilistic
             concurrency testing: random priorities and ``config.pct_depth - 1`` change points),
             ``"portfolio"`` (schedules taken in turn from random and pct: finds what either
-            finds), ``"fifo"`` (only the stock event loop's own order), or a
+            finds), ``"fifo"`` (only the stock event loop's own order; on trio each batch of
+            runnable tasks forward or reversed at random, as ``trio.run`` does), or a
             :class:`Scheduler` instance of your own.
         max_schedules: Stop after this many schedules (default: ``config.max_schedules``).
-        seed: Seed for ``random``, ``pct`` and ``portfolio`` (default: ``config.seed``).
+        seed: Seed for ``random``, ``pct`` and ``portfolio``, and for trio's batch order under
+            ``fifo`` (default: ``config.seed``).
         preemption_bound: At most this many preemptions (choices that differ from the stock event
             loop's FIFO order) per schedule (default: ``config.preemption_bound``, None: no
             bound).

@@ -67,7 +67,8 @@ class ExploreConfig:
 
     Attributes:
         max_schedules: Stop after this many schedules (default 10,000).
-        seed: Seed of ``random``, ``pct`` and ``portfolio`` (default 0).
+        seed: Seed of ``random``, ``pct``, ``portfolio`` and of trio's batch order under
+            ``fifo`` (default 0).
         preemption_bound: At most this many preemptions per schedule (dfs); None for no bound.
         max_steps: Steps one schedule may take before it fails with a step-limit error (a task
             that never stops yielding); default 20,000.

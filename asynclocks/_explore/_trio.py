@@ -3,7 +3,12 @@
 trio's run loop takes its batch of runnable tasks with ``list(runner.runq)`` and then calls
 ``runner.runq.clear()``. The explorer replaces the run queue with :class:`ControlledRunQueue`, whose
 iteration hands out exactly one scenario task (the strategy's pick) per pass, so every step is a
-scheduling decision. Virtual time comes from ``trio.testing.MockClock(autojump_threshold=0)``. This
+scheduling decision. The choice is among the tasks of trio's current *batch*: trio runs every task
+that was runnable when a batch began before any task woken meanwhile, so a task woken (or
+rescheduled at a checkpoint) waits for the next batch, and the explorer makes only schedules
+``trio.run`` can make. Within a batch any order is explored (trio shuffles batches under
+Hypothesis; otherwise it runs each forward or reversed, which is what the ``fifo`` baseline does).
+Virtual time comes from ``trio.testing.MockClock(autojump_threshold=0)``. This
 relies on trio internals, so the trio version is checked against the tested range first.
 
 One ``trio.run`` serves a whole exploration: a driver task runs each schedule in a fresh nursery.
@@ -82,6 +87,9 @@ class ControlledRunQueue:
         # Value: (pass number, task id). Tasks woken in the same pass of the run loop are ordered
         # by id, because trio wakes simultaneous deadlines in an order that depends on id().
         self._ready: dict[Any, tuple[int, int]] = {}
+        # trio's batch: the scenario tasks runnable when the batch began and not yet run. trio
+        # runs a whole batch before any task woken meanwhile (those wait for the next one).
+        self._batch: set[Any] = set()
         self._pass = 0
         self._selected: list[Any] = []
         self.ids: dict[Any, int] = {}
@@ -177,17 +185,23 @@ class ControlledRunQueue:
 
     def _pick(self) -> Any:
         ready = self._ready
+        batch = self._batch
+        current = [task for task in ready if task in batch] if batch else []
+        if not current:
+            current = list(ready)
+            batch.update(current)
         preempted = False
-        if len(ready) == 1 or self.cleaning or self.chooser is None:
-            task = next(iter(ready))
+        if len(current) == 1 or self.cleaning or self.chooser is None:
+            task = current[0]
         else:
-            tasks = sorted(ready, key=ready.__getitem__)
+            tasks = sorted(current, key=ready.__getitem__)
             ids = self.ids
             index = self.chooser.pick([ids[t] for t in tasks])
             self.decisions.append(index)
             self.widths.append(len(tasks))
             task = tasks[index]
             preempted = index != 0
+        batch.discard(task)
         if self.track and not self.cleaning:
             chains = self._chains
             if self.chooser.wants_footprint():  # type: ignore[union-attr]
@@ -294,6 +308,7 @@ class ControlledRunQueue:
         self.ids.clear()
         self.names.clear()
         self._ready.clear()
+        self._batch.clear()
         self.decisions = []
         self.widths = []
         self.steps = []

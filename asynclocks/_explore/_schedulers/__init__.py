@@ -14,6 +14,7 @@ from ._dfs import DfsChooser as DfsChooser
 from ._dfs import DfsScheduler as DfsScheduler
 from ._fifo import FifoChooser as FifoChooser
 from ._fifo import FifoScheduler as FifoScheduler
+from ._fifo import TrioOrderChooser as TrioOrderChooser
 from ._pct import PctChooser as PctChooser
 from ._pct import PctScheduler as PctScheduler
 from ._portfolio import PortfolioScheduler as PortfolioScheduler
@@ -37,4 +38,5 @@ __all__ = [
     "ReplayChooser",
     "ScheduleChooser",
     "Scheduler",
+    "TrioOrderChooser",
 ]

@@ -104,7 +104,8 @@ def _mailbox(check_under_lock: bool) -> Scenario:
                         await ready.wait()
             else:
                 if not items:
-                    async with ready:  # the producer may notify before this wait starts
+                    await anyio.lowlevel.checkpoint()  # say so in the log: an await
+                    async with ready:  # the producer may have notified meanwhile
                         await ready.wait()
             assert items == [1]
 
@@ -232,7 +233,7 @@ def _limiter(try_then_fall_back: bool) -> Scenario:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(request, "a", 0)
-            tg.start_soon(request, "b", 3)
+            tg.start_soon(request, "b", 1)
 
     return scenario
 
@@ -260,11 +261,11 @@ def _producers(clone: bool) -> Scenario:
             tg.start_soon(consume)
             if clone:
                 async with send:
+                    tg.start_soon(produce, send.clone(), 2, 1)
                     tg.start_soon(produce, send.clone(), 1, 0)
-                    tg.start_soon(produce, send.clone(), 2, 0)
             else:
+                tg.start_soon(produce, send, 2, 1)
                 tg.start_soon(produce, send, 1, 0)
-                tg.start_soon(produce, send, 2, 0)
         assert sorted(got) == [1, 2]
 
     return scenario
@@ -292,15 +293,15 @@ def _transfer(one_critical_section: bool) -> Scenario:
                 accounts["b"] += amount
 
         async def audit() -> None:
-            for _ in range(5):
+            for _ in range(2):
                 await trio.lowlevel.checkpoint()
             async with lock:
                 total = accounts["a"] + accounts["b"]
             assert total == 10, f"the books show {total}, not 10"
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(audit)
             nursery.start_soon(transfer, 3)
+            nursery.start_soon(audit)
 
     return scenario
 

@@ -45,11 +45,14 @@ def test_every_fix_is_proved_without_a_bound(program: Program, backend: Backend)
     assert report.preemption_bound is None
 
 
-def test_the_stock_order_passes_every_bug() -> None:
-    # The suite is about reordering: no bug shows in the stock event loop's order, so finding
-    # them is the strategies' doing.
+def test_asyncios_stock_order_passes_every_bug() -> None:
+    # The suite is about reordering: no bug shows in asyncio's own order, so finding them is the
+    # strategies' doing. (trio's own order is random per batch, as trio.run's is: one of these
+    # bugs shows there in the baseline of seed 0, as it would on some real runs.)
     found = {
-        (program.name, backend): explore(program.buggy, backend, "fifo").failed
+        program.name: explore(program.buggy, backend, "fifo").failed
         for program, backend in cases()
+        if backend == "asyncio"
     }
-    assert {key for key, failed in found.items() if failed} == set()
+    assert len(found) == 5
+    assert not any(found.values()), found
