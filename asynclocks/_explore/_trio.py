@@ -87,9 +87,10 @@ class ControlledRunQueue:
         # Value: (pass number, task id). Tasks woken in the same pass of the run loop are ordered
         # by id, because trio wakes simultaneous deadlines in an order that depends on id().
         self._ready: dict[Any, tuple[int, int]] = {}
-        # trio's batch: the scenario tasks runnable when the batch began and not yet run. trio
-        # runs a whole batch before any task woken meanwhile (those wait for the next one).
-        self._batch: set[Any] = set()
+        # trio's batch: the scenario tasks runnable when the batch began and not yet run, in the
+        # order they became runnable. trio runs a whole batch before any task woken meanwhile
+        # (those wait for the next one). A task leaves the ready set only by running.
+        self._batch: list[Any] = []
         self._pass = 0
         self._selected: list[Any] = []
         self.ids: dict[Any, int] = {}
@@ -184,24 +185,19 @@ class ControlledRunQueue:
     # -- decisions ------------------------------------------------------------------------------
 
     def _pick(self) -> Any:
-        ready = self._ready
         batch = self._batch
-        current = [task for task in ready if task in batch] if batch else []
-        if not current:
-            current = list(ready)
-            batch.update(current)
+        if not batch:
+            ready = self._ready
+            batch.extend(sorted(ready, key=ready.__getitem__) if len(ready) > 1 else ready)
         preempted = False
-        if len(current) == 1 or self.cleaning or self.chooser is None:
-            task = current[0]
-        else:
-            tasks = sorted(current, key=ready.__getitem__)
+        index = 0
+        if len(batch) > 1 and not self.cleaning and self.chooser is not None:
             ids = self.ids
-            index = self.chooser.pick([ids[t] for t in tasks])
+            index = self.chooser.pick([ids[t] for t in batch])
             self.decisions.append(index)
-            self.widths.append(len(tasks))
-            task = tasks[index]
+            self.widths.append(len(batch))
             preempted = index != 0
-        batch.discard(task)
+        task = batch.pop(index)
         if self.track and not self.cleaning:
             chains = self._chains
             if self.chooser.wants_footprint():  # type: ignore[union-attr]
