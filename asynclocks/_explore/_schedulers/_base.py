@@ -120,7 +120,11 @@ class CustomChooser(ScheduleChooser):
     def pick(self, options: Sequence[int]) -> int:
         if self.error is not None:
             return 0
-        runnable = tuple(options)
+        # Only tasks are offered: ids below 0 are the search's own choices (injected faults),
+        # which a user's scheduler does not make.
+        runnable = tuple(option for option in options if option >= 0)
+        if len(runnable) < 2:
+            return list(options).index(runnable[0]) if runnable else 0
         try:
             task = self._scheduler.next_task(runnable)
         except Exception as error:  # noqa: BLE001 - re-raised by the search, out of the loop
@@ -132,11 +136,10 @@ class CustomChooser(ScheduleChooser):
                 f"{name}.next_task() must return a task id (an int), not {type(task).__name__}"
             )
             return 0
-        try:
-            return runnable.index(task)
-        except ValueError:
-            self.error = ValueError(
-                f"{name}.next_task({list(runnable)}) returned {task}, which is not one of the "
-                "runnable task ids it was given"
-            )
-            return 0
+        if task in runnable:
+            return list(options).index(task)
+        self.error = ValueError(
+            f"{name}.next_task({list(runnable)}) returned {task}, which is not one of the "
+            "runnable task ids it was given"
+        )
+        return 0

@@ -36,14 +36,17 @@ class TrioOrderChooser(ScheduleChooser):
         self._reversed = False
 
     def pick(self, options: Sequence[int]) -> int:
-        offered = tuple(options)
+        # Ids below 0 are the search's own choices (injected faults): never trio's.
+        offered = tuple(option for option in options if option >= 0)
+        if not offered:
+            return 0
         if offered != self._rest:
             # trio pops from the end of its batch list, reversed half of the time: forward order
             # when reversed, last-woken first when not.
             self._reversed = self._rng.random() < 0.5
-        index = 0 if self._reversed else len(offered) - 1
-        self._rest = offered[:index] + offered[index + 1 :]
-        return index
+        task = offered[0] if self._reversed else offered[-1]
+        self._rest = tuple(option for option in offered if option != task)
+        return list(options).index(task)
 
 
 class FifoScheduler(BuiltinScheduler):

@@ -4,6 +4,7 @@ takes CI's environment variables as defaults."""
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 
 import asynclocks
 from asynclocks import Backend, ExploreConfig, Scheduler, explore, replay
+from asynclocks._explore._schedulers import CustomChooser, TrioOrderChooser
 
 from . import scenarios
 
@@ -306,3 +308,19 @@ def test_importing_and_exploring_on_asyncio_never_imports_trio() -> None:
 def test_the_public_names_are_reexported() -> None:
     assert asynclocks.Scheduler is Scheduler
     assert asynclocks.ExploreConfig is ExploreConfig
+
+
+def test_choices_of_the_search_itself_are_not_offered_to_a_custom_scheduler() -> None:
+    # Options with ids below 0 are the search's own (injected faults, after the tasks): a
+    # user's scheduler sees only task ids, and its answer maps back to the right index.
+    scheduler = Alternate(1)
+    chooser = CustomChooser(scheduler, max_steps=100)
+    assert chooser.pick([-1, 3, 5, -2]) == 1
+    assert scheduler.seen == [(3, 5)]
+    assert chooser.pick([-1, 3, 5, -2]) == 2  # Alternate switches to 5
+    assert chooser.pick([4, -1]) == 0  # one task: nothing to ask
+    assert scheduler.seen == [(3, 5), (3, 5)]
+    assert chooser.error is None
+    trio_order = TrioOrderChooser(random.Random(0))
+    for _ in range(20):
+        assert trio_order.pick([-1, 1, 2, -3]) in (1, 2)
