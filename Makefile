@@ -6,7 +6,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-versions lint typecheck check bench docs clean
+.PHONY: demo test test-versions lint typecheck check bench docs clean browser
+
+# The HTML report's browser test drives Debian's chromium through playwright (no browser
+# download); installed here when missing. ASYNCLOCKS_NO_BROWSER=1 skips the test instead.
+CHROMIUM ?= /usr/bin/chromium
+# A failed install does not stop make: the browser test then fails, saying what is missing.
+browser:
+	@test -x $(CHROMIUM) || test "$${ASYNCLOCKS_NO_BROWSER:-}" = 1 || \
+		{ echo "installing chromium (apt) for the HTML report's browser test"; \
+		  apt-get install -y --no-install-recommends chromium >/dev/null || \
+		  { apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null; } || \
+		  echo "could not install chromium: the browser test will fail (ASYNCLOCKS_NO_BROWSER=1 skips it)"; }
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/python -m asynclocks demo
 	$(BIN)/python -m services.bank showdown
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # tests/asynclocks and the examples on Python 3.12 and 3.13 (noxfile.py); pyenv's shims find

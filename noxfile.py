@@ -15,8 +15,8 @@ import nox
 PYTHONS = ["3.12", "3.13"]
 #: What the sessions' tests import: the trio backend, rich (the demo CLI) and the web checks; the
 #: HTTP stacks the explorer runs over its simulated network (aiohttp, httpx, h11, hypercorn) and
-#: FastAPI (the web examples); the test tools; and uvloop so that the KeyedLock-on-uvloop tests run
-#: rather than skip.
+#: FastAPI (the web examples); the test tools; uvloop so that the KeyedLock-on-uvloop tests run
+#: rather than skip; and playwright, for the explorer's HTML report in a real browser.
 REQUIREMENTS = [
     "-e",
     ".[trio,cli,web]",
@@ -29,6 +29,8 @@ REQUIREMENTS = [
     "pytest-timeout",
     "hypothesis",
     "uvloop; sys_platform != 'win32'",
+    # The HTML report's browser test (Debian's chromium; no browser download).
+    "playwright",
 ]
 
 nox.options.sessions = ["tests"]

@@ -3,10 +3,13 @@ rule out race conditions at await points.
 
 Modules: ``_api`` (explore, replay, the search), ``_asyncio``/``_trio`` (controlled schedulers),
 ``_unsupported`` (what cannot be controlled, refused by name), ``_schedulers/`` (the Scheduler
-protocol, one module per strategy), ``_config`` (ExploreConfig), ``_footprint``
+protocol, one module per strategy), ``_config`` (ExploreConfig), ``_faults`` (cancellations and
+early timeouts chosen by the search), ``_footprint``
 (what a step reads and writes), ``_window`` (the race window, traces from step sketches),
-``_nondeterminism`` (the likely cause of a schedule that does not replay), ``_report``, ``_cli``,
-``_pytest``.
+``_nondeterminism`` (the likely cause of a schedule that does not replay), ``_events`` (a
+traced schedule's wake-ups, cancellations, timeouts and task ends), ``_waits``/``_holders``
+(what a blocked task waits in, and who holds it), ``_report``, ``_html`` (the HTML report),
+``_cli``, ``_pytest``.
 """
 
 from ._api import explore as explore

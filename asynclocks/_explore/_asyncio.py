@@ -12,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import heapq
+import inspect
+import math
+import sys
 import weakref
 from asyncio import events
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from . import _events, _holders
 from ._common import (
     MAX_STEPS,
     Chooser,
@@ -25,16 +29,20 @@ from ._common import (
     Scenario,
     Step,
     StepLimitError,
+    TraceEvent,
     Waiting,
     describe_object,
+    format_location,
     task_label,
     unsupported,
     user_location,
-    waited_object,
 )
+from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, Chain, chain, chain_key, step_footprint
 from ._net_asyncio import SimulatedNetworkLoop
 from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
+from ._waits import describe_wait
+from ._waits import waited as _waited
 
 _Task = asyncio.Task
 _DEFAULT_NAME_PREFIX = "Task-"
@@ -100,6 +108,9 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self._closed = False
         self._ids: dict[asyncio.Task[Any], int] = {}
         self._errors: list[dict[str, Any]] = []
+        self.faults = NO_FAULTS
+        # Events seen since the last step, while a trace is recorded (None: not tracing).
+        self._events: list[TraceEvent] | None = None
 
     # -- the parts of the event loop API that asyncio, anyio and user code use ------------------
 
@@ -214,6 +225,8 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             handle = heapq.heappop(timers)[2]
             if not handle._cancelled:
                 self._callbacks.append(handle)
+                if self._events is not None:
+                    self._timer_event(handle)
 
     def _advance_time(self) -> bool:
         timers = self._timers
@@ -221,9 +234,16 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             heapq.heappop(timers)
         if not timers:
             return False
+        if self._events is not None and timers[0][0] > self._time:
+            self._events.append(_events.time_event(timers[0][0]))
         self._time = max(self._time, timers[0][0])
         self._due_timers()
         return True
+
+    def _timer_event(self, handle: asyncio.TimerHandle) -> None:
+        event = _events.asyncio_timer_event(handle, self._ids)
+        if event is not None and self._events is not None:
+            self._events.append(event)
 
     def _run_callbacks(self) -> None:
         callbacks = self._callbacks
@@ -253,6 +273,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self._ids.clear()
         self._errors.clear()
         self._net_reset()
+        noted = self._events = [] if trace else None
         decisions: list[int] = []
         widths: list[int] = []
         steps: list[Step] = []
@@ -276,23 +297,44 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                 )
             main = self.create_task(coro)
             count = 0
+            # Faults off (the default) must cost the hot loop nothing but one test per pass.
+            log = FaultLog(self.faults) if self.faults.active else None
+            if log is not None:
+                outcome.faults = log.injected
+            offered: list[Fault] = []
             while not main.done():
                 self._due_timers()
                 if self._callbacks:
                     self._run_callbacks()
+                if log is not None and log.left:
+                    offered = self._offered_faults(main)
                 if runnable:
                     chosen = 0
-                    if len(runnable) == 1:
+                    if len(runnable) == 1 and not offered:
                         task = next(iter(runnable))
                     else:
                         tasks = list(runnable)
-                        chosen = index = pick([self._ids[t] for t in tasks])
+                        ids = [self._ids[t] for t in tasks]
+                        if offered:
+                            ids += [fault_option(i) for i in range(len(offered))]
+                        chosen = index = pick(ids)
                         decisions.append(index)
-                        widths.append(len(tasks))
+                        widths.append(len(ids))
+                        if index >= len(tasks):
+                            assert log is not None
+                            event = log.inject(offered[index - len(tasks)], count)
+                            if noted is not None:
+                                noted.append(event)
+                            offered = []
+                            continue
                         task = tasks[index]
                     handles = runnable.pop(task)
-                    if trace:
+                    if noted is not None:
                         resumed = user_location(task.get_coro())
+                        cancelled = _events.asyncio_cancelled(task, handles)
+                        woke = _events.wake_event(self._ids[task], task.get_coro(), cancelled)
+                        if woke is not None:
+                            noted.append(woke)
                     tracking = track and chooser.wants_footprint()
                     if tracking:
                         # Where a task stopped is where it resumes: reuse that chain.
@@ -317,7 +359,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     else:
                         stopped = () if task.done() else chain_key(task.get_coro())
                         sketch.append((self._ids[task], stopped, chosen != 0))
-                    if trace:
+                    if noted is not None:
                         done = task.done()
                         steps.append(
                             Step(
@@ -327,8 +369,11 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                                 None if done else user_location(task.get_coro()),
                                 done,
                                 chosen != 0,
+                                tuple(noted),
+                                _events.asyncio_end(task) if done else "",
                             )
                         )
+                        noted.clear()
                     count += 1
                     if count > max_steps:
                         outcome.kind = "exception"
@@ -338,7 +383,23 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                         )
                         break
                     continue
-                if self._callbacks or self._advance_time():
+                if self._callbacks:
+                    continue
+                if offered:
+                    # Nothing can run: before time passes (or the deadlock is declared), a fault.
+                    ids = [WAIT, *(fault_option(i) for i in range(len(offered)))]
+                    index = pick(ids)
+                    decisions.append(index)
+                    widths.append(len(ids))
+                    if index:
+                        assert log is not None
+                        event = log.inject(offered[index - 1], count)
+                        if noted is not None:
+                            noted.append(event)
+                        offered = []
+                        continue
+                    offered = []
+                if self._advance_time():
                     continue
                 outcome.kind = "deadlock"
                 outcome.waiting = self._blocked_tasks(main)
@@ -350,11 +411,94 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     outcome.error = error
             if trace or outcome.kind is not None:
                 outcome.task_names = {tid: self._name(t) for t, tid in self._ids.items()}
+            self._events = None
             self._cleanup()
         finally:
+            self._events = None
             self._running = False
             events._set_running_loop(previous)
         return outcome
+
+    def _offered_faults(self, main: asyncio.Task[Any]) -> list[Fault]:
+        """The faults that could happen now, in a deterministic order (see ``_faults``)."""
+        offered: list[Fault] = []
+        if self.faults.cancel:
+            anyio_states = _anyio_task_states()
+            scopes: set[int] = set()
+            for task in self._ids:
+                if task is main or task.done() or task.cancelling():
+                    continue
+                coro = task.get_coro()
+                if inspect.getcoroutinestate(coro) != inspect.CORO_SUSPENDED:  # type: ignore[arg-type]
+                    continue  # not started: not at an await yet
+                spawn, own = _anyio_scopes(anyio_states, task)
+                if spawn is None:
+                    offered.append(Fault(self._cancel_text(task), task.cancel))
+                    continue
+                for scope, what in ((own, OWN_SCOPE), (spawn, GROUP_SCOPE)):
+                    if scope is not None and id(scope) not in scopes and not scope.cancel_called:
+                        scopes.add(id(scope))
+                        offered.append(Fault(self._cancel_text(task, what), scope.cancel))
+        if self.faults.timeouts:
+            for when, _, handle in sorted(self._timers, key=lambda t: t[:2]):
+                if handle._cancelled or when <= self._time:
+                    continue
+                fault = self._timeout_fault(handle, when)
+                if fault is not None:
+                    offered.append(fault)
+        return offered
+
+    def _cancel_text(self, task: asyncio.Task[Any], what: str = "") -> Callable[[], str]:
+        def text() -> str:
+            where = format_location(user_location(task.get_coro()))
+            via = f" ({what})" if what else ""
+            return f"cancelled {self._name(task)}{via} at {where}"
+
+        return text
+
+    def _timeout_fault(self, handle: asyncio.TimerHandle, when: float) -> Fault | None:
+        """ "Fire now" for the timer of a timeout; None for a timer that is not one (a sleep)."""
+        callback: Any = handle._callback  # type: ignore[attr-defined]
+        owner: Any = getattr(callback, "__self__", None)
+        original: Callable[..., object] = callback
+        fire: Callable[[], None]
+        task: object = None
+        if isinstance(owner, asyncio.Timeout):
+            timeout = owner
+            task = getattr(timeout, "_task", None)
+            what = "asyncio.timeout"
+
+            def fire() -> None:
+                timeout.reschedule(self._time)
+
+        elif type(owner).__name__ == "CancelScope" and hasattr(owner, "_host_task"):
+            scope = owner
+            task = scope._host_task
+            what = "anyio cancel scope deadline"
+
+            def fire() -> None:
+                scope.deadline = self._time
+
+        elif callback is getattr(asyncio.tasks, "_release_waiter", None):
+            # asyncio.wait_for/asyncio.wait before 3.12: the timer releases the waiter.
+            what = "asyncio.wait_for/wait timeout"
+
+            def fire() -> None:
+                args = handle._args  # cancel() forgets them
+                handle.cancel()
+                self.call_soon(original, *args)
+
+        else:
+            return None
+
+        def text() -> str:
+            whose = ""
+            if isinstance(task, _Task):
+                where = format_location(user_location(task.get_coro()))
+                whose = f" of {self._name(task)} at {where}"
+            return f"fired the {what}{whose} early, at t={self._time:g} (deadline t={when:g})"
+
+        return Fault(text, fire)
 
     def _blocked_tasks(self, main: asyncio.Task[Any]) -> list[Waiting]:
         waiting: list[Waiting] = []
@@ -362,23 +506,38 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             if task.done():
                 continue
             coro = task.get_coro()
-            obj = waited_object(coro)
-            holder_task: object = None
-            if isinstance(obj, asyncio.Lock):
-                holder_task = _lock_owner.get(obj)
-            elif obj is not None:
-                holder_task = getattr(obj, "_owner_task", None)
-            if isinstance(obj, asyncio.TaskGroup) or type(obj).__name__ == "TaskGroup":
-                what = "its child tasks to finish"
-            elif isinstance(obj, asyncio.Task):
-                what = f"task {self._name(obj)} to finish"
-            elif obj is None and task is main:
-                what = "its child tasks to finish"
-            else:
-                what = describe_object(obj)
-            holder = self._ids.get(holder_task) if isinstance(holder_task, _Task) else None
-            waiting.append(Waiting(tid, self._name(task), user_location(coro), what, holder))
+            waiting.append(self._waiting(task, tid, coro, main))
         return waiting
+
+    def _waiting(self, task: asyncio.Task[Any], tid: int, coro: Any, main: Any) -> Waiting:
+        obj = _waited(coro).obj
+        where = user_location(coro)
+        if isinstance(obj, asyncio.TaskGroup) or type(obj).__name__ == "TaskGroup":
+            return Waiting(tid, self._name(task), where, "its child tasks to finish")
+        if isinstance(obj, asyncio.Task):
+            return Waiting(tid, self._name(task), where, f"task {self._name(obj)} to finish")
+        described = describe_wait(
+            coro,
+            lambda lock: _lock_owner.get(lock) if isinstance(lock, asyncio.Lock) else None,
+            lambda t: self._name(t) if t in self._ids else None,
+            lambda t: isinstance(t, _Task) and t.done(),
+        )
+        if described is None:
+            what = (
+                "its child tasks to finish"
+                if obj is None and task is main
+                else describe_object(obj)
+            )
+            return Waiting(tid, self._name(task), where, what)
+        holder = described.holder
+        return Waiting(
+            tid,
+            self._name(task),
+            where,
+            described.waits_on,
+            self._ids.get(holder) if isinstance(holder, _Task) else None,
+            described.state,
+        )
 
     def _cleanup(self) -> None:
         """Cancel whatever is still alive so the loop starts the next schedule empty."""
@@ -415,24 +574,92 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self._net_reset()
 
 
+def _anyio_task_states() -> Any:
+    module = sys.modules.get("anyio._backends._asyncio")
+    return getattr(module, "_task_states", None)
+
+
+GROUP_SCOPE = "its task group's cancel scope"
+OWN_SCOPE = "its own innermost cancel scope"
+
+
+def _anyio_scopes(states: Any, task: asyncio.Task[Any]) -> tuple[Any, Any]:
+    """The cancel scope of the anyio task group ``task`` was started in (None if it was not),
+    and the innermost scope the task opened itself that code outside it could cancel (not a
+    shield, which that would break from inside, nor one with a deadline: a timeout fault)."""
+    if states is None:
+        return None, None
+    state = states.get(task)
+    scope = getattr(state, "cancel_scope", None)
+    own = None
+    # The task's own scopes are hosted by it; the first one that is not is its group's.
+    while scope is not None and scope._host_task is task:
+        if own is None and not scope.shield and scope.deadline == math.inf:
+            own = scope
+        scope = scope._parent_scope
+    return scope, own
+
+
+def _ordered_delivery(original: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    """anyio's cancellation delivery, waking the tasks it cancels in task-id order.
+
+    anyio walks a cancel scope's tasks (and child scopes) as sets, so the order they become
+    runnable depends on their addresses. An injected cancellation must replay exactly; the stock
+    order among tasks cancelled in one delivery is arbitrary anyway.
+    """
+
+    def deliver(scope: Any, origin: Any) -> bool:
+        loop = events._get_running_loop()
+        if not isinstance(loop, ControlledLoop):
+            return original(scope, origin)
+        runnable = loop._runnable
+        before = len(runnable)
+        result = original(scope, origin)
+        if len(runnable) - before > 1:
+            items = list(runnable.items())
+            woken = sorted(items[before:], key=lambda item: loop._ids[item[0]])
+            runnable.clear()
+            runnable.update(items[:before])
+            runnable.update(woken)
+        return result
+
+    return deliver
+
+
 class AsyncioSession:
     """One controlled loop reused across every schedule of an exploration."""
 
     backend = "asyncio"
 
-    def __init__(self) -> None:
+    def __init__(self, faults: Faults = NO_FAULTS) -> None:
         self._loop = ControlledLoop()
+        self._loop.faults = faults
         _install_lock_tracking()
+        # For every schedule, not only traced ones: the wrapper is a frame of each await chain,
+        # and a replay must walk the same chains as the search did.
+        _holders.install("asyncio")
         patch_anyio_threads(True)
         self._closed = False
+        self._anyio_scope: Any = None
+        self._anyio_delivery: Any = None
 
     def run(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
+        if self._loop.faults.cancel and self._anyio_scope is None:
+            module = sys.modules.get("anyio._backends._asyncio")
+            if module is not None:  # imported by the scenario, maybe only in its first run
+                self._anyio_scope = scope = module.CancelScope
+                self._anyio_delivery = scope._deliver_cancellation
+                scope._deliver_cancellation = _ordered_delivery(scope._deliver_cancellation)
+        _holders.reset()
         return self._loop.run_schedule(scenario, chooser, trace, chooser.max_steps)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._anyio_scope is not None:
+                self._anyio_scope._deliver_cancellation = self._anyio_delivery
             _remove_lock_tracking()
+            _holders.remove("asyncio")
             patch_anyio_threads(False)
             self._loop.close()
 

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from ._api import explore, make_config, replay_outcome
 from ._common import BACKENDS, STRATEGIES, Backend, NondeterminismError, UnsupportedScenario
+from ._faults import FAULT_MODES
 from ._report import decode_token
 
 _EPILOG = """\
@@ -98,12 +99,37 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="at most N preemptions per schedule (default: unbounded)",
     )
+    parser.add_argument(
+        "--cancel",
+        choices=FAULT_MODES,
+        default="off",
+        help="auto: cancelling a task at any await is a choice of the search (default: off)",
+    )
+    parser.add_argument(
+        "--timeouts",
+        choices=FAULT_MODES,
+        default="off",
+        help="auto: a pending timeout may fire at any await before its deadline (default: off)",
+    )
+    parser.add_argument(
+        "--fault-budget",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="at most N injected faults per schedule (default: 1)",
+    )
     parser.add_argument("--replay", metavar="TOKEN", help="run only the schedule of this token")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument(
         "--full-trace",
         action="store_true",
         help="print every step of the failing schedule (long traces are elided by default)",
+    )
+    parser.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the report as a self-contained HTML page (a lane per task, the race "
+        "window highlighted, each step's source on hover)",
     )
     parser.set_defaults(handler=_handle)
 
@@ -146,6 +172,17 @@ def load_target(target: str) -> Callable[[], Any]:
     return function
 
 
+def _check_html_path(path: str) -> None:
+    """Refuse an --html file that cannot be written, before the exploration runs."""
+    if os.path.isdir(path):
+        raise UsageError(f"--html {path}: is a directory, not a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--html {path}: no such directory: {folder}")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"--html {path}: not writable")
+
+
 def _progress(stream: TextIO) -> Callable[[int, float], None]:
     def report(schedules: int, seconds: float) -> None:
         rate = schedules / seconds if seconds else 0.0
@@ -160,6 +197,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         scenario = load_target(args.target)
         if args.replay is not None:
+            if getattr(args, "html", None) is not None:
+                raise UsageError("--html writes an exploration's report; drop it with --replay")
             try:
                 schedule = decode_token(args.replay)
             except ValueError as error:
@@ -175,6 +214,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 return 1
             out.write(f"{verdict}\n{trace}\n")
             return 1 if failed else 0
+        html_path: str | None = getattr(args, "html", None)
+        if html_path is not None:
+            _check_html_path(html_path)
         backend: Backend = args.backend or "asyncio"
         try:  # the environment's defaults are checked before anything runs
             config = make_config(None, args.max_schedules, args.seed, args.preemption_bound)
@@ -194,6 +236,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 strategy=args.strategy,
                 config=config,
                 progress=None if args.quiet else _progress(err),
+                cancel=args.cancel,
+                timeouts=args.timeouts,
+                fault_budget=args.fault_budget,
             )
         except (TypeError, ValueError) as error:
             raise UsageError(str(error)) from None
@@ -204,7 +249,15 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         text = " ".join(str(error).split())
         err.write(f"python -m asynclocks explore: unsupported: {text}\n")
         return 2
+    if html_path is not None:
+        try:
+            report.write_html(html_path)
+        except OSError as error:
+            err.write(f"python -m asynclocks explore: error: cannot write {html_path}: {error}\n")
+            return 2
     out.write(f"{report.verdict}\n")
+    if report.injected:
+        out.write(f"faults injected by the explorer: {'; '.join(report.injected)}\n")
     if report.window:
         out.write(f"{report.window}\n")
     if report.failed:

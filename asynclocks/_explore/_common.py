@@ -129,9 +129,28 @@ class Chooser(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class TraceEvent:
+    """Something a trace shows between steps: a wake-up, a cancellation, a timeout, the clock.
+
+    ``kind`` is a short label that leads the line (``"woke"``, ``"cancelled"``, ``"timeout"``,
+    ``"time"``, or any other a recorder adds, e.g. an injected fault); ``detail`` says more;
+    ``task`` is the task it happened to (None for the clock).
+    """
+
+    kind: str
+    detail: str = ""
+    task: int | None = None
+
+
 @dataclass
 class Step:
-    """One step of one task: from the point it resumed to the point it next suspended."""
+    """One step of one task: from the point it resumed to the point it next suspended.
+
+    ``events`` happened after the previous step and before this one (recorded only while
+    tracing); ``end`` says how a finished task ended (``"returned 3"``, ``"raised KeyError: 'x'"``,
+    ``"cancelled"``), "" when unknown.
+    """
 
     task: int
     name: str
@@ -139,17 +158,25 @@ class Step:
     suspended: Location | None
     finished: bool
     preempted: bool = False
+    events: tuple[TraceEvent, ...] = ()
+    end: str = ""
 
 
 @dataclass
 class Waiting:
-    """What a blocked task waits on, found when the schedule deadlocked."""
+    """What a blocked task waits on, found when the schedule deadlocked.
+
+    ``waits_on`` names the primitive (``"asyncio.Semaphore"``); ``state`` says what keeps it
+    shut (``"held by #1 worker, which finished without releasing it"``, ``"free"``, ``"not
+    set"``), "" when nothing is known; ``holder`` is the live task holding it, for the cycle.
+    """
 
     task: int
     name: str
     where: Location | None
     waits_on: str
     holder: int | None = None
+    state: str = ""
 
 
 #: One step as the search records it (cheaply, while not tracing): the task id, the code
@@ -171,6 +198,8 @@ class Outcome:
     waiting: list[Waiting] = field(default_factory=list)
     task_names: dict[int, str] = field(default_factory=dict)
     sketch: list[SketchStep] = field(default_factory=list)
+    #: Faults the explorer injected (see ``_faults``): (steps taken before it, what it did).
+    faults: list[tuple[int, str]] = field(default_factory=list)
 
 
 _LIBRARY_DIRS: tuple[str, ...] | None = None
@@ -324,6 +353,29 @@ def describe_object(obj: object) -> str:
         "anyio._backends._trio": "anyio",
     }.get(module, module)
     return f"{public}.{cls.__qualname__}"
+
+
+def short_repr(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a trace line stays one line)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not break the trace
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_end(error: BaseException | None, cancelled: bool, result: object) -> str:
+    """How a task ended, as a trace shows it: returned, raised or cancelled."""
+    if cancelled:
+        return "cancelled"
+    if error is not None:
+        text = " ".join(str(error).split())
+        if len(text) > 60:
+            text = text[:57] + "..."
+        return f"raised {type(error).__name__}" + (f": {text}" if text else "")
+    # None is also what anyio's task wrapper returns whatever the function did: say no more.
+    return "returned" if result is None else f"returned {short_repr(result)}"
 
 
 def task_label(name: str) -> str:

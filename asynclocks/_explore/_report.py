@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import linecache
+import os
 import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ._common import Backend, FailureKind, Outcome, Step, Strategy, Waiting, format_location
+from ._common import (
+    Backend,
+    FailureKind,
+    Location,
+    Outcome,
+    Step,
+    Strategy,
+    TraceEvent,
+    Waiting,
+    format_location,
+)
+from ._faults import NO_FAULTS, Faults, faults_from_code
 
 TOKEN_VERSION = "al1"
 _BACKEND_CODES: dict[Backend, str] = {"asyncio": "a", "trio": "t"}
 _CODE_BACKENDS = {code: name for name, code in _BACKEND_CODES.items()}
-_TOKEN_RE = re.compile(r"^al(\d+):([a-z]):(\d+):([0-9=,]*):([0-9a-f]{4}):([0-9a-f]{4})$")
+_TOKEN_RE = re.compile(
+    r"^al(\d+):([a-z])(?:-([a-z0-9]+))?:(\d+):([0-9=,]*):([0-9a-f]{4}):([0-9a-f]{4})$"
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +38,8 @@ class Schedule:
     backend: Backend
     decisions: tuple[int, ...]
     shape: str = ""
+    #: The faults the search could inject when it recorded the schedule (replayed the same way).
+    faults: Faults = NO_FAULTS
 
     @property
     def preemptions(self) -> int:
@@ -39,16 +56,25 @@ def shape_of(widths: Sequence[int]) -> str:
     return _checksum(",".join(map(str, widths)))
 
 
-def encode_token(backend: Backend, decisions: Sequence[int], widths: Sequence[int]) -> str:
+def encode_token(
+    backend: Backend,
+    decisions: Sequence[int],
+    widths: Sequence[int],
+    faults: Faults = NO_FAULTS,
+) -> str:
     """A short printable token.
 
     ``al1:<backend>:<decision count>:<index=choice,...>:<shape>:<checksum>``: only decisions that
     differ from the stock loop's choice are listed; the shape fingerprints the number of runnable
-    tasks at every decision so a replay notices a scenario that changed.
+    tasks at every decision so a replay notices a scenario that changed. With faults on, the
+    backend is followed by their code (``a-c1``: cancellations, at most one per schedule), since
+    they add options to the decisions; tokens without faults are spelled as they always were.
     """
     changed = ",".join(f"{i}={d}" for i, d in enumerate(decisions) if d)
     shape = shape_of(widths)
-    body = f"{TOKEN_VERSION}:{_BACKEND_CODES[backend]}:{len(decisions)}:{changed}:{shape}"
+    code = faults.code()
+    where = _BACKEND_CODES[backend] + (f"-{code}" if code else "")
+    body = f"{TOKEN_VERSION}:{where}:{len(decisions)}:{changed}:{shape}"
     return f"{body}:{_checksum(body)}"
 
 
@@ -70,7 +96,7 @@ def decode_token(token: object) -> Schedule:
             f"malformed token {token!r}: expected "
             "'al1:<backend>:<count>:<decisions>:<shape>:<checksum>'"
         )
-    version, code, count_text, changed, shape, checksum = match.groups()
+    version, code, fault_code, count_text, changed, shape, checksum = match.groups()
     if f"al{version}" != TOKEN_VERSION:
         raise ValueError(
             f"token {token!r} has version al{version}; this asynclocks reads {TOKEN_VERSION} tokens"
@@ -80,6 +106,10 @@ def decode_token(token: object) -> Schedule:
         raise ValueError(f"token {token!r} is corrupted: its checksum does not match")
     if code not in _CODE_BACKENDS:
         raise ValueError(f"token {token!r} names an unknown backend code {code!r}")
+    try:
+        faults = faults_from_code(fault_code or "")
+    except ValueError:
+        raise ValueError(f"token {token!r} names unknown faults {fault_code!r}") from None
     count = int(count_text)
     decisions = [0] * count
     if changed:
@@ -91,7 +121,7 @@ def decode_token(token: object) -> Schedule:
             if index >= count or value == 0:
                 raise ValueError(f"malformed token {token!r}: decision {item!r} is out of range")
             decisions[index] = value
-    return Schedule(_CODE_BACKENDS[code], tuple(decisions), shape)
+    return Schedule(_CODE_BACKENDS[code], tuple(decisions), shape, faults)
 
 
 @dataclass
@@ -123,6 +153,10 @@ class Report:
         window: For a failure that is an exception: the race window, the conflicting accesses
             the explorer saw (the task's read, the await after it, the other task's write and
             the first task's next access, each with its ``file:line``); "" when none was seen.
+        faults: The faults the search could inject (``cancel``/``timeouts``/``fault_budget``).
+        injected: What the explorer injected in the reported failing schedule (a task
+            cancelled at an await, a timeout fired early), one sentence each; also shown in
+            the trace at the step where it happened.
     """
 
     failed: bool
@@ -142,6 +176,8 @@ class Report:
     #: Whether dfs pruned schedules equivalent to explored ones (sleep sets).
     reduced: bool = False
     window: str = ""
+    faults: Faults = NO_FAULTS
+    injected: list[str] = field(default_factory=list)
     # What the trace was printed from, to print it again in full.
     _traced: tuple[Outcome, list[Step], tuple[int, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -154,6 +190,26 @@ class Report:
         outcome, steps, keep = self._traced
         return format_trace(outcome, self.token, full=full, keep=keep, steps=steps)
 
+    def to_html(self) -> str:
+        """The report as a self-contained HTML page: one lane per task on a time axis of steps,
+        await points and events marked, the race window highlighted, each step's source line
+        on hover (inline CSS and JavaScript; it loads nothing)."""
+        from ._html import render_html
+
+        return render_html(self)
+
+    def write_html(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_html` to ``path`` (UTF-8).
+
+        Raises:
+            TypeError: ``path`` is not a str or path-like.
+            OSError: The file cannot be written.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+        with open(path, "w", encoding="utf-8") as page:
+            page.write(self.to_html())
+
     @property
     def coverage(self) -> str:
         """One sentence: what was explored and within which bound."""
@@ -162,6 +218,16 @@ class Report:
             if self.preemption_bound is None
             else f"at most {self.preemption_bound} preemption(s)"
         )
+        if self.faults.active:
+            kinds = " or ".join(
+                kind
+                for kind, on in (
+                    ("cancellation", self.faults.cancel),
+                    ("early timeout", self.faults.timeouts),
+                )
+                if on
+            )
+            bound += f", up to {self.faults.budget} injected fault(s) ({kinds})"
         plural = "s" if self.schedules != 1 else ""
         if self.exhaustive:
             how: str = self.strategy
@@ -191,6 +257,8 @@ class Report:
 
     def __str__(self) -> str:
         parts = [self.verdict]
+        if self.injected:
+            parts.append("faults injected by the explorer: " + "; ".join(self.injected))
         if self.window:
             parts.append(self.window)
         if self.failed:
@@ -210,11 +278,11 @@ def format_waiting(waiting: Sequence[Waiting], names: dict[int, str]) -> str:
     """The deadlock section: each blocked task, what it waits on, who holds it, the cycle."""
     lines = ["deadlock: every task is blocked and no timer can wake any of them"]
     for item in waiting:
-        holder = ""
-        if item.holder is not None:
-            holder = f", held by {names.get(item.holder, f'#{item.holder}')}"
+        state = f", {item.state}" if item.state else ""
+        if not item.state and item.holder is not None:
+            state = f", held by {names.get(item.holder, f'#{item.holder}')}"
         lines.append(
-            f"  {item.name} at {format_location(item.where)} waits on {item.waits_on}{holder}"
+            f"  {item.name} at {format_location(item.where)} waits on {item.waits_on}{state}"
         )
     cycle = wait_for_cycle(waiting)
     if cycle:
@@ -243,6 +311,23 @@ TRACE_LIMIT = 40
 TRACE_HEAD = 4
 TRACE_TAIL = 8
 TRACE_CONTEXT = 2
+
+
+def format_event(event: TraceEvent, names: dict[int, str]) -> str:
+    """One event line of a trace: ``~ #1 worker woke: asyncio.Lock acquired``."""
+    who = "" if event.task is None else f"{names.get(event.task, f'#{event.task}')} "
+    detail = f": {event.detail}" if event.detail else ""
+    if event.kind == "time":
+        return f"~ {event.detail}"
+    return f"~ {who}{event.kind}{detail}"
+
+
+def source_line(location: Location | None) -> str:
+    """The stripped source text of a location's line ("" when the file cannot be read)."""
+    if location is None:
+        return ""
+    filename, line, _ = location[0]
+    return linecache.getline(filename, line).strip()
 
 
 def _shown(count: int, keep: Sequence[int]) -> list[bool]:
@@ -303,15 +388,20 @@ def format_trace(
             lines.append(f"  ... {hidden:,} steps elided ...")
             hidden = 0
         mark = "*" if step.preempted else " "
+        for event in step.events:
+            lines.append(f"{'':>8}{format_event(event, names)}")
         if step.resumed is not None:
             resumed = format_location(step.resumed)
         else:
             resumed = "start" if first_step else "library code"
         if step.finished:
-            after = "finished"
+            after = step.end or "finished"
         else:
             after = "library code" if step.suspended is None else format_location(step.suspended)
         lines.append(f"{mark}{number:>5}  {step.name:<{width}}  {resumed} -> {after}")
+        source = None if step.finished else source_line(step.suspended)
+        if source:
+            lines.append(f"{'':>8}{'':<{width}}  | {source}")
     if hidden:
         lines.append(f"  ... {hidden:,} steps elided ...")
     if any(step.preempted for step in steps):

@@ -16,11 +16,13 @@ One ``trio.run`` serves a whole exploration: a driver task runs each schedule in
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
+from . import _events, _holders
 from ._common import (
     MAX_STEPS,
     Chooser,
@@ -29,18 +31,30 @@ from ._common import (
     SketchStep,
     Step,
     StepLimitError,
+    TraceEvent,
     UnsupportedScenario,
     Waiting,
+    describe_end,
     describe_object,
+    format_location,
     task_label,
     user_location,
     waited_object,
 )
+from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, chain_key, step_footprint
+from ._waits import describe_wait
 
 #: trio versions the explorer is tested with; others are refused (their internals may differ).
 TESTED_TRIO = ((0, 27), (0, 36))  # lower bound inclusive, upper bound exclusive
 TESTED_TRIO_TEXT = ">=0.27,<0.36"
+
+
+def unwrap_group(error: BaseException) -> BaseException:
+    """The single leaf of nested one-exception groups (a nursery wraps a child's error so)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def check_trio_version(version: str | None = None) -> None:
@@ -75,6 +89,30 @@ def check_trio_version(version: str | None = None) -> None:
 
 
 _GROUPS = {"Nursery", "NurseryManager", "TaskGroup"}
+SPAWN_SCOPE = "the cancel scope of the nursery it was started in"
+OWN_SCOPE = "its own innermost cancel scope"
+
+
+def _own_scope(task: Any, spawn: Any) -> Any:
+    """The innermost cancel scope ``task`` opened itself that code outside it could cancel.
+
+    A shielded scope is skipped (cancelling it would break the shield from inside) and so is one
+    with a deadline (only the deadline cancels it: a timeout fault).
+    """
+    status = task._cancel_status
+    while status is not None:
+        scope = status._scope
+        if scope is spawn:
+            return None
+        if not scope.shield and scope.deadline == math.inf:
+            return scope
+        status = status._parent
+    return None
+
+
+_NO_FAULTS: tuple[Fault, ...] = ()
+#: The log of every schedule explored without faults: its budget is 0, nothing is ever injected.
+_NO_LOG = FaultLog(NO_FAULTS)
 
 
 class ControlledRunQueue:
@@ -121,6 +159,15 @@ class ControlledRunQueue:
         self._sketch_preempted = False
         self._after_of: Any = None
         self._after_key: tuple[object, ...] = ()
+        self.faults = NO_FAULTS
+        self.log = _NO_LOG
+        #: The cancel scope of the explorer's own nursery: never cancelled by a fault.
+        self.outer_scope: Any = None
+        self.started_at = 0.0
+        # While tracing: events since the last step, the clock last seen, how tasks ended.
+        self.events: list[TraceEvent] = []
+        self._seen_time = self._time_origin = 0.0
+        self.ends: dict[Any, str] = {}
 
     # -- the deque interface trio's run loop uses ---------------------------------------------
 
@@ -166,9 +213,14 @@ class ControlledRunQueue:
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
-            self._selected = [self._pick()]
+            task = self._pick()
+            # A fault was injected instead: its effects (cancellations delivered, a deadline
+            # expired) show in the next pass of the run loop.
+            self._selected = [] if task is None else [task]
         else:
             self._selected = []
+            if self.log.left and self.active and not self.cleaning and self._idle_fault():
+                return iter(self._selected)
             if self.active and self.stopped is None and self._deadlocked():
                 self._stop("deadlock")
                 self._selected = list(self._system)
@@ -190,12 +242,21 @@ class ControlledRunQueue:
             ready = self._ready
             batch.extend(sorted(ready, key=ready.__getitem__) if len(ready) > 1 else ready)
         preempted = False
+        offered = self._offered_faults() if self.log.left and not self.cleaning else _NO_FAULTS
         index = 0
-        if len(batch) > 1 and not self.cleaning and self.chooser is not None:
+        if (len(batch) > 1 or offered) and not self.cleaning and self.chooser is not None:
             ids = self.ids
-            index = self.chooser.pick([ids[t] for t in batch])
+            options = [ids[t] for t in batch]
+            if offered:
+                options += [fault_option(i) for i in range(len(offered))]
+            index = self.chooser.pick(options)
             self.decisions.append(index)
-            self.widths.append(len(batch))
+            self.widths.append(len(options))
+            if index >= len(batch):
+                event = self.log.inject(offered[index - len(batch)], self.count)
+                if self.trace:
+                    self.events.append(event)
+                return None
             preempted = index != 0
         task = batch.pop(index)
         if self.track and not self.cleaning:
@@ -216,7 +277,119 @@ class ControlledRunQueue:
                 self._last = task
                 self._last_resumed = user_location(task.coro)
                 self._last_preempted = preempted
+                self._trace_resume(task)
         return task
+
+    def _idle_fault(self) -> bool:
+        """No scenario task can run: offer the faults before time passes; True if one was made."""
+        if self.stopped is not None or self.chooser is None:
+            return False
+        offered = self._offered_faults()
+        if not offered:
+            return False
+        options = [WAIT, *(fault_option(i) for i in range(len(offered)))]
+        index = self.chooser.pick(options)
+        self.decisions.append(index)
+        self.widths.append(len(options))
+        if not index:
+            return False
+        event = self.log.inject(offered[index - 1], self.count)
+        if self.trace:
+            self.events.append(event)
+        return True
+
+    def _offered_faults(self) -> Sequence[Fault]:
+        """The faults that could happen now, in a deterministic order (see ``_faults``)."""
+        offered: list[Fault] = []
+        live = [
+            (tid, task)
+            for task, tid in sorted(self.ids.items(), key=lambda item: item[1])
+            if inspect.getcoroutinestate(task.coro) == inspect.CORO_SUSPENDED
+        ]
+        if self.faults.cancel:
+            cancels: set[int] = set()
+            for tid, task in live:
+                if tid == 0:
+                    continue
+                nursery = task.parent_nursery
+                spawn = nursery.cancel_scope if nursery is not None else None
+                own = _own_scope(task, spawn)
+                for scope, what in ((own, OWN_SCOPE), (spawn, SPAWN_SCOPE)):
+                    if (
+                        scope is None
+                        or scope is self.outer_scope
+                        or scope.cancel_called
+                        or id(scope) in cancels
+                    ):
+                        continue
+                    cancels.add(id(scope))
+                    offered.append(Fault(self._cancel_text(task, what), scope.cancel))
+        seen: set[int] = set()
+        if self.faults.timeouts:
+            now = self._runner.clock.current_time()
+            # One trio.run serves every schedule: show times from this schedule's start.
+            start = self.started_at
+            for _, task in live:
+                status = task._cancel_status
+                while status is not None:
+                    scope = status._scope
+                    if scope is self.outer_scope:
+                        break
+                    deadline = scope._registered_deadline
+                    if (
+                        deadline != math.inf
+                        and deadline > now
+                        and not scope.cancel_called
+                        and id(scope) not in seen
+                    ):
+                        seen.add(id(scope))
+                        fault = self._timeout_fault(task, scope, now - start, deadline - start)
+                        offered.append(fault)
+                    status = status._parent
+        return offered
+
+    def _cancel_text(self, task: Any, what: str) -> Callable[[], str]:
+        def text() -> str:
+            where = format_location(user_location(task.coro))
+            return f"cancelled {self.names[self.ids[task]]} ({what}) at {where}"
+
+        return text
+
+    def _timeout_fault(self, task: Any, scope: Any, at: float, deadline: float) -> Fault:
+        def text() -> str:
+            where = format_location(user_location(task.coro))
+            return (
+                f"fired the cancel scope deadline of {self.names[self.ids[task]]} "
+                f"at {where} early, at t={at:g} (deadline t={deadline:g})"
+            )
+
+        def fire() -> None:
+            scope.deadline = self._runner.clock.current_time()
+
+        return Fault(text, fire)
+
+    def _trace_resume(self, task: Any) -> None:
+        # One trio.run serves every schedule: its clock is shown from this schedule's start.
+        now = float(self._runner.clock.current_time())
+        if now > self._seen_time:
+            self._seen_time = now
+            self.events.append(_events.time_event(now - self._time_origin))
+        cancelled = _events.trio_cancelled(task)
+        if cancelled:
+            # trio.sleep ends by its own deadline's cancellation: that is a timer, not a cancel.
+            timeout = _events.trio_timeout(task, now, self._time_origin, self.ids)
+            if timeout is None or timeout.kind == "time":
+                cancelled = timeout is None
+            else:
+                self.events.append(timeout)
+        woke = _events.wake_event(self.ids[task], task.coro, cancelled)
+        if woke is not None:
+            self.events.append(woke)
+
+    def task_exited(self, task: Any, result: Any) -> None:
+        """Told by the wrapped ``runner.task_exited`` (while tracing) how a task ended."""
+        if self.trace and task in self.ids:
+            self.ends[task] = _events.trio_end(result)
 
     def _record_step(self) -> None:
         task = self._last
@@ -230,8 +403,11 @@ class ControlledRunQueue:
                 None if finished else user_location(task.coro),
                 finished,
                 self._last_preempted,
+                tuple(self.events),
+                self.ends.get(task, "") if finished else "",
             )
         )
+        self.events.clear()
 
     def _record_footprint(self) -> None:
         task = self._tracked
@@ -282,17 +458,23 @@ class ControlledRunQueue:
             if task.coro.cr_frame is None:
                 continue
             obj = waited_object(task.coro)
-            holder_task = getattr(obj, "_owner", None)
-            if holder_task is None:
-                # anyio's trio Lock wraps a trio.Lock in a name-mangled attribute.
-                inner = getattr(obj, "_Lock__original", None)
-                holder_task = getattr(inner, "_owner", None)
+            where = user_location(task.coro)
             if (obj is None and tid == 0) or type(obj).__name__ in _GROUPS:
-                what = "its child tasks to finish"
-            else:
-                what = describe_object(obj)
-            holder = self.ids.get(holder_task)
-            waiting.append(Waiting(tid, self.names[tid], user_location(task.coro), what, holder))
+                waiting.append(Waiting(tid, self.names[tid], where, "its child tasks to finish"))
+                continue
+            described = describe_wait(
+                task.coro,
+                lambda lock: None,
+                lambda t: self.names[self.ids[t]] if t in self.ids else None,
+                lambda t: getattr(getattr(t, "coro", None), "cr_frame", 0) is None,
+            )
+            if described is None:
+                waiting.append(Waiting(tid, self.names[tid], where, describe_object(obj)))
+                continue
+            holder = self.ids.get(described.holder)
+            waiting.append(
+                Waiting(tid, self.names[tid], where, described.waits_on, holder, described.state)
+            )
         return waiting
 
     async def run_schedule(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
@@ -318,12 +500,17 @@ class ControlledRunQueue:
         self._tracked = None
         self._chains.clear()
         self.trace = trace
+        self.events = []
+        self.ends = {}
+        self._seen_time = self._time_origin = float(self._runner.clock.current_time())
         self.count = 0
         self.max_steps = chooser.max_steps
         self.stopped = None
         self.cleaning = False
         self._last = None
         self.root_name = getattr(scenario, "__qualname__", "scenario").rpartition("<locals>.")[2]
+        self.log = FaultLog(self.faults) if self.faults.active else _NO_LOG
+        self.started_at = self._runner.clock.current_time()
         wakeup = self.wakeup = trio.Event()
         box: list[BaseException] = []
 
@@ -344,7 +531,10 @@ class ControlledRunQueue:
         TRANSPARENT_CODE.add(root.__code__)
         outcome = Outcome(None, None, self.decisions, self.widths, self.steps)
         outcome.sketch = self.sketch
+        if self.log is not _NO_LOG:
+            outcome.faults = self.log.injected
         async with trio.open_nursery() as nursery:
+            self.outer_scope = nursery.cancel_scope
             self.active = True
             self.expect_root = True
             nursery.start_soon(root)
@@ -355,6 +545,9 @@ class ControlledRunQueue:
                 self._record_footprint()
             if self._sketched is not None:
                 self._record_sketch()
+            if box and self.steps and self.steps[-1].task == 0 and self.steps[-1].finished:
+                # The root wrapper caught the scenario's exception: that is how #0 ended.
+                self.steps[-1].end = describe_end(unwrap_group(box[0]), False, None)
             stopped = self._stop_reason()
             if stopped == "deadlock":
                 outcome.kind = "deadlock"
@@ -383,6 +576,7 @@ async def _drive(
     plan: Generator[Any, Outcome, Any],
     scenario: Scenario,
     after_schedule: Callable[[Outcome], None],
+    faults: Faults,
 ) -> Any:
     import trio
     from trio._core._run import GLOBAL_RUN_CONTEXT
@@ -391,11 +585,24 @@ async def _drive(
 
     runner = GLOBAL_RUN_CONTEXT.runner
     runq = ControlledRunQueue(runner, trio.lowlevel.current_task(), runner.runq)
+    runq.faults = faults
     runner.runq = runq  # type: ignore[assignment]  # duck-typed: trio only appends/iterates/clears
+    # How a traced task ended: only trio's runner sees a task's outcome (its class has slots,
+    # so the method is wrapped on the class, for this runner only).
+    runner_class = type(runner)
+    task_exited = runner_class.task_exited
+
+    def exited(self: Any, task: Any, result: Any) -> None:
+        if self is runner and runq.trace:
+            runq.task_exited(task, result)
+        task_exited(self, task, result)
+
+    runner_class.task_exited = exited  # type: ignore[method-assign,assignment]
     restore_network = _net_trio.install()
     try:
         request = next(plan)
         while True:
+            _holders.reset()
             outcome = await runq.run_schedule(scenario, *request)
             after_schedule(outcome)
             request = plan.send(outcome)
@@ -403,6 +610,7 @@ async def _drive(
         return stop.value
     finally:
         restore_network()
+        runner_class.task_exited = task_exited  # type: ignore[method-assign]
         runner.runq = deque(runq)
 
 
@@ -410,6 +618,7 @@ def run_plan(
     plan: Generator[Any, Outcome, Any],
     scenario: Scenario,
     after_schedule: Callable[[Outcome], None],
+    faults: Faults = NO_FAULTS,
 ) -> Any:
     """Run an exploration plan inside one ``trio.run`` with a virtual clock.
 
@@ -424,5 +633,11 @@ def run_plan(
     from ._unsupported import patch_trio_threads
 
     clock = trio.testing.MockClock(autojump_threshold=0)
-    with patch_trio_threads():
-        return trio.run(_drive, plan, scenario, after_schedule, clock=clock)
+    # For every schedule, not only traced ones: the wrapper is a frame of each await chain, and a
+    # replay must walk the same chains as the search did.
+    _holders.install("trio")
+    try:
+        with patch_trio_threads():
+            return trio.run(_drive, plan, scenario, after_schedule, faults, clock=clock)
+    finally:
+        _holders.remove("trio")

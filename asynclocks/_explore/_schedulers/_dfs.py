@@ -74,6 +74,11 @@ class DfsChooser(ScheduleChooser):
         if not self.footprints:
             return
         task = node.options[index]
+        if task < 0:
+            # An injected fault (or letting time pass) may affect any task: none sleeps on.
+            self._pending = None
+            self._sleep = {}
+            return
         before = dict(node.sleep)
         for tried in node.tried:
             other = node.options[tried]

@@ -199,3 +199,47 @@ def test_pct_depth_and_the_portfolio_from_the_command_line(
     code, _, err = run_cli(capsys, f"{TARGET}:lost_update", "--pct-depth", "0")
     assert code == 2
     assert "--pct-depth" in err
+def test_html_writes_the_report_page(
+    capsys: pytest.CaptureFixture[str], backend: Backend, tmp_path: Path
+) -> None:
+    page = tmp_path / "report.html"
+    code, out, _ = run_cli(
+        capsys, f"{TARGET}:lost_update", "--backend", backend, "--html", str(page), "--quiet"
+    )
+    assert code == 1
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    assert out.splitlines()[0] in text
+    assert text.count('<div class="lane" ') == 3
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("missing/report.html", "no such directory"),
+        (".", "is a directory, not a file"),
+    ],
+)
+def test_an_unwritable_html_file_exits_2_before_exploring(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str, message: str
+) -> None:
+    code, out, err = run_cli(capsys, f"{TARGET}:lost_update", "--html", str(tmp_path / where))
+    assert code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith("python -m asynclocks explore: error: --html ")
+    assert message in err
+
+
+def test_html_is_refused_with_replay(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run_cli(
+        capsys,
+        f"{TARGET}:lost_update",
+        "--replay",
+        "al1:a:3::07ad:f79f",
+        "--html",
+        str(tmp_path / "x.html"),
+    )
+    assert code == 2
+    assert "--html writes an exploration's report; drop it with --replay" in err
+    assert not (tmp_path / "x.html").exists()

@@ -58,7 +58,7 @@ def test_the_trace_shows_the_two_await_points_of_the_window(backend: Backend) ->
     # Both tasks stop at the await between read and write before either writes.
     stops = [line for line in lines if line.endswith(window) and "->" in line]
     assert len(stops) >= 2, report.trace
-    resumed_in_window = [line for line in lines if line.endswith(f"{window} -> finished")]
+    resumed_in_window = [line for line in lines if line.endswith(f"{window} -> returned")]
     assert len(resumed_in_window) == 2, report.trace
     assert "#1 increment" in report.trace
     assert "#2 increment" in report.trace

@@ -117,7 +117,7 @@ def test_a_long_trace_is_elided_around_the_window_and_the_end(backend: Backend) 
     assert len(shown) + elided(report.trace) == total
     # The window's read, write and stale write are among the steps shown.
     for marker in ("LATE_AWAIT",):
-        assert any(f"{at(marker)} (increment) -> finished" in line for line in shown)
+        assert any(f"{at(marker)} (increment) -> returned" in line for line in shown)
     assert report.trace.endswith("raised AssertionError: lost update: 1")
 
 
