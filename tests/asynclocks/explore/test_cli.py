@@ -199,6 +199,8 @@ def test_pct_depth_and_the_portfolio_from_the_command_line(
     code, _, err = run_cli(capsys, f"{TARGET}:lost_update", "--pct-depth", "0")
     assert code == 2
     assert "--pct-depth" in err
+
+
 def test_html_writes_the_report_page(
     capsys: pytest.CaptureFixture[str], backend: Backend, tmp_path: Path
 ) -> None:
