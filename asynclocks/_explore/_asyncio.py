@@ -45,6 +45,15 @@ from ._waits import describe_wait
 from ._waits import waited as _waited
 
 _Task = asyncio.Task
+_Handle = asyncio.Handle
+_new_object = object.__new__
+_copy_context = contextvars.copy_context
+# call_soon fills in a Handle's slots itself rather than through Handle.__init__ (two calls per
+# task step: __init__ and its get_debug()), as long as Handle has exactly the slots it fills.
+_HANDLE_SLOTS = frozenset(
+    ("_callback", "_args", "_cancelled", "_loop", "_source_traceback", "_repr", "_context")
+)
+_FAST_HANDLES = frozenset(_Handle.__slots__) - {"__weakref__"} == _HANDLE_SLOTS
 _DEFAULT_NAME_PREFIX = "Task-"
 
 # asyncio.Lock does not remember its owner; the deadlock report needs it, so while an exploration
@@ -123,7 +132,19 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
-        handle = asyncio.Handle(callback, args, self, context)
+        if _FAST_HANDLES:
+            # What Handle.__init__ does when the loop is not in debug mode (never, here).
+            fast: Any = _new_object(_Handle)
+            fast._context = _copy_context() if context is None else context
+            fast._loop = self
+            fast._callback = callback
+            fast._args = args
+            fast._cancelled = False
+            fast._repr = None
+            fast._source_traceback = None
+            handle: asyncio.Handle = fast
+        else:
+            handle = _Handle(callback, args, self, context)
         owner = getattr(callback, "__self__", None)
         if isinstance(owner, _Task):
             pending = self._runnable.get(owner)
@@ -279,9 +300,15 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         steps: list[Step] = []
         outcome = Outcome(None, None, decisions, widths, steps)
         sketch = outcome.sketch
+        # Bound once: this loop runs every step of every schedule.
         runnable = self._runnable
+        callbacks = self._callbacks
+        timers = self._timers
+        ids = self._ids
         pick = chooser.pick
         track = chooser.footprints
+        wants_footprint = chooser.wants_footprint
+        stepped = chooser.stepped
         # Only the reported schedule's replay looks at the chains themselves (the race window).
         watch = getattr(chooser, "watch_chains", None)
         chains: dict[asyncio.Task[Any], Chain] = {}
@@ -303,23 +330,24 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                 outcome.faults = log.injected
             offered: list[Fault] = []
             while not main.done():
-                self._due_timers()
-                if self._callbacks:
+                if timers and timers[0][0] <= self._time:
+                    self._due_timers()
+                if callbacks:
                     self._run_callbacks()
                 if log is not None and log.left:
                     offered = self._offered_faults(main)
                 if runnable:
-                    chosen = 0
+                    preempted = False
                     if len(runnable) == 1 and not offered:
                         task = next(iter(runnable))
                     else:
                         tasks = list(runnable)
-                        ids = [self._ids[t] for t in tasks]
+                        options = [ids[t] for t in tasks]
                         if offered:
-                            ids += [fault_option(i) for i in range(len(offered))]
-                        chosen = index = pick(ids)
+                            options += [fault_option(i) for i in range(len(offered))]
+                        index = pick(options)
                         decisions.append(index)
-                        widths.append(len(ids))
+                        widths.append(len(options))
                         if index >= len(tasks):
                             assert log is not None
                             event = log.inject(offered[index - len(tasks)], count)
@@ -328,47 +356,46 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                             offered = []
                             continue
                         task = tasks[index]
+                        preempted = index != 0
                     handles = runnable.pop(task)
+                    tid = ids[task]
+                    task_coro = task.get_coro()
                     if noted is not None:
-                        resumed = user_location(task.get_coro())
+                        resumed = user_location(task_coro)
                         cancelled = _events.asyncio_cancelled(task, handles)
-                        woke = _events.wake_event(self._ids[task], task.get_coro(), cancelled)
+                        woke = _events.wake_event(tid, task_coro, cancelled)
                         if woke is not None:
                             noted.append(woke)
-                    tracking = track and chooser.wants_footprint()
+                    tracking = track and wants_footprint()
                     if tracking:
                         # Where a task stopped is where it resumes: reuse that chain.
-                        before = chains.pop(task, None) or chain(task.get_coro())
+                        before = chains.pop(task, None) or chain(task_coro)
                     elif track:
                         chains.pop(task, None)
                     for handle in handles:
                         if not handle._cancelled:
                             handle._run()
+                    done = task.done()
                     if tracking:
-                        done = task.done()
                         failed = done and (task.cancelled() or task.exception() is not None)
-                        after = EMPTY_CHAIN if done else chain(task.get_coro())
+                        after = EMPTY_CHAIN if done else chain(task_coro)
                         if after:
                             chains[task] = after
-                        chooser.stepped(
-                            self._ids[task], step_footprint(before, after, done, failed)
-                        )
+                        stepped(tid, step_footprint(before, after, done, failed))
                         if watch is not None:
-                            watch(self._ids[task], before, after)
-                        sketch.append((self._ids[task], after.key, chosen != 0))
+                            watch(tid, before, after)
+                        sketch.append((tid, after.key, preempted))
                     else:
-                        stopped = () if task.done() else chain_key(task.get_coro())
-                        sketch.append((self._ids[task], stopped, chosen != 0))
+                        sketch.append((tid, () if done else chain_key(task_coro), preempted))
                     if noted is not None:
-                        done = task.done()
                         steps.append(
                             Step(
-                                self._ids[task],
+                                tid,
                                 self._name(task),
                                 resumed,
-                                None if done else user_location(task.get_coro()),
+                                None if done else user_location(task_coro),
                                 done,
-                                chosen != 0,
+                                preempted,
                                 tuple(noted),
                                 _events.asyncio_end(task) if done else "",
                             )
@@ -383,14 +410,14 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                         )
                         break
                     continue
-                if self._callbacks:
+                if callbacks:
                     continue
                 if offered:
                     # Nothing can run: before time passes (or the deadlock is declared), a fault.
-                    ids = [WAIT, *(fault_option(i) for i in range(len(offered)))]
-                    index = pick(ids)
+                    options = [WAIT, *(fault_option(i) for i in range(len(offered)))]
+                    index = pick(options)
                     decisions.append(index)
-                    widths.append(len(ids))
+                    widths.append(len(options))
                     if index:
                         assert log is not None
                         event = log.inject(offered[index - 1], count)
@@ -571,7 +598,10 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             if task.done() and not task.cancelled():
                 task.exception()  # mark retrieved: no "never retrieved" noise at collection
         self._ids.clear()
-        self._net_reset()
+        if self._net is not None:
+            # Only a schedule that used the network has one to drop; the next schedule's start
+            # hooks modules imported meanwhile.
+            self._net_reset()
 
 
 def _anyio_task_states() -> Any:

@@ -697,7 +697,9 @@ _CONTAINERS = (list, dict, set, collections.deque, bytearray)
 
 
 _codes: dict[types.CodeType, _Code] = {}
-_steps: dict[tuple[object, ...], Footprint] = {}
+#: Step footprints by (finished, shared frames, both chains' ``ids``). Each value keeps the two
+#: chains' ``key`` too: their code objects stay alive, so no id in a key can be reused by another.
+_steps: dict[tuple[object, ...], tuple[Footprint, tuple[object, ...], tuple[object, ...]]] = {}
 
 
 def _analysis(code: types.CodeType) -> _Code:
@@ -718,23 +720,29 @@ _GeneratorType = types.GeneratorType
 class Chain(list[Position]):
     """A task's await chain, outermost frame first, with a hashable key of its code positions."""
 
-    __slots__ = ("key",)
+    __slots__ = ("key", "ids")
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.key: tuple[object, ...] = ()
+    # No __init__: chain() is called on every step and sets both itself (an __init__ calling
+    # list's costs two calls per step).
+    key: tuple[object, ...]
+    #: ``key`` with each code object replaced by its id(), for the footprint cache: a code
+    #: object's hash is computed afresh every time (on 3.12+ over all of its bytecode).
+    ids: tuple[int | None, ...]
 
 
 EMPTY_CHAIN = Chain()
+EMPTY_CHAIN.key = EMPTY_CHAIN.ids = ()
 
 
 def chain(coro: Any) -> Chain:
     """Every frame on a task's await chain with its position (outermost first)."""
     positions = Chain()
     key: list[object] = []
+    ids: list[int | None] = []
     obj = coro
     first = True
-    while obj is not None and len(positions) < 200:
+    depth = 0
+    while obj is not None and depth < 200:
         kind = type(obj)
         if kind is _CoroutineType:
             frame = obj.cr_frame
@@ -751,12 +759,17 @@ def chain(coro: Any) -> Chain:
         if frame is None:
             break
         offset = frame.f_lasti if started else None
+        code = frame.f_code
         positions.append((frame, offset))
-        key.append(frame.f_code)
+        key.append(code)
         key.append(offset)
+        ids.append(id(code))
+        ids.append(offset)
         obj = inner
         first = False
+        depth += 1
     positions.key = tuple(key)
+    positions.ids = tuple(ids)
     return positions
 
 
@@ -786,11 +799,12 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
         if frame_before is not frame_after:
             break
         shared += 1
-    key = (finished, shared, before.key, after.key)
-    if key in _steps:
-        return _steps[key]
+    key = (finished, shared, before.ids, after.ids)
+    cached = _steps.get(key)
+    if cached is not None:
+        return cached[0]
     result = _step_footprint(before, after, finished)
-    _steps[key] = result
+    _steps[key] = (result, before.key, after.key)
     return result
 
 

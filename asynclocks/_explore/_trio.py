@@ -157,8 +157,7 @@ class ControlledRunQueue:
         self.sketch: list[SketchStep] = []
         self._sketched: Any = None
         self._sketch_preempted = False
-        self._after_of: Any = None
-        self._after_key: tuple[object, ...] = ()
+        self._root_code: Any = None
         self.faults = NO_FAULTS
         self.log = _NO_LOG
         #: The cancel scope of the explorer's own nursery: never cancelled by a fault.
@@ -200,7 +199,7 @@ class ControlledRunQueue:
         return len(self._system) + len(self._ready)
 
     def __bool__(self) -> bool:
-        return bool(self._system) or bool(self._ready)
+        return bool(self._system or self._ready)  # one call: trio asks twice per pass
 
     def __iter__(self) -> Iterator[Any]:
         self._pass += 1
@@ -237,19 +236,22 @@ class ControlledRunQueue:
     # -- decisions ------------------------------------------------------------------------------
 
     def _pick(self) -> Any:
+        ready = self._ready
+        if self.cleaning:
+            return next(iter(ready))  # nothing is recorded while cleaning up
+        chooser = self.chooser
         batch = self._batch
         if not batch:
-            ready = self._ready
             batch.extend(sorted(ready, key=ready.__getitem__) if len(ready) > 1 else ready)
         preempted = False
-        offered = self._offered_faults() if self.log.left and not self.cleaning else _NO_FAULTS
+        offered = self._offered_faults() if self.log.left else _NO_FAULTS
         index = 0
-        if (len(batch) > 1 or offered) and not self.cleaning and self.chooser is not None:
+        if (len(batch) > 1 or offered) and chooser is not None:
             ids = self.ids
             options = [ids[t] for t in batch]
             if offered:
                 options += [fault_option(i) for i in range(len(offered))]
-            index = self.chooser.pick(options)
+            index = chooser.pick(options)
             self.decisions.append(index)
             self.widths.append(len(options))
             if index >= len(batch):
@@ -259,25 +261,24 @@ class ControlledRunQueue:
                 return None
             preempted = index != 0
         task = batch.pop(index)
-        if self.track and not self.cleaning:
+        if self.track:
             chains = self._chains
-            if self.chooser.wants_footprint():  # type: ignore[union-attr]
+            if chooser.wants_footprint():  # type: ignore[union-attr]
                 self._tracked = task
                 # Where a task stopped is where it resumes: reuse that chain.
                 self._tracked_before = chains.pop(task, EMPTY_CHAIN) or chain(task.coro)
             else:
                 chains.pop(task, None)
-        if not self.cleaning:
-            self._sketched = task
-            self._sketch_preempted = preempted
-            self.count += 1
-            if self.count > self.max_steps and self.stopped is None:
-                self._stop("limit")
-            if self.trace:
-                self._last = task
-                self._last_resumed = user_location(task.coro)
-                self._last_preempted = preempted
-                self._trace_resume(task)
+        self._sketched = task
+        self._sketch_preempted = preempted
+        self.count += 1
+        if self.count > self.max_steps and self.stopped is None:
+            self._stop("limit")
+        if self.trace:
+            self._last = task
+            self._last_resumed = user_location(task.coro)
+            self._last_preempted = preempted
+            self._trace_resume(task)
         return task
 
     def _idle_fault(self) -> bool:
@@ -412,6 +413,7 @@ class ControlledRunQueue:
     def _record_footprint(self) -> None:
         task = self._tracked
         self._tracked = None
+        tid = self.ids[task]
         finished = task.coro.cr_frame is None
         after = EMPTY_CHAIN if finished else chain(task.coro)
         if after:
@@ -420,20 +422,17 @@ class ControlledRunQueue:
         # counts as touching everything (it may have failed and cancelled its siblings).
         footprint = step_footprint(self._tracked_before, after, finished, finished)
         assert self.chooser is not None
-        self.chooser.stepped(self.ids[task], footprint)
+        self.chooser.stepped(tid, footprint)
         if self._watch is not None:
-            self._watch(self.ids[task], self._tracked_before, after)
-        self._after_of = task
-        self._after_key = after.key
+            self._watch(tid, self._tracked_before, after)
+        # The tracked task is the sketched one: its sketch step reuses the chain just walked.
+        self._sketched = None
+        self.sketch.append((tid, after.key, self._sketch_preempted))
 
     def _record_sketch(self) -> None:
         task = self._sketched
         self._sketched = None
-        if self._after_of is task:
-            key = self._after_key  # the footprint's chain, already walked
-            self._after_of = None
-        else:
-            key = () if task.coro.cr_frame is None else chain_key(task.coro)
+        key = () if task.coro.cr_frame is None else chain_key(task.coro)
         self.sketch.append((self.ids[task], key, self._sketch_preempted))
 
     def _deadlocked(self) -> bool:
@@ -492,7 +491,6 @@ class ControlledRunQueue:
         self.steps = []
         self.sketch = []
         self._sketched = None
-        self._after_of = None
         self.chooser = chooser
         self.track = chooser.footprints
         # Only the reported schedule's replay looks at the chains themselves (the race window).
@@ -528,7 +526,10 @@ class ControlledRunQueue:
             finally:
                 wakeup.set()
 
-        TRANSPARENT_CODE.add(root.__code__)
+        if root.__code__ is not self._root_code:
+            # The same code every schedule; adding it once spares hashing a code object each time.
+            self._root_code = root.__code__
+            TRANSPARENT_CODE.add(root.__code__)
         outcome = Outcome(None, None, self.decisions, self.widths, self.steps)
         outcome.sketch = self.sketch
         if self.log is not _NO_LOG:

@@ -107,9 +107,16 @@ class DfsChooser(ScheduleChooser):
                 # schedule already explored. Run it out without branching.
                 self._redundant = True
                 self._search.redundant += 1
-        self._sleep = {
-            other: fp for other, fp in sleep.items() if other != task and independent(fp, footprint)
-        }
+        # Most steps have nothing asleep: skip the comprehension (a frame of its own) for them.
+        self._sleep = (
+            {
+                other: fp
+                for other, fp in sleep.items()
+                if other != task and independent(fp, footprint)
+            }
+            if sleep
+            else {}
+        )
 
 
 class DepthFirst:
