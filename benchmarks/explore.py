@@ -20,7 +20,14 @@ Networked programs (issue 11; ``--network`` runs only this part):
   ``none``'s overdraft (target <= 10) and seconds to prove ``account`` (exhaustive within
   preemption bound 2; target < 60 s).
 
-Run: ``python benchmarks/explore.py [--schedules N] [--network]``.
+The bug suite (issue 13; ``--suite`` runs only this part, ``--seeds N``, ``--pct-depths 3,4,5``):
+the library-heavy programs of ``tests/asynclocks/explore/library_programs.py``, buggy and fixed, on
+each backend they run on: schedules to find each bug per strategy (dfs; random, pct and portfolio
+over seeds: found/seeds and the median), whether dfs proves each fix without a preemption bound
+and in how many schedules and CPU seconds (target < 30 s), and pct by depth. Targets: every bug
+found by every strategy on every seed; every fix proved.
+
+Run: ``python benchmarks/explore.py [--schedules N] [--network] [--suite]``.
 
 ``--pythons 3.11,3.12,3.13`` runs the measurements under each interpreter instead (a subprocess of
 it, the project importable from this checkout) and prints one table: per version, dfs schedules/s
