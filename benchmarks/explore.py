@@ -357,8 +357,8 @@ def across(pythons: list[str], schedules: int) -> None:
         if red["off"]:
             print(f"  {row['python']}: {red['off']}")
     print(
-        f"targets (judged on cpu): asyncio >= {TARGETS['asyncio']:,}/s, trio >= {TARGETS['trio']:,}/s"
-        " (issue 11: on 3.11 and 3.12 at least)"
+        f"targets (judged on cpu): asyncio >= {TARGETS['asyncio']:,}/s, "
+        f"trio >= {TARGETS['trio']:,}/s (issue 11: on 3.11 and 3.12 at least)"
     )
     print(
         "cpu leaves out time other processes took from this one, not their slowing of it: on a "
