@@ -39,8 +39,13 @@ from typing import Any, NamedTuple
 
 from ._common import is_library
 
-#: A footprint: (names read, names written), or None for "unknown: touches everything".
-Footprint = tuple[frozenset[str], frozenset[str]] | None
+#: A footprint: (read, written) resources, optionally followed by (families read precisely,
+#: families written precisely), or None for "unknown: touches everything". A resource is a name
+#: (``str``) or a precise ``(object label, key)``; see :func:`independent`.
+Footprint = tuple[frozenset[Any], ...] | None
+#: What one instruction does: (read, written) resources, a :class:`_Late` access resolved per
+#: step against the frame, or None (unknown).
+_Effect = tuple[frozenset[str], frozenset[str]]
 
 HEAP = "<heap>"
 SYNC = "<sync>"
@@ -352,6 +357,44 @@ _STOPS = {
 # Loads of a local by name; the fused 3.13 forms push the second name last.
 _LOCAL_LOADS = {"LOAD_FAST", "LOAD_FAST_CHECK"}
 _FUSED_LOCAL_LOADS = {"LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST"}
+_LOCAL_STORES = {"STORE_FAST", "DELETE_FAST", "LOAD_FAST_AND_CLEAR"}
+# Fused 3.13 forms that store locals: how many of their names (first ones) they store.
+_FUSED_LOCAL_STORES = {"STORE_FAST_LOAD_FAST": 1, "STORE_FAST_STORE_FAST": 2}
+# Values whose operators neither read nor change any other object: an in-place operator whose
+# operands are such values only rebinds its target.
+_IMMUTABLE = (int, bool, float, complex, str, bytes, type(None))
+# Dictionary keys kept precisely: their equality is the builtin one (``1 == True`` included,
+# which a frozenset of resources compares the same way a dict does). Floats are left out (NaN).
+_KEYS = (int, bool, str, bytes, type(None))
+_ITEMS = "<items>"  # the resource of every element of a list
+
+#: Where a value comes from: ("fast" | "deref" | "global", variable name) or ("const", value).
+_Spec = tuple[str, Any]
+
+
+class _Late(NamedTuple):
+    """An access whose object is known only when a step runs: the object behind a variable.
+
+    ``loc`` is ("attr", object, name), ("item", container, key) or, for an in-place operator's
+    target, also ("var", variable). ``kind`` is "read", "write" or "inplace" (``right`` is then
+    the operator's other operand). ``coarse`` is the effect when the object cannot be resolved.
+    """
+
+    kind: str
+    loc: tuple[Any, ...]
+    right: _Spec | None
+    coarse: _Effect
+    #: How often a local it reads may be stored within the step's range (an in-place operator
+    #: on a variable stores it once).
+    stores_allowed: int = 0
+
+    def locals(self) -> list[str]:
+        specs: list[Any] = [*self.loc[1:], self.right]
+        return [spec[1] for spec in specs if isinstance(spec, tuple) and spec[0] == "fast"]
+
+
+#: A range's footprint with its precise accesses still symbolic: (reads, writes, accesses).
+_Template = tuple[frozenset[str], frozenset[str], tuple[_Late, ...]]
 
 
 class _Code:
@@ -380,10 +423,8 @@ class _Code:
             for offset, i in self.index.items():
                 if entry.start <= offset < entry.end:
                     self._edge(i, target)
-        self.effects: list[tuple[frozenset[str], frozenset[str]] | None] = [
-            self._classify(i) for i in range(count)
-        ]
-        self._ranges: dict[tuple[int, int], Footprint] = {}
+        self.effects: list[_Effect | _Late | None] = [self._classify(i) for i in range(count)]
+        self._ranges: dict[tuple[int, int], _Template | None] = {}
 
     def _edge(self, a: int, b: int) -> None:
         self.successors[a].append(b)
@@ -401,7 +442,10 @@ class _Code:
 
     # -- classification ---------------------------------------------------------------------
 
-    def _classify(self, i: int) -> tuple[frozenset[str], frozenset[str]] | None:
+    def _classify(self, i: int) -> _Effect | _Late | None:
+        late = _late_access(self, i)
+        if late is not None:
+            return late
         ins = self.instructions[i]
         name = ins.opname
         if name in _FREE:
@@ -555,7 +599,17 @@ class _Code:
         self, start: int | None, stop: int | None, frame: types.FrameType
     ) -> Footprint:
         """The footprint of everything on a path from offset ``start`` (None: entry) to ``stop``
-        (None: any exit), including both whole lines."""
+        (None: any exit), including both whole lines, resolved against ``frame``."""
+        template = self.range_template(start, stop, frame)
+        if template is None:
+            return None
+        reads, writes, lates = template
+        return _resolve(reads, writes, [(frame, lates)])
+
+    def range_template(
+        self, start: int | None, stop: int | None, frame: types.FrameType
+    ) -> _Template | None:
+        """Like :meth:`range_footprint`, with the precise accesses left symbolic (cached)."""
         key = (-1 if start is None else start, -1 if stop is None else stop)
         if key in self._ranges:
             return self._ranges[key]
@@ -581,13 +635,24 @@ class _Code:
         ins = self.instructions[i]
         return self.lines.get(ins.positions.lineno if ins.positions else None, [i])
 
-    def _combine(self, executed: Iterable[int], frame: types.FrameType) -> Footprint:
+    def _combine(self, executed: Iterable[int], frame: types.FrameType) -> _Template | None:
         reads: set[str] = set()
         writes: set[str] = set()
-        for i in executed:
+        lates: list[_Late] = []
+        stores: collections.Counter[str] = collections.Counter()
+        for i in sorted(executed):
+            ins = self.instructions[i]
+            if ins.opname in _LOCAL_STORES:
+                stores[str(ins.argval)] += 1
+            elif ins.opname in _FUSED_LOCAL_STORES:
+                for stored in ins.argval[: _FUSED_LOCAL_STORES[ins.opname]]:
+                    stores[str(stored)] += 1
             effect = self.effects[i]
             if effect is None:
                 return None
+            if isinstance(effect, _Late):
+                lates.append(effect)
+                continue
             reads |= effect[0]
             for written in effect[1]:
                 if written.startswith(_CM):
@@ -602,7 +667,15 @@ class _Code:
                     writes |= resolved[1]
                 else:
                     writes.add(written)
-        return frozenset(reads), frozenset(writes)
+        kept: list[_Late] = []
+        for late in lates:
+            # A local rebound within the range may have held another object when it was used.
+            if any(stores[name] > late.stores_allowed for name in late.locals()):
+                reads |= late.coarse[0]
+                writes |= late.coarse[1]
+            else:
+                kept.append(late)
+        return frozenset(reads), frozenset(writes), tuple(kept)
 
 
 def _variable(ins: dis.Instruction) -> tuple[str, str] | None:
@@ -613,6 +686,181 @@ def _variable(ins: dis.Instruction) -> tuple[str, str] | None:
         return ("local", str(ins.argval))
     if ins.opname in _FUSED_LOCAL_LOADS:
         return ("local", str(ins.argval[1]))  # pushed last: the one right below the next push
+    return None
+
+
+def _spec(ins: dis.Instruction, constants: bool = False) -> _Spec | None:
+    """Where the value an instruction pushes (its top one, for the fused loads) comes from."""
+    name = ins.opname
+    if name in _LOCAL_LOADS:
+        return ("fast", str(ins.argval))
+    if name in _FUSED_LOCAL_LOADS:
+        return ("fast", str(ins.argval[1]))
+    if name == "LOAD_DEREF":
+        return ("deref", str(ins.argval))
+    # 3.13 pushes a call's NULL after the global (3.11 and 3.12: before it, out of the way).
+    if name == "LOAD_GLOBAL" and (PYTHON < (3, 13) or not (ins.arg or 0) & 1):
+        return ("global", str(ins.argval))
+    if constants and name == "LOAD_CONST":
+        return ("const", ins.argval)
+    return None
+
+
+def _pair(code: _Code, j: int) -> tuple[_Spec, _Spec, int] | None:
+    """The two values pushed by the instructions ending at ``j`` (container, then key), and the
+    index of the first of those instructions."""
+    ins = code.instructions
+    if ins[j].opname == "LOAD_FAST_LOAD_FAST":
+        return ("fast", str(ins[j].argval[0])), ("fast", str(ins[j].argval[1])), j
+    key = _spec(ins[j], constants=True)
+    if key is None or j < 1 or ins[j - 1].opname in _FUSED_LOCAL_LOADS:
+        return None
+    container = _spec(ins[j - 1])
+    if container is None:
+        return None
+    return container, key, j - 1
+
+
+def _is(ins: dis.Instruction, opname: str, arg: int | None = None) -> bool:
+    return ins.opname == opname and (arg is None or ins.arg == arg)
+
+
+def _inplace(ins: dis.Instruction) -> bool:
+    return ins.opname == "BINARY_OP" and ins.arg in _INPLACE_BINARY_OPS
+
+
+def _plain_load_attr(ins: dis.Instruction) -> bool:
+    # 3.12+: LOAD_ATTR's low bit says it also pushes a method's NULL/self.
+    return ins.opname == "LOAD_ATTR" and (PYTHON < (3, 12) or not (ins.arg or 0) & 1)
+
+
+def _late_access(code: _Code, i: int) -> _Late | None:
+    """The precise form of an attribute, subscript or in-place operation at ``i``, when the
+    bytecode shows it applies to plain variables (see the patterns below); else None."""
+    ins = code.instructions
+    here = ins[i]
+    name = here.opname
+    found: tuple[_Late, int] | None = None
+    if name in ("LOAD_ATTR", "LOAD_METHOD"):
+        # obj.n          LOAD obj; LOAD_ATTR n
+        # obj.n += v     LOAD obj; COPY 1; LOAD_ATTR n; ...
+        j = i - 1
+        if j >= 1 and _is(ins[j], "COPY", 1):
+            j -= 1
+        obj = _spec(ins[j]) if j >= 0 else None
+        if obj is not None:
+            attr = str(here.argval)
+            found = (
+                _Late("read", ("attr", obj, attr), None, (frozenset({attr, HEAP}), frozenset())),
+                j,
+            )
+    elif name in ("STORE_ATTR", "DELETE_ATTR"):
+        attr = str(here.argval)
+        coarse = (frozenset(), frozenset({attr, HEAP}))
+        obj = _spec(ins[i - 1]) if i >= 1 else None
+        if obj is not None:
+            found = _Late("write", ("attr", obj, attr), None, coarse), i - 1
+        elif (
+            name == "STORE_ATTR"
+            and i >= 6
+            and _is(ins[i - 1], "SWAP", 2)
+            and _inplace(ins[i - 2])
+            and _spec(ins[i - 3], constants=True) is not None
+            and _plain_load_attr(ins[i - 4])
+            and ins[i - 4].argval == here.argval
+            and _is(ins[i - 5], "COPY", 1)
+        ):
+            # obj.n += v     LOAD obj; COPY 1; LOAD_ATTR n; LOAD v; BINARY_OP +=; SWAP 2;
+            #                STORE_ATTR n
+            obj = _spec(ins[i - 6])
+            if obj is not None:
+                found = _Late("write", ("attr", obj, attr), None, coarse), i - 6
+    elif name == "BINARY_SUBSCR":
+        # d[k]           LOAD d; LOAD k; BINARY_SUBSCR
+        # d[k] += v      LOAD d; LOAD k; COPY 2; COPY 2; BINARY_SUBSCR; ...
+        j = i - 1
+        if j >= 2 and _is(ins[j], "COPY", 2) and _is(ins[j - 1], "COPY", 2):
+            j -= 2
+        pair = _pair(code, j) if j >= 0 else None
+        if pair is not None:
+            coarse = (frozenset({HEAP}), frozenset())
+            found = _Late("read", ("item", pair[0], pair[1]), None, coarse), pair[2]
+    elif name in ("STORE_SUBSCR", "DELETE_SUBSCR"):
+        coarse = (frozenset(), frozenset({HEAP}))
+        pair = _pair(code, i - 1) if i >= 1 else None
+        if pair is None and (
+            name == "STORE_SUBSCR"
+            and i >= 9
+            and _is(ins[i - 1], "SWAP", 2)
+            and _is(ins[i - 2], "SWAP", 3)
+            and _inplace(ins[i - 3])
+            and _spec(ins[i - 4], constants=True) is not None
+            and _is(ins[i - 5], "BINARY_SUBSCR")
+            and _is(ins[i - 6], "COPY", 2)
+            and _is(ins[i - 7], "COPY", 2)
+        ):
+            # d[k] += v      LOAD d; LOAD k; COPY 2; COPY 2; BINARY_SUBSCR; LOAD v;
+            #                BINARY_OP +=; SWAP 3; SWAP 2; STORE_SUBSCR
+            pair = _pair(code, i - 8)
+        if pair is not None:
+            found = _Late("write", ("item", pair[0], pair[1]), None, coarse), pair[2]
+    elif _inplace(here) and i >= 2:
+        found = _late_inplace(code, i)
+    if found is None:
+        return None
+    late, first = found
+    # A jump landing inside the pattern could bring other values onto the stack.
+    if any(ins[k].is_jump_target for k in range(first + 1, i + 1)):
+        return None
+    return late
+
+
+def _late_inplace(code: _Code, i: int) -> tuple[_Late, int] | None:
+    ins = code.instructions
+    coarse = (frozenset({HEAP}), frozenset({HEAP}))
+    count = len(ins)
+    if ins[i - 1].opname == "LOAD_FAST_LOAD_FAST":
+        # x += y (3.13)  LOAD_FAST_LOAD_FAST (x, y); BINARY_OP +=; STORE_FAST x
+        left: _Spec = ("fast", str(ins[i - 1].argval[0]))
+        right: _Spec = ("fast", str(ins[i - 1].argval[1]))
+        if i + 1 < count and _is(ins[i + 1], "STORE_FAST") and ins[i + 1].argval == left[1]:
+            return _Late("inplace", ("var", left), right, coarse, 1), i - 1
+        return None
+    right_spec = _spec(ins[i - 1], constants=True)
+    if right_spec is None:
+        return None
+    below = ins[i - 2]
+    after = ins[i + 1 : i + 4]
+    if _plain_load_attr(below) and i >= 4 and _is(ins[i - 3], "COPY", 1):
+        obj = _spec(ins[i - 4])
+        if (
+            obj is not None
+            and len(after) >= 2
+            and _is(after[0], "SWAP", 2)
+            and _is(after[1], "STORE_ATTR")
+            and after[1].argval == below.argval
+        ):
+            return _Late("inplace", ("attr", obj, str(below.argval)), right_spec, coarse), i - 4
+        return None
+    if _is(below, "BINARY_SUBSCR") and i >= 5:
+        if not (_is(ins[i - 3], "COPY", 2) and _is(ins[i - 4], "COPY", 2)):
+            return None
+        pair = _pair(code, i - 5)
+        if (
+            pair is not None
+            and len(after) == 3
+            and _is(after[0], "SWAP", 3)
+            and _is(after[1], "SWAP", 2)
+            and _is(after[2], "STORE_SUBSCR")
+        ):
+            return _Late("inplace", ("item", pair[0], pair[1]), right_spec, coarse), pair[2]
+        return None
+    variable = _spec(below)
+    if variable is None or variable[0] != "fast" or i + 1 >= count:
+        return None
+    # x += v         LOAD_FAST x; LOAD v; BINARY_OP +=; STORE_FAST x
+    if _is(ins[i + 1], "STORE_FAST") and ins[i + 1].argval == variable[1]:
+        return _Late("inplace", ("var", variable), right_spec, coarse, 1), i - 2
     return None
 
 
@@ -779,7 +1027,8 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
     """The footprint of a step, from the task's await chain when it resumed and when it stopped."""
     if failed:
         return None
-    # The same code positions give the same footprint, so it is cached on them. Frames present
+    # The same code positions give the same footprint, so it is cached on them, with the
+    # precise accesses symbolic (resolved here, per step, against the frames). Frames present
     # in both chains are their common outer part (a frame's callers cannot change).
     shared = 0
     for (frame_before, _), (frame_after, _) in zip(before, after, strict=False):
@@ -787,16 +1036,29 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
             break
         shared += 1
     key = (finished, shared, before.key, after.key)
-    if key in _steps:
-        return _steps[key]
-    result = _step_footprint(before, after, finished)
-    _steps[key] = result
-    return result
+    cached = _steps.get(key, _MISSING)
+    if cached is _MISSING:
+        cached = _steps[key] = _step_footprint(before, after, finished)
+    if cached is None or type(cached) is tuple:
+        return cached  # type: ignore[no-any-return]
+    reads, writes, lates = cached
+    return _resolve(
+        reads,
+        writes,
+        [((before if resumed else after)[index][0], found) for resumed, index, found in lates],
+    )
+
+
+class _StepTemplate(NamedTuple):
+    reads: frozenset[str]
+    writes: frozenset[str]
+    #: Per frame with precise accesses: (on the resumed chain?, index in that chain, accesses).
+    lates: tuple[tuple[bool, int, tuple[_Late, ...]], ...]
 
 
 def _step_footprint(
     before: Sequence[Position], after: Sequence[Position], finished: bool
-) -> Footprint:
+) -> Footprint | _StepTemplate:
     # User code is seen only through the frames on the two chains. A library frame at the
     # bottom of the chain when the task resumed, with nothing of the task left when it stopped,
     # ran code that is on neither chain: a task wrapper that started and finished the user's
@@ -807,6 +1069,7 @@ def _step_footprint(
             return None
     reads: set[str] = set()
     writes: set[str] = set()
+    lates: list[tuple[bool, int, tuple[_Late, ...]]] = []
     stops = {id(frame): offset for frame, offset in after}
     # Library wrappers (anyio's task runner...) that await the same inner coroutine before and
     # after the step ran none of their own code.
@@ -814,7 +1077,7 @@ def _step_footprint(
     passing = {id(frame) for frame, _ in after[:-1] if id(frame) in inner_before}
     seen: set[int] = set()
     for positions, resumed in ((before, True), (after, False)):
-        for frame, offset in positions:
+        for index, (frame, offset) in enumerate(positions):
             key = id(frame)
             if key in seen:
                 continue
@@ -823,28 +1086,237 @@ def _step_footprint(
                 if key in passing:
                     continue  # only forwarded a resumption to the coroutine it awaits
                 effect = _library_frame(frame)
+                if effect is None:
+                    return None
+                reads |= effect[0]
+                writes |= effect[1]
+                continue
+            analysis = _analysis(frame.f_code)
+            if resumed:
+                template = analysis.range_template(offset, stops.get(key), frame)
             else:
-                analysis = _analysis(frame.f_code)
-                if resumed:
-                    effect = analysis.range_footprint(offset, stops.get(key), frame)
-                else:
-                    effect = analysis.range_footprint(None, offset, frame)
-            if effect is None:
+                template = analysis.range_template(None, offset, frame)
+            if template is None:
                 return None
-            reads |= effect[0]
-            writes |= effect[1]
+            reads |= template[0]
+            writes |= template[1]
+            if template[2]:
+                lates.append((resumed, index, template[2]))
     if finished:
         writes.add(JOIN)
+    if lates:
+        return _StepTemplate(frozenset(reads), frozenset(writes), tuple(lates))
     return frozenset(reads), frozenset(writes)
 
 
+# -- precise accesses: the objects behind variables ------------------------------------------
+#
+# ``box.n``, ``table[key]`` and ``box.n += 1`` where ``box``/``table``/``key`` are plain variables
+# (locals, closure cells, globals) not rebound within the step are resolved, per step, against the
+# frame: the resource is (label of the object's dict, key). The label is not ``id()``: sleep sets
+# compare footprints learnt in *earlier* runs of the scenario, where the same object has another
+# address. Objects get labels 0, 1, 2... in the order the run's steps first touch them, and every
+# step's footprint is computed while the reduction is on (``DfsChooser.wants_footprint``), so a
+# common prefix of two runs labels the same objects alike. A footprint learnt in another run
+# after that prefix may name labels the current run gives to other objects; the first of those
+# labels is the one the current run hands out next, so the first new object the current run
+# touches conflicts with it (too cautious, never unsound). Labelled objects are kept alive for the
+# run so that their addresses are not reused.
+
+_labels: dict[int, tuple[int, object]] = {}
+
+
+def begin_run() -> None:
+    """Forget the object labels of the previous run (called when a schedule starts)."""
+    _labels.clear()
+
+
+def _label(obj: object) -> int:
+    entry = _labels.get(id(obj))
+    if entry is None:
+        entry = _labels[id(obj)] = (len(_labels), obj)
+    return entry[0]
+
+
+def _plain_attributes(cls: type, name: str) -> bool:
+    """Whether ``obj.name`` on instances of ``cls`` reads or writes the instance dict only
+    (no ``__getattr__``/``__getattribute__``/``__setattr__`` of its own, no data descriptor)."""
+    cached = _plain.get((cls, name))
+    if cached is not None:
+        return cached
+    plain = (
+        cls.__getattribute__ is object.__getattribute__  # type: ignore[comparison-overlap]
+        and cls.__setattr__ is object.__setattr__  # type: ignore[comparison-overlap]
+        and cls.__delattr__ is object.__delattr__  # type: ignore[comparison-overlap]
+        and not hasattr(cls, "__getattr__")
+    )
+    if plain:
+        for klass in cls.__mro__:
+            if name in klass.__dict__:
+                attribute = type(klass.__dict__[name])
+                plain = not (hasattr(attribute, "__set__") or hasattr(attribute, "__delete__"))
+                break
+    _plain[(cls, name)] = plain
+    return plain
+
+
+_plain: dict[tuple[type, str], bool] = {}
+_HEAP_FAMILY = (HEAP,)
+_ATTRIBUTE_FAMILY: dict[str, tuple[str, str]] = {}
+
+
+def _family(name: str) -> tuple[str, str]:
+    family = _ATTRIBUTE_FAMILY[name] = (name, HEAP)
+    return family
+
+
+def _value(spec: _Spec, frame: types.FrameType, local: dict[str, Any], written: set[str]) -> Any:
+    kind, name = spec
+    if kind == "const":
+        return name
+    if name in written:
+        return _MISSING  # a closure cell or global rebound within the step
+    if kind == "global":
+        value = frame.f_globals.get(name, _MISSING)
+        return getattr(builtins, name, _MISSING) if value is _MISSING else value
+    return local.get(name, _MISSING)
+
+
+def _location(
+    loc: tuple[Any, ...], frame: types.FrameType, local: dict[str, Any], written: set[str]
+) -> tuple[Any, ...] | None:
+    """("name", attribute) for a module's attribute, ("key", label, key, family) otherwise;
+    None when the object cannot be told or may run code of its own for the access."""
+    target = _value(loc[1], frame, local, written)
+    if target is _MISSING:
+        return None
+    if loc[0] == "attr":
+        name = loc[2]
+        if isinstance(target, types.ModuleType):
+            return ("name", name)  # a module's attributes are its globals (one namespace)
+        if isinstance(target, type) or not _plain_attributes(type(target), name):
+            return None
+        try:
+            namespace = object.__getattribute__(target, "__dict__")
+        except AttributeError:
+            return None
+        if type(namespace) is not dict:
+            return None
+        # Keyed by the instance dict, so that ``vars(obj)["n"]`` is the same resource; the
+        # family is the name (``x.n`` on an unknown ``x``) and the heap (the dict's contents).
+        return ("key", _label(namespace), name, _ATTRIBUTE_FAMILY.get(name) or _family(name))
+    key = _value(loc[2], frame, local, written)
+    if type(target) is dict and type(key) in _KEYS:
+        return ("key", _label(target), key, _HEAP_FAMILY)
+    if type(target) is list:
+        return ("key", _label(target), _ITEMS, _HEAP_FAMILY)
+    return None
+
+
+def _resolve(
+    reads_in: frozenset[str],
+    writes_in: frozenset[str],
+    frames: list[tuple[types.FrameType, tuple[_Late, ...]]],
+) -> Footprint:
+    reads: set[Any] = set(reads_in)
+    writes: set[Any] = set(writes_in)
+    family_reads: set[str] = set()
+    family_writes: set[str] = set()
+    written = set(writes_in)
+    for frame, lates in frames:
+        local = frame.f_locals
+        for late in lates:
+            if late.kind == "inplace":
+                if not _pure_inplace(late, frame, local, written):
+                    reads |= late.coarse[0]
+                    writes |= late.coarse[1]
+                continue
+            place = _location(late.loc, frame, local, written)
+            if place is None:
+                reads |= late.coarse[0]
+                writes |= late.coarse[1]
+            elif place[0] == "name":
+                (writes if late.kind == "write" else reads).add(place[1])
+            elif late.kind == "write":
+                writes.add((place[1], place[2]))
+                family_writes.update(place[3])
+            else:
+                reads.add((place[1], place[2]))
+                family_reads.update(place[3])
+    if family_reads or family_writes:
+        return (
+            frozenset(reads),
+            frozenset(writes),
+            frozenset(family_reads),
+            frozenset(family_writes),
+        )
+    return frozenset(reads), frozenset(writes)
+
+
+def _pure_inplace(
+    late: _Late, frame: types.FrameType, local: dict[str, Any], written: set[str]
+) -> bool:
+    """Whether an in-place operator only rebound its target: it stored a value of an immutable
+    type there (so it ran ``__add__`` and the like of such values) from another such value."""
+    assert late.right is not None
+    right = _value(late.right, frame, local, written)
+    if type(right) not in _IMMUTABLE:
+        return False
+    loc = late.loc
+    if loc[0] == "var":
+        result = _value(loc[1], frame, local, set())
+    else:
+        target = _value(loc[1], frame, local, written)
+        if target is _MISSING:
+            return False
+        if loc[0] == "attr":
+            if isinstance(target, type) or not _plain_attributes(type(target), loc[2]):
+                return False
+            namespace = getattr(target, "__dict__", None)
+            result = namespace.get(loc[2], _MISSING) if type(namespace) is dict else _MISSING
+        else:
+            key = _value(loc[2], frame, local, written)
+            if type(target) is dict and type(key) in _KEYS:
+                result = target.get(key, _MISSING)
+            elif type(target) is list and type(key) is int:
+                try:
+                    result = target[key]
+                except IndexError:
+                    return False
+            else:
+                return False
+    return type(result) in _IMMUTABLE
+
+
 def independent(a: Footprint, b: Footprint) -> bool:
-    """Whether two steps (of different tasks) commute."""
+    """Whether two steps (of different tasks) commute.
+
+    Resources are compared exactly; a step that touched ``(object, key)`` precisely also names
+    the *family* of that access (the attribute name, or the heap) in its third and fourth sets,
+    so that a coarse write of the family conflicts with it, and a precise write with a coarse
+    read of the family (precise accesses of different objects in one family commute).
+    """
     if a is None or b is None:
         return False
-    reads_a, writes_a = a
-    reads_b, writes_b = b
-    return not (writes_a & (reads_b | writes_b) or writes_b & reads_a)
+    reads_a = a[0]
+    writes_a = a[1]
+    reads_b = b[0]
+    writes_b = b[1]
+    if writes_a & (reads_b | writes_b) or writes_b & reads_a:
+        return False
+    if len(a) == 2 and len(b) == 2:
+        return True
+    family_reads_a, family_writes_a = (a[2], a[3]) if len(a) > 2 else (_NONE, _NONE)
+    family_reads_b, family_writes_b = (b[2], b[3]) if len(b) > 2 else (_NONE, _NONE)
+    return not (
+        writes_a & (family_reads_b | family_writes_b)
+        or writes_b & (family_reads_a | family_writes_a)
+        or family_writes_a & reads_b
+        or family_writes_b & reads_a
+    )
+
+
+_NONE: frozenset[Any] = frozenset()
 
 
 # -- source lines of each access, for the race window of a reported schedule -----------------

@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 
 from ._common import STRATEGIES as STRATEGIES
-from ._footprint import Footprint, independent, reduction_unavailable
+from ._footprint import Footprint, begin_run, independent, reduction_unavailable
 
 
 class ScheduleChooser:
@@ -128,6 +128,8 @@ class DfsChooser(ScheduleChooser):
         self._before_step: dict[int, Footprint] | None = None
         self._pending: tuple[_Node, int] | None = None
         self._redundant = False
+        if self.footprints:
+            begin_run()
 
     def pick(self, options: Sequence[int]) -> int:
         search = self._search
@@ -174,9 +176,11 @@ class DfsChooser(ScheduleChooser):
         self._pending = (node, task)
 
     def wants_footprint(self) -> bool:
-        """Whether the coming step's footprint matters: it was chosen at a decision (siblings
-        explored later compare against it) or some task sleeps (it may wake up)."""
-        return self._pending is not None or bool(self._sleep)
+        """Every step's footprint is computed: besides the steps chosen at a decision (siblings
+        explored later compare against them) and those while some task sleeps (it may wake up),
+        the others label the objects they touch, which must happen alike in every run that
+        shares a prefix (see ``_footprint.begin_run``)."""
+        return self.footprints
 
     def stepped(self, task: int, footprint: Footprint) -> None:
         """Called by the backend after a step when :meth:`wants_footprint` said so."""
