@@ -756,7 +756,7 @@ def _late_access(code: _Code, i: int) -> _Late | None:
             )
     elif name in ("STORE_ATTR", "DELETE_ATTR"):
         attr = str(here.argval)
-        coarse = (frozenset(), frozenset({attr, HEAP}))
+        coarse: _Effect = (frozenset(), frozenset({attr, HEAP}))
         obj = _spec(ins[i - 1]) if i >= 1 else None
         if obj is not None:
             found = _Late("write", ("attr", obj, attr), None, coarse), i - 1
@@ -945,7 +945,7 @@ _CONTAINERS = (list, dict, set, collections.deque, bytearray)
 
 
 _codes: dict[types.CodeType, _Code] = {}
-_steps: dict[tuple[object, ...], Footprint] = {}
+_steps: dict[tuple[object, ...], Any] = {}
 
 
 def _analysis(code: types.CodeType) -> _Code:
@@ -1039,7 +1039,7 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
     cached = _steps.get(key, _MISSING)
     if cached is _MISSING:
         cached = _steps[key] = _step_footprint(before, after, finished)
-    if cached is None or type(cached) is tuple:
+    if type(cached) is not _StepTemplate:
         return cached  # type: ignore[no-any-return]
     reads, writes, lates = cached
     return _resolve(
@@ -1144,10 +1144,12 @@ def _plain_attributes(cls: type, name: str) -> bool:
     cached = _plain.get((cls, name))
     if cached is not None:
         return cached
+    base: Any = object
+    klass: Any = cls
     plain = (
-        cls.__getattribute__ is object.__getattribute__  # type: ignore[comparison-overlap]
-        and cls.__setattr__ is object.__setattr__  # type: ignore[comparison-overlap]
-        and cls.__delattr__ is object.__delattr__  # type: ignore[comparison-overlap]
+        klass.__getattribute__ is base.__getattribute__
+        and klass.__setattr__ is base.__setattr__
+        and klass.__delattr__ is base.__delattr__
         and not hasattr(cls, "__getattr__")
     )
     if plain:

@@ -230,8 +230,11 @@ def test_a_library_lock_writes_sync() -> None:
     assert leave is not None
     assert SYNC in enter[1]
     # The list's items, precisely (the list is a plain local), in the heap's family.
-    assert len(enter) == 4 and HEAP in enter[2]
-    assert SYNC in leave[1] and len(leave) == 4 and HEAP in leave[3]
+    assert len(enter) == 4
+    assert HEAP in enter[2]
+    assert SYNC in leave[1]
+    assert len(leave) == 4
+    assert HEAP in leave[3]
 
 
 @pytest.mark.parametrize("version", [(3, 14), (3, 10)])

@@ -41,11 +41,23 @@ OPERATIONS = [
     "if shared.x == 0:\n    shared.x = 10",
     # A bare truth test reads the list's length (3.13: TO_BOOL; before: the jump itself).
     "value = 1 if items else 0",
+    # Per-object and per-key state (precise footprints): the task's own box and key, the other
+    # task's box and key, and the same objects reached through other names and coarse reads.
+    "mine.n += 1",
+    "value = mine.n",
+    "theirs.n = value + 1",
+    "table[me] += 1",
+    "value = table[other]",
+    "table[other] = value",
+    "value = len(table)",
+    "value = vars(theirs).get('n', 0)",
+    "alias = boxes[me]\nalias.n = value",
 ]
 
 
 class Shared:
     x = 0
+    n = 0
 
 
 def build(tasks: list[list[int]]) -> tuple[Callable[[], Awaitable[None]], list[Any]]:
@@ -59,7 +71,13 @@ def build(tasks: list[list[int]]) -> tuple[Callable[[], Awaitable[None]], list[A
     outcomes: list[Any] = []
     bodies = []
     for number, ops in enumerate(tasks):
-        lines = [f"nonlocal cell, out{number}", "value = 0", "seen = ()"]
+        lines = [
+            f"nonlocal cell, out{number}",
+            "value = 0",
+            "seen = ()",
+            f"me, other = {number}, {(number + 1) % len(tasks)}",
+            "mine, theirs = boxes[me], boxes[other]",
+        ]
         for i in ops:
             lines.append(OPERATIONS[i])
             lines.append("seen = seen + (value,)")
@@ -76,14 +94,17 @@ def build(tasks: list[list[int]]) -> tuple[Callable[[], Awaitable[None]], list[A
         "    async def scenario():\n"
         "        shared = Shared()\n"
         "        cell = 0\n"
-        "        table = {'k': 0}\n"
+        "        table = {'k': 0, 0: 0, 1: 0, 2: 0}\n"
+        f"        boxes = [Shared() for _ in range({len(tasks)})]\n"
         "        items = []\n"
         "        lock = anyio.Lock()\n"
         + "".join(f"        out{n} = None\n" for n in range(len(tasks)))
         + textwrap.indent("\n".join(bodies), "        ")
         + "\n        async with anyio.create_task_group() as tg:\n"
         + textwrap.indent(spawn, "    ")
-        + f"\n        outcomes.append((shared.x, cell, table['k'], tuple(items), {outs}))\n"
+        + f"\n        outcomes.append((shared.x, cell, tuple(sorted(table.items(), key=str)),"
+        " tuple(items), tuple(tuple(sorted(vars(box).items())) for box in boxes),"
+        f" {outs}))\n"
         "    return scenario\n"
     )
     namespace: dict[str, Any] = {}
@@ -151,6 +172,15 @@ KNOWN_RACES = [
     [[op("value = len(items)"), CHECKPOINT, op("items.append(len(items))")]] * 2,
     [[op("if len(items) < 2:\n    await anyio.lowlevel.checkpoint()\n    items.append(-1)")]] * 3,
     [[op("value = 1 if items else 0")], [op("items.append(len(items))")]],
+    # The other task's box and key, against the task's own: a lost update or a stale read.
+    [[op("value = mine.n"), CHECKPOINT, op("mine.n += 1")], [op("theirs.n = value + 1")]],
+    [[CHECKPOINT, op("table[me] += 1")], [op("value = table[other]"), CHECKPOINT]],
+    [[op("table[me] += 1"), CHECKPOINT], [op("value = len(table)"), op("table[other] = value")]],
+    [[CHECKPOINT, op("mine.n += 1")], [op("value = vars(theirs).get('n', 0)"), CHECKPOINT]],
+    [
+        [op("value = mine.n"), CHECKPOINT, op("mine.n += 1")],
+        [op("alias = boxes[me]\nalias.n = value")],
+    ],
 ]
 
 
