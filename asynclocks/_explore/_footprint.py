@@ -656,13 +656,20 @@ class _Code:
             reads |= effect[0]
             for written in effect[1]:
                 if written.startswith(_CM):
-                    if not _library_context_managers(self, int(written[len(_CM) :]), frame):
+                    line = int(written[len(_CM) :])
+                    if not _library_context_managers(self, line, frame):
                         return None
-                    writes.add(SYNC)
+                    # Entering or leaving touches that primitive (resolved per step).
+                    for kind, loaded in self.cm_loaders(line) or ():
+                        spec = ("global" if kind == "global" else "fast", loaded)
+                        lates.append(_Late("sync", ("sync", spec), None, _SYNC_COARSE))
                 elif written.startswith(_UNKNOWN):
                     resolved = _resolve_call(self, written, frame)
                     if resolved is None:
                         return None
+                    if isinstance(resolved, _Late):
+                        lates.append(resolved)
+                        continue
                     reads |= resolved[0]
                     writes |= resolved[1]
                 else:
@@ -884,7 +891,7 @@ def _library_context_managers(code: _Code, line_start: int, frame: types.FrameTy
 
 def _resolve_call(
     code: _Code, marker: str, frame: types.FrameType
-) -> tuple[frozenset[str], frozenset[str]] | None:
+) -> _Effect | _Late | None:
     """What a call does, judged from the object actually called (looked up in the frame)."""
     kind, dotted, index_text = marker[len(_UNKNOWN) :].split(":")
     path = dotted.split(".")
@@ -920,7 +927,10 @@ def _resolve_call(
         and type(owner).__module__.split(".")[0] in _SCHEDULING_MODULES
         and type(owner).__name__.endswith(_LIBRARY_SYNC_OWNERS)
     ):
-        return frozenset(), frozenset({SYNC})
+        if len(path) == 2:  # variable.method(): that primitive, resolved per step
+            spec = ("global" if kind == "global" else "fast", path[0])
+            return _Late("sync", ("sync", spec), None, _SYNC_COARSE)
+        return _SYNC_COARSE
     return None
 
 
@@ -1019,7 +1029,7 @@ def _library_frame(frame: types.FrameType) -> Footprint:
     if name in _LIBRARY_SYNC_FRAMES:
         owner = type(frame.f_locals.get("self")).__name__
         if owner.endswith(_LIBRARY_SYNC_OWNERS):
-            return frozenset(), frozenset({SYNC})
+            return _SELF_SYNC
     return None
 
 
@@ -1088,6 +1098,9 @@ def _step_footprint(
                 effect = _library_frame(frame)
                 if effect is None:
                     return None
+                if effect is _SELF_SYNC:
+                    lates.append((resumed, index, (_SELF_SYNC_LATE,)))
+                    continue
                 reads |= effect[0]
                 writes |= effect[1]
                 continue
@@ -1163,6 +1176,26 @@ def _plain_attributes(cls: type, name: str) -> bool:
 
 
 _plain: dict[tuple[type, str], bool] = {}
+_SYNC_COARSE: _Effect = (frozenset(), frozenset({SYNC}))
+# A library frame of a primitive's method: it touches that primitive (its ``self``).
+_SELF_SYNC: Footprint = (frozenset(), frozenset({SYNC}))
+_SELF_SYNC_LATE = _Late("sync", ("sync", ("fast", "self")), None, _SYNC_COARSE)
+
+
+def _primitive_labels(primitive: Any) -> list[tuple[int, str]] | None:
+    """The resources of a library lock, event, semaphore, condition, limiter or parking lot:
+    its own, and its lock's for a condition (which shares it with whoever else uses the lock).
+    None for anything else (then every synchronisation step conflicts with it)."""
+    if primitive is _MISSING or not type(primitive).__name__.endswith(_LIBRARY_SYNC_OWNERS):
+        return None
+    keys = [(_label(primitive), SYNC)]
+    inner = getattr(primitive, "_lock", None)  # a library class: no code of the user's runs
+    if inner is not None:
+        inner_keys = _primitive_labels(inner)
+        if inner_keys is None:
+            return None
+        keys += inner_keys
+    return keys
 _HEAP_FAMILY = (HEAP,)
 _ATTRIBUTE_FAMILY: dict[str, tuple[str, str]] = {}
 
@@ -1228,6 +1261,14 @@ def _resolve(
     for frame, lates in frames:
         local = frame.f_locals
         for late in lates:
+            if late.kind == "sync":
+                keys = _primitive_labels(_value(late.loc[1], frame, local, written))
+                if keys is None:
+                    writes.add(SYNC)
+                else:
+                    writes.update(keys)
+                    family_writes.add(SYNC)
+                continue
             if late.kind == "inplace":
                 if not _pure_inplace(late, frame, local, written):
                     reads |= late.coarse[0]

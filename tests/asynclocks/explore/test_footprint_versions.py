@@ -216,7 +216,7 @@ def test_a_comprehension_reads_the_heap_once_inlined() -> None:
         assert middle is None  # 3.11 calls a separate function object: unknown
 
 
-def test_a_library_lock_writes_sync() -> None:
+def test_a_library_lock_writes_that_lock() -> None:
     async def locked(lock: asyncio.Lock, box: list[int]) -> None:
         await sleep(0)
         async with lock:
@@ -225,16 +225,23 @@ def test_a_library_lock_writes_sync() -> None:
             box[0] = value + 1
         await sleep(0)
 
-    _, enter, leave, _ = steps(locked(asyncio.Lock(), [0]))
+    _footprint.begin_run()
+    lock = asyncio.Lock()
+    _, enter, leave, _ = steps(locked(lock, [0]))
     assert enter is not None
     assert leave is not None
-    assert SYNC in enter[1]
-    # The list's items, precisely (the list is a plain local), in the heap's family.
+    mine = (_footprint._label(lock), SYNC)
+    assert mine in enter[1]
+    assert mine in leave[1]
+    # Precise accesses name their families: synchronisation, and the list's items in the heap.
     assert len(enter) == 4
-    assert HEAP in enter[2]
-    assert SYNC in leave[1]
+    assert {SYNC, HEAP} <= enter[2] | enter[3]
     assert len(leave) == 4
-    assert HEAP in leave[3]
+    assert {SYNC, HEAP} <= leave[3]
+    # Another lock's steps commute with these; a coarse synchronisation step does not.
+    other = (frozenset(), frozenset({(mine[0] + 1, SYNC)}), frozenset(), frozenset({SYNC}))
+    assert _footprint.independent(leave, other)
+    assert not _footprint.independent(leave, (frozenset(), frozenset({SYNC})))
 
 
 @pytest.mark.parametrize("version", [(3, 14), (3, 10)])

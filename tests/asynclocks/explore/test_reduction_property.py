@@ -52,7 +52,23 @@ OPERATIONS = [
     "value = len(table)",
     "value = vars(theirs).get('n', 0)",
     "alias = boxes[me]\nalias.n = value",
+    # Per-primitive synchronisation: the task's own lock, the other's, an event and a condition
+    # whose lock is the first task's.
+    "async with mylock:\n    value = table[me]\n    await anyio.sleep(0)\n"
+    "    table[me] = value + 1",
+    "async with theirlock:\n    value = mine.n\n    await anyio.lowlevel.checkpoint()\n"
+    "    mine.n = value + 1",
+    "event.set()",
+    "value = 1 if event.is_set() else 0",
+    "async with condition:\n    value = len(items)\n    condition.notify_all()",
+    "async with mylock:\n    table['k'] = table['k'] * 2",
+    "async with condition:\n    table['k'] += 1",
 ]
+LOCKED_MINE = OPERATIONS[-7]
+LOCKED_THEIRS = OPERATIONS[-6]
+NOTIFY = OPERATIONS[-3]
+DOUBLE = OPERATIONS[-2]
+INCREMENT = OPERATIONS[-1]
 
 
 class Shared:
@@ -64,7 +80,7 @@ def build(tasks: list[list[int]]) -> tuple[Callable[[], Awaitable[None]], list[A
     """Compile a scenario from operation indexes; returns it and the set it records into.
 
     Besides the final shared state, each task records what it observed after every operation
-    (in a local tuple, published through its own closure cell when it ends): equivalent
+    (in a local dict, published through its own closure cell when it ends): equivalent
     schedules observe the same values, so comparing observations checks that no class of
     equivalent schedules was pruned, not only that the final states survived.
     """
@@ -74,19 +90,23 @@ def build(tasks: list[list[int]]) -> tuple[Callable[[], Awaitable[None]], list[A
         lines = [
             f"nonlocal cell, out{number}",
             "value = 0",
-            "seen = ()",
-            f"me, other = {number}, {(number + 1) % len(tasks)}",
-            "mine, theirs = boxes[me], boxes[other]",
         ]
-        for i in ops:
+        for step, i in enumerate(ops):
             lines.append(OPERATIONS[i])
-            lines.append("seen = seen + (value,)")
+            # A key of the task's own dict: precise, so it conflicts with no other task's step.
+            lines.append(f"seen[{step}] = value")
         # A last checkpoint keeps each operation out of the task's finishing step (which
         # conflicts with every other finishing step anyway).
         lines.append("await anyio.lowlevel.checkpoint()")
-        lines.append(f"out{number} = seen")
+        lines.append(f"out{number} = tuple(seen.items())")
         body = textwrap.indent("\n".join(lines), "    ")
-        bodies.append(f"async def task{number}():\n{body}\n")
+        # The task's own objects are parameters: locals not rebound, so resolved precisely.
+        other = (number + 1) % len(tasks)
+        parameters = (
+            f"me={number}, other={other}, mine=boxes[{number}], theirs=boxes[{other}],"
+            f" mylock=locks[{number}], theirlock=locks[{other}], seen={{}}"
+        )
+        bodies.append(f"async def task{number}({parameters}):\n{body}\n")
     outs = ", ".join(f"out{n}" for n in range(len(tasks)))
     spawn = "\n".join(f"        tg.start_soon(task{n})" for n in range(len(tasks)))
     source = (
@@ -96,6 +116,9 @@ def build(tasks: list[list[int]]) -> tuple[Callable[[], Awaitable[None]], list[A
         "        cell = 0\n"
         "        table = {'k': 0, 0: 0, 1: 0, 2: 0}\n"
         f"        boxes = [Shared() for _ in range({len(tasks)})]\n"
+        f"        locks = [anyio.Lock() for _ in range({len(tasks)})]\n"
+        "        event = anyio.Event()\n"
+        "        condition = anyio.Condition(locks[0])\n"
         "        items = []\n"
         "        lock = anyio.Lock()\n"
         + "".join(f"        out{n} = None\n" for n in range(len(tasks)))
@@ -163,6 +186,13 @@ def op(text: str) -> int:
 
 
 CHECKPOINT = op("await anyio.lowlevel.checkpoint()")
+LOCKED_MINE = (
+    "async with mylock:\n    value = table[me]\n    await anyio.sleep(0)\n    table[me] = value + 1"
+)
+LOCKED_THEIRS = (
+    "async with theirlock:\n    value = mine.n\n    await anyio.lowlevel.checkpoint()\n"
+    "    mine.n = value + 1"
+)
 # Read-checkpoint-write races on every kind of shared state, and the check-then-act on the list:
 # each loses an update in some schedules, which a wrong independence claim would prune.
 KNOWN_RACES = [
@@ -181,6 +211,12 @@ KNOWN_RACES = [
         [op("value = mine.n"), CHECKPOINT, op("mine.n += 1")],
         [op("alias = boxes[me]\nalias.n = value")],
     ],
+    # Two locks: the second task takes the first one's box under its own lock.
+    [[op(LOCKED_MINE), op(LOCKED_THEIRS)], [op(LOCKED_MINE), CHECKPOINT]],
+    [[op(LOCKED_MINE), CHECKPOINT], [op(NOTIFY)]],
+    [[op("event.set()")], [op("value = 1 if event.is_set() else 0"), CHECKPOINT]],
+    # The first task's lock is the condition's: which one gets it first decides the result.
+    [[op(DOUBLE)], [op(INCREMENT)]],
 ]
 
 
