@@ -889,9 +889,7 @@ def _library_context_managers(code: _Code, line_start: int, frame: types.FrameTy
     return True
 
 
-def _resolve_call(
-    code: _Code, marker: str, frame: types.FrameType
-) -> _Effect | _Late | None:
+def _resolve_call(code: _Code, marker: str, frame: types.FrameType) -> _Effect | _Late | None:
     """What a call does, judged from the object actually called (looked up in the frame)."""
     kind, dotted, index_text = marker[len(_UNKNOWN) :].split(":")
     path = dotted.split(".")
@@ -1196,6 +1194,8 @@ def _primitive_labels(primitive: Any) -> list[tuple[int, str]] | None:
             return None
         keys += inner_keys
     return keys
+
+
 _HEAP_FAMILY = (HEAP,)
 _ATTRIBUTE_FAMILY: dict[str, tuple[str, str]] = {}
 

@@ -239,7 +239,12 @@ def test_a_library_lock_writes_that_lock() -> None:
     assert len(leave) == 4
     assert {SYNC, HEAP} <= leave[3]
     # Another lock's steps commute with these; a coarse synchronisation step does not.
-    other = (frozenset(), frozenset({(mine[0] + 1, SYNC)}), frozenset(), frozenset({SYNC}))
+    other: Footprint = (
+        frozenset(),
+        frozenset({(mine[0] + 1, SYNC)}),
+        frozenset(),
+        frozenset({SYNC}),
+    )
     assert _footprint.independent(leave, other)
     assert not _footprint.independent(leave, (frozenset(), frozenset({SYNC})))
 
