@@ -12,12 +12,33 @@ step can have executed:
   attribute as a global still conflicts) give precise read/write sets. ``obj[key]`` stores, in-place
   operators and mutating container methods write a shared ``heap``; subscripts, comparisons,
   iteration, container reads, truth tests (``if items:``) and formatting (f-strings) read it.
+* Precise accesses, per object: where the bytecode shows that ``obj.n``, ``table[key]``,
+  ``box.n += 1`` or ``x += 1`` applies to plain variables (a local not rebound within the step's
+  range, a closure cell or global not stored by the step), the objects are looked up in the frame
+  when the step's footprint is computed, and the access touches ``(object, attribute)`` or
+  ``(dict, key)`` (a list: all of its items) instead of every attribute of that name and the
+  whole heap. An attribute counts only on a plain instance (no ``__getattr__``/``__setattr__``/
+  ``__getattribute__`` of its class, no property or other data descriptor for it) and is keyed by
+  the instance dict, so ``vars(obj)["n"]`` is the same resource; a module's attribute is its
+  global. An in-place operator that stored an immutable value (int, str, ...) computed from
+  another one only rebinds its target. Each precise access also names its *family* (the
+  attribute name, the heap, synchronisation), with which every coarse access of that family
+  still conflicts (see :func:`independent`). The analysis is cached per code position in
+  symbolic form; the objects are resolved per step (``_resolve``).
 * Lock, event and other synchronisation calls (``async with``, ``acquire``, ``set``, ``wait``...)
-  all write one ``sync`` resource; a sleep with a non-zero delay writes ``timers``; ``sleep(0)`` and
-  checkpoints touch nothing.
+  and library frames of those primitives' methods on the await chain touch that primitive (and a
+  condition's lock too); a sleep with a non-zero delay writes ``timers``; ``sleep(0)`` and
+  checkpoints touch nothing. Primitives are modelled rather than traced: their internals touch
+  only their own state and the scheduler's, which the explorer controls, so two steps on
+  different primitives commute. A primitive that cannot be resolved writes one shared ``sync``.
 * Anything the analysis cannot see through (a call to an unknown function, a user function that
   ran to completion inside the step, library code other than scheduling and synchronisation, a
   task ending with an error) makes the footprint *unknown*: dependent with every other step.
+
+Objects are named by labels, not ``id()``: sleep sets compare footprints from different runs of
+the scenario (see ``begin_run``). Why this design rather than dynamic tracing: tracing every
+library frame (``sys.monitoring``/``settrace``) would cost on every step of every schedule, while
+the static tables cost one cache lookup per step plus a lookup per precise access.
 
 Independence is therefore claimed only when nothing one step may write is read or written by the
 other. Local variables are private to their frame and never conflict.
@@ -680,8 +701,12 @@ class _Code:
             if any(stores[name] > late.stores_allowed for name in late.locals()):
                 reads |= late.coarse[0]
                 writes |= late.coarse[1]
-            else:
+            elif late not in kept:
                 kept.append(late)
+        # A read of what the range also writes adds nothing: the write conflicts with all the
+        # read would (its resource, and its family for coarse accesses).
+        written_places = {late.loc for late in kept if late.kind == "write"}
+        kept = [late for late in kept if late.kind != "read" or late.loc not in written_places]
         return frozenset(reads), frozenset(writes), tuple(kept)
 
 
@@ -1140,6 +1165,8 @@ _labels: dict[int, tuple[int, object]] = {}
 def begin_run() -> None:
     """Forget the object labels of the previous run (called when a schedule starts)."""
     _labels.clear()
+    if len(_resolved) > 100_000:
+        _resolved.clear()
 
 
 def _label(obj: object) -> int:
@@ -1180,13 +1207,13 @@ _SELF_SYNC: Footprint = (frozenset(), frozenset({SYNC}))
 _SELF_SYNC_LATE = _Late("sync", ("sync", ("fast", "self")), None, _SYNC_COARSE)
 
 
-def _primitive_labels(primitive: Any) -> list[tuple[int, str]] | None:
+def _primitive_labels(primitive: Any) -> tuple[tuple[int, str], ...] | None:
     """The resources of a library lock, event, semaphore, condition, limiter or parking lot:
     its own, and its lock's for a condition (which shares it with whoever else uses the lock).
     None for anything else (then every synchronisation step conflicts with it)."""
     if primitive is _MISSING or not type(primitive).__name__.endswith(_LIBRARY_SYNC_OWNERS):
         return None
-    keys = [(_label(primitive), SYNC)]
+    keys: tuple[tuple[int, str], ...] = ((_label(primitive), SYNC),)
     inner = getattr(primitive, "_lock", None)  # a library class: no code of the user's runs
     if inner is not None:
         inner_keys = _primitive_labels(inner)
@@ -1205,7 +1232,9 @@ def _family(name: str) -> tuple[str, str]:
     return family
 
 
-def _value(spec: _Spec, frame: types.FrameType, local: dict[str, Any], written: set[str]) -> Any:
+def _value(
+    spec: _Spec, frame: types.FrameType, local: Any, written: frozenset[str] | set[str]
+) -> Any:
     kind, name = spec
     if kind == "const":
         return name
@@ -1218,7 +1247,7 @@ def _value(spec: _Spec, frame: types.FrameType, local: dict[str, Any], written: 
 
 
 def _location(
-    loc: tuple[Any, ...], frame: types.FrameType, local: dict[str, Any], written: set[str]
+    loc: tuple[Any, ...], frame: types.FrameType, local: Any, written: frozenset[str]
 ) -> tuple[Any, ...] | None:
     """("name", attribute) for a module's attribute, ("key", label, key, family) otherwise;
     None when the object cannot be told or may run code of its own for the access."""
@@ -1253,39 +1282,59 @@ def _resolve(
     writes_in: frozenset[str],
     frames: list[tuple[types.FrameType, tuple[_Late, ...]]],
 ) -> Footprint:
+    # Each access resolves to a small part; the footprint built from the parts is memoised
+    # (steps at one code position mostly touch the same few objects).
+    parts: list[Any] = []
+    for frame, lates in frames:
+        local = frame.f_locals
+        for late in lates:
+            kind = late.kind
+            if kind == "sync":
+                parts.append(
+                    (late, _primitive_labels(_value(late.loc[1], frame, local, writes_in)))
+                )
+            elif kind == "inplace":
+                parts.append((late, _pure_inplace(late, frame, local, writes_in)))
+            else:
+                parts.append((late, _location(late.loc, frame, local, writes_in)))
+    key = (reads_in, writes_in, tuple(parts))
+    found = _resolved.get(key)
+    if found is None:
+        found = _resolved[key] = _build(reads_in, writes_in, parts)
+    return found
+
+
+_resolved: dict[tuple[Any, ...], Footprint] = {}
+
+
+def _build(reads_in: frozenset[str], writes_in: frozenset[str], parts: list[Any]) -> Footprint:
     reads: set[Any] = set(reads_in)
     writes: set[Any] = set(writes_in)
     family_reads: set[str] = set()
     family_writes: set[str] = set()
-    written = set(writes_in)
-    for frame, lates in frames:
-        local = frame.f_locals
-        for late in lates:
-            if late.kind == "sync":
-                keys = _primitive_labels(_value(late.loc[1], frame, local, written))
-                if keys is None:
-                    writes.add(SYNC)
-                else:
-                    writes.update(keys)
-                    family_writes.add(SYNC)
-                continue
-            if late.kind == "inplace":
-                if not _pure_inplace(late, frame, local, written):
-                    reads |= late.coarse[0]
-                    writes |= late.coarse[1]
-                continue
-            place = _location(late.loc, frame, local, written)
+    for late, place in parts:
+        kind = late.kind
+        if kind == "sync":
             if place is None:
+                writes.add(SYNC)
+            else:
+                writes.update(place)
+                family_writes.add(SYNC)
+        elif kind == "inplace":
+            if not place:
                 reads |= late.coarse[0]
                 writes |= late.coarse[1]
-            elif place[0] == "name":
-                (writes if late.kind == "write" else reads).add(place[1])
-            elif late.kind == "write":
-                writes.add((place[1], place[2]))
-                family_writes.update(place[3])
-            else:
-                reads.add((place[1], place[2]))
-                family_reads.update(place[3])
+        elif place is None:
+            reads |= late.coarse[0]
+            writes |= late.coarse[1]
+        elif place[0] == "name":
+            (writes if kind == "write" else reads).add(place[1])
+        elif kind == "write":
+            writes.add((place[1], place[2]))
+            family_writes.update(place[3])
+        else:
+            reads.add((place[1], place[2]))
+            family_reads.update(place[3])
     if family_reads or family_writes:
         return (
             frozenset(reads),
@@ -1296,9 +1345,7 @@ def _resolve(
     return frozenset(reads), frozenset(writes)
 
 
-def _pure_inplace(
-    late: _Late, frame: types.FrameType, local: dict[str, Any], written: set[str]
-) -> bool:
+def _pure_inplace(late: _Late, frame: types.FrameType, local: Any, written: frozenset[str]) -> bool:
     """Whether an in-place operator only rebound its target: it stored a value of an immutable
     type there (so it ran ``__add__`` and the like of such values) from another such value."""
     assert late.right is not None
@@ -1307,7 +1354,7 @@ def _pure_inplace(
         return False
     loc = late.loc
     if loc[0] == "var":
-        result = _value(loc[1], frame, local, set())
+        result = _value(loc[1], frame, local, _NONE)
     else:
         target = _value(loc[1], frame, local, written)
         if target is _MISSING:
