@@ -2,7 +2,8 @@
 rule out race conditions at await points.
 
 Modules: ``_api`` (explore, replay, the search), ``_asyncio``/``_trio`` (controlled schedulers),
-``_unsupported`` (what cannot be controlled, refused by name), ``_strategies``, ``_footprint``
+``_unsupported`` (what cannot be controlled, refused by name), ``_strategies``, ``_faults``
+(cancellations and early timeouts chosen by the search), ``_footprint``
 (what a step reads and writes), ``_window`` (the race window, traces from step sketches),
 ``_nondeterminism`` (the likely cause of a schedule that does not replay), ``_events`` (a
 traced schedule's wake-ups, cancellations, timeouts and task ends), ``_waits``/``_holders``

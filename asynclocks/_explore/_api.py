@@ -32,6 +32,7 @@ from ._common import (
     Strategy,
     take_unsupported,
 )
+from ._faults import NO_FAULTS, FaultMode, Faults, check_faults
 from ._nondeterminism import (
     changed_state,
     likely_cause,
@@ -182,6 +183,7 @@ def search_plan(
     preemption_bound: int | None,
     progress: Progress | None = None,
     origin: types.ModuleType | None = None,
+    faults: Faults = NO_FAULTS,
 ) -> Plan:
     """The exploration as a generator of schedules to run; the backend drives it.
 
@@ -245,6 +247,7 @@ def search_plan(
         strategy=strategy,
         preemption_bound=preemption_bound,
         reduced=dfs is not None and dfs.reduce,
+        faults=faults,
     )
     if dfs is not None and dfs.reduce_off is not None:
         report.notes.append(dfs.reduce_off)
@@ -267,8 +270,9 @@ def search_plan(
         reproduced = not drifted and same_run(first, shrunk) and same_run(second, first)
         report.failed = True
         if reproduced:
-            token = encode_token(backend, shrunk.decisions, shrunk.options)
+            token = encode_token(backend, shrunk.decisions, shrunk.options, faults)
             report.kind = first.kind
+            report.injected = [text for _, text in first.faults]
             report.token = token
             report.preemptions = sum(1 for d in shrunk.decisions if d)
             report.error = _error_of(first)
@@ -280,9 +284,10 @@ def search_plan(
         else:
             # The replays saw another program: report what the search itself saw fail, with the
             # trace rebuilt from its sketch, and its own schedule (shrinking meant nothing).
-            token = encode_token(backend, failure.decisions, failure.options)
+            token = encode_token(backend, failure.decisions, failure.options, faults)
             steps = sketch_steps(failure.sketch, failure.task_names)
             report.kind = failure.kind
+            report.injected = [text for _, text in failure.faults]
             report.token = token
             report.preemptions = sum(1 for d in failure.decisions if d)
             report.error = _error_of(failure)
@@ -421,8 +426,13 @@ def _unsupported_check(backend: Backend) -> Callable[[Outcome], None]:
     return check
 
 
-def drive(plan: Generator[Request, Outcome, Any], scenario: Scenario, backend: Backend) -> Any:
-    """Run a plan to completion on a controlled loop of ``backend``.
+def drive(
+    plan: Generator[Request, Outcome, Any],
+    scenario: Scenario,
+    backend: Backend,
+    faults: Faults = NO_FAULTS,
+) -> Any:
+    """Run a plan to completion on a controlled loop of ``backend``, injecting ``faults``.
 
     Raises:
         UnsupportedScenario: A schedule did something the explorer cannot control, or the
@@ -432,7 +442,7 @@ def drive(plan: Generator[Request, Outcome, Any], scenario: Scenario, backend: B
     check = _unsupported_check(backend)
     take_unsupported()  # nothing left over from an earlier search that was interrupted
     try:
-        return _drive(plan, scenario, backend, check)
+        return _drive(plan, scenario, backend, check, faults)
     finally:
         plan.close()  # a plan stopped by an error restores what it patched for a run
 
@@ -442,11 +452,12 @@ def _drive(
     scenario: Scenario,
     backend: Backend,
     check: Callable[[Outcome], None],
+    faults: Faults,
 ) -> Any:
     if backend == "asyncio":
         from ._asyncio import AsyncioSession
 
-        with AsyncioSession() as session:
+        with AsyncioSession(faults) as session:
             try:
                 request = next(plan)
                 while True:
@@ -457,7 +468,7 @@ def _drive(
                 return stop.value
     from ._trio import run_plan
 
-    return run_plan(plan, scenario, check)
+    return run_plan(plan, scenario, check, faults)
 
 
 def explore(
@@ -469,6 +480,9 @@ def explore(
     preemption_bound: int | None = None,
     *,
     progress: Progress | None = None,
+    cancel: FaultMode = "off",
+    timeouts: FaultMode = "off",
+    fault_budget: int = 1,
 ) -> Report:
     """Run ``scenario`` under many schedules and report the first one that fails.
 
@@ -490,6 +504,16 @@ def explore(
         preemption_bound: At most this many preemptions (choices that differ from the stock event
             loop's FIFO order) per schedule; None for no bound.
         progress: Called about once a second as ``progress(schedules, seconds)``.
+        cancel: ``"auto"``: at every await, cancelling a task there is one more choice of the
+            search (asyncio: ``task.cancel()``; an anyio task: its own innermost cancel scope
+            or its task group's; trio: its own innermost cancel scope or its nursery's), so a
+            cancellation race needs no canceller task in the scenario. The scenario's own task
+            is never cancelled. ``"off"`` (default) leaves the schedules exactly as without it.
+        timeouts: ``"auto"``: a pending ``asyncio.timeout``/``wait_for``, anyio
+            ``fail_after``/``move_on_after`` or trio deadline may fire at any await before it
+            is due, as a choice of the search: a timeout race needs no tuned numbers.
+        fault_budget: At most this many injected faults per schedule (each also counts as a
+            preemption). The token records the faults, and a replay injects them again.
 
     Returns:
         A :class:`Report`. A failing schedule is shrunk toward the fewest preemptions, then
@@ -511,9 +535,12 @@ def explore(
             not a tested version. Never reported as a failing schedule.
     """
     check_arguments(scenario, backend, strategy, max_schedules, seed, preemption_bound)
+    faults = check_faults(cancel, timeouts, fault_budget)
     origin = sys.modules.get(getattr(scenario, "__module__", None) or "")
-    plan = search_plan(backend, strategy, max_schedules, seed, preemption_bound, progress, origin)
-    report: Report = drive(plan, scenario, backend)
+    plan = search_plan(
+        backend, strategy, max_schedules, seed, preemption_bound, progress, origin, faults
+    )
+    report: Report = drive(plan, scenario, backend, faults)
     return report
 
 
@@ -552,7 +579,8 @@ def replay(
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool, not {type(strict).__name__}")
     started = time.perf_counter()
-    outcome, _ = drive(replay_plan(backend, token, strict), scenario, backend)
+    faults = decode_token(token).faults
+    outcome, _ = drive(replay_plan(backend, token, strict), scenario, backend, faults)
     if outcome.kind is not None:
         error = _error_of(outcome)
         assert error is not None
@@ -568,6 +596,8 @@ def replay(
         backend=backend,
         strategy="replay",
         seconds=time.perf_counter() - started,
+        faults=faults,
+        injected=[text for _, text in outcome.faults],
     )
 
 
@@ -581,7 +611,8 @@ def replay_outcome(
     """Replay without raising: (failed, verdict line, trace). For the CLI and pytest."""
     check_scenario(scenario)
     backend = token_backend(token, backend)
-    outcome, found = drive(replay_plan(backend, token, strict), scenario, backend)
+    faults = decode_token(token).faults
+    outcome, found = drive(replay_plan(backend, token, strict), scenario, backend, faults)
     keep = found.steps if found is not None else ()
     trace = format_trace(outcome, token, full=full, keep=keep)
     if found is not None:

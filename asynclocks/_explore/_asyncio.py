@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import heapq
+import inspect
+import math
+import sys
 import weakref
 from asyncio import events
 from collections import deque
@@ -29,10 +32,12 @@ from ._common import (
     TraceEvent,
     Waiting,
     describe_object,
+    format_location,
     task_label,
     unsupported,
     user_location,
 )
+from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, Chain, chain, chain_key, step_footprint
 from ._net_asyncio import SimulatedNetworkLoop
 from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
@@ -40,6 +45,15 @@ from ._waits import describe_wait
 from ._waits import waited as _waited
 
 _Task = asyncio.Task
+_Handle = asyncio.Handle
+_new_object = object.__new__
+_copy_context = contextvars.copy_context
+# call_soon fills in a Handle's slots itself rather than through Handle.__init__ (two calls per
+# task step: __init__ and its get_debug()), as long as Handle has exactly the slots it fills.
+_HANDLE_SLOTS = frozenset(
+    ("_callback", "_args", "_cancelled", "_loop", "_source_traceback", "_repr", "_context")
+)
+_FAST_HANDLES = frozenset(_Handle.__slots__) - {"__weakref__"} == _HANDLE_SLOTS
 _DEFAULT_NAME_PREFIX = "Task-"
 
 # asyncio.Lock does not remember its owner; the deadlock report needs it, so while an exploration
@@ -103,6 +117,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self._closed = False
         self._ids: dict[asyncio.Task[Any], int] = {}
         self._errors: list[dict[str, Any]] = []
+        self.faults = NO_FAULTS
         # Events seen since the last step, while a trace is recorded (None: not tracing).
         self._events: list[TraceEvent] | None = None
 
@@ -117,7 +132,19 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
-        handle = asyncio.Handle(callback, args, self, context)
+        if _FAST_HANDLES:
+            # What Handle.__init__ does when the loop is not in debug mode (never, here).
+            fast: Any = _new_object(_Handle)
+            fast._context = _copy_context() if context is None else context
+            fast._loop = self
+            fast._callback = callback
+            fast._args = args
+            fast._cancelled = False
+            fast._repr = None
+            fast._source_traceback = None
+            handle: asyncio.Handle = fast
+        else:
+            handle = _Handle(callback, args, self, context)
         owner = getattr(callback, "__self__", None)
         if isinstance(owner, _Task):
             pending = self._runnable.get(owner)
@@ -273,9 +300,15 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         steps: list[Step] = []
         outcome = Outcome(None, None, decisions, widths, steps)
         sketch = outcome.sketch
+        # Bound once: this loop runs every step of every schedule.
         runnable = self._runnable
+        callbacks = self._callbacks
+        timers = self._timers
+        ids = self._ids
         pick = chooser.pick
         track = chooser.footprints
+        wants_footprint = chooser.wants_footprint
+        stepped = chooser.stepped
         # Only the reported schedule's replay looks at the chains themselves (the race window).
         watch = getattr(chooser, "watch_chains", None)
         chains: dict[asyncio.Task[Any], Chain] = {}
@@ -291,61 +324,78 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                 )
             main = self.create_task(coro)
             count = 0
+            # Faults off (the default) must cost the hot loop nothing but one test per pass.
+            log = FaultLog(self.faults) if self.faults.active else None
+            if log is not None:
+                outcome.faults = log.injected
+            offered: list[Fault] = []
             while not main.done():
-                self._due_timers()
-                if self._callbacks:
+                if timers and timers[0][0] <= self._time:
+                    self._due_timers()
+                if callbacks:
                     self._run_callbacks()
+                if log is not None and log.left:
+                    offered = self._offered_faults(main)
                 if runnable:
-                    chosen = 0
-                    if len(runnable) == 1:
+                    preempted = False
+                    if len(runnable) == 1 and not offered:
                         task = next(iter(runnable))
                     else:
                         tasks = list(runnable)
-                        chosen = index = pick([self._ids[t] for t in tasks])
+                        options = [ids[t] for t in tasks]
+                        if offered:
+                            options += [fault_option(i) for i in range(len(offered))]
+                        index = pick(options)
                         decisions.append(index)
-                        widths.append(len(tasks))
+                        widths.append(len(options))
+                        if index >= len(tasks):
+                            assert log is not None
+                            event = log.inject(offered[index - len(tasks)], count)
+                            if noted is not None:
+                                noted.append(event)
+                            offered = []
+                            continue
                         task = tasks[index]
+                        preempted = index != 0
                     handles = runnable.pop(task)
+                    tid = ids[task]
+                    task_coro = task.get_coro()
                     if noted is not None:
-                        resumed = user_location(task.get_coro())
+                        resumed = user_location(task_coro)
                         cancelled = _events.asyncio_cancelled(task, handles)
-                        woke = _events.wake_event(self._ids[task], task.get_coro(), cancelled)
+                        woke = _events.wake_event(tid, task_coro, cancelled)
                         if woke is not None:
                             noted.append(woke)
-                    tracking = track and chooser.wants_footprint()
+                    tracking = track and wants_footprint()
                     if tracking:
                         # Where a task stopped is where it resumes: reuse that chain.
-                        before = chains.pop(task, None) or chain(task.get_coro())
+                        before = chains.pop(task, None) or chain(task_coro)
                     elif track:
                         chains.pop(task, None)
                     for handle in handles:
                         if not handle._cancelled:
                             handle._run()
+                    done = task.done()
                     if tracking:
-                        done = task.done()
                         failed = done and (task.cancelled() or task.exception() is not None)
-                        after = EMPTY_CHAIN if done else chain(task.get_coro())
+                        after = EMPTY_CHAIN if done else chain(task_coro)
                         if after:
                             chains[task] = after
-                        chooser.stepped(
-                            self._ids[task], step_footprint(before, after, done, failed)
-                        )
+                        stepped(tid, step_footprint(before, after, done, failed))
                         if watch is not None:
-                            watch(self._ids[task], before, after)
-                        sketch.append((self._ids[task], after.key, chosen != 0))
+                            watch(tid, before, after)
+                        sketch.append((tid, after.key, preempted))
                     else:
-                        stopped = () if task.done() else chain_key(task.get_coro())
-                        sketch.append((self._ids[task], stopped, chosen != 0))
+                        sketch.append((tid, () if done else chain_key(task_coro), preempted))
                     if noted is not None:
-                        done = task.done()
                         steps.append(
                             Step(
-                                self._ids[task],
+                                tid,
                                 self._name(task),
                                 resumed,
-                                None if done else user_location(task.get_coro()),
+                                None if done else user_location(task_coro),
                                 done,
-                                chosen != 0,
+                                preempted,
                                 tuple(noted),
                                 _events.asyncio_end(task) if done else "",
                             )
@@ -360,7 +410,23 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                         )
                         break
                     continue
-                if self._callbacks or self._advance_time():
+                if callbacks:
+                    continue
+                if offered:
+                    # Nothing can run: before time passes (or the deadlock is declared), a fault.
+                    options = [WAIT, *(fault_option(i) for i in range(len(offered)))]
+                    index = pick(options)
+                    decisions.append(index)
+                    widths.append(len(options))
+                    if index:
+                        assert log is not None
+                        event = log.inject(offered[index - 1], count)
+                        if noted is not None:
+                            noted.append(event)
+                        offered = []
+                        continue
+                    offered = []
+                if self._advance_time():
                     continue
                 outcome.kind = "deadlock"
                 outcome.waiting = self._blocked_tasks(main)
@@ -379,6 +445,87 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             self._running = False
             events._set_running_loop(previous)
         return outcome
+
+    def _offered_faults(self, main: asyncio.Task[Any]) -> list[Fault]:
+        """The faults that could happen now, in a deterministic order (see ``_faults``)."""
+        offered: list[Fault] = []
+        if self.faults.cancel:
+            anyio_states = _anyio_task_states()
+            scopes: set[int] = set()
+            for task in self._ids:
+                if task is main or task.done() or task.cancelling():
+                    continue
+                coro = task.get_coro()
+                if inspect.getcoroutinestate(coro) != inspect.CORO_SUSPENDED:  # type: ignore[arg-type]
+                    continue  # not started: not at an await yet
+                spawn, own = _anyio_scopes(anyio_states, task)
+                if spawn is None:
+                    offered.append(Fault(self._cancel_text(task), task.cancel))
+                    continue
+                for scope, what in ((own, OWN_SCOPE), (spawn, GROUP_SCOPE)):
+                    if scope is not None and id(scope) not in scopes and not scope.cancel_called:
+                        scopes.add(id(scope))
+                        offered.append(Fault(self._cancel_text(task, what), scope.cancel))
+        if self.faults.timeouts:
+            for when, _, handle in sorted(self._timers, key=lambda t: t[:2]):
+                if handle._cancelled or when <= self._time:
+                    continue
+                fault = self._timeout_fault(handle, when)
+                if fault is not None:
+                    offered.append(fault)
+        return offered
+
+    def _cancel_text(self, task: asyncio.Task[Any], what: str = "") -> Callable[[], str]:
+        def text() -> str:
+            where = format_location(user_location(task.get_coro()))
+            via = f" ({what})" if what else ""
+            return f"cancelled {self._name(task)}{via} at {where}"
+
+        return text
+
+    def _timeout_fault(self, handle: asyncio.TimerHandle, when: float) -> Fault | None:
+        """ "Fire now" for the timer of a timeout; None for a timer that is not one (a sleep)."""
+        callback: Any = handle._callback  # type: ignore[attr-defined]
+        owner: Any = getattr(callback, "__self__", None)
+        original: Callable[..., object] = callback
+        fire: Callable[[], None]
+        task: object = None
+        if isinstance(owner, asyncio.Timeout):
+            timeout = owner
+            task = getattr(timeout, "_task", None)
+            what = "asyncio.timeout"
+
+            def fire() -> None:
+                timeout.reschedule(self._time)
+
+        elif type(owner).__name__ == "CancelScope" and hasattr(owner, "_host_task"):
+            scope = owner
+            task = scope._host_task
+            what = "anyio cancel scope deadline"
+
+            def fire() -> None:
+                scope.deadline = self._time
+
+        elif callback is getattr(asyncio.tasks, "_release_waiter", None):
+            # asyncio.wait_for/asyncio.wait before 3.12: the timer releases the waiter.
+            what = "asyncio.wait_for/wait timeout"
+
+            def fire() -> None:
+                args = handle._args  # cancel() forgets them
+                handle.cancel()
+                self.call_soon(original, *args)
+
+        else:
+            return None
+
+        def text() -> str:
+            whose = ""
+            if isinstance(task, _Task):
+                where = format_location(user_location(task.get_coro()))
+                whose = f" of {self._name(task)} at {where}"
+            return f"fired the {what}{whose} early, at t={self._time:g} (deadline t={when:g})"
+
+        return Fault(text, fire)
 
     def _blocked_tasks(self, main: asyncio.Task[Any]) -> list[Waiting]:
         waiting: list[Waiting] = []
@@ -451,7 +598,62 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             if task.done() and not task.cancelled():
                 task.exception()  # mark retrieved: no "never retrieved" noise at collection
         self._ids.clear()
-        self._net_reset()
+        if self._net is not None:
+            # Only a schedule that used the network has one to drop; the next schedule's start
+            # hooks modules imported meanwhile.
+            self._net_reset()
+
+
+def _anyio_task_states() -> Any:
+    module = sys.modules.get("anyio._backends._asyncio")
+    return getattr(module, "_task_states", None)
+
+
+GROUP_SCOPE = "its task group's cancel scope"
+OWN_SCOPE = "its own innermost cancel scope"
+
+
+def _anyio_scopes(states: Any, task: asyncio.Task[Any]) -> tuple[Any, Any]:
+    """The cancel scope of the anyio task group ``task`` was started in (None if it was not),
+    and the innermost scope the task opened itself that code outside it could cancel (not a
+    shield, which that would break from inside, nor one with a deadline: a timeout fault)."""
+    if states is None:
+        return None, None
+    state = states.get(task)
+    scope = getattr(state, "cancel_scope", None)
+    own = None
+    # The task's own scopes are hosted by it; the first one that is not is its group's.
+    while scope is not None and scope._host_task is task:
+        if own is None and not scope.shield and scope.deadline == math.inf:
+            own = scope
+        scope = scope._parent_scope
+    return scope, own
+
+
+def _ordered_delivery(original: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    """anyio's cancellation delivery, waking the tasks it cancels in task-id order.
+
+    anyio walks a cancel scope's tasks (and child scopes) as sets, so the order they become
+    runnable depends on their addresses. An injected cancellation must replay exactly; the stock
+    order among tasks cancelled in one delivery is arbitrary anyway.
+    """
+
+    def deliver(scope: Any, origin: Any) -> bool:
+        loop = events._get_running_loop()
+        if not isinstance(loop, ControlledLoop):
+            return original(scope, origin)
+        runnable = loop._runnable
+        before = len(runnable)
+        result = original(scope, origin)
+        if len(runnable) - before > 1:
+            items = list(runnable.items())
+            woken = sorted(items[before:], key=lambda item: loop._ids[item[0]])
+            runnable.clear()
+            runnable.update(items[:before])
+            runnable.update(woken)
+        return result
+
+    return deliver
 
 
 class AsyncioSession:
@@ -459,22 +661,33 @@ class AsyncioSession:
 
     backend = "asyncio"
 
-    def __init__(self) -> None:
+    def __init__(self, faults: Faults = NO_FAULTS) -> None:
         self._loop = ControlledLoop()
+        self._loop.faults = faults
         _install_lock_tracking()
         # For every schedule, not only traced ones: the wrapper is a frame of each await chain,
         # and a replay must walk the same chains as the search did.
         _holders.install("asyncio")
         patch_anyio_threads(True)
         self._closed = False
+        self._anyio_scope: Any = None
+        self._anyio_delivery: Any = None
 
     def run(self, scenario: Scenario, chooser: Chooser, trace: bool) -> Outcome:
+        if self._loop.faults.cancel and self._anyio_scope is None:
+            module = sys.modules.get("anyio._backends._asyncio")
+            if module is not None:  # imported by the scenario, maybe only in its first run
+                self._anyio_scope = scope = module.CancelScope
+                self._anyio_delivery = scope._deliver_cancellation
+                scope._deliver_cancellation = _ordered_delivery(scope._deliver_cancellation)
         _holders.reset()
         return self._loop.run_schedule(scenario, chooser, trace)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._anyio_scope is not None:
+                self._anyio_scope._deliver_cancellation = self._anyio_delivery
             _remove_lock_tracking()
             _holders.remove("asyncio")
             patch_anyio_threads(False)

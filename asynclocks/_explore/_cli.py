@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from ._api import explore, replay_outcome
 from ._common import BACKENDS, STRATEGIES, Backend, NondeterminismError, UnsupportedScenario
+from ._faults import FAULT_MODES
 from ._report import decode_token
 
 _EPILOG = """\
@@ -79,6 +80,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         metavar="N",
         help="at most N preemptions per schedule (default: unbounded)",
+    )
+    parser.add_argument(
+        "--cancel",
+        choices=FAULT_MODES,
+        default="off",
+        help="auto: cancelling a task at any await is a choice of the search (default: off)",
+    )
+    parser.add_argument(
+        "--timeouts",
+        choices=FAULT_MODES,
+        default="off",
+        help="auto: a pending timeout may fire at any await before its deadline (default: off)",
+    )
+    parser.add_argument(
+        "--fault-budget",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="at most N injected faults per schedule (default: 1)",
     )
     parser.add_argument("--replay", metavar="TOKEN", help="run only the schedule of this token")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -194,6 +214,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 seed=args.seed,
                 preemption_bound=args.preemption_bound,
                 progress=None if args.quiet else _progress(err),
+                cancel=args.cancel,
+                timeouts=args.timeouts,
+                fault_budget=args.fault_budget,
             )
         except (TypeError, ValueError) as error:
             raise UsageError(str(error)) from None
@@ -211,6 +234,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             err.write(f"python -m asynclocks explore: error: cannot write {html_path}: {error}\n")
             return 2
     out.write(f"{report.verdict}\n")
+    if report.injected:
+        out.write(f"faults injected by the explorer: {'; '.join(report.injected)}\n")
     if report.window:
         out.write(f"{report.window}\n")
     if report.failed:

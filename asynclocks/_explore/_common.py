@@ -195,6 +195,8 @@ class Outcome:
     waiting: list[Waiting] = field(default_factory=list)
     task_names: dict[int, str] = field(default_factory=dict)
     sketch: list[SketchStep] = field(default_factory=list)
+    #: Faults the explorer injected (see ``_faults``): (steps taken before it, what it did).
+    faults: list[tuple[int, str]] = field(default_factory=list)
 
 
 _LIBRARY_DIRS: tuple[str, ...] | None = None

@@ -978,7 +978,10 @@ _CONTAINERS = (list, dict, set, collections.deque, bytearray)
 
 
 _codes: dict[types.CodeType, _Code] = {}
-_steps: dict[tuple[object, ...], Any] = {}
+#: Step footprints (or templates, see ``_StepTemplate``) by (finished, shared frames, both
+#: chains' ``ids``). Each value keeps the two chains' ``key`` too: their code objects stay
+#: alive, so no id in a key can be reused by another.
+_steps: dict[tuple[object, ...], tuple[Any, tuple[object, ...], tuple[object, ...]]] = {}
 
 
 def _analysis(code: types.CodeType) -> _Code:
@@ -999,23 +1002,29 @@ _GeneratorType = types.GeneratorType
 class Chain(list[Position]):
     """A task's await chain, outermost frame first, with a hashable key of its code positions."""
 
-    __slots__ = ("key",)
+    __slots__ = ("key", "ids")
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.key: tuple[object, ...] = ()
+    # No __init__: chain() is called on every step and sets both itself (an __init__ calling
+    # list's costs two calls per step).
+    key: tuple[object, ...]
+    #: ``key`` with each code object replaced by its id(), for the footprint cache: a code
+    #: object's hash is computed afresh every time (on 3.12+ over all of its bytecode).
+    ids: tuple[int | None, ...]
 
 
 EMPTY_CHAIN = Chain()
+EMPTY_CHAIN.key = EMPTY_CHAIN.ids = ()
 
 
 def chain(coro: Any) -> Chain:
     """Every frame on a task's await chain with its position (outermost first)."""
     positions = Chain()
     key: list[object] = []
+    ids: list[int | None] = []
     obj = coro
     first = True
-    while obj is not None and len(positions) < 200:
+    depth = 0
+    while obj is not None and depth < 200:
         kind = type(obj)
         if kind is _CoroutineType:
             frame = obj.cr_frame
@@ -1032,12 +1041,17 @@ def chain(coro: Any) -> Chain:
         if frame is None:
             break
         offset = frame.f_lasti if started else None
+        code = frame.f_code
         positions.append((frame, offset))
-        key.append(frame.f_code)
+        key.append(code)
         key.append(offset)
+        ids.append(id(code))
+        ids.append(offset)
         obj = inner
         first = False
+        depth += 1
     positions.key = tuple(key)
+    positions.ids = tuple(ids)
     return positions
 
 
@@ -1068,12 +1082,13 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
         if frame_before is not frame_after:
             break
         shared += 1
-    key = (finished, shared, before.key, after.key)
-    cached = _steps.get(key, _MISSING)
-    if cached is _MISSING:
-        cached = _steps[key] = _step_footprint(before, after, finished)
+    key = (finished, shared, before.ids, after.ids)
+    entry = _steps.get(key)
+    if entry is None:
+        entry = _steps[key] = (_step_footprint(before, after, finished), before.key, after.key)
+    cached = entry[0]
     if type(cached) is not _StepTemplate:
-        return cached  # type: ignore[no-any-return]
+        return cached  # type: ignore[return-value]
     reads, writes, lates = cached
     return _resolve(
         reads,

@@ -31,6 +31,8 @@ from ._network import Network, SimSocket, addrinfo, nameinfo
 _network: Network | None = None
 #: The thread running the explorer's trio run (anyio's listeners are routed only there).
 _active: int | None = None
+#: Every module of ``SOCKET_USERS`` is hooked: no need to look for them after each schedule.
+_users_hooked = False
 
 
 def current_network() -> Network:
@@ -47,13 +49,13 @@ def _exploring_network() -> Network | None:
 
 def reset() -> None:
     """Drop every listener and connection: each schedule starts on an empty network."""
-    global _network
+    global _network, _users_hooked
     if _network is not None:
         _network.close()
         _network = None
-    if _active is not None:
+    if _active is not None and not _users_hooked:
         # A library that makes its own sockets may have been imported by the last schedule.
-        hook_socket_users(_exploring_network)
+        _users_hooked = hook_socket_users(_exploring_network)
 
 
 async def _wait(sim: SimSocket, writer: bool) -> None:
@@ -240,10 +242,10 @@ class SimResolver(trio.abc.HostnameResolver):
 
 def install() -> Callable[[], None]:
     """Route trio's sockets and name lookups to the simulated network; returns the undo."""
-    global _active
+    global _active, _users_hooked
     old_factory = trio.socket.set_custom_socket_factory(SimSocketFactory())
     old_resolver = trio.socket.set_custom_hostname_resolver(SimResolver())
-    hook_socket_users(_exploring_network)
+    _users_hooked = hook_socket_users(_exploring_network)
     unwrap = hook_trio_wrap(TrioSimSocket)
     _active = threading.get_ident()
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ._api import check_arguments, check_backend, explore, replay_outcome
 from ._common import BACKENDS, Backend, Strategy
+from ._faults import FaultMode, check_faults
 from ._report import decode_token
 
 EXPECTATIONS = ("pass", "fail")
@@ -37,6 +38,9 @@ def check_interleavings(
     preemption_bound: int | None = None,
     replay_token: str | None = None,
     expect: str = "pass",
+    cancel: FaultMode = "off",
+    timeouts: FaultMode = "off",
+    fault_budget: int = 1,
 ) -> Callable[[Callable[[], Any]], Callable[..., None]]:
     """Decorate a zero-argument ``async def`` so pytest explores it instead of running it once.
 
@@ -56,6 +60,11 @@ def check_interleavings(
         expect: ``"pass"`` (default): fail the test when a schedule fails. ``"fail"``: fail the
             test when *no* failing schedule is found (to keep a demo of a race honest); a
             failure that does not replay (nondeterministic) does not count.
+        cancel: As for :func:`asynclocks.explore`: ``"auto"`` makes cancelling a task at any
+            await a choice of the search.
+        timeouts: As for :func:`asynclocks.explore`: ``"auto"`` lets pending timeouts fire at
+            any await before their deadline.
+        fault_budget: As for :func:`asynclocks.explore`.
 
     A scenario the explorer cannot run (threads, subprocesses, real sockets, code of the other
     backend, a backend that is not installed) raises :class:`~asynclocks.UnsupportedScenario`
@@ -81,6 +90,7 @@ def check_interleavings(
         raise ValueError("backends must name at least one backend")
     if expect not in EXPECTATIONS:
         raise ValueError(f"expect must be 'pass' or 'fail', not {expect!r}")
+    check_faults(cancel, timeouts, fault_budget)
     if replay_token is not None:
         backends = (decode_token(replay_token).backend,)
 
@@ -102,6 +112,9 @@ def check_interleavings(
                 max_schedules=max_schedules,
                 seed=seed,
                 preemption_bound=preemption_bound,
+                cancel=cancel,
+                timeouts=timeouts,
+                fault_budget=fault_budget,
             )
             if expect == "pass" and (report.failed or report.nondeterministic):
                 raise InterleavingFailure(

@@ -21,11 +21,14 @@ from ._common import (
     Waiting,
     format_location,
 )
+from ._faults import NO_FAULTS, Faults, faults_from_code
 
 TOKEN_VERSION = "al1"
 _BACKEND_CODES: dict[Backend, str] = {"asyncio": "a", "trio": "t"}
 _CODE_BACKENDS = {code: name for name, code in _BACKEND_CODES.items()}
-_TOKEN_RE = re.compile(r"^al(\d+):([a-z]):(\d+):([0-9=,]*):([0-9a-f]{4}):([0-9a-f]{4})$")
+_TOKEN_RE = re.compile(
+    r"^al(\d+):([a-z])(?:-([a-z0-9]+))?:(\d+):([0-9=,]*):([0-9a-f]{4}):([0-9a-f]{4})$"
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Schedule:
     backend: Backend
     decisions: tuple[int, ...]
     shape: str = ""
+    #: The faults the search could inject when it recorded the schedule (replayed the same way).
+    faults: Faults = NO_FAULTS
 
     @property
     def preemptions(self) -> int:
@@ -51,16 +56,25 @@ def shape_of(widths: Sequence[int]) -> str:
     return _checksum(",".join(map(str, widths)))
 
 
-def encode_token(backend: Backend, decisions: Sequence[int], widths: Sequence[int]) -> str:
+def encode_token(
+    backend: Backend,
+    decisions: Sequence[int],
+    widths: Sequence[int],
+    faults: Faults = NO_FAULTS,
+) -> str:
     """A short printable token.
 
     ``al1:<backend>:<decision count>:<index=choice,...>:<shape>:<checksum>``: only decisions that
     differ from the stock loop's choice are listed; the shape fingerprints the number of runnable
-    tasks at every decision so a replay notices a scenario that changed.
+    tasks at every decision so a replay notices a scenario that changed. With faults on, the
+    backend is followed by their code (``a-c1``: cancellations, at most one per schedule), since
+    they add options to the decisions; tokens without faults are spelled as they always were.
     """
     changed = ",".join(f"{i}={d}" for i, d in enumerate(decisions) if d)
     shape = shape_of(widths)
-    body = f"{TOKEN_VERSION}:{_BACKEND_CODES[backend]}:{len(decisions)}:{changed}:{shape}"
+    code = faults.code()
+    where = _BACKEND_CODES[backend] + (f"-{code}" if code else "")
+    body = f"{TOKEN_VERSION}:{where}:{len(decisions)}:{changed}:{shape}"
     return f"{body}:{_checksum(body)}"
 
 
@@ -82,7 +96,7 @@ def decode_token(token: object) -> Schedule:
             f"malformed token {token!r}: expected "
             "'al1:<backend>:<count>:<decisions>:<shape>:<checksum>'"
         )
-    version, code, count_text, changed, shape, checksum = match.groups()
+    version, code, fault_code, count_text, changed, shape, checksum = match.groups()
     if f"al{version}" != TOKEN_VERSION:
         raise ValueError(
             f"token {token!r} has version al{version}; this asynclocks reads {TOKEN_VERSION} tokens"
@@ -92,6 +106,10 @@ def decode_token(token: object) -> Schedule:
         raise ValueError(f"token {token!r} is corrupted: its checksum does not match")
     if code not in _CODE_BACKENDS:
         raise ValueError(f"token {token!r} names an unknown backend code {code!r}")
+    try:
+        faults = faults_from_code(fault_code or "")
+    except ValueError:
+        raise ValueError(f"token {token!r} names unknown faults {fault_code!r}") from None
     count = int(count_text)
     decisions = [0] * count
     if changed:
@@ -103,7 +121,7 @@ def decode_token(token: object) -> Schedule:
             if index >= count or value == 0:
                 raise ValueError(f"malformed token {token!r}: decision {item!r} is out of range")
             decisions[index] = value
-    return Schedule(_CODE_BACKENDS[code], tuple(decisions), shape)
+    return Schedule(_CODE_BACKENDS[code], tuple(decisions), shape, faults)
 
 
 @dataclass
@@ -135,6 +153,10 @@ class Report:
         window: For a failure that is an exception: the race window, the conflicting accesses
             the explorer saw (the task's read, the await after it, the other task's write and
             the first task's next access, each with its ``file:line``); "" when none was seen.
+        faults: The faults the search could inject (``cancel``/``timeouts``/``fault_budget``).
+        injected: What the explorer injected in the reported failing schedule (a task
+            cancelled at an await, a timeout fired early), one sentence each; also shown in
+            the trace at the step where it happened.
     """
 
     failed: bool
@@ -154,6 +176,8 @@ class Report:
     #: Whether dfs pruned schedules equivalent to explored ones (sleep sets).
     reduced: bool = False
     window: str = ""
+    faults: Faults = NO_FAULTS
+    injected: list[str] = field(default_factory=list)
     # What the trace was printed from, to print it again in full.
     _traced: tuple[Outcome, list[Step], tuple[int, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -194,6 +218,16 @@ class Report:
             if self.preemption_bound is None
             else f"at most {self.preemption_bound} preemption(s)"
         )
+        if self.faults.active:
+            kinds = " or ".join(
+                kind
+                for kind, on in (
+                    ("cancellation", self.faults.cancel),
+                    ("early timeout", self.faults.timeouts),
+                )
+                if on
+            )
+            bound += f", up to {self.faults.budget} injected fault(s) ({kinds})"
         plural = "s" if self.schedules != 1 else ""
         if self.exhaustive:
             how: str = self.strategy
@@ -223,6 +257,8 @@ class Report:
 
     def __str__(self) -> str:
         parts = [self.verdict]
+        if self.injected:
+            parts.append("faults injected by the explorer: " + "; ".join(self.injected))
         if self.window:
             parts.append(self.window)
         if self.failed:

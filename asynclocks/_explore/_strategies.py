@@ -87,8 +87,18 @@ class PctChooser(ScheduleChooser):
         self._changes = {rng.randint(1, max(1, length)) for _ in range(depth - 1)}
         self._count = 0
         self._low = 0.0
+        self._length = max(1, length)
 
     def pick(self, options: Sequence[int]) -> int:
+        if options[-1] < 0:
+            # Faults on offer (ids < 0, after the tasks): one lands at a uniformly random
+            # decision; otherwise the tasks compete by priority (or time passes: WAIT first).
+            faults = [i for i, option in enumerate(options) if option < 0 and i]
+            if faults and self._rng.random() < 1 / self._length:
+                return self._rng.choice(faults)
+            if options[0] < 0:
+                return 0
+            options = [option for option in options if option >= 0]
         self._count += 1
         priority = self._priority
         for task in options:
@@ -167,6 +177,11 @@ class DfsChooser(ScheduleChooser):
         if not self.footprints:
             return
         task = node.options[index]
+        if task < 0:
+            # An injected fault (or letting time pass) may affect any task: none sleeps on.
+            self._pending = None
+            self._sleep = {}
+            return
         before = dict(node.sleep)
         for tried in node.tried:
             other = node.options[tried]
@@ -197,9 +212,16 @@ class DfsChooser(ScheduleChooser):
                 # schedule already explored. Run it out without branching.
                 self._redundant = True
                 self._search.redundant += 1
-        self._sleep = {
-            other: fp for other, fp in sleep.items() if other != task and independent(fp, footprint)
-        }
+        # Most steps have nothing asleep: skip the comprehension (a frame of its own) for them.
+        self._sleep = (
+            {
+                other: fp
+                for other, fp in sleep.items()
+                if other != task and independent(fp, footprint)
+            }
+            if sleep
+            else {}
+        )
 
 
 class DepthFirst:

@@ -11,9 +11,10 @@ One ``trio.run`` serves a whole exploration: a driver task runs each schedule in
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 from . import _events, _holders
@@ -30,10 +31,12 @@ from ._common import (
     Waiting,
     describe_end,
     describe_object,
+    format_location,
     task_label,
     user_location,
     waited_object,
 )
+from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, chain_key, step_footprint
 from ._waits import describe_wait
 
@@ -81,6 +84,30 @@ def check_trio_version(version: str | None = None) -> None:
 
 
 _GROUPS = {"Nursery", "NurseryManager", "TaskGroup"}
+SPAWN_SCOPE = "the cancel scope of the nursery it was started in"
+OWN_SCOPE = "its own innermost cancel scope"
+
+
+def _own_scope(task: Any, spawn: Any) -> Any:
+    """The innermost cancel scope ``task`` opened itself that code outside it could cancel.
+
+    A shielded scope is skipped (cancelling it would break the shield from inside) and so is one
+    with a deadline (only the deadline cancels it: a timeout fault).
+    """
+    status = task._cancel_status
+    while status is not None:
+        scope = status._scope
+        if scope is spawn:
+            return None
+        if not scope.shield and scope.deadline == math.inf:
+            return scope
+        status = status._parent
+    return None
+
+
+_NO_FAULTS: tuple[Fault, ...] = ()
+#: The log of every schedule explored without faults: its budget is 0, nothing is ever injected.
+_NO_LOG = FaultLog(NO_FAULTS)
 
 
 class ControlledRunQueue:
@@ -123,8 +150,12 @@ class ControlledRunQueue:
         self.sketch: list[SketchStep] = []
         self._sketched: Any = None
         self._sketch_preempted = False
-        self._after_of: Any = None
-        self._after_key: tuple[object, ...] = ()
+        self._root_code: Any = None
+        self.faults = NO_FAULTS
+        self.log = _NO_LOG
+        #: The cancel scope of the explorer's own nursery: never cancelled by a fault.
+        self.outer_scope: Any = None
+        self.started_at = 0.0
         # While tracing: events since the last step, the clock last seen, how tasks ended.
         self.events: list[TraceEvent] = []
         self._seen_time = self._time_origin = 0.0
@@ -161,7 +192,7 @@ class ControlledRunQueue:
         return len(self._system) + len(self._ready)
 
     def __bool__(self) -> bool:
-        return bool(self._system) or bool(self._ready)
+        return bool(self._system or self._ready)  # one call: trio asks twice per pass
 
     def __iter__(self) -> Iterator[Any]:
         self._pass += 1
@@ -174,9 +205,14 @@ class ControlledRunQueue:
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
-            self._selected = [self._pick()]
+            task = self._pick()
+            # A fault was injected instead: its effects (cancellations delivered, a deadline
+            # expired) show in the next pass of the run loop.
+            self._selected = [] if task is None else [task]
         else:
             self._selected = []
+            if self.log.left and self.active and not self.cleaning and self._idle_fault():
+                return iter(self._selected)
             if self.active and self.stopped is None and self._deadlocked():
                 self._stop("deadlock")
                 self._selected = list(self._system)
@@ -194,37 +230,136 @@ class ControlledRunQueue:
 
     def _pick(self) -> Any:
         ready = self._ready
+        if self.cleaning:
+            return next(iter(ready))  # nothing is recorded while cleaning up
+        chooser = self.chooser
         preempted = False
-        if len(ready) == 1 or self.cleaning or self.chooser is None:
+        offered = self._offered_faults() if self.log.left else _NO_FAULTS
+        if (len(ready) == 1 and not offered) or chooser is None:
             task = next(iter(ready))
         else:
             tasks = sorted(ready, key=ready.__getitem__)
             ids = self.ids
-            index = self.chooser.pick([ids[t] for t in tasks])
+            options = [ids[t] for t in tasks]
+            if offered:
+                options += [fault_option(i) for i in range(len(offered))]
+            index = chooser.pick(options)
             self.decisions.append(index)
-            self.widths.append(len(tasks))
+            self.widths.append(len(options))
+            if index >= len(tasks):
+                event = self.log.inject(offered[index - len(tasks)], self.count)
+                if self.trace:
+                    self.events.append(event)
+                return None
             task = tasks[index]
             preempted = index != 0
-        if self.track and not self.cleaning:
+        if self.track:
             chains = self._chains
-            if self.chooser.wants_footprint():  # type: ignore[union-attr]
+            if chooser.wants_footprint():  # type: ignore[union-attr]
                 self._tracked = task
                 # Where a task stopped is where it resumes: reuse that chain.
                 self._tracked_before = chains.pop(task, EMPTY_CHAIN) or chain(task.coro)
             else:
                 chains.pop(task, None)
-        if not self.cleaning:
-            self._sketched = task
-            self._sketch_preempted = preempted
-            self.count += 1
-            if self.count > MAX_STEPS and self.stopped is None:
-                self._stop("limit")
-            if self.trace:
-                self._last = task
-                self._last_resumed = user_location(task.coro)
-                self._last_preempted = preempted
-                self._trace_resume(task)
+        self._sketched = task
+        self._sketch_preempted = preempted
+        self.count += 1
+        if self.count > MAX_STEPS and self.stopped is None:
+            self._stop("limit")
+        if self.trace:
+            self._last = task
+            self._last_resumed = user_location(task.coro)
+            self._last_preempted = preempted
+            self._trace_resume(task)
         return task
+
+    def _idle_fault(self) -> bool:
+        """No scenario task can run: offer the faults before time passes; True if one was made."""
+        if self.stopped is not None or self.chooser is None:
+            return False
+        offered = self._offered_faults()
+        if not offered:
+            return False
+        options = [WAIT, *(fault_option(i) for i in range(len(offered)))]
+        index = self.chooser.pick(options)
+        self.decisions.append(index)
+        self.widths.append(len(options))
+        if not index:
+            return False
+        event = self.log.inject(offered[index - 1], self.count)
+        if self.trace:
+            self.events.append(event)
+        return True
+
+    def _offered_faults(self) -> Sequence[Fault]:
+        """The faults that could happen now, in a deterministic order (see ``_faults``)."""
+        offered: list[Fault] = []
+        live = [
+            (tid, task)
+            for task, tid in sorted(self.ids.items(), key=lambda item: item[1])
+            if inspect.getcoroutinestate(task.coro) == inspect.CORO_SUSPENDED
+        ]
+        if self.faults.cancel:
+            cancels: set[int] = set()
+            for tid, task in live:
+                if tid == 0:
+                    continue
+                nursery = task.parent_nursery
+                spawn = nursery.cancel_scope if nursery is not None else None
+                own = _own_scope(task, spawn)
+                for scope, what in ((own, OWN_SCOPE), (spawn, SPAWN_SCOPE)):
+                    if (
+                        scope is None
+                        or scope is self.outer_scope
+                        or scope.cancel_called
+                        or id(scope) in cancels
+                    ):
+                        continue
+                    cancels.add(id(scope))
+                    offered.append(Fault(self._cancel_text(task, what), scope.cancel))
+        seen: set[int] = set()
+        if self.faults.timeouts:
+            now = self._runner.clock.current_time()
+            # One trio.run serves every schedule: show times from this schedule's start.
+            start = self.started_at
+            for _, task in live:
+                status = task._cancel_status
+                while status is not None:
+                    scope = status._scope
+                    if scope is self.outer_scope:
+                        break
+                    deadline = scope._registered_deadline
+                    if (
+                        deadline != math.inf
+                        and deadline > now
+                        and not scope.cancel_called
+                        and id(scope) not in seen
+                    ):
+                        seen.add(id(scope))
+                        fault = self._timeout_fault(task, scope, now - start, deadline - start)
+                        offered.append(fault)
+                    status = status._parent
+        return offered
+
+    def _cancel_text(self, task: Any, what: str) -> Callable[[], str]:
+        def text() -> str:
+            where = format_location(user_location(task.coro))
+            return f"cancelled {self.names[self.ids[task]]} ({what}) at {where}"
+
+        return text
+
+    def _timeout_fault(self, task: Any, scope: Any, at: float, deadline: float) -> Fault:
+        def text() -> str:
+            where = format_location(user_location(task.coro))
+            return (
+                f"fired the cancel scope deadline of {self.names[self.ids[task]]} "
+                f"at {where} early, at t={at:g} (deadline t={deadline:g})"
+            )
+
+        def fire() -> None:
+            scope.deadline = self._runner.clock.current_time()
+
+        return Fault(text, fire)
 
     def _trace_resume(self, task: Any) -> None:
         # One trio.run serves every schedule: its clock is shown from this schedule's start.
@@ -273,6 +408,7 @@ class ControlledRunQueue:
     def _record_footprint(self) -> None:
         task = self._tracked
         self._tracked = None
+        tid = self.ids[task]
         finished = task.coro.cr_frame is None
         after = EMPTY_CHAIN if finished else chain(task.coro)
         if after:
@@ -282,20 +418,17 @@ class ControlledRunQueue:
         failed = finished and self._failed.pop(task, True)
         footprint = step_footprint(self._tracked_before, after, finished, failed)
         assert self.chooser is not None
-        self.chooser.stepped(self.ids[task], footprint)
+        self.chooser.stepped(tid, footprint)
         if self._watch is not None:
-            self._watch(self.ids[task], self._tracked_before, after)
-        self._after_of = task
-        self._after_key = after.key
+            self._watch(tid, self._tracked_before, after)
+        # The tracked task is the sketched one: its sketch step reuses the chain just walked.
+        self._sketched = None
+        self.sketch.append((tid, after.key, self._sketch_preempted))
 
     def _record_sketch(self) -> None:
         task = self._sketched
         self._sketched = None
-        if self._after_of is task:
-            key = self._after_key  # the footprint's chain, already walked
-            self._after_of = None
-        else:
-            key = () if task.coro.cr_frame is None else chain_key(task.coro)
+        key = () if task.coro.cr_frame is None else chain_key(task.coro)
         self.sketch.append((self.ids[task], key, self._sketch_preempted))
 
     def _deadlocked(self) -> bool:
@@ -353,7 +486,6 @@ class ControlledRunQueue:
         self.steps = []
         self.sketch = []
         self._sketched = None
-        self._after_of = None
         self.chooser = chooser
         self.track = chooser.footprints
         # Only the reported schedule's replay looks at the chains themselves (the race window).
@@ -370,6 +502,8 @@ class ControlledRunQueue:
         self.cleaning = False
         self._last = None
         self.root_name = getattr(scenario, "__qualname__", "scenario").rpartition("<locals>.")[2]
+        self.log = FaultLog(self.faults) if self.faults.active else _NO_LOG
+        self.started_at = self._runner.clock.current_time()
         wakeup = self.wakeup = trio.Event()
         box: list[BaseException] = []
 
@@ -387,10 +521,16 @@ class ControlledRunQueue:
             finally:
                 wakeup.set()
 
-        TRANSPARENT_CODE.add(root.__code__)
+        if root.__code__ is not self._root_code:
+            # The same code every schedule; adding it once spares hashing a code object each time.
+            self._root_code = root.__code__
+            TRANSPARENT_CODE.add(root.__code__)
         outcome = Outcome(None, None, self.decisions, self.widths, self.steps)
         outcome.sketch = self.sketch
+        if self.log is not _NO_LOG:
+            outcome.faults = self.log.injected
         async with trio.open_nursery() as nursery:
+            self.outer_scope = nursery.cancel_scope
             self.active = True
             self.expect_root = True
             nursery.start_soon(root)
@@ -432,6 +572,7 @@ async def _drive(
     plan: Generator[Any, Outcome, Any],
     scenario: Scenario,
     after_schedule: Callable[[Outcome], None],
+    faults: Faults,
 ) -> Any:
     import trio
     from trio._core._run import GLOBAL_RUN_CONTEXT
@@ -440,6 +581,7 @@ async def _drive(
 
     runner = GLOBAL_RUN_CONTEXT.runner
     runq = ControlledRunQueue(runner, trio.lowlevel.current_task(), runner.runq)
+    runq.faults = faults
     runner.runq = runq  # type: ignore[assignment]  # duck-typed: trio only appends/iterates/clears
     # How a traced task ended: only trio's runner sees a task's outcome (its class has slots,
     # so the method is wrapped on the class, for this runner only).
@@ -472,6 +614,7 @@ def run_plan(
     plan: Generator[Any, Outcome, Any],
     scenario: Scenario,
     after_schedule: Callable[[Outcome], None],
+    faults: Faults = NO_FAULTS,
 ) -> Any:
     """Run an exploration plan inside one ``trio.run`` with a virtual clock.
 
@@ -491,6 +634,6 @@ def run_plan(
     _holders.install("trio")
     try:
         with patch_trio_threads():
-            return trio.run(_drive, plan, scenario, after_schedule, clock=clock)
+            return trio.run(_drive, plan, scenario, after_schedule, faults, clock=clock)
     finally:
         _holders.remove("trio")

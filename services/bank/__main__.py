@@ -1,6 +1,8 @@
 """Command line: ``python -m services.bank serve|hammer|showdown`` (also the ``bank`` script).
 
-Exit codes: 0 success; 1 a run failed or a threshold given was broken; 2 bad command line.
+Exit codes: 0 success; 1 a run failed or a threshold given was broken; 2 bad command line, a
+store that cannot be opened, an output file that cannot be written, or the ``service`` extra
+not installed (each one line on stderr, before any load runs).
 """
 
 from __future__ import annotations
@@ -8,11 +10,12 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-
-from yarl import URL
+from types import FrameType
 
 from asynclocks import __version__
 
@@ -20,6 +23,20 @@ from .locking import ALL_LOCK_MODES, LOCK_MODES
 from .run.config import ADMIN_TOKEN_ENV, BankConfig
 
 _LOOP_CHOICES = ("auto", "asyncio", "uvloop")
+#: What every command needs from the ``service`` extra (the stores' drivers load with their URL).
+_SERVICE_MODULES = ("aiohttp", "yarl", "pydantic", "rich")
+
+
+def _missing_service_module() -> str | None:
+    """The first module of the ``service`` extra that cannot be imported, if any."""
+    import importlib
+
+    for name in _SERVICE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return name
+    return None
 
 
 def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -65,6 +82,8 @@ def _milliseconds(text: str) -> float:
 
 
 def _base_url(text: str) -> str:
+    from yarl import URL
+
     try:
         url = URL(text)
     except ValueError as exc:
@@ -186,8 +205,55 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="seconds a client has to send a request's whole body; a slower one gets 408 and "
         "its connection is closed (default: 10)",
     )
+    defaults = BankConfig()
+    parser.add_argument(
+        "--header-timeout",
+        type=_seconds(positive=True),
+        default=defaults.header_timeout,
+        metavar="S",
+        help="seconds a client has from the first byte of a request's head to its last; a "
+        f"slower one (slowloris) is disconnected (default: {defaults.header_timeout:g})",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=_seconds(positive=True),
+        default=defaults.keepalive_timeout,
+        metavar="S",
+        help="seconds a connection may stay idle between requests, or before its first, "
+        f"before the server closes it (default: {defaults.keepalive_timeout:g})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_int_at_least(1, 1_000_000),
+        default=defaults.max_connections,
+        metavar="N",
+        help="connections each process serves at once; one more gets 503 "
+        "too_many_connections and is closed while the others keep being served "
+        f"(default: {defaults.max_connections})",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=_seconds(positive=True),
+        default=defaults.drain_timeout,
+        metavar="S",
+        help="on SIGTERM/SIGINT, seconds the requests under way get to finish (their replies "
+        "say Connection: close) before they are cancelled "
+        f"(default: {defaults.drain_timeout:g})",
+    )
     _add_loop(parser)
     parser.set_defaults(handler=_serve)
+
+
+def _unwritable(command: str, paths: Sequence[Path | None]) -> bool:
+    """Print why an output path cannot be written (one line) and return True, or return False."""
+    from .run.preflight import check_output_path
+
+    for path in paths:
+        problem = None if path is None else check_output_path(path)
+        if problem is not None:
+            print(f"python -m services.bank {command}: error: {problem}", file=sys.stderr)
+            return True
+    return False
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -205,6 +271,10 @@ def _serve(args: argparse.Namespace) -> int:
             handler_cancellation=args.handler_cancellation,
             body_timeout=args.body_timeout,
             workers=args.workers,
+            header_timeout=args.header_timeout,
+            keepalive_timeout=args.keepalive_timeout,
+            max_connections=args.max_connections,
+            drain_timeout=args.drain_timeout,
         )
     except ValueError as exc:
         # Flags that are fine alone but not together (--workers 2 with the memory store, ...).
@@ -310,6 +380,8 @@ def _hammer(args: argparse.Namespace) -> int:
 
     if args.accounts < 2 and (args.mix or DEFAULT_MIX).get("transfer", 0):
         print("error: transfers need at least 2 accounts", file=sys.stderr)
+        return 2
+    if _unwritable("hammer", [args.json]):
         return 2
     settings = HammerSettings(
         url=args.url,
@@ -421,6 +493,8 @@ def _register_showdown(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 def _showdown(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from .run.preflight import StoreUnavailable, check_store
+    from .run.server import run
     from .tools.hammer import HammerError
     from .tools.showdown import (
         ShowdownSettings,
@@ -437,6 +511,23 @@ def _showdown(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"python -m services.bank showdown: error: {exc}", file=sys.stderr)
         return 2
+    if _unwritable("showdown", [args.plot, args.json]):
+        return 2
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401 - only whether it is there, before the load
+        except ImportError:
+            print(
+                "python -m services.bank showdown: error: --plot needs matplotlib: "
+                "pip install 'asynclocks[service]'",
+                file=sys.stderr,
+            )
+            return 2
+    try:
+        run(check_store(args.store), loop=args.loop)
+    except StoreUnavailable as exc:
+        print(f"python -m services.bank showdown: error: {exc}", file=sys.stderr)
+        return 2
     settings = ShowdownSettings(
         store=args.store,
         workers=args.workers,
@@ -450,9 +541,14 @@ def _showdown(args: argparse.Namespace) -> int:
         loop=args.loop,
     )
     try:
-        rows = run_showdown(settings)
+        with _signals_raise(signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+            rows = run_showdown(settings)
     except (RuntimeError, HammerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except _Stopped as stopped:
+        # The servers were stopped on the way out (start_server's cleanup).
+        print(f"showdown stopped by {stopped.name}; its servers are stopped", file=sys.stderr)
         return 1
     console = Console(width=110)
     console.print(render_table(rows, settings))
@@ -470,6 +566,31 @@ def _showdown(args: argparse.Namespace) -> int:
     for mode in broken:
         print(f"error: lock mode {mode} lost money; that is a bug", file=sys.stderr)
     return 1 if broken else 0
+
+
+class _Stopped(Exception):  # noqa: N818 - a signal turned into an exception, not an error
+    """Raised in the main thread by a signal the showdown handles."""
+
+    def __init__(self, signum: int) -> None:
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+@contextmanager
+def _signals_raise(*signums: signal.Signals) -> Iterator[None]:
+    """Turn ``signums`` into :class:`_Stopped` while the block runs, so that every ``finally``
+    on the way out runs: the showdown's servers are child processes, and a signal's default
+    action (SIGTERM, SIGHUP) would end the showdown and leave them serving."""
+
+    def raise_stopped(signum: int, frame: FrameType | None) -> None:
+        raise _Stopped(signum)
+
+    previous = {signum: signal.signal(signum, raise_stopped) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -490,6 +611,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    missing = _missing_service_module()
+    if missing is not None:
+        print(
+            f"python -m services.bank: the bank needs the service extra ({missing} is not "
+            "installed): pip install 'asynclocks[service]'",
+            file=sys.stderr,
+        )
+        return 2
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)

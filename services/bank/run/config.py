@@ -34,6 +34,14 @@ class BankConfig:
         handler_cancellation: Whether aiohttp cancels a handler whose client went away.
         workers: Processes serving the port together (``serve --workers N``); more than one
             needs a database store, which they share.
+        header_timeout: Seconds a client has from the first byte of a request head to its
+            last; a slower one (slowloris) has its connection closed.
+        keepalive_timeout: Seconds a connection may sit idle between requests (or before its
+            first) before the server closes it (aiohttp's ``keepalive_timeout``).
+        max_connections: Connections one process serves at once; a connection above it gets
+            503 ``too_many_connections`` and is closed, those within it keep being served.
+        drain_timeout: Seconds requests under way get to finish once the server is told to
+            stop (SIGTERM/SIGINT); their replies say ``Connection: close``.
 
     Raises:
         ValueError: A setting out of range (the message names it).
@@ -49,6 +57,10 @@ class BankConfig:
     handler_cancellation: bool = False
     body_timeout: float = 10.0
     workers: int = 1
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 15.0
+    max_connections: int = 1000
+    drain_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         from ..stores import check_store_url
@@ -76,6 +88,23 @@ class BankConfig:
         if not math.isfinite(self.body_timeout) or self.body_timeout <= 0:
             raise ValueError(
                 f"body_timeout must be a finite number of seconds > 0, got {self.body_timeout}"
+            )
+        for name in ("header_timeout", "keepalive_timeout", "drain_timeout"):
+            seconds = getattr(self, name)
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not math.isfinite(seconds)
+                or seconds <= 0
+            ):
+                raise ValueError(f"{name} must be a finite number of seconds > 0, got {seconds!r}")
+        if (
+            isinstance(self.max_connections, bool)
+            or not isinstance(self.max_connections, int)
+            or self.max_connections < 1
+        ):
+            raise ValueError(
+                f"max_connections must be a positive integer, got {self.max_connections!r}"
             )
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")

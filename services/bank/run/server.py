@@ -13,7 +13,10 @@ from typing import Any, Literal, TypeVar
 from aiohttp import web
 
 from ..http import create_app
+from ..ports import Store
 from .config import BankConfig
+from .connections import ConnectionGuard, GuardedSite
+from .preflight import store_failure
 
 __all__ = ["LoopKind", "format_url", "run", "serve"]
 
@@ -37,28 +40,44 @@ async def serve(
     announce: Callable[[str], None] = _announce,
     stop: asyncio.Event | None = None,
     reuse_port: bool = False,
+    store: Store | None = None,
 ) -> None:
     """Serve the bank until ``stop`` is set, or until SIGINT/SIGTERM when ``stop`` is omitted.
 
     ``announce`` receives ``listening on http://HOST:PORT`` once the socket accepts connections
-    (with the real port when ``config.port`` is 0).
+    (with the real port when ``config.port`` is 0). ``store`` replaces the one ``config.store``
+    names (tests hold one open to look inside).
+
+    Stopping drains: the port stops accepting, idle connections are closed, requests under way
+    get ``config.drain_timeout`` seconds to finish and their replies say ``Connection: close``;
+    then the store is closed.
 
     Raises:
         OSError: The address cannot be bound.
+        StoreUnavailable: The store cannot be opened.
     """
-    app = create_app(config)
+    app = create_app(config, store=store)
+    guard = ConnectionGuard(
+        max_connections=config.max_connections, header_timeout=config.header_timeout
+    )
+    # Outermost, so that it sees every reply, the refusals included.
+    app.middlewares.insert(0, guard.middleware)
     runner = web.AppRunner(
         app,
         handle_signals=False,
         access_log=None,
         handler_cancellation=config.handler_cancellation,
+        keepalive_timeout=config.keepalive_timeout,
+        shutdown_timeout=config.drain_timeout,
     )
-    await runner.setup()
+    try:
+        # The app's start-up opens the store: its failures are the store's, never the port's.
+        await runner.setup()
+    except Exception as exc:
+        raise store_failure(config.store, exc) from exc
     try:
         # reuse_port: the workers of `serve --workers N` all bind the same port.
-        site = web.TCPSite(
-            runner, config.host, config.port, reuse_address=True, reuse_port=reuse_port or None
-        )
+        site = GuardedSite(runner, guard, config.host, config.port, reuse_port=reuse_port)
         await site.start()
         host, port = runner.addresses[0][:2]
         if stop is None:
@@ -69,6 +88,7 @@ async def serve(
         announce(f"listening on {format_url(host, port)}")
         await stop.wait()
     finally:
+        guard.start_drain()
         await runner.cleanup()
 
 

@@ -39,12 +39,14 @@ from types import FrameType
 from typing import Final, TextIO
 
 from .config import BankConfig
+from .preflight import StoreUnavailable, check_store
 from .server import LoopKind, format_url, run, serve
 
 __all__ = ["DEFAULT_GRACE", "serve_forever", "supervise"]
 
-#: Seconds a worker gets to stop after SIGTERM before it is killed.
-DEFAULT_GRACE: Final = 10.0
+#: Seconds a worker gets to stop after SIGTERM beyond its own drain (``config.drain_timeout``)
+#: before it is killed: closing the store and the process.
+DEFAULT_GRACE: Final = 5.0
 #: Seconds every worker gets to start listening.
 START_TIMEOUT: Final = 60.0
 
@@ -119,7 +121,8 @@ def supervise(
         announce: Receives ``listening on http://HOST:PORT`` once every worker listens
             (default: print it, flushed).
         log: Where the supervisor reports workers starting and stopping (default: stderr).
-        grace: Seconds a worker gets to stop before it is killed.
+        grace: Seconds a worker gets to stop, on top of ``config.drain_timeout``, before it
+            is killed.
 
     Returns:
         The exit code: 0 after a clean shutdown on a signal, 1 when a worker failed to start,
@@ -224,7 +227,7 @@ def supervise(
             say(f"{signal.Signals(stop_signal[0]).name} received; stopping {len(workers)} workers")
     finally:
         placeholder.close()
-        unclean = _stop_all(workers, grace, say)
+        unclean = _stop_all(workers, config.drain_timeout + grace, say)
         for pipe in pipes:
             pipe.close()
         wake_reader.close()
@@ -266,11 +269,19 @@ def _stop_all(
 
 
 def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
-    """The ``serve`` command: one process, or ``config.workers`` of them; returns the exit code."""
-    if config.workers > 1:
-        return supervise(config, loop=loop)
+    """The ``serve`` command: one process, or ``config.workers`` of them; returns the exit code.
+
+    The store is opened once first, so that a store that cannot be opened is one line and exit
+    code 2 before anything listens (rather than a worker that fails to start).
+    """
     try:
+        run(check_store(config.store), loop=loop)
+        if config.workers > 1:
+            return supervise(config, loop=loop)
         run(serve(config), loop=loop)
+    except StoreUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1

@@ -104,13 +104,34 @@ def test_a_dead_worker_stops_the_supervisor(tmp_path: Path) -> None:
 
 def test_a_worker_that_cannot_start_is_reported(tmp_path: Path) -> None:
     # A directory where the database file should be: every worker fails to open its store.
+    # `serve` checks the store before it starts any worker (test_cli_errors.py), so the
+    # supervisor is called directly here, as if the store broke between that check and the start.
     (tmp_path / "bank.db").mkdir()
-    command = [sys.executable, "-m", "services.bank", "serve", "--port", "0", "--workers", "2"]
-    command += ["--store", f"sqlite:///{tmp_path / 'bank.db'}"]
+    script = (
+        "import sys\n"
+        "from services.bank.run.config import BankConfig\n"
+        "from services.bank.run.workers import supervise\n"
+        "config = BankConfig(port=0, workers=2, lock_mode='db', store=sys.argv[1])\n"
+        "sys.exit(supervise(config))\n"
+    )
+    command = [sys.executable, "-c", script, f"sqlite:///{tmp_path / 'bank.db'}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert result.stdout == ""
     assert re.search(r"worker \d \(pid \d+\) exited with code 1 before listening", result.stderr)
+
+
+def test_serve_workers_checks_the_store_before_any_worker(tmp_path: Path) -> None:
+    (tmp_path / "bank.db").mkdir()
+    command = [sys.executable, "-m", "services.bank", "serve", "--port", "0", "--workers", "2"]
+    command += ["--lock", "db", "--store", f"sqlite:///{tmp_path / 'bank.db'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert (
+        result.stderr
+        == f"error: cannot open the SQLite database {tmp_path / 'bank.db'}: it is a directory\n"
+    )
 
 
 @pytest.mark.parametrize(
