@@ -53,9 +53,10 @@ from __future__ import annotations
 import builtins
 import collections
 import dis
+import itertools
 import sys
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from ._common import is_library
@@ -625,7 +626,7 @@ class _Code:
         if template is None:
             return None
         reads, writes, lates = template
-        return _resolve(reads, writes, [(frame, lates)])
+        return _resolve(reads, writes, [(frame, lates)], (reads, writes, lates))
 
     def range_template(
         self, start: int | None, stop: int | None, frame: types.FrameType
@@ -1089,11 +1090,14 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
     cached = entry[0]
     if type(cached) is not _StepTemplate:
         return cached  # type: ignore[return-value]
-    reads, writes, lates = cached
     return _resolve(
-        reads,
-        writes,
-        [((before if resumed else after)[index][0], found) for resumed, index, found in lates],
+        cached.reads,
+        cached.writes,
+        [
+            ((before if resumed else after)[index][0], found)
+            for resumed, index, found in cached.lates
+        ],
+        cached.token,
     )
 
 
@@ -1102,6 +1106,8 @@ class _StepTemplate(NamedTuple):
     writes: frozenset[str]
     #: Per frame with precise accesses: (on the resumed chain?, index in that chain, accesses).
     lates: tuple[tuple[bool, int, tuple[_Late, ...]], ...]
+    #: Names this template in the memo of resolved footprints (cheaper to hash than itself).
+    token: int
 
 
 def _step_footprint(
@@ -1156,7 +1162,7 @@ def _step_footprint(
     if finished:
         writes.add(JOIN)
     if lates:
-        return _StepTemplate(frozenset(reads), frozenset(writes), tuple(lates))
+        return _StepTemplate(frozenset(reads), frozenset(writes), tuple(lates), next(_tokens))
     return frozenset(reads), frozenset(writes)
 
 
@@ -1296,30 +1302,31 @@ def _resolve(
     reads_in: frozenset[str],
     writes_in: frozenset[str],
     frames: list[tuple[types.FrameType, tuple[_Late, ...]]],
+    token: Hashable,
 ) -> Footprint:
-    # Each access resolves to a small part; the footprint built from the parts is memoised
-    # (steps at one code position mostly touch the same few objects).
-    parts: list[Any] = []
+    # Each access resolves to a small part; the footprint built from a template's parts is
+    # memoised (steps at one code position mostly touch the same few objects).
+    places: list[Any] = []
     for frame, lates in frames:
         local = frame.f_locals
         for late in lates:
             kind = late.kind
             if kind == "sync":
-                parts.append(
-                    (late, _primitive_labels(_value(late.loc[1], frame, local, writes_in)))
-                )
+                places.append(_primitive_labels(_value(late.loc[1], frame, local, writes_in)))
             elif kind == "inplace":
-                parts.append((late, _pure_inplace(late, frame, local, writes_in)))
+                places.append(_pure_inplace(late, frame, local, writes_in))
             else:
-                parts.append((late, _location(late.loc, frame, local, writes_in)))
-    key = (reads_in, writes_in, tuple(parts))
-    found = _resolved.get(key)
-    if found is None:
-        found = _resolved[key] = _build(reads_in, writes_in, parts)
-    return found
+                places.append(_location(late.loc, frame, local, writes_in))
+    key = (token, tuple(places))
+    found = _resolved.get(key, _MISSING)
+    if found is _MISSING:
+        every = [late for _, lates in frames for late in lates]
+        found = _resolved[key] = _build(reads_in, writes_in, list(zip(every, places, strict=True)))
+    return found  # type: ignore[no-any-return]
 
 
 _resolved: dict[tuple[Any, ...], Footprint] = {}
+_tokens = itertools.count()
 
 
 def _build(reads_in: frozenset[str], writes_in: frozenset[str], parts: list[Any]) -> Footprint:
