@@ -673,7 +673,11 @@ class _Code:
             if effect is None:
                 return None
             if isinstance(effect, _Late):
-                lates.append(effect)
+                module = _global_module(effect, frame)
+                if module is None:
+                    lates.append(effect)
+                else:
+                    reads.add(module)  # ``module.name`` is the global ``name``, as LOAD_GLOBAL
                 continue
             reads |= effect[0]
             for written in effect[1]:
@@ -720,6 +724,15 @@ def _variable(ins: dis.Instruction) -> tuple[str, str] | None:
     if ins.opname in _FUSED_LOCAL_LOADS:
         return ("local", str(ins.argval[1]))  # pushed last: the one right below the next push
     return None
+
+
+def _global_module(late: _Late, frame: types.FrameType) -> str | None:
+    """The attribute name of a read ``module.name`` of a global module (resolved once, like the
+    calls of a range: modules are not rebound while a scenario runs)."""
+    if late.kind != "read" or late.loc[0] != "attr" or late.loc[1][0] != "global":
+        return None
+    value = frame.f_globals.get(late.loc[1][1])
+    return str(late.loc[2]) if isinstance(value, types.ModuleType) else None
 
 
 def _spec(ins: dis.Instruction, constants: bool = False) -> _Spec | None:
