@@ -410,9 +410,14 @@ class _Late(NamedTuple):
     #: on a variable stores it once).
     stores_allowed: int = 0
 
-    def locals(self) -> list[str]:
+    def locals(self) -> list[tuple[str, int]]:
+        """The locals it reads, each with how often the range may store it."""
         specs: list[Any] = [*self.loc[1:], self.right]
-        return [spec[1] for spec in specs if isinstance(spec, tuple) and spec[0] == "fast"]
+        return [
+            (spec[1], self.stores_allowed if spec is self.loc[1] else 0)
+            for spec in specs
+            if isinstance(spec, tuple) and spec[0] == "fast"
+        ]
 
 
 #: A range's footprint with its precise accesses still symbolic: (reads, writes, accesses).
@@ -703,7 +708,7 @@ class _Code:
         kept: list[_Late] = []
         for late in lates:
             # A local rebound within the range may have held another object when it was used.
-            if any(stores[name] > late.stores_allowed for name in late.locals()):
+            if any(stores[name] > allowed for name, allowed in late.locals()):
                 reads |= late.coarse[0]
                 writes |= late.coarse[1]
             elif late not in kept:

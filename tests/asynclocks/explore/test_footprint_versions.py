@@ -315,3 +315,80 @@ def test_testing_what_aexit_returned_is_no_read_but_testing_an_awaited_value_is(
         if ins.opname in _footprint._TRUTH_TESTS
     ]
     assert sorted(tests, key=str) == [(NOTHING, NOTHING), (frozenset({HEAP}), NOTHING)]
+
+
+class Guarded:
+    def __init__(self) -> None:
+        self._n = 0
+
+    @property
+    def n(self) -> int:
+        return self._n
+
+    @n.setter
+    def n(self, value: int) -> None:
+        self._n = value
+
+
+def middle_step(coro: Coroutine[Any, Any, Any]) -> Footprint:
+    _footprint.begin_run()
+    _, middle, _ = steps(coro)
+    return middle
+
+
+async def bump(box: Any) -> None:
+    await sleep(0)
+    box.n += 1
+    await sleep(0)
+
+
+async def bump_key(table: dict[Any, int], key: Any) -> None:
+    await sleep(0)
+    table[key] += 1
+    await sleep(0)
+
+
+async def bump_through_vars(box: Any) -> None:
+    await sleep(0)
+    vars(box)["n"] = 1
+    await sleep(0)
+
+
+async def bump_rebound(box: Any, other: Any) -> None:
+    await sleep(0)
+    box.n += 1
+    box = other
+    await sleep(0)
+
+
+def both(first: Coroutine[Any, Any, Any], second: Coroutine[Any, Any, Any]) -> bool:
+    """Whether the middle steps of two coroutines commute (labels shared: one run)."""
+    _footprint.begin_run()
+    a = steps(first)[1]
+    b = steps(second)[1]
+    return _footprint.independent(a, b)
+
+
+def test_own_objects_and_keys_commute_shared_ones_do_not() -> None:
+    one, two = Account(), Account()
+    one.n = two.n = 0  # type: ignore[attr-defined]
+    assert both(bump(one), bump(two))
+    assert not both(bump(one), bump(one))
+    table = {"a": 0, "b": 0, 1: 0}
+    assert both(bump_key(table, "a"), bump_key(table, "b"))
+    assert not both(bump_key(table, "a"), bump_key(table, "a"))
+    assert not both(bump_key(table, 1), bump_key(table, True))  # equal keys of a dict
+    # Writing an instance dict (a call's result: the whole heap) conflicts with its attributes.
+    assert not both(bump(one), bump_through_vars(one))
+
+
+def test_what_precision_cannot_see_stays_coarse() -> None:
+    guarded = Guarded()
+    step = middle_step(bump(guarded))  # a property runs code: the name and the heap
+    assert step is not None
+    assert {"n", HEAP} <= step[1]
+    one, two = Account(), Account()
+    one.n = two.n = 0  # type: ignore[attr-defined]
+    rebound = middle_step(bump_rebound(one, two))  # the local is rebound in the step
+    assert rebound is not None
+    assert {"n", HEAP} <= rebound[1]
