@@ -20,7 +20,7 @@ from types import FrameType
 from asynclocks import __version__
 
 from .locking import ALL_LOCK_MODES, LOCK_MODES
-from .run.config import ADMIN_TOKEN_ENV, BankConfig
+from .run.config import ADMIN_TOKEN_ENV, DEFAULT_REQUEST_TIMEOUT, UNSAFE_FLAG, BankConfig
 
 _LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 #: What every command needs from the ``service`` extra (the stores' drivers load with their URL).
@@ -205,6 +205,22 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="seconds a client has to send a request's whole body; a slower one gets 408 and "
         "its connection is closed (default: 10)",
     )
+    parser.add_argument(
+        "--request-timeout",
+        type=_seconds(positive=True),
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="S",
+        help="seconds a money-moving request may wait for its account locks and the database "
+        "before it is answered 503 deadline_exceeded with nothing applied; PostgreSQL's "
+        f"statement_timeout follows it (default: {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        UNSAFE_FLAG,
+        action="store_true",
+        help="let --workers > 1 run lock mode none, global or account, which loses "
+        "acknowledged money (each worker's lock orders only its own requests): for the "
+        "showdown's demonstration only; without it such a server refuses to start",
+    )
     defaults = BankConfig()
     parser.add_argument(
         "--header-timeout",
@@ -271,6 +287,8 @@ def _serve(args: argparse.Namespace) -> int:
             handler_cancellation=args.handler_cancellation,
             body_timeout=args.body_timeout,
             workers=args.workers,
+            unsafe_in_process_locks=args.unsafe_in_process_locks,
+            request_timeout=args.request_timeout,
             header_timeout=args.header_timeout,
             keepalive_timeout=args.keepalive_timeout,
             max_connections=args.max_connections,
@@ -507,7 +525,8 @@ def _showdown(args: argparse.Namespace) -> int:
     from .tools.showdown import write_json as write_showdown_json
 
     try:
-        BankConfig(store=args.store, workers=args.workers)
+        # The showdown runs the in-process modes over several workers on purpose.
+        BankConfig(store=args.store, workers=args.workers, unsafe_in_process_locks=True)
     except ValueError as exc:
         print(f"python -m services.bank showdown: error: {exc}", file=sys.stderr)
         return 2

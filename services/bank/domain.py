@@ -19,11 +19,13 @@ __all__ = [
     "Audit",
     "BalanceTooLarge",
     "BankError",
+    "DeadlineExceeded",
     "IdempotencyKeyReused",
     "InsufficientFunds",
     "JournalEntry",
     "ModeSwitchPerWorker",
     "OperationKind",
+    "OutcomeUnknown",
     "RetryLater",
     "SameAccount",
     "UnsupportedLockMode",
@@ -216,10 +218,52 @@ class IdempotencyKeyReused(BankError):
 
 
 class RetryLater(BankError):
-    """The database kept aborting the operation (deadlocks, serialization failures, lock
-    timeouts); nothing was applied and the client may send it again."""
+    """Nothing was applied, and the client may send the request again: the database kept
+    aborting the operation (deadlocks, serialization failures, lock or statement timeouts), or
+    could not be reached before anything was written.
+
+    Only raised when the store knows nothing was applied; see :class:`OutcomeUnknown`."""
 
     code = "retry_later"
+
+
+class DeadlineExceeded(RetryLater):
+    """The request did not get its account locks or its database connection within the
+    service's ``request_timeout``; nothing was applied."""
+
+    code = "deadline_exceeded"
+
+
+class OutcomeUnknown(BankError):
+    """The connection to the database was lost while the operation was being committed: it may
+    or may not have been applied.
+
+    A request sent with an ``Idempotency-Key`` is findable by it: a retry with the same key
+    replays the committed response, or applies the operation once if it did not commit.
+
+    Args:
+        keyed: Whether the request carried an ``Idempotency-Key`` (the advice differs).
+        reason: What happened, for the sentence (e.g. the driver's exception name).
+    """
+
+    code = "outcome_unknown"
+
+    def __init__(self, reason: str, *, keyed: bool) -> None:
+        if keyed:
+            advice = (
+                "retry with the same Idempotency-Key: it replays the result if the operation "
+                "was applied, and applies it once if it was not"
+            )
+        else:
+            advice = (
+                "the request had no Idempotency-Key, so a retry may apply it twice: read the "
+                "balance first, and send money-moving requests with an Idempotency-Key"
+            )
+        super().__init__(
+            f"the database connection was lost while the operation was committing ({reason}); "
+            f"it may or may not have been applied: {advice}"
+        )
+        self.keyed = keyed
 
 
 class UnsupportedLockMode(BankError):

@@ -4,7 +4,8 @@ Every money-moving operation of the service runs through :class:`Ledger`, in thr
 read top to bottom in each method:
 
 1. the lock mode (``services.bank.locking``): nothing, the global lock, or the accounts' locks
-   in sorted order; the mode is held from here to the end of the operation;
+   in sorted order; the mode is held from here to the end of the operation, and for a request
+   with a unit of work until that commits or rolls back (:meth:`UnitOfWork.keep`);
 2. the unit of work: for a request sent with an ``Idempotency-Key`` the operation runs on
    ``store.within(work)``, whose first write begins the transaction that the web layer commits
    together with the recorded response; without one, each write commits on its own;
@@ -17,7 +18,7 @@ Nothing here knows about HTTP: the refusals are the domain's (``services.bank.do
 from __future__ import annotations
 
 from .domain import Audit, ModeSwitchPerWorker, SameAccount, UnsupportedLockMode
-from .locking import Locking
+from .locking import Locking, LockStrategy
 from .ports import Store, UnitOfWork
 
 __all__ = ["Ledger"]
@@ -47,6 +48,14 @@ class Ledger:
     def _store_for(self, work: UnitOfWork | None) -> Store:
         return self.store if work is None else self.store.within(work)
 
+    async def _hold(self, work: UnitOfWork, *keys: str) -> LockStrategy:
+        """Enter the lock mode for ``keys`` until ``work`` commits or rolls back.
+
+        Held past the operation's return on purpose: released before the commit, the lock
+        would let the next request read the balance this commit is about to replace.
+        """
+        return await work.keep(self.locking.guard(*keys))
+
     async def open_account(
         self, account_id: str, balance: int, *, work: UnitOfWork | None = None
     ) -> int:
@@ -72,9 +81,12 @@ class Ledger:
             AccountNotFound: No such account.
             BalanceTooLarge: The balance would exceed what the database column holds.
         """
-        async with self.locking.guard(account_id) as mode:
-            store = self._store_for(work)
+        if work is not None:
+            mode = await self._hold(work, account_id)
+            store = self.store.within(work)
             return await store.deposit(account_id, amount, atomic=mode.atomic_store)
+        async with self.locking.guard(account_id) as mode:
+            return await self.store.deposit(account_id, amount, atomic=mode.atomic_store)
 
     async def withdraw(
         self, account_id: str, amount: int, *, work: UnitOfWork | None = None
@@ -85,9 +97,12 @@ class Ledger:
             AccountNotFound: No such account.
             InsufficientFunds: The balance does not cover ``amount``.
         """
-        async with self.locking.guard(account_id) as mode:
-            store = self._store_for(work)
+        if work is not None:
+            mode = await self._hold(work, account_id)
+            store = self.store.within(work)
             return await store.withdraw(account_id, amount, atomic=mode.atomic_store)
+        async with self.locking.guard(account_id) as mode:
+            return await self.store.withdraw(account_id, amount, atomic=mode.atomic_store)
 
     async def transfer(
         self, source: str, target: str, amount: int, *, work: UnitOfWork | None = None
@@ -101,9 +116,12 @@ class Ledger:
         """
         if source == target:
             raise SameAccount(source)
-        async with self.locking.guard(source, target) as mode:
-            store = self._store_for(work)
+        if work is not None:
+            mode = await self._hold(work, source, target)
+            store = self.store.within(work)
             return await store.transfer(source, target, amount, atomic=mode.atomic_store)
+        async with self.locking.guard(source, target) as mode:
+            return await self.store.transfer(source, target, amount, atomic=mode.atomic_store)
 
     async def audit(self) -> Audit:
         """Return the books: balances against the journal."""

@@ -12,10 +12,16 @@ start to end, and two modes never overlap: a switch closes the door to new reque
 every request admitted under the old mode has finished, changes the mode, then reopens. Without the
 drain, a request still running unlocked under ``none`` could race one that already holds an
 account lock under ``account``, and the switch would not be the fix it looks like.
+
+Waits are bounded: with a ``wait_timeout``, a request that cannot get its locks (or be admitted
+past a switch) in time is refused with :class:`services.bank.domain.DeadlineExceeded` before it
+touched anything, so one stalled account never holds the requests queued behind it forever. A
+free lock is taken without starting a timer.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Mapping
 from contextlib import nullcontext
 from types import TracebackType
@@ -24,6 +30,8 @@ from typing import Final, Protocol
 import anyio
 
 from asynclocks import KeyedLock
+
+from .domain import DeadlineExceeded
 
 __all__ = [
     "ALL_LOCK_MODES",
@@ -73,8 +81,12 @@ class LockStrategy(Protocol):
     @property
     def atomic_store(self) -> bool: ...
 
-    def hold(self, keys: tuple[str, ...]) -> Hold:
-        """Return what to hold around one operation on the accounts ``keys``."""
+    def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
+        """Return what to hold around one operation on the accounts ``keys``.
+
+        Entering it raises ``TimeoutError`` if the locks are not had within ``timeout``
+        seconds (``None``: wait as long as it takes), leaving nothing held.
+        """
         ...
 
 
@@ -84,7 +96,7 @@ class NoLock:
     name: Final = "none"
     atomic_store: Final = False
 
-    def hold(self, keys: tuple[str, ...]) -> Hold:
+    def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
         return nullcontext()
 
 
@@ -97,8 +109,30 @@ class GlobalLock:
     def __init__(self) -> None:
         self._lock = anyio.Lock()
 
-    def hold(self, keys: tuple[str, ...]) -> Hold:
-        return self._lock
+    def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
+        lock = self._lock
+        # A free lock is taken without a timer: the guard enters what this returns before
+        # anything else runs, so it is still free then.
+        if timeout is None or not lock.locked():
+            return lock
+        return _TimedLock(lock, timeout)
+
+
+class _TimedLock:
+    """An ``anyio.Lock`` held for one operation, waited for at most ``timeout`` seconds."""
+
+    __slots__ = ("_lock", "_timeout")
+
+    def __init__(self, lock: anyio.Lock, timeout: float) -> None:
+        self._lock = lock
+        self._timeout = timeout
+
+    async def __aenter__(self) -> None:
+        with anyio.fail_after(self._timeout):
+            await self._lock.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
 
 
 class AccountLock:
@@ -110,10 +144,48 @@ class AccountLock:
     def __init__(self) -> None:
         self._locks = KeyedLock()
 
-    def hold(self, keys: tuple[str, ...]) -> Hold:
+    def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
+        locks = self._locks
         if len(keys) == 1:
-            return self._locks(keys[0])
-        return self._locks.many(*keys)
+            # Free keys are taken by KeyedLock's own guards, without a timer: the guard
+            # enters what this returns before anything else runs, so they are still free then.
+            if timeout is None or not locks.locked(keys[0]):
+                return locks(keys[0])
+        elif timeout is None or not any(locks.locked(key) for key in keys):
+            return locks.many(*keys)
+        return _TimedKeys(locks, tuple(sorted(set(keys))), timeout)
+
+
+class _TimedKeys:
+    """The ``KeyedLock`` keys of one operation, taken in sorted order within ``timeout``
+    seconds in all (a free key is taken without a timer)."""
+
+    __slots__ = ("_keys", "_locks", "_timeout")
+
+    def __init__(self, locks: KeyedLock, keys: tuple[str, ...], timeout: float) -> None:
+        self._locks = locks
+        self._keys = keys
+        self._timeout = timeout
+
+    async def __aenter__(self) -> None:
+        locks, keys = self._locks, self._keys
+        if len(keys) == 1:
+            await locks.acquire(keys[0], timeout=self._timeout)
+            return
+        deadline = anyio.current_time() + self._timeout
+        taken: list[str] = []
+        try:
+            for key in keys:
+                await locks.acquire(key, timeout=max(0.0, deadline - anyio.current_time()))
+                taken.append(key)
+        except BaseException:
+            for key in reversed(taken):
+                locks.release(key)
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for key in reversed(self._keys):
+            self._locks.release(key)
 
 
 class DbLock:
@@ -127,7 +199,7 @@ class DbLock:
     name: Final = "db"
     atomic_store: Final = True
 
-    def hold(self, keys: tuple[str, ...]) -> Hold:
+    def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
         return nullcontext()
 
 
@@ -154,14 +226,34 @@ class Locking:
     Args:
         mode: The starting mode.
         strategies: Mode name to strategy; :func:`default_strategies` when omitted.
+        wait_timeout: Seconds a request may wait for its locks (and at the door during a
+            switch) before :meth:`guard` refuses it with ``DeadlineExceeded``; ``None`` waits
+            as long as it takes.
 
     Raises:
-        ValueError: ``mode`` is not one of the strategies.
+        ValueError: ``mode`` is not one of the strategies, or ``wait_timeout`` is not a
+            positive number of seconds.
     """
 
-    def __init__(self, mode: str, strategies: Mapping[str, LockStrategy] | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        strategies: Mapping[str, LockStrategy] | None = None,
+        *,
+        wait_timeout: float | None = None,
+    ) -> None:
         self._strategies = dict(default_strategies() if strategies is None else strategies)
         self._check_mode(mode)
+        if wait_timeout is not None and (
+            isinstance(wait_timeout, bool)
+            or not isinstance(wait_timeout, int | float)
+            or not math.isfinite(wait_timeout)
+            or wait_timeout <= 0
+        ):
+            raise ValueError(
+                f"wait_timeout must be a finite number of seconds > 0, got {wait_timeout!r}"
+            )
+        self.wait_timeout = wait_timeout
         self._mode = mode
         self._active = 0
         self._waiting = 0
@@ -222,10 +314,19 @@ class Locking:
     async def _admit(self) -> None:
         self._waiting += 1
         try:
-            while self._gate is not None:
-                await self._gate.wait()
+            with anyio.fail_after(self.wait_timeout):
+                while self._gate is not None:
+                    await self._gate.wait()
         finally:
             self._waiting -= 1
+
+    def _too_late(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"the request waited {self.wait_timeout:g} s for its account locks without getting "
+            "them "
+            "(another request holds them or the database is slow); nothing was applied, "
+            "retry later"
+        )
 
     def _leave(self) -> None:
         self._active -= 1
@@ -277,12 +378,18 @@ class Guard:
     async def __aenter__(self) -> LockStrategy:
         locking = self._locking
         if locking._gate is not None:
-            await locking._admit()
+            try:
+                await locking._admit()
+            except TimeoutError:
+                raise locking._too_late() from None
         strategy = locking._strategies[locking._mode]
-        hold = strategy.hold(self._keys)
+        hold = strategy.hold(self._keys, locking.wait_timeout)
         locking._active += 1
         try:
             await hold.__aenter__()
+        except TimeoutError:
+            locking._leave()
+            raise locking._too_late() from None
         except BaseException:
             locking._leave()
             raise

@@ -24,14 +24,15 @@ Contract for every store:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from .domain import Audit, JournalEntry, OperationKind
 
 __all__ = [
     "Claim",
+    "Held",
     "IdempotencyBackend",
     "KeyTakenMeanwhile",
     "RaceWindow",
@@ -40,6 +41,8 @@ __all__ = [
     "StoredResponse",
     "UnitOfWork",
 ]
+
+T = TypeVar("T")
 
 #: Awaited by a store between the read and the write of an operation, with the operation's kind.
 #: Tests use it to hold an operation inside its race window.
@@ -78,6 +81,15 @@ class UnitOfWork(Protocol):
     Leaving the claim that produced it without :meth:`save` rolls the writes back.
     """
 
+    async def keep(self, held: AbstractAsyncContextManager[T]) -> T:
+        """Enter ``held`` (the request's lock-mode guard) and exit it only when this unit of
+        work ends, after its commit or its rollback.
+
+        Why: a lock released when the operation returns, before the transaction commits, lets
+        the next request read the balance the commit is about to replace (a lost update).
+        """
+        ...
+
     async def save(self, response: StoredResponse) -> None:
         """Record ``response`` under the key, together with the operation (durable stores:
         in the same transaction, then commit).
@@ -110,6 +122,29 @@ class IdempotencyBackend(Protocol):
         ...
 
 
+class Held:
+    """What a unit of work keeps until it ends (:meth:`UnitOfWork.keep`); stores' claims use it.
+
+    :meth:`release` exits everything kept, last in first out.
+    """
+
+    __slots__ = ("_stack",)
+
+    def __init__(self) -> None:
+        self._stack: AsyncExitStack | None = None
+
+    async def keep(self, held: AbstractAsyncContextManager[T]) -> T:
+        if self._stack is None:
+            self._stack = AsyncExitStack()
+        return await self._stack.enter_async_context(held)
+
+    async def release(self) -> None:
+        """Exit everything kept (a no-op when nothing is)."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+
 class Replay:
     """A claim that found a recorded response: the request is answered with it."""
 
@@ -122,6 +157,9 @@ class Replay:
 
     async def save(self, response: StoredResponse) -> None:
         raise RuntimeError("a replayed claim has nothing to save")
+
+    async def keep(self, held: AbstractAsyncContextManager[T]) -> T:
+        raise RuntimeError("a replayed claim runs no operation")
 
 
 class Store(Protocol):
@@ -162,6 +200,14 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release resources. Called once after serving."""
+        ...
+
+    async def ping(self) -> None:
+        """Return once the store answers a trivial query (``GET /health``).
+
+        Raises:
+            RetryLater: The database cannot be reached right now.
+        """
         ...
 
     async def create_account(self, account_id: str, balance: int) -> int:

@@ -20,8 +20,9 @@ from ..locking import Locking, strategies_for
 from ..ports import Store
 from ..run.config import BankConfig
 from ..stores import open_store
+from .health import StallWatch
 from .idempotency import setup_idempotency
-from .keys import CONFIG, LEDGER, LOCKING, OPENAPI, STORE
+from .keys import CONFIG, LEDGER, LOCKING, OPENAPI, STALLS, STORE
 from .middlewares import body_deadline_middleware, error_middleware
 from .openapi import openapi_document
 from .routes import add_routes
@@ -41,8 +42,14 @@ def create_app(config: BankConfig, *, store: Store | None = None) -> web.Applica
         ValueError: ``config.lock_mode`` or ``config.store`` is unknown, or the lock mode needs a
             store that locks by itself and this one does not.
     """
-    the_store = open_store(config.store, io_delay=config.io_delay) if store is None else store
-    locking = Locking(config.lock_mode, strategies_for(the_store.name))
+    the_store = (
+        open_store(config.store, io_delay=config.io_delay, request_timeout=config.request_timeout)
+        if store is None
+        else store
+    )
+    locking = Locking(
+        config.lock_mode, strategies_for(the_store.name), wait_timeout=config.request_timeout
+    )
     ledger = Ledger(the_store, locking, workers=config.workers)
 
     app = web.Application(
@@ -53,6 +60,7 @@ def create_app(config: BankConfig, *, store: Store | None = None) -> web.Applica
     app[STORE] = the_store
     app[LOCKING] = locking
     app[LEDGER] = ledger
+    app[STALLS] = StallWatch()
     app[OPENAPI] = json.dumps(openapi_document(locking.modes), indent=2).encode()
 
     async def store_lifetime(app: web.Application) -> AsyncIterator[None]:

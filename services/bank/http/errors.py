@@ -16,9 +16,11 @@ from ..domain import (
     AccountNotFound,
     BalanceTooLarge,
     BankError,
+    DeadlineExceeded,
     IdempotencyKeyReused,
     InsufficientFunds,
     ModeSwitchPerWorker,
+    OutcomeUnknown,
     RetryLater,
     SameAccount,
     UnsupportedLockMode,
@@ -124,6 +126,8 @@ STATUS: Final[dict[type[BankError], int]] = {
     IdempotencyKeyReused: 422,
     UnsupportedLockMode: 422,
     RetryLater: 503,
+    DeadlineExceeded: 503,
+    OutcomeUnknown: 503,
     # A refusal of a class not listed above (a subclass is answered as its parent).
     BankError: 400,
 }

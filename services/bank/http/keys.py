@@ -11,8 +11,9 @@ from ..ledger import Ledger
 from ..locking import Locking
 from ..ports import Store
 from ..run.config import BankConfig
+from .health import StallWatch
 
-__all__ = ["CONFIG", "LEDGER", "LOCKING", "OPENAPI", "STORE"]
+__all__ = ["CONFIG", "LEDGER", "LOCKING", "OPENAPI", "STALLS", "STORE"]
 
 CONFIG: Final = web.AppKey("bank_config", BankConfig)
 LEDGER: Final = web.AppKey("bank_ledger", Ledger)
@@ -20,3 +21,5 @@ STORE: Final = web.AppKey[Store]("bank_store")
 LOCKING: Final = web.AppKey("bank_locking", Locking)
 #: The OpenAPI document, serialized once when the app is built.
 OPENAPI: Final = web.AppKey("bank_openapi", bytes)
+#: The recent 503 answers, which make ``/health`` say ``degraded``.
+STALLS: Final = web.AppKey("bank_stalls", StallWatch)

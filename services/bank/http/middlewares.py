@@ -1,7 +1,8 @@
 """The middlewares every request passes: JSON refusals outside, the body deadline inside.
 
 ``error_middleware`` answers every refusal (the bank's and aiohttp's own) as JSON
-``{"error", "detail"}`` with its status, turns an unreachable database into 503 ``retry_later``,
+``{"error", "detail"}`` with its status, turns a database failure no store mapped into a 503
+(``retry_later`` for a read, ``outcome_unknown`` for a write),
 and logs any other exception with its traceback while the client gets a bare 500.
 ``body_deadline_middleware`` receives the whole body within ``body_timeout`` and the size cap
 before any handler runs.
@@ -10,6 +11,7 @@ before any handler runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
 
-from ..domain import BankError, RetryLater, describe_id
+from ..domain import BankError, OutcomeUnknown, RetryLater, describe_id
 from .errors import (
     BodyTimeout,
     BodyTooLarge,
@@ -28,7 +30,7 @@ from .errors import (
     Unauthorized,
     error_response,
 )
-from .keys import CONFIG
+from .keys import CONFIG, STALLS
 
 __all__ = ["Handler", "body_deadline_middleware", "error_middleware"]
 
@@ -56,12 +58,18 @@ def _translate_http_exception(request: web.Request, exc: web.HTTPException) -> w
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every refusal, aiohttp's included, as JSON; log and hide real bugs."""
+    """Answer every refusal, aiohttp's included, as JSON; log and hide real bugs.
+
+    Every 503 is noted in the app's ``StallWatch``, which ``/health`` reads.
+    """
     try:
-        return await handler(request)
+        response = await handler(request)
     except BankError as error:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
-        return error_response(error, headers)
+        response = error_response(error, headers)
+        if response.status == 503:
+            request.app[STALLS].note(error.code)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -69,16 +77,35 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception as exc:
         # CancelledError is a BaseException and passes through untouched, as it must.
         if _database_unavailable(exc):
+            # The stores map their failures to RetryLater / OutcomeUnknown themselves; this is
+            # the safety net for one that did not, and it cannot know whether a write
+            # committed, so it does not claim that nothing was applied.
             logger.warning("database unavailable in %s %s: %r", request.method, request.path, exc)
-            return error_response(
-                RetryLater(
-                    f"the database is unavailable right now ({type(exc).__name__}); the "
-                    "operation was not acknowledged: retry later, with the same "
-                    "Idempotency-Key to be safe"
+            if request.method in ("GET", "HEAD"):
+                return error_response(
+                    RetryLater(
+                        f"the database is unavailable right now ({type(exc).__name__}); retry later"
+                    )
                 )
-            )
+            keyed = "Idempotency-Key" in request.headers
+            request.app[STALLS].note(OutcomeUnknown.code)
+            return error_response(OutcomeUnknown(type(exc).__name__, keyed=keyed))
         logger.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(InternalError("internal error; the server log has the details"))
+    if response.status == 503 and request.path != "/health":
+        # A refusal answered inside (the idempotency layer answers its requests' own).
+        request.app[STALLS].note(_code_of(response))
+    return response
+
+
+def _code_of(response: web.StreamResponse) -> str:
+    """The ``error`` code of a JSON error response (only read for the rare 503s)."""
+    body = response.body if isinstance(response, web.Response) else None
+    try:
+        code = json.loads(body)["error"] if isinstance(body, bytes) else None
+    except (ValueError, TypeError, KeyError):
+        code = None
+    return code if isinstance(code, str) else "service_unavailable"
 
 
 def _database_unavailable(exc: BaseException) -> bool:

@@ -136,9 +136,17 @@ class LockModeBody(Body):
 class HealthBody(Body):
     """``GET /health``; :func:`health_model` narrows ``lock_mode`` to the modes of one service."""
 
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"]
     lock_mode: str
     store: str
+    reason: str | None = Field(
+        default=None, description="why the service is degraded (only when it is)"
+    )
+    unsafe: str | None = Field(
+        default=None,
+        description="why this configuration loses money on purpose (lock mode none, or an "
+        "in-process lock mode over several workers)",
+    )
 
 
 @cache

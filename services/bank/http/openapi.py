@@ -81,12 +81,17 @@ _POST_REFUSALS = {
         "idempotency_key_reused: the Idempotency-Key was used for another request"
     ),
     "503": _error(
-        "retry_later: the database kept aborting the operation (deadlocks, lock timeouts; "
-        "nothing was applied), or it is unreachable right now (restarting, connection lost; "
-        "not acknowledged: retry with the same Idempotency-Key)"
+        "retry_later: nothing was applied (the database aborted the operation, timed out, or "
+        "could not be reached before anything was written); deadline_exceeded: nothing was "
+        "applied, the request did not get its locks or a database connection within the "
+        "request timeout; outcome_unknown: the database connection was lost while the "
+        "operation was committing, it may or may not have been applied: retry with the same "
+        "Idempotency-Key"
     ),
 }
-_UNAVAILABLE = _error("retry_later: the database is unreachable right now (restarting, down)")
+_UNAVAILABLE = _error(
+    "retry_later: the database is unreachable or timed out right now (restarting, down)"
+)
 
 
 def _request(schema: str) -> dict[str, Any]:
@@ -153,7 +158,14 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                 "get": {
                     "operationId": "health",
                     "summary": "Liveness, lock mode and store",
-                    "responses": {"200": _json_body("Health", "the service is up")},
+                    "responses": {
+                        "200": _json_body("Health", "the service is up"),
+                        "503": _json_body(
+                            "Health",
+                            "degraded: the database is away or stalled, or requests were "
+                            "refused with 503 in the last seconds (reason says which)",
+                        ),
+                    },
                 }
             },
             "/accounts": {

@@ -14,8 +14,9 @@ from aiohttp import web
 from ..domain import AccountNotFound, is_account_id
 from ..ports import UnitOfWork
 from .errors import Unauthorized
+from .health import degraded_reason
 from .idempotency import unit_of_work
-from .keys import CONFIG, LEDGER, LOCKING, OPENAPI, STORE
+from .keys import CONFIG, LEDGER, LOCKING, OPENAPI, STALLS, STORE
 from .models import AmountRequest, NewAccount, TransferRequest, lock_mode_model, parse
 from .validation import read_json
 
@@ -36,7 +37,20 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     app = request.app
-    return _json({"status": "ok", "lock_mode": app[LOCKING].mode, "store": app[STORE].name})
+    mode, store = app[LOCKING].mode, app[STORE]
+    reason = await degraded_reason(store.ping, app[STALLS])
+    body: dict[str, object] = {
+        "status": "ok" if reason is None else "degraded",
+        "lock_mode": mode,
+        "store": store.name,
+    }
+    if reason is not None:
+        body["reason"] = reason
+    unsafe = app[CONFIG].unsafe_reason(mode)
+    if unsafe is not None:
+        body["unsafe"] = unsafe
+    # 503 when degraded: a load balancer's health check takes this instance out of rotation.
+    return _json(body, status=200 if reason is None else 503)
 
 
 async def create_account(request: web.Request) -> web.Response:

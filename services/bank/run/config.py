@@ -7,12 +7,26 @@ import os
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["ADMIN_TOKEN_ENV", "DEFAULT_MAX_BODY_BYTES", "BankConfig"]
+__all__ = [
+    "ADMIN_TOKEN_ENV",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "IN_PROCESS_LOCK_MODES",
+    "UNSAFE_FLAG",
+    "BankConfig",
+]
 
 #: Environment variable read for the admin token when ``--admin-token`` is not given.
 ADMIN_TOKEN_ENV: Final = "BANK_ADMIN_TOKEN"
 #: Bodies larger than this are refused with 413 before they are parsed.
 DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
+#: Seconds a money-moving request may wait for its locks and the database before it is answered
+#: 503 ``deadline_exceeded`` with nothing applied.
+DEFAULT_REQUEST_TIMEOUT: Final = 10.0
+#: The lock modes that lock inside one process (``services.bank.locking.LOCK_MODES``).
+IN_PROCESS_LOCK_MODES: Final = ("none", "global", "account")
+#: The ``serve`` flag that lets several workers run an in-process lock mode, for the lesson.
+UNSAFE_FLAG: Final = "--unsafe-in-process-locks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +47,14 @@ class BankConfig:
             sends) gets 408 and the connection is closed.
         handler_cancellation: Whether aiohttp cancels a handler whose client went away.
         workers: Processes serving the port together (``serve --workers N``); more than one
-            needs a database store, which they share.
+            needs a database store, which they share, and lock mode ``db``.
+        unsafe_in_process_locks: Let several workers run an in-process lock mode (``none``,
+            ``global``, ``account``) although it loses acknowledged money (each worker's lock
+            orders only its own requests): for the showdown's lesson, never for a service.
+        request_timeout: Seconds a money-moving request may spend waiting for its account locks
+            and the database (pool, statements, retries) before it is answered 503
+            ``deadline_exceeded`` with nothing applied. The PostgreSQL store's
+            ``statement_timeout`` is derived from it.
         header_timeout: Seconds a client has from the first byte of a request head to its
             last; a slower one (slowloris) has its connection closed.
         keepalive_timeout: Seconds a connection may sit idle between requests (or before its
@@ -61,6 +82,8 @@ class BankConfig:
     keepalive_timeout: float = 15.0
     max_connections: int = 1000
     drain_timeout: float = 10.0
+    unsafe_in_process_locks: bool = False
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
 
     def __post_init__(self) -> None:
         from ..stores import check_store_url
@@ -72,6 +95,16 @@ class BankConfig:
             raise ValueError(
                 f"{self.workers} workers need a store they can share (sqlite:///PATH or "
                 "postgresql://...); the memory store lives inside one process"
+            )
+        if (
+            self.workers > 1
+            and self.lock_mode in IN_PROCESS_LOCK_MODES
+            and not self.unsafe_in_process_locks
+        ):
+            raise ValueError(
+                f"lock mode {self.lock_mode!r} locks inside one process, so {self.workers} "
+                "workers would lose acknowledged money (each one's lock orders only its own "
+                f"requests); use --lock db, or pass {UNSAFE_FLAG} to demonstrate the loss"
             )
         if kind == "memory" and self.lock_mode == "db":
             raise ValueError(
@@ -89,7 +122,7 @@ class BankConfig:
             raise ValueError(
                 f"body_timeout must be a finite number of seconds > 0, got {self.body_timeout}"
             )
-        for name in ("header_timeout", "keepalive_timeout", "drain_timeout"):
+        for name in ("header_timeout", "keepalive_timeout", "drain_timeout", "request_timeout"):
             seconds = getattr(self, name)
             if (
                 isinstance(seconds, bool)
@@ -108,6 +141,25 @@ class BankConfig:
             )
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+
+    def unsafe_reason(self, lock_mode: str | None = None) -> str | None:
+        """Why this service, running ``lock_mode`` (default: its starting mode), can lose
+        acknowledged money on purpose; ``None`` when it cannot.
+
+        Shown in the start banner and by ``GET /health``.
+        """
+        mode = self.lock_mode if lock_mode is None else lock_mode
+        if mode == "none":
+            return (
+                "lock mode 'none' is unsafe on purpose: concurrent requests on one account "
+                "lose updates (a demonstration; use --lock account or db)"
+            )
+        if self.workers > 1 and mode in IN_PROCESS_LOCK_MODES:
+            return (
+                f"lock mode {mode!r} with {self.workers} workers is unsafe on purpose "
+                f"({UNSAFE_FLAG}): each worker's lock orders only its own requests"
+            )
+        return None
 
     @staticmethod
     def token_from_env() -> str | None:

@@ -272,10 +272,15 @@ def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
     """The ``serve`` command: one process, or ``config.workers`` of them; returns the exit code.
 
     The store is opened once first, so that a store that cannot be opened is one line and exit
-    code 2 before anything listens (rather than a worker that fails to start).
+    code 2 before anything listens (rather than a worker that fails to start). A configuration
+    that loses money on purpose (lock mode ``none``, or an in-process lock mode over several
+    workers) then says so on stderr, before anything listens.
     """
     try:
         run(check_store(config.store), loop=loop)
+        unsafe = config.unsafe_reason()
+        if unsafe is not None:
+            print(f"warning: {unsafe}", file=sys.stderr, flush=True)
         if config.workers > 1:
             return supervise(config, loop=loop)
         run(serve(config), loop=loop)

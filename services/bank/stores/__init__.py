@@ -45,7 +45,7 @@ def check_store_url(url: str) -> str:
     raise ValueError(f"unknown store {url!r}; expected {STORE_URL_FORMS}")
 
 
-def open_store(url: str, *, io_delay: float = 0.0) -> Store:
+def open_store(url: str, *, io_delay: float = 0.0, request_timeout: float | None = None) -> Store:
     """Build the store named by ``--store``.
 
     Args:
@@ -53,6 +53,10 @@ def open_store(url: str, *, io_delay: float = 0.0) -> Store:
             ``postgresql://...`` (see ``services.bank.stores.postgres``).
         io_delay: Seconds every store awaits between the read and the write of an operation
             that is not atomic (on the durable stores, on top of the real round trips).
+        request_timeout: The service's per-request deadline, which bounds the database
+            stores' waits: PostgreSQL's ``statement_timeout`` and pool wait, half of it for
+            ``lock_timeout`` (so one retry fits), SQLite's ``busy_timeout``, and the time
+            retries of aborted operations may take. ``None`` leaves every wait unbounded.
 
     Raises:
         ValueError: An unknown or malformed store URL.
@@ -61,11 +65,27 @@ def open_store(url: str, *, io_delay: float = 0.0) -> Store:
     if kind == "sqlite":
         from .sqlite import SqliteStore
 
-        return SqliteStore(url, io_delay=io_delay)
+        if request_timeout is None:
+            return SqliteStore(url, io_delay=io_delay)
+        return SqliteStore(
+            url,
+            io_delay=io_delay,
+            busy_timeout=min(5.0, request_timeout),
+            retry_budget=request_timeout,
+        )
     if kind == "postgresql":
         from .postgres import PostgresStore
 
-        return PostgresStore(url, io_delay=io_delay)
+        if request_timeout is None:
+            return PostgresStore(url, io_delay=io_delay)
+        return PostgresStore(
+            url,
+            io_delay=io_delay,
+            statement_timeout=request_timeout,
+            lock_timeout=request_timeout / 2,
+            acquire_timeout=request_timeout,
+            retry_budget=request_timeout,
+        )
     from .memory import MemoryStore
 
     return MemoryStore(io_delay=io_delay)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ClassVar, Final, Generic, Protocol, Self, TypeVar, cast
 
 import anyio
@@ -23,7 +24,7 @@ from ..domain import (
     OperationKind,
     RetryLater,
 )
-from ..ports import Claim, RaceWindow, Replay, StoredResponse, UnitOfWork
+from ..ports import Claim, Held, RaceWindow, Replay, StoredResponse, UnitOfWork
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -34,6 +35,7 @@ __all__ = [
     "audit_from_rows",
     "check_attempts",
     "check_balance",
+    "check_seconds",
     "journal_from_rows",
     "recorded_response",
     "money_delta_sql",
@@ -112,6 +114,24 @@ def check_attempts(attempts: int) -> int:
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         raise ValueError(f"attempts must be a positive integer, got {attempts!r}")
     return attempts
+
+
+def check_seconds(name: str, seconds: float | None) -> float | None:
+    """Return ``seconds`` if it is ``None`` or a finite number of seconds > 0.
+
+    Raises:
+        ValueError: It is not (the message names the setting).
+    """
+    if seconds is None:
+        return None
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {seconds!r}")
+    return float(seconds)
 
 
 def check_balance(account_id: str, balance: int) -> int:
@@ -203,16 +223,20 @@ async def retrying(
     attempts: int,
     transient: Callable[[BaseException], bool],
     on_retry: Callable[[BaseException], None] | None = None,
+    budget: float | None = None,
 ) -> T:
     """Call ``run()`` until it does not raise an error ``transient`` accepts, at most
-    ``attempts`` times.
+    ``attempts`` times, and no new attempt once ``budget`` seconds have passed.
 
     Raises:
         RetryLater: Every attempt was aborted by the database (a 503 for the client); nothing
             was applied, as an aborted transaction leaves no trace.
     """
     last: BaseException | None = None
-    for _ in range(attempts):
+    tries = 0
+    give_up = None if budget is None else time.monotonic() + budget
+    while tries < attempts:
+        tries += 1
         try:
             return await run()
         except Exception as exc:
@@ -221,9 +245,11 @@ async def retrying(
             last = exc
             if on_retry is not None:
                 on_retry(exc)
+            if give_up is not None and time.monotonic() >= give_up:
+                break
     reason = type(last).__name__ if last is not None else "an aborted transaction"
     raise RetryLater(
-        f"the database aborted the operation {attempts} times ({reason}); nothing was applied, "
+        f"the database aborted the operation {tries} times ({reason}); nothing was applied, "
         "retry later"
     )
 
@@ -240,6 +266,8 @@ class DatabaseStore(Generic[C]):
         io_delay: Seconds awaited between the read and the write of a non-atomic operation.
         race_window: Awaited instead of the delay, with the operation's kind (tests).
         attempts: Tries of an operation the database aborts before answering 503.
+        retry_budget: Seconds after which an aborted operation is not tried again; ``None``
+            has no limit but ``attempts``.
 
     Raises:
         ValueError: A bad setting.
@@ -248,9 +276,17 @@ class DatabaseStore(Generic[C]):
     #: The store's claim class: the only units of work :meth:`within` accepts.
     claim_type: ClassVar[type[Any]]
 
-    def __init__(self, io_delay: float, race_window: RaceWindow | None, attempts: int) -> None:
+    def __init__(
+        self,
+        io_delay: float,
+        race_window: RaceWindow | None,
+        attempts: int,
+        *,
+        retry_budget: float | None = None,
+    ) -> None:
         self._window = Window(io_delay, race_window)
         self._attempts = check_attempts(attempts)
+        self._retry_budget = check_seconds("retry_budget", retry_budget)
         # Set on the views within() returns: the unit of work whose transaction their writes
         # join. The store itself has none, so each of its operations commits on its own.
         self._work: C | None = None
@@ -305,7 +341,11 @@ class DatabaseStore(Generic[C]):
         try:
             yield claim
         finally:
-            await claim.abandon()
+            try:
+                await claim.abandon()
+            finally:
+                # The request's locks, kept until its transaction ended (committed or not).
+                await claim.held.release()
 
     async def _retried(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt()`` until the database stops aborting it, to its end (shielded)."""
@@ -316,6 +356,7 @@ class DatabaseStore(Generic[C]):
                 attempts=self._attempts,
                 transient=self._transient,
                 on_retry=self._count_retry,
+                budget=self._retry_budget,
             )
 
         return await shielded(run)
@@ -335,7 +376,12 @@ class DatabaseClaim(Generic[S]):
         self._key = key
         self._fingerprint = fingerprint
         self.committed = False
+        #: What the request keeps until the claim ends (its lock mode's locks).
+        self.held = Held()
 
     @property
     def replay(self) -> StoredResponse | None:
         return None
+
+    async def keep(self, held: AbstractAsyncContextManager[T]) -> T:
+        return await self.held.keep(held)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import anyio
 
@@ -29,7 +29,7 @@ from ..domain import (
     OperationKind,
     SameAccount,
 )
-from ..ports import Claim, RaceWindow, Replay, StoredResponse, UnitOfWork
+from ..ports import Claim, Held, RaceWindow, Replay, StoredResponse, UnitOfWork
 
 __all__ = ["MemoryIdempotency", "MemoryStore"]
 
@@ -202,6 +202,12 @@ class MemoryStore:
             )
         return entries
 
+    async def ping(self) -> None:
+        return None
+
+
+T = TypeVar("T")
+
 
 @dataclass
 class _Entry:
@@ -214,10 +220,14 @@ class _MemoryClaim:
     def __init__(self, entry: _Entry) -> None:
         self._entry = entry
         self.saved = False
+        self.held = Held()
 
     @property
     def replay(self) -> StoredResponse | None:
         return None
+
+    async def keep(self, held: AbstractAsyncContextManager[T]) -> T:
+        return await self.held.keep(held)
 
     async def save(self, response: StoredResponse) -> None:
         # No await before the record: nothing can run between the operation's last step and it.
@@ -264,6 +274,9 @@ class MemoryIdempotency:
         try:
             yield claim
         finally:
+            # The request's locks: its operation and its recorded response are one step here,
+            # so holding them to the end costs nothing and keeps every store alike.
+            await claim.held.release()
             done, entry.done = entry.done, None
             if not claim.saved:
                 del self._entries[key]

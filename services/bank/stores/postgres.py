@@ -29,7 +29,19 @@ Two ways to run an operation:
   across network round trips to Python, which is what keeps throughput near ``pgbench``'s.
 
 Deadlocks, serialization failures and lock timeouts are retried a bounded number of times (an
-aborted statement leaves nothing behind), then answered with 503 ``retry_later``. Every write
+aborted statement leaves nothing behind), then answered with 503 ``retry_later``.
+
+Every database failure becomes a domain error here, telling the truth about the money:
+
+- ``RetryLater`` (503 ``retry_later``) when nothing was applied: no connection could be had
+  (server away, ``TooManyConnectionsError``, pool exhausted past ``request_timeout``), a read
+  failed, the server answered a write with an ERROR (``statement_timeout``'s
+  ``QueryCanceledError``, ``lock_timeout``'s ``LockNotAvailableError`` after the retries), or a
+  statement of a keyed request's transaction failed before its COMMIT was sent;
+- ``OutcomeUnknown`` (503 ``outcome_unknown``) when the connection died while a write was
+  committing (a keyed request's COMMIT, or an unkeyed request's single autocommit statement)
+  without the server saying it rolled back: the write may have committed. A keyed request's
+  key row commits in the same transaction, so a retry with the key finds it. Every write
 runs under :func:`services.bank.stores._sql.shielded`: a request cancelled while its statement is in
 flight waits for the statement to finish, so it either applied completely or not at all.
 """
@@ -51,8 +63,11 @@ from ..domain import (
     AccountNotFound,
     Audit,
     BalanceTooLarge,
+    BankError,
+    DeadlineExceeded,
     InsufficientFunds,
     JournalEntry,
+    OutcomeUnknown,
     RetryLater,
     SameAccount,
 )
@@ -64,6 +79,7 @@ from ._sql import (
     DatabaseStore,
     audit_from_rows,
     check_balance,
+    check_seconds,
     journal_from_rows,
     money_delta_sql,
     recorded_response,
@@ -85,6 +101,67 @@ TRANSIENT: Final[tuple[type[BaseException], ...]] = (
 
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT)
+
+
+#: What the driver raises when the database fails as a running service can (a dead or refused
+#: connection, a pool that gave no connection in time, a server shutting down, aborted or timed
+#: out statements, exhausted resources). Anything else (a missing table, bad SQL) is a bug or
+#: a broken deployment: it stays a logged 500.
+DATABASE_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    asyncpg.exceptions.PostgresConnectionError,  # class 08
+    asyncpg.exceptions.TransactionRollbackError,  # class 40: deadlock, serialization
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: statement_timeout, shutdown
+    asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout
+    asyncpg.exceptions.InterfaceError,  # the connection closed under the driver
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
+
+def _rolled_back(exc: BaseException) -> bool:
+    """Whether the server answered with an ERROR, which rolls the statement (or the
+    transaction, at COMMIT) back: the write left nothing behind.
+
+    A FATAL or PANIC (the backend terminated or crashed) or a connection lost without an
+    answer says nothing about whether a COMMIT being processed went through.
+    """
+    if not isinstance(exc, asyncpg.exceptions.PostgresError) or isinstance(
+        exc, asyncpg.exceptions.PostgresConnectionError
+    ):
+        return False
+    severity = getattr(exc, "severity_en", None) or getattr(exc, "severity", None)
+    return severity == "ERROR"
+
+
+def _failure(exc: BaseException, *, committing: bool, keyed: bool) -> BankError:
+    """The domain error that tells the client the truth about ``exc``.
+
+    Args:
+        exc: One of :data:`DATABASE_ERRORS`.
+        committing: Whether a write was committing when it happened (a COMMIT, or an
+            autocommit statement, had been sent).
+        keyed: Whether the request has an ``Idempotency-Key``.
+    """
+    name = type(exc).__name__
+    if committing and not _rolled_back(exc):
+        return OutcomeUnknown(name, keyed=keyed)
+    if isinstance(exc, TimeoutError):
+        return DeadlineExceeded(
+            f"no database connection was free in time ({name}); nothing was applied, retry later"
+        )
+    if isinstance(exc, asyncpg.exceptions.QueryCanceledError):
+        what = "the statement took longer than statement_timeout"
+    elif isinstance(exc, asyncpg.exceptions.LockNotAvailableError):
+        what = "a row stayed locked longer than lock_timeout"
+    elif isinstance(exc, asyncpg.exceptions.TooManyConnectionsError):
+        what = "the server refused another connection"
+    elif _rolled_back(exc):
+        what = "the database aborted the operation"
+    else:
+        what = "the database is unavailable right now"
+    return RetryLater(f"{what} ({name}); nothing was applied, retry later")
 
 
 SCHEMA: Final = f"""
@@ -270,8 +347,15 @@ class PostgresStore(DatabaseStore["_PostgresClaim"]):
         pool_size: Connections of this process's pool (default: the URL's ``pool_size``, else
             16).
         attempts: Tries of an operation the database aborts before answering 503.
-        lock_timeout: If set, seconds a statement waits for a row lock before it is aborted
-            (and retried, then 503); by default it waits as long as it takes.
+        lock_timeout: Seconds a statement waits for a row lock before PostgreSQL aborts it
+            (``lock_timeout``; retried, then 503 ``retry_later``); ``None`` (the default) leaves
+            it to ``statement_timeout``.
+        statement_timeout: Seconds PostgreSQL lets one statement run (``statement_timeout``;
+            503 ``retry_later``, the statement rolled back); ``None`` has no limit.
+        acquire_timeout: Seconds a request waits for a pooled connection before it is answered
+            503 ``deadline_exceeded`` with nothing applied; ``None`` waits as long as it takes.
+        retry_budget: Seconds after which an aborted operation is no longer tried again, so
+            retried lock timeouts cannot outlast the request's deadline; ``None`` has no limit.
 
     Raises:
         ValueError: A bad URL or setting.
@@ -288,19 +372,20 @@ class PostgresStore(DatabaseStore["_PostgresClaim"]):
         pool_size: int | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
         lock_timeout: float | None = None,
+        statement_timeout: float | None = None,
+        acquire_timeout: float | None = None,
+        retry_budget: float | None = None,
     ) -> None:
         self._url, url_pool_size = check_postgres_url(url)
-        super().__init__(io_delay, race_window, attempts)
+        super().__init__(io_delay, race_window, attempts, retry_budget=retry_budget)
         if pool_size is None:
             pool_size = url_pool_size
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
         self._pool_size = pool_size
-        if lock_timeout is not None and not lock_timeout > 0:
-            raise ValueError(
-                f"lock_timeout must be a positive number of seconds, got {lock_timeout}"
-            )
-        self._lock_timeout = lock_timeout
+        self._lock_timeout = check_seconds("lock_timeout", lock_timeout)
+        self._statement_timeout = check_seconds("statement_timeout", statement_timeout)
+        self._acquire_timeout = check_seconds("acquire_timeout", acquire_timeout)
         self._pool: asyncpg.Pool | None = None
 
     @property
@@ -309,8 +394,12 @@ class PostgresStore(DatabaseStore["_PostgresClaim"]):
 
     async def open(self) -> None:
         settings = {"application_name": "asynclocks-bank"}
-        if self._lock_timeout is not None:
-            settings["lock_timeout"] = f"{max(1, round(self._lock_timeout * 1000))}ms"
+        for name, seconds in (
+            ("lock_timeout", self._lock_timeout),
+            ("statement_timeout", self._statement_timeout),
+        ):
+            if seconds is not None:
+                settings[name] = f"{max(1, round(seconds * 1000))}ms"
         self._pool = await asyncpg.create_pool(
             self._url,
             min_size=1,
@@ -346,34 +435,70 @@ class PostgresStore(DatabaseStore["_PostgresClaim"]):
             return nullcontext(bound)
         if self._pool is None:
             raise RuntimeError("the PostgreSQL store is not open; call open() first")
-        return cast(AbstractAsyncContextManager[Connection], self._pool.acquire())
+        return cast(
+            AbstractAsyncContextManager[Connection],
+            self._pool.acquire(timeout=self._acquire_timeout),
+        )
 
     async def _write(self, statement: str, *args: object) -> list[asyncpg.Record]:
-        """Run one write statement to its end (shielded), retrying what the database aborted."""
+        """Run one write statement to its end (shielded), retrying what the database aborted.
+
+        Raises:
+            RetryLater: Nothing was applied (see the module's docstring).
+            OutcomeUnknown: The connection died while the statement was committing.
+        """
 
         claim = self._work
-        if claim is not None:
-            # The operation joins the unit of work's transaction (begun now if this is its
-            # first write) and commits with the recorded response in save().
-            await claim.begin()
+        # Set once an autocommit statement is on its way: from then on it may commit.
+        sent = False
+        try:
+            if claim is not None:
+                # The operation joins the unit of work's transaction (begun now if this is its
+                # first write) and commits with the recorded response in save().
+                await claim.begin()
 
-        async def attempt() -> list[asyncpg.Record]:
-            async with self._connection() as conn:
-                if claim is None:
-                    return await conn.fetch(statement, *args)
-                # Inside a unit of work's transaction: a savepoint lets one statement be
-                # retried without losing the transaction.
-                async with conn.transaction():
-                    return await conn.fetch(statement, *args)
+            async def attempt() -> list[asyncpg.Record]:
+                nonlocal sent
+                sent = False
+                async with self._connection() as conn:
+                    if claim is None:
+                        sent = True
+                        return await conn.fetch(statement, *args)
+                    # Inside a unit of work's transaction: a savepoint lets one statement be
+                    # retried without losing the transaction.
+                    async with conn.transaction():
+                        return await conn.fetch(statement, *args)
 
-        return await self._retried(attempt)
+            return await self._retried(attempt)
+        except DATABASE_ERRORS as exc:
+            # Inside a unit of work nothing commits before save(): a failure here is rolled
+            # back with the whole transaction.
+            raise _failure(exc, committing=sent, keyed=claim is not None) from exc
 
     async def _read(self, account_id: str) -> int:
-        async with self._connection() as conn:
-            balance = await conn.fetchval(_BALANCE, account_id)
+        try:
+            async with self._connection() as conn:
+                balance = await conn.fetchval(_BALANCE, account_id)
+        except DATABASE_ERRORS as exc:
+            raise _failure(exc, committing=False, keyed=False) from exc
         if balance is None:
             raise AccountNotFound(account_id)
         return cast(int, balance)
+
+    async def _fetch_rows(self, statement: str, *args: object) -> list[asyncpg.Record]:
+        """Run a read; a database failure is a ``RetryLater`` (a read changes nothing)."""
+        try:
+            async with self._connection() as conn:
+                return await conn.fetch(statement, *args)
+        except DATABASE_ERRORS as exc:
+            raise _failure(exc, committing=False, keyed=False) from exc
+
+    async def ping(self) -> None:
+        try:
+            async with self._connection() as conn:
+                await conn.fetchval("SELECT 1", timeout=self._acquire_timeout)
+        except DATABASE_ERRORS as exc:
+            raise _failure(exc, committing=False, keyed=False) from exc
 
     async def create_account(self, account_id: str, balance: int) -> int:
         if not await self._write(_OPEN, account_id, balance):
@@ -427,8 +552,7 @@ class PostgresStore(DatabaseStore["_PostgresClaim"]):
             if status == 4:
                 raise BalanceTooLarge(target, MAX_BALANCE)
             return cast(int, source_balance), cast(int, target_balance)
-        async with self._connection() as conn:
-            found = dict(cast(list[tuple[str, int]], await conn.fetch(_BALANCES, source, target)))
+        found = dict(cast(list[tuple[str, int]], await self._fetch_rows(_BALANCES, source, target)))
         if source not in found:
             raise AccountNotFound(source)
         if target not in found:
@@ -443,23 +567,24 @@ class PostgresStore(DatabaseStore["_PostgresClaim"]):
         return new_source, new_target
 
     async def audit(self) -> Audit:
-        async with self._connection() as conn:
-            # One snapshot for every figure: a deposit committing between two of the queries
-            # would otherwise show as drift.
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                figures = await conn.fetchrow(_AUDIT)
-                negative = await conn.fetch(_NEGATIVE)
+        try:
+            async with self._connection() as conn:
+                # One snapshot for every figure: a deposit committing between two of the
+                # queries would otherwise show as drift.
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    figures = await conn.fetchrow(_AUDIT)
+                    negative = await conn.fetch(_NEGATIVE)
+        except DATABASE_ERRORS as exc:
+            raise _failure(exc, committing=False, keyed=False) from exc
         assert figures is not None  # a SELECT of scalar subqueries returns one row
         return audit_from_rows(figures, negative)
 
     async def journal(self, *, since: int = 0, limit: int | None = None) -> list[JournalEntry]:
-        async with self._connection() as conn:
-            rows = await conn.fetch(_JOURNAL, since, limit)
-        return journal_from_rows(rows)
+        return journal_from_rows(await self._fetch_rows(_JOURNAL, since, limit))
 
     async def _recorded(self, key: str) -> asyncpg.Record | None:
-        async with self._connection() as conn:
-            return await conn.fetchrow(_RECORDED, key)
+        rows = await self._fetch_rows(_RECORDED, key)
+        return rows[0] if rows else None
 
 
 class _PostgresClaim(DatabaseClaim[PostgresStore]):
@@ -493,18 +618,23 @@ class _PostgresClaim(DatabaseClaim[PostgresStore]):
         store = self._store
         if store._pool is None:
             raise RuntimeError("the PostgreSQL store is not open; call open() first")
-        conn = self.connection = await store._pool.acquire()
-        transaction = self._transaction = conn.transaction()
-        await transaction.start()
-        claimed = await retrying(
-            lambda: conn.fetchval(_CLAIM, self._key, self._fingerprint),
-            attempts=store._attempts,
-            transient=_is_transient,
-            on_retry=store._count_retry,
-        )
-        if not claimed:
-            row = await conn.fetchrow(_RECORDED, self._key)
-            raise KeyTakenMeanwhile(recorded_response(row, self._key, self._fingerprint))
+        try:
+            conn = self.connection = await store._pool.acquire(timeout=store._acquire_timeout)
+            transaction = self._transaction = conn.transaction()
+            await transaction.start()
+            claimed = await retrying(
+                lambda: conn.fetchval(_CLAIM, self._key, self._fingerprint),
+                attempts=store._attempts,
+                transient=_is_transient,
+                on_retry=store._count_retry,
+                budget=store._retry_budget,
+            )
+            if not claimed:
+                row = await conn.fetchrow(_RECORDED, self._key)
+                raise KeyTakenMeanwhile(recorded_response(row, self._key, self._fingerprint))
+        except DATABASE_ERRORS as exc:
+            # Nothing is committed before save(): whatever failed, nothing was applied.
+            raise _failure(exc, committing=False, keyed=True) from exc
 
     async def save(self, response: StoredResponse) -> None:
         # A refusal wrote nothing, so the transaction may not be begun yet.
@@ -513,15 +643,19 @@ class _PostgresClaim(DatabaseClaim[PostgresStore]):
         assert conn is not None
         assert transaction is not None
 
+        committing = False
+
         async def commit() -> None:
+            nonlocal committing
             await conn.execute(_RECORD, self._key, response.status, response.body)
+            committing = True
             await transaction.commit()
             self.committed = True
 
         try:
             await shielded(commit)
-        except TRANSIENT:
-            raise RetryLater("the database aborted the operation at commit; retry later") from None
+        except DATABASE_ERRORS as exc:
+            raise _failure(exc, committing=committing, keyed=True) from exc
 
     async def abandon(self) -> None:
         """End the claim: roll back what was not committed, give the connection back."""
@@ -532,6 +666,12 @@ class _PostgresClaim(DatabaseClaim[PostgresStore]):
         try:
             if not self.committed and transaction is not None:
                 await shielded(transaction.rollback)
+        except DATABASE_ERRORS:
+            # The connection died with the transaction (which the server rolls back on its
+            # own): the request's answer is already decided, so this must not replace it (it
+            # used to, as a 500 "Transaction.rollback(): the underlying connection is closed").
+            # The pool replaces a closed connection on release.
+            pass
         finally:
             if pool is not None:
                 await shielded(lambda: pool.release(conn))

@@ -130,6 +130,32 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+#: SQLite's primary result codes for a database that fails as a running service can (locked
+#: past the retries, I/O error, full disk, file gone or read-only, out of memory). Others (no
+#: such table, bad SQL) are a bug or a broken deployment: they stay a logged 500.
+_OPERATIONAL: Final = {
+    sqlite3.SQLITE_BUSY: "SQLITE_BUSY",
+    sqlite3.SQLITE_LOCKED: "SQLITE_LOCKED",
+    sqlite3.SQLITE_NOMEM: "SQLITE_NOMEM",
+    sqlite3.SQLITE_READONLY: "SQLITE_READONLY",
+    sqlite3.SQLITE_IOERR: "SQLITE_IOERR",
+    sqlite3.SQLITE_FULL: "SQLITE_FULL",
+    sqlite3.SQLITE_CANTOPEN: "SQLITE_CANTOPEN",
+    sqlite3.SQLITE_PROTOCOL: "SQLITE_PROTOCOL",
+}
+
+
+def _operational(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _OPERATIONAL
+
+
+def _failure(exc: sqlite3.Error) -> RetryLater:
+    """``exc`` as the domain's refusal: nothing was applied (see :class:`SqliteStore`)."""
+    name = _OPERATIONAL.get(getattr(exc, "sqlite_errorcode", 0) & 0xFF, type(exc).__name__)
+    return RetryLater(f"the database failed ({name}); nothing was applied, retry later")
+
+
 def _is_transient(exc: BaseException) -> bool:
     # SQLITE_BUSY / SQLITE_LOCKED: another process holds the write lock past busy_timeout.
     return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) in (
@@ -148,6 +174,13 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
         busy_timeout: Seconds a transaction waits for another process's write lock before
             that attempt fails.
         attempts: Tries of an operation that found the file locked before answering 503.
+        retry_budget: Seconds after which an operation that found the file locked is not
+            tried again; ``None`` has no limit but ``attempts``.
+
+    A failing database (the file locked past the retries, an I/O error, a full disk, a file
+    gone or read-only) is answered 503 ``retry_later``: SQLite's COMMIT is all or nothing in
+    the process that runs it, so a failed one applied nothing. A broken deployment (a missing
+    table) stays a logged 500.
 
     Raises:
         ValueError: A bad URL or setting.
@@ -163,9 +196,10 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
         race_window: RaceWindow | None = None,
         busy_timeout: float = 5.0,
         attempts: int = DEFAULT_ATTEMPTS,
+        retry_budget: float | None = None,
     ) -> None:
         self._path = sqlite_path(url)
-        super().__init__(io_delay, race_window, attempts)
+        super().__init__(io_delay, race_window, attempts, retry_budget=retry_budget)
         if not busy_timeout >= 0:
             raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout}")
         self._busy_ms = round(busy_timeout * 1000)
@@ -212,15 +246,31 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
         return nullcontext() if self._bound() else self._lock
 
     async def _fetch(self, sql: str, params: Iterable[object]) -> list[sqlite3.Row]:
-        async with self._access():
-            rows = await self._connection().execute_fetchall(sql, tuple(params))
+        try:
+            async with self._access():
+                rows = await self._connection().execute_fetchall(sql, tuple(params))
+        except sqlite3.Error as exc:
+            if not _operational(exc):
+                raise
+            raise _failure(exc) from exc
         return cast(list[sqlite3.Row], list(rows))
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1", ())
 
     async def _transaction(self, body: Callable[[Connection], Awaitable[T]]) -> T:
         """Run ``body`` in one write transaction, to its end (shielded), retrying a busy file.
 
         Within a unit of work the body joins its transaction instead.
         """
+        try:
+            return await self._transaction_of(body)
+        except sqlite3.Error as exc:
+            if not _operational(exc):
+                raise
+            raise _failure(exc) from exc
+
+    async def _transaction_of(self, body: Callable[[Connection], Awaitable[T]]) -> T:
         conn = self._connection()
         claim = self._work
         if claim is not None:
@@ -401,12 +451,23 @@ class _SqliteClaim(DatabaseClaim[SqliteStore]):
                 attempts=store._attempts,
                 transient=_is_transient,
                 on_retry=store._count_retry,
+                budget=store._retry_budget,
             )
+        except sqlite3.Error as exc:
+            store._lock.release()
+            if not _operational(exc):
+                raise
+            raise _failure(exc) from exc
         except BaseException:
             store._lock.release()
             raise
         self.active = True
-        rows = list(await conn.execute_fetchall(_RECORDED, (self._key,)))
+        try:
+            rows = list(await conn.execute_fetchall(_RECORDED, (self._key,)))
+        except sqlite3.Error as exc:
+            if not _operational(exc):
+                raise
+            raise _failure(exc) from exc
         if rows:
             raise KeyTakenMeanwhile(recorded_response(rows[0], self._key, self._fingerprint))
 
@@ -425,10 +486,10 @@ class _SqliteClaim(DatabaseClaim[SqliteStore]):
 
         try:
             await shielded(commit)
-        except sqlite3.OperationalError as exc:
-            if not _is_transient(exc):
+        except sqlite3.Error as exc:
+            if not _operational(exc):
                 raise
-            raise RetryLater("the database was busy at commit; nothing was applied") from None
+            raise _failure(exc) from exc
 
     async def abandon(self) -> None:
         """End the claim: roll back what was not committed, give the connection back."""
@@ -439,6 +500,10 @@ class _SqliteClaim(DatabaseClaim[SqliteStore]):
             if not self.committed:
                 conn = self._store._connection()
                 await shielded(lambda: conn.execute("ROLLBACK"))
+        except sqlite3.Error:
+            # No transaction left to roll back (SQLite ended it with the error): the answer
+            # is decided already and must not become a 500.
+            pass
         finally:
             self._store._lock.release()
 

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..locking import LOCK_MODES
+from ..run.config import UNSAFE_FLAG
 from ..run.server import LoopKind, run
 from .hammer import DEFAULT_MIX, HammerReport, HammerSettings, run_hammer
 
@@ -228,6 +229,9 @@ def run_showdown(
             str(settings.io_delay),
         ]
         server_args += ["--workers", str(settings.workers)]
+        if settings.workers > 1 and mode != "db":
+            # The lesson is precisely that these modes lose money across workers.
+            server_args.append(UNSAFE_FLAG)
         with start_server(server_args) as server:
             hammer = HammerSettings(
                 url=server.url,

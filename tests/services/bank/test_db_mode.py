@@ -82,6 +82,8 @@ def test_two_workers_lose_money_under_an_in_process_lock_and_not_under_db(
     # the two workers overlap on an account all the time, and each worker's KeyedLock only
     # orders its own.
     args = ["--workers", "2", "--store", postgres_url, "--lock", mode, "--io-delay", "0.005"]
+    if mode != "db":
+        args.append("--unsafe-in-process-locks")
     with start_server(args) as server:
         drift, audit, applied = asyncio.run(_load(server.url))
     assert applied == 1  # idempotency holds across workers in every mode
@@ -106,7 +108,12 @@ async def make_client() -> AsyncIterator[AppFactory]:
         async def factory(store: Store, lock_mode: str = "db", workers: int = 1) -> Client:
             # The store is given, so the config's URL only has to name a database store.
             config = BankConfig(
-                lock_mode=lock_mode, store="sqlite:///unused", admin_token="token", workers=workers
+                lock_mode=lock_mode,
+                store="sqlite:///unused",
+                admin_token="token",
+                workers=workers,
+                # Tests of how a worker of several behaves in an in-process mode.
+                unsafe_in_process_locks=workers > 1,
             )
             client: Client = TestClient(TestServer(create_app(config, store=store)))
             await stack.enter_async_context(client)

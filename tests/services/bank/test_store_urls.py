@@ -64,5 +64,5 @@ def test_store_settings_are_checked() -> None:
         PostgresStore("postgresql://h/db", attempts=0)
     with pytest.raises(ValueError, match="pool_size must be a positive integer, got 0"):
         PostgresStore("postgresql://h/db", pool_size=0)
-    with pytest.raises(ValueError, match="lock_timeout must be a positive number of seconds"):
+    with pytest.raises(ValueError, match="lock_timeout must be a finite number of seconds > 0"):
         PostgresStore("postgresql://h/db", lock_timeout=0)
