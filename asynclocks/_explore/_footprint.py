@@ -1194,11 +1194,14 @@ def _step_footprint(
 # step's footprint is computed while the reduction is on (``DfsChooser.wants_footprint``), so a
 # common prefix of two runs labels the same objects alike. A footprint learnt in another run
 # after that prefix may name labels the current run gives to other objects; the first of those
-# labels is the one the current run hands out next, so the first new object the current run
-# touches conflicts with it (too cautious, never unsound). Labelled objects are kept alive for the
-# run so that their addresses are not reused.
+# labels is the one the current run hands out next. A step that hands out labels therefore also
+# writes ``(first label, _FRESH)``: the first step of the current run that labels anything new
+# conflicts with every such footprint, whatever the objects (too cautious, never unsound), and
+# until then the current run's steps name only labels both runs share. Labelled objects are kept
+# alive for the run so that their addresses are not reused.
 
 _labels: dict[int, tuple[int, object]] = {}
+_FRESH = "<first new label>"
 
 
 def begin_run() -> None:
@@ -1325,6 +1328,7 @@ def _resolve(
     # Each access resolves to a small part; the footprint built from a template's parts is
     # memoised (steps at one code position mostly touch the same few objects).
     places: list[Any] = []
+    start = len(_labels)
     for frame, lates in frames:
         local = frame.f_locals
         for late in lates:
@@ -1335,11 +1339,14 @@ def _resolve(
                 places.append(_pure_inplace(late, frame, local, writes_in))
             else:
                 places.append(_location(late.loc, frame, local, writes_in))
-    key = (token, tuple(places))
+    # The first label this step handed out, if any (see the comment above ``_labels``).
+    fresh = start if len(_labels) > start else -1
+    key = (token, tuple(places), fresh)
     found = _resolved.get(key, _MISSING)
     if found is _MISSING:
         every = [late for _, lates in frames for late in lates]
-        found = _resolved[key] = _build(reads_in, writes_in, list(zip(every, places, strict=True)))
+        parts = list(zip(every, places, strict=True))
+        found = _resolved[key] = _build(reads_in, writes_in, parts, fresh)
     return found  # type: ignore[no-any-return]
 
 
@@ -1347,9 +1354,13 @@ _resolved: dict[tuple[Any, ...], Footprint] = {}
 _tokens = itertools.count()
 
 
-def _build(reads_in: frozenset[str], writes_in: frozenset[str], parts: list[Any]) -> Footprint:
+def _build(
+    reads_in: frozenset[str], writes_in: frozenset[str], parts: list[Any], fresh: int
+) -> Footprint:
     reads: set[Any] = set(reads_in)
     writes: set[Any] = set(writes_in)
+    if fresh >= 0:
+        writes.add((fresh, _FRESH))
     family_reads: set[str] = set()
     family_writes: set[str] = set()
     for late, place in parts:

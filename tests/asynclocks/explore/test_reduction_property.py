@@ -179,6 +179,15 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 operation = st.integers(0, len(OPERATIONS) - 1)
+# Three tasks each taking a lock of its own around an await would make full (unreduced) trees of
+# hundreds of thousands of schedules: those operations are left to the two-task programs.
+light_operation = st.sampled_from(
+    [
+        i
+        for i, text in enumerate(OPERATIONS)
+        if not text.startswith("async with") or text.startswith("async with lock:")
+    ]
+)
 
 
 def op(text: str) -> int:
@@ -217,6 +226,9 @@ KNOWN_RACES = [
     [[op("event.set()")], [op("value = 1 if event.is_set() else 0"), CHECKPOINT]],
     # The first task's lock is the condition's: which one gets it first decides the result.
     [[op(DOUBLE)], [op(INCREMENT)]],
+    # Found by the generated programs: the second task first labels another object (a read),
+    # so the lock's label differs between runs; the step that labels anything new conflicts.
+    [[op(DOUBLE)], [op("value = shared.x"), op(INCREMENT)]],
 ]
 
 
@@ -235,6 +247,6 @@ def test_two_tasks_keep_every_final_state(backend: Backend, tasks: list[list[int
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @SETTINGS
-@given(tasks=st.lists(st.lists(operation, min_size=1, max_size=1), min_size=3, max_size=3))
+@given(tasks=st.lists(st.lists(light_operation, min_size=1, max_size=1), min_size=3, max_size=3))
 def test_three_tasks_keep_every_final_state(backend: Backend, tasks: list[list[int]]) -> None:
     check(backend, tasks)
