@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from ._common import (
+    AioWaiter,
     LockState,
     foreign_owner_error,
     owner_of,
@@ -41,16 +42,28 @@ async def wait_for_key(
     owner: object,
     loop: asyncio.AbstractEventLoop,
     timeout: float | None,  # noqa: ASYNC109 - see KeyedLock.acquire
+    began: int | None = None,
 ) -> None:
-    """Queue ``task`` behind ``owner`` and wait until ``release()`` hands it the key."""
+    """Queue ``task`` behind ``owner`` and wait until ``release()`` hands it the key.
+
+    ``began`` is the ticket a ``many()`` drew when it began; the waiter goes ahead of every
+    waiter queued after that (see ``_ManyGuard``). Without it the waiter joins at the end.
+    """
     if not isinstance(owner, asyncio.Task) or owner.get_loop() is not loop:
         raise foreign_owner_error(key, owner)
     fut = loop.create_future()
-    item = (task, fut)
+    ticket = next(state._tickets) if began is None else began
+    item = (ticket, task, fut)
     queue = state._aio_waiters.get(key)
     if queue is None:
         queue = state._aio_waiters[key] = deque()
-    queue.append(item)
+    if began is None or not queue or queue[-1][0] < ticket:
+        queue.append(item)  # a fresh ticket is the latest: no comparison needed
+    else:
+        position = len(queue) - 1
+        while position and queue[position - 1][0] > ticket:
+            position -= 1
+        queue.insert(position, item)
     timer = None if timeout is None else loop.call_later(timeout, _expire, fut, key, timeout)
     try:
         await fut
@@ -79,7 +92,7 @@ def hand_over(state: LockState, key: Hashable) -> None:
     """Give the held ``key`` to its first live waiter, or free it if none is left."""
     queue = state._aio_waiters[key]
     while queue:
-        waiter, fut = queue.popleft()
+        _, waiter, fut = queue.popleft()
         # A done future belongs to a waiter that was cancelled or timed out but has not run
         # yet to remove itself; skip it.
         if not fut.done():
@@ -125,9 +138,7 @@ def _free(state: LockState, key: Hashable) -> None:
         wake_idle(state)
 
 
-def _discard(
-    state: LockState, key: Hashable, item: tuple[asyncio.Task[Any], asyncio.Future[None]]
-) -> None:
+def _discard(state: LockState, key: Hashable, item: AioWaiter) -> None:
     queue = state._aio_waiters.get(key)
     if queue is None:
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import reprlib
 from collections import deque
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
     class CachedLoop(asyncio.AbstractEventLoop):
         # BaseEventLoop sets this while run_forever() runs and resets it to None afterwards.
         _thread_id: int | None
+
+
+#: An asyncio waiter: its ticket, its task, and the future that ``release()`` completes.
+AioWaiter = tuple[int, asyncio.Task[Any], asyncio.Future[None]]
 
 
 class _NoLoop:
@@ -48,16 +53,18 @@ class LockState:
         "_loop_thread",
         "_owners",
         "_ready",
+        "_tickets",
         "_trio_lots",
     )
 
     def __init__(self) -> None:
         # key -> owning task (asyncio.Task or trio.lowlevel.Task). A free key is absent.
         self._owners: dict[Hashable, object] = {}
-        # asyncio: key -> FIFO of waiters; present only while non-empty, and only for held keys.
-        self._aio_waiters: dict[
-            Hashable, deque[tuple[asyncio.Task[Any], asyncio.Future[None]]]
-        ] = {}
+        # asyncio: key -> waiters in the order of their tickets (FIFO but for many(), see
+        # _ManyGuard); present only while non-empty, and only for held keys.
+        self._aio_waiters: dict[Hashable, deque[AioWaiter]] = {}
+        # Numbers the asyncio acquisitions that wait, in the order they began.
+        self._tickets = itertools.count()
         # trio: key -> the parking lot its waiters park in, registered with trio as broken by
         # the key's owner should that task exit without releasing (then it stays, broken).
         self._trio_lots: dict[Hashable, trio.lowlevel.ParkingLot] = {}

@@ -14,6 +14,8 @@ from threading import get_ident
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
+import anyio
+
 from . import _asyncio
 from ._asyncio import current_task as _current_task
 from ._asyncio import hand_over as _aio_hand_over
@@ -23,6 +25,7 @@ from ._common import (
     KeyedLockStatistics,
     LockState,
     check_timeout,
+    describe,
     no_backend,
     take_nowait,
     try_take,
@@ -95,6 +98,10 @@ class KeyedLock(LockState):
       (``trio.lowlevel.enable_ki_protection``; on trio 0.27 only the parts that change state).
     - **Fairness**: ownership goes straight to the longest-waiting task (FIFO); a task that
       arrives while others wait queues behind them, even in the instant after a release.
+      ``many()`` takes its keys one at a time in sorted order, holding the earlier ones; on
+      asyncio it queues for each later key by the time it began, ahead of the waiters that
+      came after it (so the holder of its first key does not wait for them too); on trio
+      each key's waiters are served strictly in the order they queued.
     - **Timeouts** (``acquire(key, timeout=...)``) behave like cancellation: a timed-out waiter
       leaves the queue and raises :exc:`TimeoutError`. If the key was handed over just before the
       deadline, the acquire succeeds.
@@ -135,26 +142,34 @@ class KeyedLock(LockState):
         guard._key = key
         return guard
 
-    def many(self, *keys: Hashable) -> _ManyGuard:
+    # As in acquire(), the timeout bounds only the waits (ASYNC109).
+    def many(self, *keys: Hashable, timeout: float | None = None) -> _ManyGuard:  # noqa: ASYNC109
         """Return an async context manager that holds the locks for all ``keys``.
 
         The keys are de-duplicated and taken in sorted order, so tasks locking overlapping sets
-        of keys in any order cannot deadlock each other. If acquiring is cancelled (or fails)
-        midway, the keys already taken are released before the exception propagates.
+        of keys in any order cannot deadlock each other. If acquiring is cancelled (or fails,
+        or times out) midway, the keys already taken are released before the exception
+        propagates.
 
         Args:
             *keys: One or more hashable keys that can be sorted together (for example all
                 ``str``, all ``int``, or tuples of those).
+            timeout: Give up after waiting this many seconds in all; ``None`` waits for as
+                long as it takes. Free keys are taken even with ``timeout=0``.
 
         Returns:
-            An async context manager holding every key for the duration of the block.
+            An async context manager holding every key for the duration of the block; entering
+            it raises :exc:`TimeoutError` if the keys could not all be had in time.
 
         Raises:
-            ValueError: If no key is given.
-            TypeError: If a key is unhashable, or the keys cannot be ordered together.
+            ValueError: If no key is given, or ``timeout`` is negative or NaN.
+            TypeError: If a key is unhashable, the keys cannot be ordered together, or
+                ``timeout`` is not a number.
         """
         if not keys:
             raise ValueError("KeyedLock.many() needs at least one key")
+        if timeout is not None:
+            check_timeout(timeout)
         for key in keys:
             try:
                 hash(key)
@@ -169,7 +184,7 @@ class KeyedLock(LockState):
                 "KeyedLock.many() takes keys in sorted order to avoid deadlocks, but these keys "
                 f"cannot be ordered together (types: {', '.join(kinds)}): {exc}"
             ) from exc
-        return _ManyGuard(self, tuple(ordered))
+        return _ManyGuard(self, tuple(ordered), timeout)
 
     # The timeout parameter is deliberate (ASYNC109): it bounds only the wait in the queue, which a
     # surrounding cancel scope cannot express as "give up waiting but take a free key".
@@ -192,11 +207,14 @@ class KeyedLock(LockState):
         """
         await self._acquire(key, timeout)
 
-    def _acquire(self, key: Hashable, timeout: float | None) -> Awaitable[None]:
+    def _acquire(
+        self, key: Hashable, timeout: float | None, began: int | None = None
+    ) -> Awaitable[None]:
         """Take ``key`` if free, and return what to await to finish acquiring it.
 
         ``acquire()`` without its own coroutine frame, which the ``async with`` entry awaits
         directly: a completed future if the key was free on asyncio, else the backend's wait.
+        ``began``: the ticket of the ``many()`` this is part of (see ``_ManyGuard``).
         """
         if timeout is not None:
             check_timeout(timeout)
@@ -206,7 +224,7 @@ class KeyedLock(LockState):
         owner = try_take(self, key, task)
         if owner is None:
             return self._ready  # type: ignore[return-value]
-        return _asyncio.wait_for_key(self, key, task, owner, self._loop, timeout)
+        return _asyncio.wait_for_key(self, key, task, owner, self._loop, timeout, began)
 
     def acquire_nowait(self, key: Hashable) -> None:
         """Acquire the lock for ``key`` if it is free, without waiting or yielding.
@@ -382,6 +400,10 @@ class _KeyGuard:
                     if owner is not task:  # else _acquire() raises the reentrancy error
                         # Held by another task: queue, without _acquire()'s detection again.
                         return _aio_wait_for_key(lock, key, task, owner, loop, None)
+        elif _trio_backend is not None and _in_trio_task():
+            # Straight to trio, without _acquire()'s and _asyncio_task()'s frames: on trio
+            # every entry comes this way, and a contended one is mostly frames.
+            return _trio_backend.acquire(lock, self._key, None)
         return lock._acquire(self._key, None)
 
     def _exit(
@@ -396,8 +418,11 @@ class _KeyGuard:
         # still holds the key, so no other loop can have used the lock since).
         task = _current_task(lock._loop)
         if task is None:
-            lock.release(self._key)  # trio, or a loop the lock has not cached
-            return _completed()
+            if _trio_backend is not None and _in_trio_task():
+                _trio_backend.release(lock, self._key)  # as release() would, in fewer frames
+            else:
+                lock.release(self._key)  # a loop the lock has not cached
+            return _COMPLETED
         owners = lock._owners
         key = self._key
         waiters = lock._aio_waiters
@@ -436,26 +461,61 @@ class _KeyGuard:
         __aexit__ = _exit
 
 
-async def _completed() -> None:
-    """An awaitable that finishes at once, for the paths that have done their work already."""
+@final
+class _Completed:
+    """An awaitable that finishes at once, for the paths that have done their work already.
+
+    Cheaper than a coroutine, which costs a frame to create and to run: ``__await__`` is the
+    ``__iter__`` of an exhausted iterator, a C method bound to it, so awaiting this gets that
+    iterator back and ends at its first step, on either backend and as often as needed.
+    """
+
+    __slots__ = ()
+    __await__ = iter(()).__iter__
+
+
+_COMPLETED: Final = cast("Awaitable[None]", _Completed())
 
 
 @final
 class _ManyGuard:
     """``async with locks.many(*keys):`` holds several keys, taken in sorted order."""
 
-    __slots__ = ("_keys", "_lock")
+    __slots__ = ("_keys", "_lock", "_timeout")
 
-    def __init__(self, lock: KeyedLock, keys: tuple[Hashable, ...]) -> None:
+    def __init__(self, lock: KeyedLock, keys: tuple[Hashable, ...], timeout: float | None) -> None:
         self._lock = lock
         self._keys = keys
+        self._timeout = timeout
 
     async def __aenter__(self) -> None:
         lock = self._lock
+        # The keys are taken one by one, in sorted order, holding the earlier ones meanwhile:
+        # taking a later key before an earlier one could deadlock with a task that nests
+        # `async with locks(a): async with locks(b)`. What keeps the wait for a later key
+        # short is its place in line: on asyncio it goes ahead of every waiter that came after
+        # this many() began. Joining at the end instead makes it wait for those too, while
+        # holding its first key: that key's waiters then wait for both queues, and the convoys
+        # this builds under load gave the bank's `account` mode a p99 several times
+        # `global`'s. (On trio the waits are trio's parking lots, strictly FIFO.)
+        began = next(lock._tickets)
+        timeout = self._timeout
+        # anyio's clock: the running backend's own (the loop's, or trio's), on either.
+        deadline = None if timeout is None else anyio.current_time() + timeout
         taken: list[Hashable] = []
         try:
             for key in self._keys:
-                await lock.acquire(key)
+                if deadline is None:
+                    await lock._acquire(key, None, began)
+                else:
+                    left = max(0.0, deadline - anyio.current_time())
+                    try:
+                        await lock._acquire(key, left, began)
+                    except TimeoutError:
+                        raise TimeoutError(
+                            f"timed out after {timeout} s waiting for KeyedLock key "
+                            f"{describe(key)} (KeyedLock.many() of {len(self._keys)} keys)"
+                        ) from None
                 taken.append(key)
         except BaseException:
             for key in reversed(taken):
@@ -487,5 +547,4 @@ _TRIO_ENTRY_POINTS: Final = (
     _KeyGuard._exit,
     _ManyGuard.__aenter__,
     _ManyGuard.__aexit__,
-    _completed,
 )

@@ -39,12 +39,12 @@ from ._common import (
     LockState,
     describe,
     foreign_owner_error,
-    owner_of,
     reacquire_error,
     release_error,
     take_nowait,
     task_name,
     timed_out,
+    unhashable,
     wake_idle,
 )
 
@@ -82,7 +82,10 @@ class TrioBackend:
         timeout: float | None,  # noqa: ASYNC109 - see KeyedLock.acquire
     ) -> None:
         task = current_task()
-        owner = owner_of(state, key)
+        try:
+            owner = state._owners.get(key)  # owner_of(), inlined: a contended entry is frames
+        except TypeError as exc:
+            raise unhashable(key, exc) from exc
         if owner is task:
             raise reacquire_error(key)
         # Like trio.Lock: a cancelled task does not get the lock, even a free one.
@@ -123,7 +126,10 @@ class TrioBackend:
     def release(self, state: LockState, key: Hashable) -> None:
         task = current_task()
         owners = state._owners
-        owner = owner_of(state, key)
+        try:
+            owner = owners.get(key)  # owner_of(), inlined as in acquire()
+        except TypeError as exc:
+            raise unhashable(key, exc) from exc
         if owner is not task:
             raise release_error(key, owner)
         lot = state._trio_lots.get(key)

@@ -325,6 +325,117 @@ async def test_opposite_order_transfers_do_not_deadlock() -> None:
     assert len(locks) == 0
 
 
+async def _second_key_service_order(locks: KeyedLock) -> list[str]:
+    """Who gets "b", in order, when a many("a", "b") that began first queues on "b" late.
+
+    `held_a` holds "a"; the transfer many("a", "b") begins and waits for it; `early` then
+    takes the free "b", and `late` queues for "b" behind it. Only once "a" is released does
+    the transfer reach "b"'s queue, which already holds `late`, who arrived after it began.
+    """
+    order: list[str] = []
+    got_a, release_a = anyio.Event(), anyio.Event()
+    got_b, release_b = anyio.Event(), anyio.Event()
+
+    async def hold(key: str, name: str, entered: anyio.Event, leave: anyio.Event) -> None:
+        async with locks(key):
+            order.append(name)
+            entered.set()
+            await leave.wait()
+
+    async def take_b(name: str) -> None:
+        async with locks("b"):
+            order.append(name)
+
+    async def transfer() -> None:
+        async with locks.many("a", "b"):
+            order.append("transfer")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold, "a", "held_a", got_a, release_a)
+        await got_a.wait()
+        tg.start_soon(transfer)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(hold, "b", "early", got_b, release_b)
+        await got_b.wait()
+        tg.start_soon(take_b, "late")
+        await anyio.wait_all_tasks_blocked()
+        release_a.set()  # the transfer takes "a" and queues for "b"
+        await anyio.wait_all_tasks_blocked()
+        assert locks.statistics().waiting_per_key == {"b": 2}
+        release_b.set()
+    assert len(locks) == 0
+    return order
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_asyncio_many_waits_only_for_those_who_came_before_it(anyio_backend: str) -> None:
+    # Queued at the end, the transfer would wait for `late` while holding "a": every waiter
+    # of "a" would wait for "b"'s queue too (the convoy behind the bank's account-mode p99).
+    order = await _second_key_service_order(KeyedLock())
+    assert order == ["held_a", "early", "transfer", "late"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_many_queues_in_the_parking_lots_order(anyio_backend: str) -> None:
+    # trio's parking lots are strictly FIFO: the documented difference between the backends.
+    order = await _second_key_service_order(KeyedLock())
+    assert order == ["held_a", "early", "late", "transfer"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_asyncio_many_cancelled_in_its_second_queue_leaves_the_rest_in_order(
+    anyio_backend: str,
+) -> None:
+    locks = KeyedLock()
+    order: list[str] = []
+    await locks.acquire("b")
+
+    async def take_b(name: str) -> None:
+        async with locks("b"):
+            order.append(name)
+
+    first = asyncio.create_task(take_b("first"))
+    await anyio.wait_all_tasks_blocked()
+    transfer = asyncio.create_task(locks.many("a", "b").__aenter__())
+    await anyio.wait_all_tasks_blocked()
+    last = asyncio.create_task(take_b("last"))
+    await anyio.wait_all_tasks_blocked()
+    assert locks.locked("a")
+    transfer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await transfer
+    assert not locks.locked("a")  # given back
+    locks.release("b")
+    await asyncio.gather(first, last)
+    assert order == ["first", "last"]
+    assert len(locks) == 0
+
+
+async def test_many_times_out_in_all_and_gives_back_what_it_took() -> None:
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_holder, locks, "b", entered, leave)
+        await entered.wait()
+        with anyio.fail_after(10):  # the timeout must fire long before this
+            with pytest.raises(TimeoutError, match=r"key 'b' \(KeyedLock.many\(\) of 2 keys\)"):
+                async with locks.many("a", "b", timeout=0.05):
+                    pytest.fail("many() must not complete while 'b' is held")  # pragma: no cover
+        assert not locks.locked("a")  # taken, then given back
+        assert locks.statistics() == KeyedLockStatistics(1, 0, {})
+        async with locks.many("a", "c", timeout=0):  # free keys: taken even with 0
+            assert [locks.locked(k) for k in "ac"] == [True, True]
+        leave.set()
+    assert len(locks) == 0
+
+
+async def test_many_with_a_bad_timeout_is_an_error() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        KeyedLock().many("a", timeout=-1)
+    with pytest.raises(TypeError, match="number of seconds"):
+        KeyedLock().many("a", timeout="1")  # type: ignore[arg-type]
+
+
 async def test_many_without_keys_is_an_error() -> None:
     with pytest.raises(ValueError, match=r"many\(\) needs at least one key"):
         KeyedLock().many()

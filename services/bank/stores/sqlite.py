@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Final, TypeVar, cast
 
 import aiosqlite
-import anyio
 
 from ..domain import (
     AccountExists,
@@ -45,6 +44,7 @@ from ..domain import (
     RetryLater,
     SameAccount,
 )
+from ..locking import ArrivalOrderLock
 from ..ports import KeyTakenMeanwhile, RaceWindow, StoredResponse
 from ._sql import (
     DEFAULT_ATTEMPTS,
@@ -204,8 +204,9 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
             raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout}")
         self._busy_ms = round(busy_timeout * 1000)
         self._conn: Connection | None = None
-        # One request uses the connection at a time, so no two transactions interleave on it.
-        self._lock = anyio.Lock()
+        # One request uses the connection at a time, so no two transactions interleave on it;
+        # the earliest-arrived first, or lock mode `account` starves the busiest accounts.
+        self._lock = ArrivalOrderLock()
 
     @property
     def name(self) -> str:

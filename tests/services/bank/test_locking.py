@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import pytest
 
 from services.bank.domain import OperationKind
-from services.bank.locking import LOCK_MODES, Locking
+from services.bank.locking import LOCK_MODES, ArrivalOrderLock, Locking
 from services.bank.stores.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -195,3 +197,87 @@ async def test_set_unknown_mode() -> None:
     with pytest.raises(ValueError, match="unknown lock mode 'fast'"):
         await locking.set_mode("fast")
     assert locking.mode == "none"
+
+
+# ---------------------------------------------------------------- ArrivalOrderLock
+
+
+async def _store_lock_order(lock: ArrivalOrderLock | anyio.Lock) -> list[str]:
+    """The order two requests get a store's lock: `first` asked for its account before
+    `second`, but asks for the store's lock after it (it waited longer for its account)."""
+    locking = Locking("account")
+    order: list[str] = []
+    first_in, first_asks = anyio.Event(), anyio.Event()
+    await lock.acquire()  # another request's statement is running
+
+    async def request(name: str, account: str, entered: anyio.Event | None) -> None:
+        async with locking.guard(account):
+            if entered is not None:
+                entered.set()
+                await first_asks.wait()
+            async with lock:
+                order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(request, "first", "x", first_in)
+        await first_in.wait()
+        tg.start_soon(request, "second", "y", None)
+        await anyio.wait_all_tasks_blocked()  # `second` waits for the store's lock
+        first_asks.set()
+        await anyio.wait_all_tasks_blocked()
+        lock.release()
+    return order
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_store_lock_serves_the_earliest_arrived_request_first(anyio_backend: str) -> None:
+    # What keeps busy accounts from falling behind under `account` (the p99 of issue 14): in
+    # the order they ask (FIFO), `second` would go first.
+    assert await _store_lock_order(anyio.Lock()) == ["second", "first"]
+    assert await _store_lock_order(ArrivalOrderLock()) == ["first", "second"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_store_lock_outside_a_lock_mode_is_fifo(anyio_backend: str) -> None:
+    lock = ArrivalOrderLock()
+    order: list[int] = []
+    await lock.acquire()
+
+    async def take(name: int) -> None:
+        async with lock:
+            order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        for name in range(3):
+            tg.start_soon(take, name)
+            await anyio.wait_all_tasks_blocked()
+        lock.release()
+    assert order == [0, 1, 2]
+    assert not lock.locked()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_store_lock_waiter_cancelled_passes_the_lock_on(anyio_backend: str) -> None:
+    lock = ArrivalOrderLock()
+    order: list[str] = []
+    await lock.acquire()
+
+    async def take(name: str) -> None:
+        async with lock:
+            order.append(name)
+
+    doomed = asyncio.create_task(take("doomed"))
+    queued = asyncio.create_task(take("queued"))
+    gone = asyncio.create_task(take("gone"))
+    await anyio.wait_all_tasks_blocked()
+    gone.cancel()  # cancelled while waiting: leaves the queue
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    lock.release()  # hands the lock to `doomed`...
+    doomed.cancel()  # ...cancelled before it runs: it must pass the lock on
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    with anyio.fail_after(5):
+        await queued
+    assert order == ["queued"]
+    assert not lock.locked()

@@ -1,0 +1,184 @@
+"""p99 per lock mode under contention, in virtual time: the same figures on every run.
+
+Run: ``.venv/bin/python benchmarks/fairness.py`` (a few seconds).
+
+Issue 14 measured the bank's ``account`` mode with a p99 6-8x ``global``'s on SQLite and
+PostgreSQL. Latency tails on a loaded machine change from run to run; the order in which waiters
+are served does not. So this runs the bank's own ``Ledger`` and ``Locking`` on the memory store in
+an asyncio loop whose clock is virtual (a selector that advances the clock by the timeout instead
+of sleeping): closed-loop clients, each sending the hammer's mix (deposit 1, withdraw 1,
+transfer 2) on seeded random accounts, every operation taking ``--delay`` of virtual time in its
+race window. Nothing else takes time, so the figures depend only on who waits for whom.
+
+Three stores: ``pool`` (operations overlap freely, as on PostgreSQL with a pool larger than the
+accounts), and ``one connection`` (every operation's window holds one lock, as the SQLite store's
+single connection does), with that lock FIFO (``asyncio.Lock``) or the SQLite store's own
+(``ArrivalOrderLock``: the request that asked for its accounts first goes first).
+
+Target (PASS/MISS): on the SQLite store's configuration, account's p99 within 3.5x global's,
+about half of what it was before the fix (``KeyedLock.many()`` queued at the end of its second
+key's queue, a FIFO connection): 6.4-6.6x on seeds 1-3, 2.0x on the pool. ``global`` is the
+floor: one FIFO queue, every request waits the same. ``account`` serves independent accounts
+at once (3.8x the throughput on the pool), so some spread is its price.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import selectors
+import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+from services.bank.domain import OperationKind
+from services.bank.ledger import Ledger
+from services.bank.locking import ArrivalOrderLock, Locking
+from services.bank.stores.memory import MemoryStore
+
+TARGET = 3.5
+
+
+class _VirtualSelector(selectors.SelectSelector):
+    """Never sleeps: a wait for ``timeout`` seconds moves the virtual clock on instead."""
+
+    now = 0.0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:
+            raise RuntimeError("every task waits and no timer is due: the model deadlocked")
+        self.now += timeout
+        return []
+
+
+class _VirtualLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        self._virtual = _VirtualSelector()
+        super().__init__(self._virtual)
+
+    def time(self) -> float:
+        return self._virtual.now
+
+
+@dataclass(frozen=True)
+class Load:
+    clients: int
+    accounts: int
+    per_client: int
+    delay: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class Figures:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def _run(
+    mode: str, load: Load, connection: Callable[[], AbstractAsyncContextManager[object]] | None
+) -> Figures:
+    lock = connection() if connection is not None else None
+
+    async def window(kind: OperationKind) -> None:
+        if lock is None:
+            await asyncio.sleep(load.delay)
+        else:
+            async with lock:
+                await asyncio.sleep(load.delay)
+
+    ledger = Ledger(MemoryStore(race_window=window), Locking(mode))
+    ids = [f"acct-{i}" for i in range(load.accounts)]
+    for account in ids:
+        await ledger.open_account(account, 10**12)
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+
+    async def client(number: int) -> None:
+        rng = random.Random(load.seed * 100_003 + number)
+        for _ in range(load.per_client):
+            operation = rng.choice(("deposit", "withdraw", "transfer", "transfer"))
+            account = rng.choice(ids)
+            started = loop.time()
+            if operation == "transfer":
+                target = rng.choice([other for other in ids if other != account])
+                await ledger.transfer(account, target, 1)
+            elif operation == "deposit":
+                await ledger.deposit(account, 1)
+            else:
+                await ledger.withdraw(account, 1)
+            latencies.append(loop.time() - started)
+
+    began = loop.time()
+    await asyncio.gather(*(client(number) for number in range(load.clients)))
+    elapsed = loop.time() - began
+    latencies.sort()
+    return Figures(
+        rps=len(latencies) / elapsed,
+        p50_ms=_percentile(latencies, 0.50) * 1000,
+        p99_ms=_percentile(latencies, 0.99) * 1000,
+        max_ms=latencies[-1] * 1000,
+    )
+
+
+def measure(
+    mode: str, load: Load, connection: Callable[[], AbstractAsyncContextManager[object]] | None
+) -> Figures:
+    """Run one mode on one store model in a fresh virtual-time loop."""
+    loop = _VirtualLoop()
+    try:
+        return loop.run_until_complete(_run(mode, load, connection))
+    finally:
+        loop.close()
+
+
+STORES: dict[str, Callable[[], AbstractAsyncContextManager[object]] | None] = {
+    "pool": None,
+    "one connection, FIFO": asyncio.Lock,
+    "one connection, ArrivalOrderLock (SQLite)": ArrivalOrderLock,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print p50/p99 per mode and store model, the ratios, and the verdict."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--clients", type=int, default=64, help="concurrent clients (64)")
+    parser.add_argument("--accounts", type=int, default=10, help="accounts shared (10)")
+    parser.add_argument("--per-client", type=int, default=200, help="operations each (200)")
+    parser.add_argument("--delay", type=float, default=0.001, help="virtual s per op (0.001)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the load (1)")
+    args = parser.parse_args(argv)
+    if args.clients < 1 or args.accounts < 2 or args.per_client < 1 or not args.delay > 0:
+        parser.error("--clients and --per-client must be >= 1, --accounts >= 2, --delay > 0")
+    load = Load(args.clients, args.accounts, args.per_client, args.delay, args.seed)
+    print(
+        f"{load.clients} clients x {load.per_client} operations on {load.accounts} accounts, "
+        f"{load.delay * 1000:g} ms each, virtual time, seed {load.seed}"
+    )
+    print(f"  {'store':<42} {'mode':<8} {'rps':>6} {'p50 ms':>7} {'p99 ms':>7} {'p99/global':>10}")
+    missed = False
+    for store, connection in STORES.items():
+        figures = {mode: measure(mode, load, connection) for mode in ("global", "account")}
+        for mode, fig in figures.items():
+            ratio = fig.p99_ms / figures["global"].p99_ms
+            verdict = ""
+            if mode == "account" and "SQLite" in store:
+                verdict = f"  {'PASS' if ratio <= TARGET else 'MISS'} (target <= {TARGET}x)"
+                missed |= ratio > TARGET
+            print(
+                f"  {store:<42} {mode:<8} {fig.rps:6.0f} {fig.p50_ms:7.1f} {fig.p99_ms:7.1f} "
+                f"{ratio:9.2f}x{verdict}"
+            )
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
