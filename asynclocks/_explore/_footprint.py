@@ -56,7 +56,7 @@ import dis
 import itertools
 import sys
 import types
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from ._common import is_library
@@ -631,7 +631,10 @@ class _Code:
         if template is None:
             return None
         reads, writes, lates = template
-        return _resolve(reads, writes, [(frame, lates)], (reads, writes, lates))
+        start = len(_labels)
+        local = frame.f_locals
+        places = [_compile(late, writes)(frame, local) for late in lates]
+        return _resolve(reads, writes, places, lates, start, (reads, writes, lates))
 
     def range_template(
         self, start: int | None, stop: int | None, frame: types.FrameType
@@ -1108,22 +1111,24 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
     cached = entry[0]
     if type(cached) is not _StepTemplate:
         return cached  # type: ignore[return-value]
-    return _resolve(
-        cached.reads,
-        cached.writes,
-        [
-            ((before if resumed else after)[index][0], found)
-            for resumed, index, found in cached.lates
-        ],
-        cached.token,
-    )
+    places: list[Any] = []
+    start = len(_labels)
+    for resumed, index, resolvers, reads_locals in cached.frames:
+        frame = (before if resumed else after)[index][0]
+        local = frame.f_locals if reads_locals else None
+        for resolver in resolvers:
+            places.append(resolver(frame, local))
+    return _resolve(cached.reads, cached.writes, places, cached.every, start, cached.token)
 
 
 class _StepTemplate(NamedTuple):
     reads: frozenset[str]
     writes: frozenset[str]
-    #: Per frame with precise accesses: (on the resumed chain?, index in that chain, accesses).
-    lates: tuple[tuple[bool, int, tuple[_Late, ...]], ...]
+    #: Per frame with precise accesses: (on the resumed chain?, index in that chain, the
+    #: accesses' resolvers, whether any reads a local: ``f_locals`` costs a copy on 3.11/3.12).
+    frames: tuple[tuple[bool, int, tuple[_Resolver, ...], bool], ...]
+    #: Every precise access, in the order of the resolvers.
+    every: tuple[_Late, ...]
     #: Names this template in the memo of resolved footprints (cheaper to hash than itself).
     token: int
 
@@ -1180,7 +1185,18 @@ def _step_footprint(
     if finished:
         writes.add(JOIN)
     if lates:
-        return _StepTemplate(frozenset(reads), frozenset(writes), tuple(lates), next(_tokens))
+        written = frozenset(writes)
+        frames = tuple(
+            (
+                resumed,
+                index,
+                tuple(_compile(late, written) for late in found),
+                any(_reads_locals(late) for late in found),
+            )
+            for resumed, index, found in lates
+        )
+        every = tuple(late for _, _, found in lates for late in found)
+        return _StepTemplate(frozenset(reads), written, frames, every, next(_tokens))
     return frozenset(reads), frozenset(writes)
 
 
@@ -1274,77 +1290,201 @@ def _family(name: str) -> tuple[str, str]:
     return family
 
 
-def _value(
-    spec: _Spec, frame: types.FrameType, local: Any, written: frozenset[str] | set[str]
-) -> Any:
+# -- compiled accesses ------------------------------------------------------------------------
+#
+# Each precise access of a template is compiled once into a resolver, a closure over what the
+# template fixes (which variables, whether the step rebinds them, constant keys), so that a step
+# only fetches its objects: the patterns are not re-interpreted per step.
+
+#: (frame, the frame's locals or None when no access reads a local) -> the access's part of the
+#: footprint (see ``_build``).
+_Resolver = Callable[[types.FrameType, Any], Any]
+#: Fetches a variable's value from (frame, locals); None for a constant (then given apart).
+_Fetch = Callable[[types.FrameType, Any], Any] | None
+
+
+def _fetcher(spec: _Spec, written: frozenset[str]) -> tuple[_Fetch, Any]:
+    """(fetch, None) for a variable, (None, value) for a constant; a closure cell or global the
+    step rebinds is the constant ``_MISSING`` (it may have held another object)."""
     kind, name = spec
     if kind == "const":
-        return name
+        return None, name
     if name in written:
-        return _MISSING  # a closure cell or global rebound within the step
+        return None, _MISSING
     if kind == "global":
-        value = frame.f_globals.get(name, _MISSING)
-        return getattr(builtins, name, _MISSING) if value is _MISSING else value
-    return local.get(name, _MISSING)
+
+        def fetch_global(frame: types.FrameType, local: Any) -> Any:
+            value = frame.f_globals.get(name, _MISSING)
+            return getattr(builtins, name, _MISSING) if value is _MISSING else value
+
+        return fetch_global, None
+
+    def fetch_local(frame: types.FrameType, local: Any) -> Any:
+        return local.get(name, _MISSING)
+
+    return fetch_local, None
 
 
-def _location(
-    loc: tuple[Any, ...], frame: types.FrameType, local: Any, written: frozenset[str]
-) -> tuple[Any, ...] | None:
+def _reads_locals(late: _Late) -> bool:
+    specs: list[Any] = [*late.loc[1:], late.right]
+    return any(isinstance(spec, tuple) and spec[0] in ("fast", "deref") for spec in specs)
+
+
+def _unresolved(frame: types.FrameType, local: Any) -> Any:
+    return None
+
+
+def _impure(frame: types.FrameType, local: Any) -> bool:
+    return False
+
+
+def _compile(late: _Late, written: frozenset[str]) -> _Resolver:
+    """The resolver of one access, for a step that writes ``written`` (its coarse names)."""
+    if late.kind == "sync":
+        return _compile_sync(late.loc[1], written)
+    if late.kind == "inplace":
+        return _compile_inplace(late, written)
+    return _compile_location(late.loc, written)
+
+
+def _compile_sync(spec: _Spec, written: frozenset[str]) -> _Resolver:
+    get, constant = _fetcher(spec, written)
+    if get is None:
+        labels = constant
+
+        def sync_constant(frame: types.FrameType, local: Any) -> Any:
+            return _primitive_labels(labels)
+
+        return sync_constant
+
+    def sync(frame: types.FrameType, local: Any) -> Any:
+        return _primitive_labels(get(frame, local))
+
+    return sync
+
+
+def _compile_location(loc: tuple[Any, ...], written: frozenset[str]) -> _Resolver:
     """("name", attribute) for a module's attribute, ("key", label, key, family) otherwise;
     None when the object cannot be told or may run code of its own for the access."""
-    target = _value(loc[1], frame, local, written)
-    if target is _MISSING:
-        return None
+    get, target_constant = _fetcher(loc[1], written)
+    if get is None and target_constant is _MISSING:
+        return _unresolved
     if loc[0] == "attr":
         name = loc[2]
-        if isinstance(target, types.ModuleType):
-            return ("name", name)  # a module's attributes are its globals (one namespace)
-        if isinstance(target, type) or not _plain_attributes(type(target), name):
+        family = _ATTRIBUTE_FAMILY.get(name) or _family(name)
+
+        def attribute(frame: types.FrameType, local: Any) -> Any:
+            target = target_constant if get is None else get(frame, local)
+            if target is _MISSING:
+                return None
+            if isinstance(target, types.ModuleType):
+                return ("name", name)  # a module's attributes are its globals (one namespace)
+            if isinstance(target, type) or not _plain_attributes(type(target), name):
+                return None
+            try:
+                namespace = object.__getattribute__(target, "__dict__")
+            except AttributeError:
+                return None
+            if type(namespace) is not dict:
+                return None
+            # Keyed by the instance dict, so that ``vars(obj)["n"]`` is the same resource; the
+            # family is the name (``x.n`` on an unknown ``x``) and the heap (its contents).
+            return ("key", _label(namespace), name, family)
+
+        return attribute
+    get_key, key_constant = _fetcher(loc[2], written)
+
+    def item(frame: types.FrameType, local: Any) -> Any:
+        target = target_constant if get is None else get(frame, local)
+        kind = type(target)
+        if kind is dict:
+            key = key_constant if get_key is None else get_key(frame, local)
+            if type(key) in _KEYS:
+                return ("key", _label(target), key, _HEAP_FAMILY)
             return None
-        try:
-            namespace = object.__getattribute__(target, "__dict__")
-        except AttributeError:
-            return None
-        if type(namespace) is not dict:
-            return None
-        # Keyed by the instance dict, so that ``vars(obj)["n"]`` is the same resource; the
-        # family is the name (``x.n`` on an unknown ``x``) and the heap (the dict's contents).
-        return ("key", _label(namespace), name, _ATTRIBUTE_FAMILY.get(name) or _family(name))
-    key = _value(loc[2], frame, local, written)
-    if type(target) is dict and type(key) in _KEYS:
-        return ("key", _label(target), key, _HEAP_FAMILY)
-    if type(target) is list:
-        return ("key", _label(target), _ITEMS, _HEAP_FAMILY)
-    return None
+        if kind is list:
+            return ("key", _label(target), _ITEMS, _HEAP_FAMILY)
+        return None
+
+    return item
+
+
+def _compile_inplace(late: _Late, written: frozenset[str]) -> _Resolver:
+    """Whether an in-place operator only rebound its target: it stored a value of an immutable
+    type there (so it ran ``__add__`` and the like of such values) from another such value."""
+    assert late.right is not None
+    get_right, right_constant = _fetcher(late.right, written)
+    if get_right is None and type(right_constant) not in _IMMUTABLE:
+        return _impure
+    loc = late.loc
+    if loc[0] == "var":
+        get_variable, _ = _fetcher(loc[1], _NONE)
+        assert get_variable is not None
+
+        def variable(frame: types.FrameType, local: Any) -> bool:
+            right = right_constant if get_right is None else get_right(frame, local)
+            return type(right) in _IMMUTABLE and type(get_variable(frame, local)) in _IMMUTABLE
+
+        return variable
+    get, target_constant = _fetcher(loc[1], written)
+    if get is None and target_constant is _MISSING:
+        return _impure
+    if loc[0] == "attr":
+        name = loc[2]
+
+        def attribute(frame: types.FrameType, local: Any) -> bool:
+            right = right_constant if get_right is None else get_right(frame, local)
+            if type(right) not in _IMMUTABLE:
+                return False
+            target = target_constant if get is None else get(frame, local)
+            if target is _MISSING:
+                return False
+            if isinstance(target, type) or not _plain_attributes(type(target), name):
+                return False
+            namespace = getattr(target, "__dict__", None)
+            result = namespace.get(name, _MISSING) if type(namespace) is dict else _MISSING
+            return type(result) in _IMMUTABLE
+
+        return attribute
+    get_key, key_constant = _fetcher(loc[2], written)
+
+    def item(frame: types.FrameType, local: Any) -> bool:
+        right = right_constant if get_right is None else get_right(frame, local)
+        if type(right) not in _IMMUTABLE:
+            return False
+        target = target_constant if get is None else get(frame, local)
+        key = key_constant if get_key is None else get_key(frame, local)
+        kind = type(target)
+        if kind is dict and type(key) in _KEYS:
+            result = target.get(key, _MISSING)
+        elif kind is list and type(key) is int:
+            try:
+                result = target[key]
+            except IndexError:
+                return False
+        else:
+            return False
+        return type(result) in _IMMUTABLE
+
+    return item
 
 
 def _resolve(
     reads_in: frozenset[str],
     writes_in: frozenset[str],
-    frames: list[tuple[types.FrameType, tuple[_Late, ...]]],
+    places: list[Any],
+    every: tuple[_Late, ...],
+    start: int,
     token: Hashable,
 ) -> Footprint:
-    # Each access resolves to a small part; the footprint built from a template's parts is
-    # memoised (steps at one code position mostly touch the same few objects).
-    places: list[Any] = []
-    start = len(_labels)
-    for frame, lates in frames:
-        local = frame.f_locals
-        for late in lates:
-            kind = late.kind
-            if kind == "sync":
-                places.append(_primitive_labels(_value(late.loc[1], frame, local, writes_in)))
-            elif kind == "inplace":
-                places.append(_pure_inplace(late, frame, local, writes_in))
-            else:
-                places.append(_location(late.loc, frame, local, writes_in))
+    # Each access resolved to a small part (``places``, in the order of ``every``); the
+    # footprint built from a template's parts is memoised (steps at one code position mostly
+    # touch the same few objects). ``start`` is how many labels there were before resolving.
     # The first label this step handed out, if any (see the comment above ``_labels``).
     fresh = start if len(_labels) > start else -1
     key = (token, tuple(places), fresh)
     found = _resolved.get(key, _MISSING)
     if found is _MISSING:
-        every = [late for _, lates in frames for late in lates]
         parts = list(zip(every, places, strict=True))
         found = _resolved[key] = _build(reads_in, writes_in, parts, fresh)
     return found  # type: ignore[no-any-return]
@@ -1394,39 +1534,6 @@ def _build(
             frozenset(family_writes),
         )
     return frozenset(reads), frozenset(writes)
-
-
-def _pure_inplace(late: _Late, frame: types.FrameType, local: Any, written: frozenset[str]) -> bool:
-    """Whether an in-place operator only rebound its target: it stored a value of an immutable
-    type there (so it ran ``__add__`` and the like of such values) from another such value."""
-    assert late.right is not None
-    right = _value(late.right, frame, local, written)
-    if type(right) not in _IMMUTABLE:
-        return False
-    loc = late.loc
-    if loc[0] == "var":
-        result = _value(loc[1], frame, local, _NONE)
-    else:
-        target = _value(loc[1], frame, local, written)
-        if target is _MISSING:
-            return False
-        if loc[0] == "attr":
-            if isinstance(target, type) or not _plain_attributes(type(target), loc[2]):
-                return False
-            namespace = getattr(target, "__dict__", None)
-            result = namespace.get(loc[2], _MISSING) if type(namespace) is dict else _MISSING
-        else:
-            key = _value(loc[2], frame, local, written)
-            if type(target) is dict and type(key) in _KEYS:
-                result = target.get(key, _MISSING)
-            elif type(target) is list and type(key) is int:
-                try:
-                    result = target[key]
-                except IndexError:
-                    return False
-            else:
-                return False
-    return type(result) in _IMMUTABLE
 
 
 def independent(a: Footprint, b: Footprint) -> bool:
