@@ -17,10 +17,12 @@ from anyio import WouldBlock as WouldBlock
 
 from ._explore import Backend as Backend
 from ._explore import DeadlockError as DeadlockError
+from ._explore import ExploreConfig as ExploreConfig
 from ._explore import FailureKind as FailureKind
 from ._explore import InterleavingFailure as InterleavingFailure
 from ._explore import NondeterminismError as NondeterminismError
 from ._explore import Report as Report
+from ._explore import Scheduler as Scheduler
 from ._explore import Strategy as Strategy
 from ._explore import UnsupportedScenario as UnsupportedScenario
 from ._explore import check_interleavings as check_interleavings
@@ -37,12 +39,14 @@ except _PackageNotFoundError:  # imported from a source tree that was never inst
 __all__ = [
     "Backend",
     "DeadlockError",
+    "ExploreConfig",
     "FailureKind",
     "InterleavingFailure",
     "KeyedLock",
     "KeyedLockStatistics",
     "NondeterminismError",
     "Report",
+    "Scheduler",
     "Strategy",
     "UnsupportedScenario",
     "WouldBlock",

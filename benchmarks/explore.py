@@ -20,7 +20,14 @@ Networked programs (issue 11; ``--network`` runs only this part):
   ``none``'s overdraft (target <= 10) and seconds to prove ``account`` (exhaustive within
   preemption bound 2; target < 60 s).
 
-Run: ``python benchmarks/explore.py [--schedules N] [--network]``.
+The bug suite (issue 13; ``--suite`` runs only this part, ``--seeds N``, ``--pct-depths 3,4,5``):
+the library-heavy programs of ``tests/asynclocks/explore/library_programs.py``, buggy and fixed, on
+each backend they run on: schedules to find each bug per strategy (dfs; random, pct and portfolio
+over seeds: found/seeds and the median), whether dfs proves each fix without a preemption bound
+and in how many schedules and CPU seconds (target < 30 s), and pct by depth. Targets: every bug
+found by every strategy on every seed; every fix proved.
+
+Run: ``python benchmarks/explore.py [--schedules N] [--network] [--suite]``.
 
 ``--pythons 3.11,3.12,3.13`` runs the measurements under each interpreter instead (a subprocess of
 it, the project importable from this checkout) and prints one table: per version, dfs schedules/s
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -140,7 +148,7 @@ def idle_then_locked(tasks: int, idle: int) -> Callable[[], Awaitable[None]]:
 def full_tree(scenario: Callable[[], Awaitable[None]], reduce: bool) -> tuple[int, float]:
     """Schedules and seconds for an exhaustive dfs, with or without sleep sets (asyncio)."""
     from asynclocks._explore._api import drive
-    from asynclocks._explore._strategies import DepthFirst
+    from asynclocks._explore._schedulers import DepthFirst
 
     def plan():  # type: ignore[no-untyped-def]
         search = DepthFirst(None, reduce=reduce)
@@ -512,6 +520,102 @@ def network_section(rounds: int) -> None:
         )
 
 
+# -- the bug suite (issue 13) -------------------------------------------------------------------
+
+SUITE_SEEDS = 5  # seeds per sampling strategy: a median and a hit count, not one lucky run
+SUITE_BUDGET = 2_000  # schedules per search for a bug
+PROOF_TARGET = 30.0  # seconds for an unbounded proof of a fixed program
+
+
+def _suite_programs() -> list[Any]:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.asynclocks.explore.library_programs import cases
+
+    return cases()
+
+
+def _to_find(
+    scenario: Callable[[], Awaitable[None]],
+    backend: Backend,
+    strategy: Strategy,
+    seeds: int,
+    depth: int | None = None,
+) -> list[int | None]:
+    """Schedules each seed took to find the bug (None: not within the budget)."""
+    found: list[int | None] = []
+    for seed in range(1 if strategy == "dfs" else seeds):
+        config = asynclocks.ExploreConfig(max_schedules=SUITE_BUDGET, seed=seed)
+        if depth is not None:
+            config = dataclasses.replace(config, pct_depth=depth)
+        report = asynclocks.explore(scenario, backend, strategy, config=config)
+        found.append(report.schedules if report.failed else None)
+    return found
+
+
+def _summary(found: list[int | None]) -> str:
+    hits = sorted(n for n in found if n is not None)
+    if not hits:
+        return f"0/{len(found)}"
+    median = hits[len(hits) // 2]
+    return f"{len(hits)}/{len(found)} med {median}" if len(found) > 1 else str(median)
+
+
+def suite(seeds: int, depths: list[int]) -> None:
+    """Per program and backend: schedules to find the bug per strategy; the fix's proof."""
+    programs = _suite_programs()
+    strategies: tuple[Strategy, ...] = ("dfs", "random", "pct", "portfolio")
+    print(
+        f"bug suite: schedules to find each bug (budget {SUITE_BUDGET}; random, pct and "
+        f"portfolio over seeds 0-{seeds - 1}: found/seeds and the median), and the fixed "
+        "version proved without a preemption bound (dfs)"
+    )
+    header = f"  {'program':28} {'backend':8}" + "".join(f"{s:>16}" for s in strategies)
+    print(header + "   fixed: proof")
+    missed = 0
+    slow = 0
+    for program, backend in programs:
+        row = f"  {program.name:28} {backend:8}"
+        for strategy in strategies:
+            found = _to_find(program.buggy, backend, strategy, seeds)
+            missed += any(n is None for n in found)
+            row += f"{_summary(found):>16}"
+        started = time.process_time()
+        proof = asynclocks.explore(
+            program.fixed,
+            backend,
+            config=asynclocks.ExploreConfig(max_schedules=1_000_000, time_limit=2 * PROOF_TARGET),
+        )
+        seconds = time.process_time() - started
+        ok = proof.exhaustive and not proof.failed and seconds < PROOF_TARGET
+        slow += not ok
+        state = "exhaustive" if proof.exhaustive else "NOT exhaustive"
+        if proof.failed:
+            state = "FAILED"
+        row += f"   {state}, {proof.schedules} schedules, {seconds:.2f} s CPU"
+        print(row, flush=True)
+    verdict = "PASS" if not missed else "MISS"
+    print(
+        f"  every bug found by every strategy on every seed: {verdict}"
+        + (f" ({missed} strategy/program pairs missed on some seed)" if missed else "")
+    )
+    verdict = "PASS" if not slow else "MISS"
+    print(f"  every fixed program proved without a bound in < {PROOF_TARGET:.0f} s: {verdict}")
+    if depths:
+        print(f"pct by depth: found/seeds and median schedules (seeds 0-{seeds - 1})")
+        print(f"  {'program':28} {'backend':8}" + "".join(f"{'d=' + str(d):>16}" for d in depths))
+        totals = dict.fromkeys(depths, 0)
+        for program, backend in programs:
+            row = f"  {program.name:28} {backend:8}"
+            for depth in depths:
+                found = _to_find(program.buggy, backend, "pct", seeds, depth)
+                totals[depth] += sum(n is not None for n in found)
+                row += f"{_summary(found):>16}"
+            print(row, flush=True)
+        runs = len(programs) * seeds
+        print(f"  {'hits':37}" + "".join(f"{f'{totals[d]}/{runs}':>16}" for d in depths))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedules", type=int, default=3000, help="schedules per measurement")
@@ -524,8 +628,20 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (--network)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--suite", action="store_true", help="only the bug suite: strategies and proofs (issue 13)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=SUITE_SEEDS, help="seeds per strategy (--suite)"
+    )
+    parser.add_argument(
+        "--pct-depths", default="", help="comma-separated pct depths to compare (--suite)"
+    )
     args = parser.parse_args()
-    if args.network:
+    if args.suite:
+        depths = [int(d) for d in args.pct_depths.split(",") if d.strip()]
+        suite(args.seeds, depths)
+    elif args.network:
         network_section(args.rounds)
     elif args.json:  # a child of --pythons: the figures, machine-readable
         version = f"{sys.version_info[0]}.{sys.version_info[1]}"

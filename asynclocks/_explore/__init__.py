@@ -2,8 +2,9 @@
 rule out race conditions at await points.
 
 Modules: ``_api`` (explore, replay, the search), ``_asyncio``/``_trio`` (controlled schedulers),
-``_unsupported`` (what cannot be controlled, refused by name), ``_strategies``, ``_faults``
-(cancellations and early timeouts chosen by the search), ``_footprint``
+``_unsupported`` (what cannot be controlled, refused by name), ``_schedulers/`` (the Scheduler
+protocol, one module per strategy), ``_config`` (ExploreConfig), ``_faults`` (cancellations and
+early timeouts chosen by the search), ``_footprint``
 (what a step reads and writes), ``_window`` (the race window, traces from step sketches),
 ``_nondeterminism`` (the likely cause of a schedule that does not replay), ``_events`` (a
 traced schedule's wake-ups, cancellations, timeouts and task ends), ``_waits``/``_holders``
@@ -19,6 +20,8 @@ from ._common import FailureKind as FailureKind
 from ._common import NondeterminismError as NondeterminismError
 from ._common import Strategy as Strategy
 from ._common import UnsupportedScenario as UnsupportedScenario
+from ._config import ExploreConfig as ExploreConfig
 from ._pytest import InterleavingFailure as InterleavingFailure
 from ._pytest import check_interleavings as check_interleavings
 from ._report import Report as Report
+from ._schedulers import Scheduler as Scheduler

@@ -14,6 +14,7 @@ A verdict is only reported when it can be trusted:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import random
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 
 from ._common import (
     BACKENDS,
+    STRATEGIES,
     Backend,
     DeadlockError,
     NondeterminismError,
@@ -32,6 +34,7 @@ from ._common import (
     Strategy,
     take_unsupported,
 )
+from ._config import ExploreConfig, _check_int
 from ._faults import NO_FAULTS, FaultMode, Faults, check_faults
 from ._nondeterminism import (
     changed_state,
@@ -50,37 +53,28 @@ from ._report import (
     shape_of,
     unwrap_error,
 )
-from ._strategies import (
-    STRATEGIES,
-    DepthFirst,
-    FifoChooser,
-    PctChooser,
-    RandomChooser,
+from ._schedulers import (
+    BuiltinScheduler,
+    CustomChooser,
+    DfsScheduler,
+    FifoScheduler,
+    PctScheduler,
+    PortfolioScheduler,
+    RandomScheduler,
     ReplayChooser,
     ScheduleChooser,
+    Scheduler,
 )
 from ._unsupported import foreign_backend
 from ._window import RaceWindow, WindowChooser, find_window, sketch_steps
 
 #: Shrinking re-runs the failing schedule with fewer preemptions at most this many times.
 MAX_SHRINK_RUNS = 200
-#: PCT's bug depth: catches every race needing up to two ordering constraints (a lost update).
-PCT_DEPTH = 3
 
 #: A request to the backend: run the scenario with this chooser (and record a trace or not).
 Request = tuple[ScheduleChooser, bool]
 Plan = Generator[Request, Outcome, Report]
 Progress = Callable[[int, float], None]
-
-
-def _check_int(name: str, value: object, minimum: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool):
-        expected = "an int or None" if allow_none else "an int"
-        raise TypeError(f"{name} must be {expected}, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def check_scenario(scenario: object) -> None:
@@ -120,6 +114,23 @@ def check_backend(backend: object) -> Backend:
     return backend
 
 
+def check_strategy(strategy: object) -> Strategy | Scheduler:
+    """``strategy`` itself, once it is known to name a strategy or be a :class:`Scheduler`."""
+    if isinstance(strategy, str):
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)} "
+                "(or pass a Scheduler)"
+            )
+        return strategy
+    if isinstance(strategy, type) or not isinstance(strategy, Scheduler):
+        raise TypeError(
+            "strategy must be a str or a Scheduler instance (with new_execution() and "
+            f"next_task()), not {strategy!r}"
+        )
+    return strategy
+
+
 def check_arguments(
     scenario: object,
     backend: object,
@@ -128,16 +139,57 @@ def check_arguments(
     seed: object,
     preemption_bound: object,
 ) -> None:
-    """Validate every argument of :func:`explore` before anything runs."""
+    """Validate every argument of :func:`explore` before anything runs (None: the config's)."""
     check_scenario(scenario)
     check_backend(backend)
-    if not isinstance(strategy, str):
-        raise TypeError(f"strategy must be a str, not {type(strategy).__name__}")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    _check_int("max_schedules", max_schedules, 1)
-    _check_int("seed", seed, 0)
+    check_strategy(strategy)
+    _check_int("max_schedules", max_schedules, 1, allow_none=True)
+    _check_int("seed", seed, 0, allow_none=True)
     _check_int("preemption_bound", preemption_bound, 0, allow_none=True)
+
+
+def make_config(
+    config: object,
+    max_schedules: int | None = None,
+    seed: int | None = None,
+    preemption_bound: int | None = None,
+) -> ExploreConfig:
+    """``config`` (or the environment's defaults) with the arguments given in code applied."""
+    if config is None:
+        config = ExploreConfig()
+    elif not isinstance(config, ExploreConfig):
+        raise TypeError(f"config must be an ExploreConfig or None, not {type(config).__name__}")
+    given = {
+        name: value
+        for name, value in (
+            ("max_schedules", max_schedules),
+            ("seed", seed),
+            ("preemption_bound", preemption_bound),
+        )
+        if value is not None
+    }
+    return dataclasses.replace(config, **given) if given else config
+
+
+def make_scheduler(strategy: Strategy, config: ExploreConfig, backend: Backend) -> BuiltinScheduler:
+    """The built-in scheduler a strategy names on ``backend``, set up from ``config``."""
+    steps = config.max_steps
+    if strategy == "dfs":
+        return DfsScheduler(config.preemption_bound, max_steps=steps)
+    if strategy == "fifo":
+        return FifoScheduler(steps, trio_seed=config.seed if backend == "trio" else None)
+    if strategy == "random":
+        return RandomScheduler(config.seed, steps)
+    if strategy == "pct":
+        return PctScheduler(config.seed, config.pct_depth, steps)
+    assert strategy == "portfolio"
+    seeds = random.Random(config.seed)
+    return PortfolioScheduler(
+        [
+            RandomScheduler(seeds.getrandbits(64), steps),
+            PctScheduler(seeds.getrandbits(64), config.pct_depth, steps),
+        ]
+    )
 
 
 def _same_failure(a: Outcome, b: Outcome) -> bool:
@@ -148,7 +200,13 @@ def _same_failure(a: Outcome, b: Outcome) -> bool:
     return True
 
 
-def _shrink(first: Outcome) -> Generator[Request, Outcome, Outcome]:
+def _replayer(decisions: list[int], max_steps: int) -> ReplayChooser:
+    chooser = ReplayChooser(decisions)
+    chooser.max_steps = max_steps
+    return chooser
+
+
+def _shrink(first: Outcome, max_steps: int) -> Generator[Request, Outcome, Outcome]:
     """Re-run the failing schedule with preemptions removed while it keeps failing the same way."""
     best = first
     runs = 0
@@ -162,7 +220,7 @@ def _shrink(first: Outcome) -> Generator[Request, Outcome, Outcome]:
                 [*decisions[:at], *([0] * (len(decisions) - at))],
             ):
                 runs += 1
-                outcome = yield ReplayChooser(candidate), False
+                outcome = yield _replayer(candidate, max_steps), False
                 fewer = sum(1 for d in outcome.decisions if d) < sum(1 for d in decisions if d)
                 if _same_failure(outcome, first) and fewer:
                     best = outcome
@@ -175,97 +233,130 @@ def _shrink(first: Outcome) -> Generator[Request, Outcome, Outcome]:
     return best
 
 
+@dataclasses.dataclass
+class _Searched:
+    schedules: int = 0
+    exhaustive: bool = False
+    failure: Outcome | None = None
+    first_run: Outcome | None = None
+    #: The same schedule prefix offered different choices (the scenario is nondeterministic).
+    diverged: bool = False
+    timed_out: bool = False
+
+
+def _search(
+    scheduler: Scheduler, config: ExploreConfig, progress: Progress | None, started: float
+) -> Generator[Request, Outcome, _Searched]:
+    """The search loop: the scheduler starts each schedule, until the budget is spent, one fails,
+    or the scheduler has nothing more to try."""
+    found = _Searched()
+    builtin = scheduler if isinstance(scheduler, BuiltinScheduler) else None
+    deadline = None if config.time_limit is None else started + config.time_limit
+    last_progress = started
+    while found.schedules < config.max_schedules:
+        more = scheduler.new_execution()
+        if not isinstance(more, bool):
+            raise TypeError(
+                f"{type(scheduler).__name__}.new_execution() must return a bool, not "
+                f"{type(more).__name__}"
+            )
+        if not more:
+            found.exhaustive = builtin is not None and builtin.exhaustive
+            break
+        chooser: ScheduleChooser
+        chooser = (
+            builtin.chooser() if builtin is not None else CustomChooser(scheduler, config.max_steps)
+        )
+        outcome = yield chooser, False
+        if isinstance(chooser, CustomChooser) and chooser.error is not None:
+            raise chooser.error
+        found.schedules += 1
+        if found.first_run is None:
+            found.first_run = outcome
+        if builtin is not None:
+            builtin.finished(outcome)
+        if chooser.diverged:
+            found.diverged = True
+            break
+        if outcome.kind is not None:
+            found.failure = outcome
+            break
+        if not outcome.decisions:
+            found.exhaustive = True  # a single possible schedule: nothing else to try
+            break
+        now = time.perf_counter()
+        if deadline is not None and now >= deadline:
+            found.timed_out = True
+            break
+        if progress is not None and now - last_progress >= 1.0:
+            last_progress = now
+            progress(found.schedules, now - started)
+    return found
+
+
 def search_plan(
     backend: Backend,
-    strategy: Strategy,
-    max_schedules: int,
-    seed: int,
-    preemption_bound: int | None,
+    strategy: Strategy | Scheduler,
+    config: ExploreConfig,
     progress: Progress | None = None,
     origin: types.ModuleType | None = None,
     faults: Faults = NO_FAULTS,
 ) -> Plan:
     """The exploration as a generator of schedules to run; the backend drives it.
 
+    The search itself (:func:`_search`) is wrapped by the checks that make its verdict
+    trustworthy: the first schedule run again, a failure shrunk (:func:`_shrink`) and replayed
+    twice, a nondeterministic scenario diagnosed (:func:`_diagnose`).
+
     ``origin`` is the scenario's module: its module-level variables are fingerprinted before the
     first schedule, to name them if they turn out to be state that outlived a schedule.
     """
     started = time.perf_counter()
     initial = snapshot([origin]) if origin is not None else {}
-    dfs = DepthFirst(preemption_bound) if strategy == "dfs" else None
-    rng = random.Random(seed)
-    schedules = 0
-    exhaustive = False
-    failure: Outcome | None = None
-    first_run: Outcome | None = None
-    longest = 8
-    nondeterministic_search = False
-    last_progress = started
-    while schedules < max_schedules:
-        chooser: ScheduleChooser | None
-        if dfs is not None:
-            chooser = dfs.next_chooser()
-            if chooser is None:
-                exhaustive = True
-                break
-        elif strategy == "fifo":
-            if schedules:
-                break
-            chooser = FifoChooser()
-        elif strategy == "random":
-            chooser = RandomChooser(random.Random(rng.getrandbits(64)))
-        else:
-            chooser = PctChooser(random.Random(rng.getrandbits(64)), PCT_DEPTH, longest)
-        outcome = yield chooser, False
-        schedules += 1
-        if first_run is None:
-            first_run = outcome
-        longest = max(longest, len(outcome.decisions))
-        if chooser.diverged:
-            nondeterministic_search = True
-            break
-        if outcome.kind is not None:
-            failure = outcome
-            break
-        if not outcome.decisions and strategy != "dfs":
-            exhaustive = True  # a single possible schedule: nothing else to try
-            break
-        if progress is not None:
-            now = time.perf_counter()
-            if now - last_progress >= 1.0:
-                last_progress = now
-                progress(schedules, now - started)
+    scheduler = make_scheduler(strategy, config, backend) if isinstance(strategy, str) else strategy
+    max_steps = config.max_steps
+    searched = yield from _search(scheduler, config, progress, started)
+    failure = searched.failure
+    first_run = searched.first_run
+    nondeterministic_search = searched.diverged
+    builtin = scheduler if isinstance(scheduler, BuiltinScheduler) else None
     report = Report(
         failed=False,
         kind=None,
         error=None,
-        schedules=schedules,
-        exhaustive=exhaustive,
+        schedules=searched.schedules,
+        exhaustive=searched.exhaustive,
         token=None,
         trace="",
         backend=backend,
-        strategy=strategy,
-        preemption_bound=preemption_bound,
-        reduced=dfs is not None and dfs.reduce,
+        strategy=strategy if isinstance(strategy, str) else "custom",
+        preemption_bound=config.preemption_bound,
+        reduced=builtin is not None and builtin.reduced,
         faults=faults,
     )
-    if dfs is not None and dfs.reduce_off is not None:
-        report.notes.append(dfs.reduce_off)
+    if builtin is not None:
+        report.notes += builtin.notes
+    if searched.timed_out:
+        report.notes.append(
+            f"the search stopped at its time limit of {config.time_limit:g} s "
+            f"after {searched.schedules} schedule(s)"
+        )
     runs: list[Outcome] = [] if first_run is None else [first_run]
     # The first schedule, run again at the end, must behave as it did: a search whose scenario
     # kept state from one schedule to the next explored a different program every time.
     first_again: Outcome | None = None
     if first_run is not None and (failure is None or failure is not first_run):
-        first_again = yield ReplayChooser(first_run.decisions), False
+        first_again = yield _replayer(first_run.decisions, max_steps), False
         runs.append(first_again)
     drifted = (
         first_again is not None and first_run is not None and not same_run(first_again, first_run)
     )
     if failure is not None:
-        shrunk = yield from _shrink(failure)
+        shrunk = yield from _shrink(failure, max_steps)
         window = WindowChooser(shrunk.decisions)
+        window.max_steps = max_steps
         first = yield window, True
-        second = yield ReplayChooser(shrunk.decisions), True
+        second = yield _replayer(shrunk.decisions, max_steps), True
         runs += [shrunk, first, second]
         reproduced = not drifted and same_run(first, shrunk) and same_run(second, first)
         report.failed = True
@@ -294,7 +385,7 @@ def search_plan(
             report.trace = format_trace(failure, token, steps=steps)
             report._traced = (failure, steps, ())
             report.nondeterministic = True
-            cause = yield from _diagnose(failure.decisions, runs, origin, initial)
+            cause = yield from _diagnose(failure.decisions, runs, origin, initial, max_steps)
             replayed = _error_of(first)
             again = (
                 f"{type(replayed).__name__}: {replayed}"
@@ -314,7 +405,7 @@ def search_plan(
         assert first_run is not None
         report.nondeterministic = True
         report.exhaustive = False
-        cause = yield from _diagnose(first_run.decisions, runs, origin, initial)
+        cause = yield from _diagnose(first_run.decisions, runs, origin, initial, max_steps)
         how = (
             "re-running it with the same schedule prefix offered different choices, so the "
             "search stopped"
@@ -337,6 +428,7 @@ def _diagnose(
     runs: list[Outcome],
     origin: types.ModuleType | None,
     initial: dict[tuple[str, str], str],
+    max_steps: int,
 ) -> Generator[Request, Outcome, str]:
     """Run the schedule once more, watching the clock, randomness and module-level state."""
     modules = user_modules(runs)
@@ -345,7 +437,7 @@ def _diagnose(
     before = snapshot(modules)
     seen: list[str] = []
     with watch_sources(seen):
-        yield ReplayChooser(decisions), False
+        yield _replayer(decisions, max_steps), False
     after = snapshot(modules)
     # Changed since the search began (the scenario's module) or during this one run.
     since_start = {key: value for key, value in before.items() if key in initial}
@@ -474,11 +566,12 @@ def _drive(
 def explore(
     scenario: Scenario,
     backend: Backend = "asyncio",
-    strategy: Strategy = "dfs",
-    max_schedules: int = 10_000,
-    seed: int = 0,
+    strategy: Strategy | Scheduler = "dfs",
+    max_schedules: int | None = None,
+    seed: int | None = None,
     preemption_bound: int | None = None,
     *,
+    config: ExploreConfig | None = None,
     progress: Progress | None = None,
     cancel: FaultMode = "off",
     timeouts: FaultMode = "off",
@@ -497,12 +590,20 @@ def explore(
         strategy: ``"dfs"`` (systematic; proves there is no failure when ``report.exhaustive``;
             without a preemption bound it prunes schedules equivalent to ones already run, with
             sleep sets over what each step touches), ``"random"``, ``"pct"`` (probabilistic
-            concurrency testing: random priorities and change points) or ``"fifo"`` (only the
-            stock event loop's own order).
-        max_schedules: Stop after this many schedules.
-        seed: Seed for ``random`` and ``pct``.
+            concurrency testing: random priorities and ``config.pct_depth - 1`` change points),
+            ``"portfolio"`` (schedules taken in turn from random and pct: finds what either
+            finds), ``"fifo"`` (only the stock event loop's own order; on trio each batch of
+            runnable tasks forward or reversed at random, as ``trio.run`` does), or a
+            :class:`Scheduler` instance of your own.
+        max_schedules: Stop after this many schedules (default: ``config.max_schedules``).
+        seed: Seed for ``random``, ``pct`` and ``portfolio``, and for trio's batch order under
+            ``fifo`` (default: ``config.seed``).
         preemption_bound: At most this many preemptions (choices that differ from the stock event
-            loop's FIFO order) per schedule; None for no bound.
+            loop's FIFO order) per schedule (default: ``config.preemption_bound``, None: no
+            bound).
+        config: Budgets and limits (:class:`ExploreConfig`); by default one made from the
+            environment's ``ASYNCLOCKS_*`` variables. The three arguments above, when given,
+            override its fields.
         progress: Called about once a second as ``progress(schedules, seconds)``.
         cancel: ``"auto"``: at every await, cancelling a task there is one more choice of the
             search (asyncio: ``task.cancel()``; an anyio task: its own innermost cancel scope
@@ -527,19 +628,19 @@ def explore(
 
     Raises:
         TypeError: An argument has the wrong type (the scenario is not a zero-argument async
-            function, ...).
-        ValueError: An argument has a wrong value (unknown backend or strategy, negative bound...).
+            function, ...), or a custom scheduler answered with the wrong type.
+        ValueError: An argument has a wrong value (unknown backend or strategy, negative bound...),
+            or a custom scheduler picked a task that was not runnable.
         UnsupportedScenario: The scenario does something the explorer cannot control
             (threads, executors, subprocesses, signals, real sockets outside the simulated
             loopback network), is code of the other backend, or the backend is not installed or
             not a tested version. Never reported as a failing schedule.
     """
     check_arguments(scenario, backend, strategy, max_schedules, seed, preemption_bound)
+    settings = make_config(config, max_schedules, seed, preemption_bound)
     faults = check_faults(cancel, timeouts, fault_budget)
     origin = sys.modules.get(getattr(scenario, "__module__", None) or "")
-    plan = search_plan(
-        backend, strategy, max_schedules, seed, preemption_bound, progress, origin, faults
-    )
+    plan = search_plan(backend, strategy, settings, progress, origin, faults)
     report: Report = drive(plan, scenario, backend, faults)
     return report
 

@@ -681,7 +681,7 @@ class AsyncioSession:
                 self._anyio_delivery = scope._deliver_cancellation
                 scope._deliver_cancellation = _ordered_delivery(scope._deliver_cancellation)
         _holders.reset()
-        return self._loop.run_schedule(scenario, chooser, trace)
+        return self._loop.run_schedule(scenario, chooser, trace, chooser.max_steps)
 
     def close(self) -> None:
         if not self._closed:

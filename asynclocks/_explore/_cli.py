@@ -8,6 +8,7 @@ run (:class:`~asynclocks.UnsupportedScenario`, printed in one line on stderr).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ._api import explore, replay_outcome
+from ._api import explore, make_config, replay_outcome
 from ._common import BACKENDS, STRATEGIES, Backend, NondeterminismError, UnsupportedScenario
 from ._faults import FAULT_MODES
 from ._report import decode_token
@@ -71,9 +72,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--strategy", choices=STRATEGIES, default="dfs", help="default: dfs")
     parser.add_argument(
-        "--max-schedules", type=positive_int, default=10_000, metavar="N", help="default: 10000"
+        "--max-schedules",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="default: 10000, or $ASYNCLOCKS_MAX_SCHEDULES",
     )
-    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="default: 0")
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="default: 0, or $ASYNCLOCKS_SEED",
+    )
+    parser.add_argument(
+        "--pct-depth",
+        type=positive_int,
+        default=None,
+        metavar="D",
+        help="pct's bug depth (default: 5, or $ASYNCLOCKS_PCT_DEPTH)",
+    )
     parser.add_argument(
         "--preemption-bound",
         type=non_negative_int,
@@ -200,19 +218,23 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if html_path is not None:
             _check_html_path(html_path)
         backend: Backend = args.backend or "asyncio"
+        try:  # the environment's defaults are checked before anything runs
+            config = make_config(None, args.max_schedules, args.seed, args.preemption_bound)
+            if args.pct_depth is not None:
+                config = dataclasses.replace(config, pct_depth=args.pct_depth)
+        except (TypeError, ValueError) as error:
+            raise UsageError(str(error)) from None
         if not args.quiet:
             err.write(
                 f"exploring {args.target} on {backend} with {args.strategy} "
-                f"(max {args.max_schedules} schedules)\n"
+                f"(max {config.max_schedules} schedules)\n"
             )
         try:
             report = explore(
                 scenario,
                 backend=backend,
                 strategy=args.strategy,
-                max_schedules=args.max_schedules,
-                seed=args.seed,
-                preemption_bound=args.preemption_bound,
+                config=config,
                 progress=None if args.quiet else _progress(err),
                 cancel=args.cancel,
                 timeouts=args.timeouts,

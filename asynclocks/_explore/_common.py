@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import sysconfig
@@ -16,20 +17,20 @@ Scenario = Callable[[], Awaitable[Any]]
 #: The event loops the explorer controls.
 Backend = Literal["asyncio", "trio"]
 #: The exploration strategies (see :func:`asynclocks.explore`).
-Strategy = Literal["dfs", "fifo", "pct", "random"]
+Strategy = Literal["dfs", "fifo", "pct", "portfolio", "random"]
 #: How a schedule failed: the scenario raised, or every task blocked.
 FailureKind = Literal["exception", "deadlock"]
 
 BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
-STRATEGIES: tuple[Strategy, ...] = ("dfs", "fifo", "pct", "random")
+STRATEGIES: tuple[Strategy, ...] = ("dfs", "fifo", "pct", "portfolio", "random")
 
 #: (file, line, function) of a user-code frame.
 Frame = tuple[str, int, str]
 #: Where a task stands: its innermost user-code frame and that frame's user-code caller, if any.
 Location = tuple[Frame, Frame | None]
 
-#: Steps a single schedule may take before the explorer gives up on it (a task spinning on
-#: ``sleep(0)`` forever would otherwise hang the exploration).
+#: Steps a single schedule may take by default before the explorer gives up on it (a task
+#: spinning on ``sleep(0)`` forever would otherwise hang the exploration); see ExploreConfig.
 MAX_STEPS = 20_000
 
 
@@ -112,6 +113,8 @@ class Chooser(Protocol):
 
     #: When True the backend computes what each step touched and calls :meth:`stepped`.
     footprints: bool
+    #: Steps the schedule may take before it stops with a :class:`StepLimitError`.
+    max_steps: int
 
     def pick(self, options: Sequence[int]) -> int:
         """Return the index into ``options`` (task ids, the event loop's own FIFO order first)."""
@@ -225,11 +228,12 @@ def _library_dirs() -> tuple[str, ...]:
         package = os.path.dirname(os.path.dirname(__file__))
         dirs = {sysconfig.get_paths()["stdlib"], package}
         for name in _LIBRARY_PACKAGES:
+            # Located, not imported: exploring on asyncio must not import trio.
             try:
-                module = __import__(name)
-            except ImportError:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
                 continue
-            module_file = getattr(module, "__file__", None)
+            module_file = spec.origin if spec is not None else None
             if module_file:
                 dirs.add(os.path.dirname(module_file))
         _LIBRARY_DIRS = tuple(os.path.join(d, "") for d in dirs)

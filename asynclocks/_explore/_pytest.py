@@ -33,8 +33,8 @@ def check_interleavings(
     backends: Backend | Sequence[Backend] = BACKENDS,
     *,
     strategy: Strategy = "dfs",
-    max_schedules: int = 10_000,
-    seed: int = 0,
+    max_schedules: int | None = None,
+    seed: int | None = None,
     preemption_bound: int | None = None,
     replay_token: str | None = None,
     expect: str = "pass",
@@ -51,8 +51,9 @@ def check_interleavings(
     Args:
         backends: ``"asyncio"``, ``"trio"`` or a sequence of them (default: both).
         strategy: Exploration strategy, as for :func:`asynclocks.explore`.
-        max_schedules: As for :func:`asynclocks.explore`.
-        seed: As for :func:`asynclocks.explore`.
+        max_schedules: As for :func:`asynclocks.explore` (default 10,000, or
+            ``ASYNCLOCKS_MAX_SCHEDULES``).
+        seed: As for :func:`asynclocks.explore` (default 0, or ``ASYNCLOCKS_SEED``).
         preemption_bound: As for :func:`asynclocks.explore`.
         replay_token: Pin one schedule as a regression test: run only the schedule this token
             recorded (following it as far as it still applies after a fix) and fail if it fails.

@@ -140,7 +140,7 @@ class Report:
             one is elided around the race window and the end, with a count of the steps left
             out; :meth:`format_trace` with ``full=True`` shows every step.
         backend: ``"asyncio"`` or ``"trio"``.
-        strategy: The strategy that ran.
+        strategy: The strategy that ran (``"custom"`` for a :class:`Scheduler` of your own).
         preemption_bound: The bound on preemptions (None: unbounded).
         preemptions: Preemptions in the reported (shrunk) failing schedule.
         nondeterministic: True when a schedule did not behave the same way twice (the failing
@@ -167,7 +167,7 @@ class Report:
     token: str | None
     trace: str
     backend: Backend
-    strategy: Strategy | Literal["replay"]
+    strategy: Strategy | Literal["replay", "custom"]
     preemption_bound: int | None = None
     preemptions: int = 0
     nondeterministic: bool = False

@@ -3,7 +3,12 @@
 trio's run loop takes its batch of runnable tasks with ``list(runner.runq)`` and then calls
 ``runner.runq.clear()``. The explorer replaces the run queue with :class:`ControlledRunQueue`, whose
 iteration hands out exactly one scenario task (the strategy's pick) per pass, so every step is a
-scheduling decision. Virtual time comes from ``trio.testing.MockClock(autojump_threshold=0)``. This
+scheduling decision. The choice is among the tasks of trio's current *batch*: trio runs every task
+that was runnable when a batch began before any task woken meanwhile, so a task woken (or
+rescheduled at a checkpoint) waits for the next batch, and the explorer makes only schedules
+``trio.run`` can make. Within a batch any order is explored (trio shuffles batches under
+Hypothesis; otherwise it runs each forward or reversed, which is what the ``fifo`` baseline does).
+Virtual time comes from ``trio.testing.MockClock(autojump_threshold=0)``. This
 relies on trio internals, so the trio version is checked against the tested range first.
 
 One ``trio.run`` serves a whole exploration: a driver task runs each schedule in a fresh nursery.
@@ -120,6 +125,10 @@ class ControlledRunQueue:
         # Value: (pass number, task id). Tasks woken in the same pass of the run loop are ordered
         # by id, because trio wakes simultaneous deadlines in an order that depends on id().
         self._ready: dict[Any, tuple[int, int]] = {}
+        # trio's batch: the scenario tasks runnable when the batch began and not yet run, in the
+        # order they became runnable. trio runs a whole batch before any task woken meanwhile
+        # (those wait for the next one). A task leaves the ready set only by running.
+        self._batch: list[Any] = []
         self._pass = 0
         self._selected: list[Any] = []
         self.ids: dict[Any, int] = {}
@@ -134,6 +143,7 @@ class ControlledRunQueue:
         self.steps: list[Step] = []
         self.trace = False
         self.count = 0
+        self.max_steps = MAX_STEPS
         self.stopped: str | None = None  # "deadlock" or "limit" when the driver must step in
         self.wakeup: Any = None
         self._last: Any = None
@@ -233,26 +243,27 @@ class ControlledRunQueue:
         if self.cleaning:
             return next(iter(ready))  # nothing is recorded while cleaning up
         chooser = self.chooser
+        batch = self._batch
+        if not batch:
+            batch.extend(sorted(ready, key=ready.__getitem__) if len(ready) > 1 else ready)
         preempted = False
         offered = self._offered_faults() if self.log.left else _NO_FAULTS
-        if (len(ready) == 1 and not offered) or chooser is None:
-            task = next(iter(ready))
-        else:
-            tasks = sorted(ready, key=ready.__getitem__)
+        index = 0
+        if (len(batch) > 1 or offered) and chooser is not None:
             ids = self.ids
-            options = [ids[t] for t in tasks]
+            options = [ids[t] for t in batch]
             if offered:
                 options += [fault_option(i) for i in range(len(offered))]
             index = chooser.pick(options)
             self.decisions.append(index)
             self.widths.append(len(options))
-            if index >= len(tasks):
-                event = self.log.inject(offered[index - len(tasks)], self.count)
+            if index >= len(batch):
+                event = self.log.inject(offered[index - len(batch)], self.count)
                 if self.trace:
                     self.events.append(event)
                 return None
-            task = tasks[index]
             preempted = index != 0
+        task = batch.pop(index)
         if self.track:
             chains = self._chains
             if chooser.wants_footprint():  # type: ignore[union-attr]
@@ -264,7 +275,7 @@ class ControlledRunQueue:
         self._sketched = task
         self._sketch_preempted = preempted
         self.count += 1
-        if self.count > MAX_STEPS and self.stopped is None:
+        if self.count > self.max_steps and self.stopped is None:
             self._stop("limit")
         if self.trace:
             self._last = task
@@ -481,6 +492,7 @@ class ControlledRunQueue:
         self.ids.clear()
         self.names.clear()
         self._ready.clear()
+        self._batch.clear()
         self.decisions = []
         self.widths = []
         self.steps = []
@@ -498,6 +510,7 @@ class ControlledRunQueue:
         self.ends = {}
         self._seen_time = self._time_origin = float(self._runner.clock.current_time())
         self.count = 0
+        self.max_steps = chooser.max_steps
         self.stopped = None
         self.cleaning = False
         self._last = None
@@ -551,7 +564,7 @@ class ControlledRunQueue:
             elif stopped == "limit":
                 outcome.kind = "exception"
                 outcome.error = StepLimitError(
-                    f"one schedule ran more than {MAX_STEPS} steps; a task keeps yielding "
+                    f"one schedule ran more than {self.max_steps} steps; a task keeps yielding "
                     "without ever finishing (a busy loop on sleep(0)?)"
                 )
             elif box:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ._common import Frame, Location, Outcome, SketchStep, Step, is_library
 from ._footprint import Access, Chain, step_accesses
-from ._strategies import ReplayChooser
+from ._schedulers import ReplayChooser
 
 
 class WindowChooser(ReplayChooser):

@@ -162,6 +162,45 @@ def test_long_runs_report_progress_on_stderr(
     assert "/s)" in err
 
 
+def test_the_environment_sets_the_budget_and_a_bad_value_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASYNCLOCKS_MAX_SCHEDULES", "3")
+    code, out, err = run_cli(capsys, f"{TARGET}:asyncio_locked_counter", "--strategy", "random")
+    assert code == 0
+    assert "(max 3 schedules)" in err
+    assert "in 3 schedules" in out
+    code, out, err = run_cli(capsys, f"{TARGET}:lost_update", "--max-schedules", "5", "--quiet")
+    assert code == 1  # --max-schedules wins; dfs finds it in the first schedule anyway
+    monkeypatch.setenv("ASYNCLOCKS_MAX_SCHEDULES", "lots")
+    code, out, err = run_cli(capsys, f"{TARGET}:lost_update")
+    assert code == 2
+    assert out == ""
+    assert err == (
+        "python -m asynclocks explore: error: ASYNCLOCKS_MAX_SCHEDULES must be an integer, "
+        "got 'lots'\n"
+    )
+
+
+def test_pct_depth_and_the_portfolio_from_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Depth 1 is priorities alone: a task runs until it blocks, which never loses this update.
+    code, out, _ = run_cli(
+        capsys,
+        *(f"{TARGET}:lost_update_late", "--strategy", "pct", "--pct-depth", "1"),
+        *("--max-schedules", "300", "--quiet"),
+    )
+    assert code == 0, out
+    code, out, _ = run_cli(
+        capsys, f"{TARGET}:lost_update_late", "--strategy", "portfolio", "--quiet"
+    )
+    assert code == 1
+    code, _, err = run_cli(capsys, f"{TARGET}:lost_update", "--pct-depth", "0")
+    assert code == 2
+    assert "--pct-depth" in err
+
+
 def test_html_writes_the_report_page(
     capsys: pytest.CaptureFixture[str], backend: Backend, tmp_path: Path
 ) -> None:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from asynclocks import Backend
 from asynclocks._explore._api import drive
 from asynclocks._explore._common import Outcome
-from asynclocks._explore._strategies import DepthFirst, DfsChooser
+from asynclocks._explore._schedulers import DepthFirst, DfsChooser
 
 OPERATIONS = [
     "value = shared.x",

@@ -63,11 +63,11 @@ def test_replay_reads_the_backend_from_the_token(backend: Backend) -> None:
 
 def test_backend_strategy_and_kind_are_typed_literals() -> None:
     assert typing.get_args(asynclocks.Backend) == ("asyncio", "trio")
-    assert typing.get_args(asynclocks.Strategy) == ("dfs", "fifo", "pct", "random")
+    assert typing.get_args(asynclocks.Strategy) == ("dfs", "fifo", "pct", "portfolio", "random")
     assert typing.get_args(asynclocks.FailureKind) == ("exception", "deadlock")
     hints = typing.get_type_hints(asynclocks.explore)
     assert hints["backend"] == asynclocks.Backend
-    assert hints["strategy"] == asynclocks.Strategy
+    assert hints["strategy"] == asynclocks.Strategy | asynclocks.Scheduler
     assert typing.get_type_hints(asynclocks.Report)["kind"] == asynclocks.FailureKind | None
     for name in ("Backend", "Strategy", "FailureKind"):
         assert name in asynclocks.__all__

@@ -1,115 +1,13 @@
-"""Scheduling strategies: fifo, random, pct, dfs (bounded, with sleep sets) and replay.
-
-Every strategy sees a decision as a list of runnable task ids in the stock event loop's FIFO order
-and answers with an index; index 0 is what asyncio/trio would have done, anything else is a
-*preemption*. A schedule is therefore the list of chosen indices, which is what a token stores.
-"""
+"""dfs: systematic depth-first search of the schedule tree, bounded by preemptions or pruned
+with sleep sets."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
-from ._common import STRATEGIES as STRATEGIES
-from ._footprint import Footprint, begin_run, independent, reduction_unavailable
-
-
-class ScheduleChooser:
-    """Base chooser: records whether it diverged from the schedule it was asked to follow."""
-
-    diverged = False
-    #: Whether the backend must compute each step's footprint and call ``stepped``.
-    footprints = False
-
-    def wants_footprint(self) -> bool:
-        """Whether the backend should compute the coming step's footprint."""
-        return False
-
-    def stepped(self, task: int, footprint: Footprint) -> None:
-        """Told after a step what it touched (only when ``footprints`` is set)."""
-
-    def pick(self, options: Sequence[int]) -> int:
-        raise NotImplementedError
-
-
-class FifoChooser(ScheduleChooser):
-    """Always the stock event loop's own choice."""
-
-    def pick(self, options: Sequence[int]) -> int:
-        return 0
-
-
-class ReplayChooser(ScheduleChooser):
-    """Follows recorded decisions; past their end or when one no longer fits, takes index 0."""
-
-    def __init__(self, decisions: Sequence[int]) -> None:
-        self._decisions = decisions
-        self._at = 0
-
-    def pick(self, options: Sequence[int]) -> int:
-        at = self._at
-        self._at += 1
-        if at >= len(self._decisions):
-            self.diverged = True
-            return 0
-        choice = self._decisions[at]
-        if choice >= len(options):
-            self.diverged = True
-            return 0
-        return choice
-
-    def finish(self) -> None:
-        if self._at != len(self._decisions):
-            self.diverged = True
-
-
-class RandomChooser(ScheduleChooser):
-    """Uniformly random among runnable tasks."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-
-    def pick(self, options: Sequence[int]) -> int:
-        return self._rng.randrange(len(options))
-
-
-class PctChooser(ScheduleChooser):
-    """Probabilistic concurrency testing (Burckhardt et al.): random priorities, d-1 change points.
-
-    Each task gets a random priority when first seen; the highest-priority runnable task runs. At
-    ``depth - 1`` random decision numbers the task that just ran drops below every other one. A bug
-    of depth d among n tasks and k steps is found with probability at least 1/(n * k^(d-1)).
-    """
-
-    def __init__(self, rng: random.Random, depth: int, length: int) -> None:
-        self._rng = rng
-        self._priority: dict[int, float] = {}
-        self._changes = {rng.randint(1, max(1, length)) for _ in range(depth - 1)}
-        self._count = 0
-        self._low = 0.0
-        self._length = max(1, length)
-
-    def pick(self, options: Sequence[int]) -> int:
-        if options[-1] < 0:
-            # Faults on offer (ids < 0, after the tasks): one lands at a uniformly random
-            # decision; otherwise the tasks compete by priority (or time passes: WAIT first).
-            faults = [i for i, option in enumerate(options) if option < 0 and i]
-            if faults and self._rng.random() < 1 / self._length:
-                return self._rng.choice(faults)
-            if options[0] < 0:
-                return 0
-            options = [option for option in options if option >= 0]
-        self._count += 1
-        priority = self._priority
-        for task in options:
-            if task not in priority:
-                priority[task] = 1.0 + self._rng.random()
-        best = max(range(len(options)), key=lambda i: priority[options[i]])
-        if self._count in self._changes:
-            self._low -= 1.0
-            priority[options[best]] = self._low
-            best = max(range(len(options)), key=lambda i: priority[options[i]])
-        return best
+from .._common import MAX_STEPS
+from .._footprint import Footprint, begin_run, independent, reduction_unavailable
+from ._base import BuiltinScheduler, ScheduleChooser
 
 
 class _Node:
@@ -132,6 +30,7 @@ class DfsChooser(ScheduleChooser):
 
     def __init__(self, search: DepthFirst) -> None:
         self._search = search
+        self.max_steps = search.max_steps
         self._depth = 0
         self.footprints = search.reduce
         self._sleep: dict[int, Footprint] = {}
@@ -234,8 +133,11 @@ class DepthFirst:
     equivalent schedule ran it; what a step touches comes from :mod:`._footprint`.
     """
 
-    def __init__(self, preemption_bound: int | None, reduce: bool = True) -> None:
+    def __init__(
+        self, preemption_bound: int | None, reduce: bool = True, max_steps: int = MAX_STEPS
+    ) -> None:
         self.bound = preemption_bound
+        self.max_steps = max_steps
         # Sleep sets and a preemption bound do not combine soundly: a schedule pruned as
         # equivalent may need more preemptions than the bound allows.
         self.reduce = reduce and preemption_bound is None
@@ -264,3 +166,22 @@ class DepthFirst:
                         return DfsChooser(self)
             path.pop()
         return None
+
+
+class DfsScheduler(BuiltinScheduler):
+    """The :class:`DepthFirst` search as a scheduler: done (and exhaustive) when the tree is."""
+
+    def __init__(
+        self, preemption_bound: int | None, reduce: bool = True, max_steps: int = MAX_STEPS
+    ) -> None:
+        super().__init__()
+        self.search = DepthFirst(preemption_bound, reduce, max_steps)
+        self.reduced = self.search.reduce
+        if self.search.reduce_off is not None:
+            self.notes = (self.search.reduce_off,)
+
+    def _next_chooser(self) -> ScheduleChooser | None:
+        chooser = self.search.next_chooser()
+        if chooser is None:
+            self.exhaustive = True
+        return chooser
