@@ -1206,15 +1206,14 @@ def _step_footprint(
 # (locals, closure cells, globals) not rebound within the step are resolved, per step, against the
 # frame: the resource is (label of the object's dict, key). The label is not ``id()``: sleep sets
 # compare footprints learnt in *earlier* runs of the scenario, where the same object has another
-# address. Objects get labels 0, 1, 2... in the order the run's steps first touch them, and every
-# step's footprint is computed while the reduction is on (``DfsChooser.wants_footprint``), so a
-# common prefix of two runs labels the same objects alike. A footprint learnt in another run
-# after that prefix may name labels the current run gives to other objects; the first of those
-# labels is the one the current run hands out next. A step that hands out labels therefore also
-# writes ``(first label, _FRESH)``: the first step of the current run that labels anything new
-# conflicts with every such footprint, whatever the objects (too cautious, never unsound), and
-# until then the current run's steps name only labels both runs share. Labelled objects are kept
-# alive for the run so that their addresses are not reused.
+# address. Objects get labels 0, 1, 2... in the order the run's steps chosen at a decision first
+# touch them (``LABELLING``), so a common prefix of two runs labels the same objects alike. A
+# footprint learnt in another run after that prefix may name labels the current run gives to other
+# objects; the first of those labels is the one the current run hands out next. A step that hands
+# out labels therefore also writes ``(first label, _FRESH)``: the first step of the current run that
+# labels anything new conflicts with every such footprint, whatever the objects (too cautious, never
+# unsound), and until then the current run's steps name only labels both runs share. Labelled
+# objects are kept alive for the run so that their addresses are not reused.
 
 _labels: dict[int, tuple[int, object]] = {}
 _FRESH = "<first new label>"
@@ -1223,13 +1222,33 @@ _FRESH = "<first new label>"
 def begin_run() -> None:
     """Forget the object labels of the previous run (called when a schedule starts)."""
     _labels.clear()
+    LABELLING.open = True
     if len(_resolved) > 100_000:
         _resolved.clear()
 
 
-def _label(obj: object) -> int:
+class _Labelling:
+    """Whether the coming step may hand out new labels (set by the dfs chooser per step)."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = True
+
+
+#: Only the steps chosen at a decision hand out labels: which steps those are follows from the
+#: schedule's decisions alone, so runs that share a prefix label the same objects alike. Other
+#: steps whose footprint matters (while a task sleeps: whether it wakes up depends on what was
+#: explored before) name only objects already labelled; an access to any other object counts
+#: as coarse (its whole family), never unsound. Steps that matter for neither are not computed.
+LABELLING = _Labelling()
+
+
+def _label(obj: object) -> int | None:
     entry = _labels.get(id(obj))
     if entry is None:
+        if not LABELLING.open:
+            return None
         entry = _labels[id(obj)] = (len(_labels), obj)
     return entry[0]
 
@@ -1271,7 +1290,10 @@ def _primitive_labels(primitive: Any) -> tuple[tuple[int, str], ...] | None:
     None for anything else (then every synchronisation step conflicts with it)."""
     if primitive is _MISSING or not type(primitive).__name__.endswith(_LIBRARY_SYNC_OWNERS):
         return None
-    keys: tuple[tuple[int, str], ...] = ((_label(primitive), SYNC),)
+    label = _label(primitive)
+    if label is None:
+        return None
+    keys: tuple[tuple[int, str], ...] = ((label, SYNC),)
     inner = getattr(primitive, "_lock", None)  # a library class: no code of the user's runs
     if inner is not None:
         inner_keys = _primitive_labels(inner)
@@ -1294,35 +1316,30 @@ def _family(name: str) -> tuple[str, str]:
 #
 # Each precise access of a template is compiled once into a resolver, a closure over what the
 # template fixes (which variables, whether the step rebinds them, constant keys), so that a step
-# only fetches its objects: the patterns are not re-interpreted per step.
+# only fetches its objects: the patterns are not re-interpreted per step. A resolver's part is
+# small and cheap to hash (it keys the memo of built footprints with the template's token):
+# None (unresolved), ``("name", attribute)`` for a module's attribute, ``(label, key)``, or a
+# bool for an in-place operator (whether it only rebound its target).
 
-#: (frame, the frame's locals or None when no access reads a local) -> the access's part of the
-#: footprint (see ``_build``).
+#: (frame, the frame's locals or None when no access reads a local) -> the access's part.
 _Resolver = Callable[[types.FrameType, Any], Any]
-#: Fetches a variable's value from (frame, locals); None for a constant (then given apart).
-_Fetch = Callable[[types.FrameType, Any], Any] | None
+_LOCAL, _GLOBAL, _CONST = 0, 1, 2
 
 
-def _fetcher(spec: _Spec, written: frozenset[str]) -> tuple[_Fetch, Any]:
-    """(fetch, None) for a variable, (None, value) for a constant; a closure cell or global the
-    step rebinds is the constant ``_MISSING`` (it may have held another object)."""
+def _origin(spec: _Spec, written: frozenset[str]) -> tuple[int, Any]:
+    """(_LOCAL or _GLOBAL, name) for a variable, (_CONST, value) for a constant; a closure cell
+    or global the step rebinds is the constant ``_MISSING`` (it may have held another object)."""
     kind, name = spec
     if kind == "const":
-        return None, name
+        return _CONST, name
     if name in written:
-        return None, _MISSING
-    if kind == "global":
+        return _CONST, _MISSING
+    return (_GLOBAL if kind == "global" else _LOCAL), name
 
-        def fetch_global(frame: types.FrameType, local: Any) -> Any:
-            value = frame.f_globals.get(name, _MISSING)
-            return getattr(builtins, name, _MISSING) if value is _MISSING else value
 
-        return fetch_global, None
-
-    def fetch_local(frame: types.FrameType, local: Any) -> Any:
-        return local.get(name, _MISSING)
-
-    return fetch_local, None
+def _global(frame: types.FrameType, name: str) -> Any:
+    value = frame.f_globals.get(name, _MISSING)
+    return getattr(builtins, name, _MISSING) if value is _MISSING else value
 
 
 def _reads_locals(late: _Late) -> bool:
@@ -1348,37 +1365,37 @@ def _compile(late: _Late, written: frozenset[str]) -> _Resolver:
 
 
 def _compile_sync(spec: _Spec, written: frozenset[str]) -> _Resolver:
-    get, constant = _fetcher(spec, written)
-    if get is None:
-        labels = constant
-
-        def sync_constant(frame: types.FrameType, local: Any) -> Any:
-            return _primitive_labels(labels)
-
-        return sync_constant
+    mode, name = _origin(spec, written)
 
     def sync(frame: types.FrameType, local: Any) -> Any:
-        return _primitive_labels(get(frame, local))
+        if mode == _LOCAL:
+            primitive = local.get(name, _MISSING)
+        else:
+            primitive = name if mode == _CONST else _global(frame, name)
+        return _primitive_labels(primitive)
 
     return sync
 
 
 def _compile_location(loc: tuple[Any, ...], written: frozenset[str]) -> _Resolver:
-    """("name", attribute) for a module's attribute, ("key", label, key, family) otherwise;
-    None when the object cannot be told or may run code of its own for the access."""
-    get, target_constant = _fetcher(loc[1], written)
-    if get is None and target_constant is _MISSING:
+    """The resolver of ``obj.name`` or ``obj[key]``: None when the object cannot be told or may
+    run code of its own for the access."""
+    mode, target_name = _origin(loc[1], written)
+    if mode == _CONST and target_name is _MISSING:
         return _unresolved
     if loc[0] == "attr":
         name = loc[2]
-        family = _ATTRIBUTE_FAMILY.get(name) or _family(name)
+        module = ("name", name)
 
         def attribute(frame: types.FrameType, local: Any) -> Any:
-            target = target_constant if get is None else get(frame, local)
+            if mode == _LOCAL:
+                target = local.get(target_name, _MISSING)
+            else:
+                target = target_name if mode == _CONST else _global(frame, target_name)
             if target is _MISSING:
                 return None
             if isinstance(target, types.ModuleType):
-                return ("name", name)  # a module's attributes are its globals (one namespace)
+                return module  # a module's attributes are its globals (one namespace)
             if isinstance(target, type) or not _plain_attributes(type(target), name):
                 return None
             try:
@@ -1387,23 +1404,37 @@ def _compile_location(loc: tuple[Any, ...], written: frozenset[str]) -> _Resolve
                 return None
             if type(namespace) is not dict:
                 return None
-            # Keyed by the instance dict, so that ``vars(obj)["n"]`` is the same resource; the
-            # family is the name (``x.n`` on an unknown ``x``) and the heap (its contents).
-            return ("key", _label(namespace), name, family)
+            # Keyed by the instance dict, so that ``vars(obj)["n"]`` is the same resource.
+            entry = _labels.get(id(namespace))
+            label = _label(namespace) if entry is None else entry[0]
+            return None if label is None else (label, name)
 
         return attribute
-    get_key, key_constant = _fetcher(loc[2], written)
+    key_mode, key_name = _origin(loc[2], written)
 
     def item(frame: types.FrameType, local: Any) -> Any:
-        target = target_constant if get is None else get(frame, local)
+        if mode == _LOCAL:
+            target = local.get(target_name, _MISSING)
+        else:
+            target = target_name if mode == _CONST else _global(frame, target_name)
         kind = type(target)
-        if kind is dict:
-            key = key_constant if get_key is None else get_key(frame, local)
-            if type(key) in _KEYS:
-                return ("key", _label(target), key, _HEAP_FAMILY)
-            return None
         if kind is list:
-            return ("key", _label(target), _ITEMS, _HEAP_FAMILY)
+            entry = _labels.get(id(target))
+            label = _label(target) if entry is None else entry[0]
+            return None if label is None else (label, _ITEMS)
+        if kind is dict:
+            if key_mode == _CONST:
+                key = key_name
+            else:
+                key = (
+                    local.get(key_name, _MISSING)
+                    if key_mode == _LOCAL
+                    else _global(frame, key_name)
+                )
+            if type(key) in _KEYS:
+                entry = _labels.get(id(target))
+                label = _label(target) if entry is None else entry[0]
+                return None if label is None else (label, key)
         return None
 
     return item
@@ -1413,30 +1444,49 @@ def _compile_inplace(late: _Late, written: frozenset[str]) -> _Resolver:
     """Whether an in-place operator only rebound its target: it stored a value of an immutable
     type there (so it ran ``__add__`` and the like of such values) from another such value."""
     assert late.right is not None
-    get_right, right_constant = _fetcher(late.right, written)
-    if get_right is None and type(right_constant) not in _IMMUTABLE:
-        return _impure
+    right_mode, right_name = _origin(late.right, written)
+    if right_mode == _CONST:
+        if type(right_name) not in _IMMUTABLE:
+            return _impure
+        right_name = _CONST  # checked here, once
     loc = late.loc
     if loc[0] == "var":
-        get_variable, _ = _fetcher(loc[1], _NONE)
-        assert get_variable is not None
+        mode, target_name = _origin(loc[1], _NONE)
 
         def variable(frame: types.FrameType, local: Any) -> bool:
-            right = right_constant if get_right is None else get_right(frame, local)
-            return type(right) in _IMMUTABLE and type(get_variable(frame, local)) in _IMMUTABLE
+            if right_mode != _CONST:
+                right = (
+                    local.get(right_name, _MISSING)
+                    if right_mode == _LOCAL
+                    else _global(frame, right_name)
+                )
+                if type(right) not in _IMMUTABLE:
+                    return False
+            value = (
+                local.get(target_name, _MISSING) if mode == _LOCAL else _global(frame, target_name)
+            )
+            return type(value) in _IMMUTABLE
 
         return variable
-    get, target_constant = _fetcher(loc[1], written)
-    if get is None and target_constant is _MISSING:
+    mode, target_name = _origin(loc[1], written)
+    if mode == _CONST and target_name is _MISSING:
         return _impure
     if loc[0] == "attr":
         name = loc[2]
 
         def attribute(frame: types.FrameType, local: Any) -> bool:
-            right = right_constant if get_right is None else get_right(frame, local)
-            if type(right) not in _IMMUTABLE:
-                return False
-            target = target_constant if get is None else get(frame, local)
+            if right_mode != _CONST:
+                right = (
+                    local.get(right_name, _MISSING)
+                    if right_mode == _LOCAL
+                    else _global(frame, right_name)
+                )
+                if type(right) not in _IMMUTABLE:
+                    return False
+            if mode == _LOCAL:
+                target = local.get(target_name, _MISSING)
+            else:
+                target = target_name if mode == _CONST else _global(frame, target_name)
             if target is _MISSING:
                 return False
             if isinstance(target, type) or not _plain_attributes(type(target), name):
@@ -1446,22 +1496,33 @@ def _compile_inplace(late: _Late, written: frozenset[str]) -> _Resolver:
             return type(result) in _IMMUTABLE
 
         return attribute
-    get_key, key_constant = _fetcher(loc[2], written)
+    key_mode, key_name = _origin(loc[2], written)
 
     def item(frame: types.FrameType, local: Any) -> bool:
-        right = right_constant if get_right is None else get_right(frame, local)
-        if type(right) not in _IMMUTABLE:
-            return False
-        target = target_constant if get is None else get(frame, local)
-        key = key_constant if get_key is None else get_key(frame, local)
+        if right_mode != _CONST:
+            right = (
+                local.get(right_name, _MISSING)
+                if right_mode == _LOCAL
+                else _global(frame, right_name)
+            )
+            if type(right) not in _IMMUTABLE:
+                return False
+        if mode == _LOCAL:
+            target = local.get(target_name, _MISSING)
+        else:
+            target = target_name if mode == _CONST else _global(frame, target_name)
+        if key_mode == _CONST:
+            key = key_name
+        else:
+            key = local.get(key_name, _MISSING) if key_mode == _LOCAL else _global(frame, key_name)
         kind = type(target)
-        if kind is dict and type(key) in _KEYS:
-            result = target.get(key, _MISSING)
-        elif kind is list and type(key) is int:
+        if kind is list and type(key) is int:
             try:
                 result = target[key]
             except IndexError:
                 return False
+        elif kind is dict and type(key) in _KEYS:
+            result = target.get(key, _MISSING)
         else:
             return False
         return type(result) in _IMMUTABLE
@@ -1482,11 +1543,10 @@ def _resolve(
     # touch the same few objects). ``start`` is how many labels there were before resolving.
     # The first label this step handed out, if any (see the comment above ``_labels``).
     fresh = start if len(_labels) > start else -1
-    key = (token, tuple(places), fresh)
+    key = (token, fresh, *places)
     found = _resolved.get(key, _MISSING)
     if found is _MISSING:
-        parts = list(zip(every, places, strict=True))
-        found = _resolved[key] = _build(reads_in, writes_in, parts, fresh)
+        found = _resolved[key] = _build(reads_in, writes_in, every, places, fresh)
     return found  # type: ignore[no-any-return]
 
 
@@ -1495,7 +1555,11 @@ _tokens = itertools.count()
 
 
 def _build(
-    reads_in: frozenset[str], writes_in: frozenset[str], parts: list[Any], fresh: int
+    reads_in: frozenset[str],
+    writes_in: frozenset[str],
+    every: Sequence[_Late],
+    places: Sequence[Any],
+    fresh: int,
 ) -> Footprint:
     reads: set[Any] = set(reads_in)
     writes: set[Any] = set(writes_in)
@@ -1503,7 +1567,7 @@ def _build(
         writes.add((fresh, _FRESH))
     family_reads: set[str] = set()
     family_writes: set[str] = set()
-    for late, place in parts:
+    for late, place in zip(every, places, strict=True):
         kind = late.kind
         if kind == "sync":
             if place is None:
@@ -1520,12 +1584,21 @@ def _build(
             writes |= late.coarse[1]
         elif place[0] == "name":
             (writes if kind == "write" else reads).add(place[1])
-        elif kind == "write":
-            writes.add((place[1], place[2]))
-            family_writes.update(place[3])
         else:
-            reads.add((place[1], place[2]))
-            family_reads.update(place[3])
+            # An attribute's family is its name and the heap (``x.n`` on an unknown ``x``, the
+            # instance dict's contents); an item's is the heap.
+            name = late.loc[2]
+            family = (
+                (_ATTRIBUTE_FAMILY.get(name) or _family(name))
+                if late.loc[0] == "attr"
+                else _HEAP_FAMILY
+            )
+            if kind == "write":
+                writes.add(place)
+                family_writes.update(family)
+            else:
+                reads.add(place)
+                family_reads.update(family)
     if family_reads or family_writes:
         return (
             frozenset(reads),

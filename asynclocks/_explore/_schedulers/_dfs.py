@@ -6,7 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._common import MAX_STEPS
-from .._footprint import Footprint, begin_run, independent, reduction_unavailable
+from .._footprint import (
+    LABELLING,
+    Footprint,
+    begin_run,
+    independent,
+    reduction_unavailable,
+)
 from ._base import BuiltinScheduler, ScheduleChooser
 
 
@@ -90,11 +96,12 @@ class DfsChooser(ScheduleChooser):
         self._pending = (node, task)
 
     def wants_footprint(self) -> bool:
-        """Every step's footprint is computed: besides the steps chosen at a decision (siblings
-        explored later compare against them) and those while some task sleeps (it may wake up),
-        the others label the objects they touch, which must happen alike in every run that
-        shares a prefix (see ``_footprint.begin_run``)."""
-        return self.footprints
+        """Whether the coming step's footprint matters: it was chosen at a decision (siblings
+        explored later compare against it; only such steps label new objects, see
+        ``_footprint.LABELLING``) or some task sleeps (it may wake up)."""
+        decided = self._pending is not None
+        LABELLING.open = decided
+        return decided or bool(self._sleep)
 
     def stepped(self, task: int, footprint: Footprint) -> None:
         """Called by the backend after a step when :meth:`wants_footprint` said so."""

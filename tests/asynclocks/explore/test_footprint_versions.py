@@ -242,7 +242,7 @@ def test_a_library_lock_writes_that_lock() -> None:
     # Another lock's steps commute with these; a coarse synchronisation step does not.
     other: Footprint = (
         frozenset(),
-        frozenset({(mine[0] + 1, SYNC)}),
+        frozenset({(-1, SYNC)}),  # a label no object of this run has
         frozenset(),
         frozenset({SYNC}),
     )
