@@ -1111,14 +1111,22 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
     cached = entry[0]
     if type(cached) is not _StepTemplate:
         return cached  # type: ignore[return-value]
-    places: list[Any] = []
+    # Each access resolves to a small part; the footprint built from a template's parts is
+    # memoised (steps at one code position mostly touch the same few objects).
+    places: list[Any] = [cached.token, -1]
     start = len(_labels)
     for resumed, index, resolvers, reads_locals in cached.frames:
         frame = (before if resumed else after)[index][0]
         local = frame.f_locals if reads_locals else None
         for resolver in resolvers:
             places.append(resolver(frame, local))
-    return _resolve(cached.reads, cached.writes, places, cached.every, start, cached.token)
+    if len(_labels) > start:
+        places[1] = start  # the first label this step handed out (see ``_labels``)
+    key = tuple(places)
+    found = _resolved.get(key, _MISSING)
+    if found is _MISSING:
+        found = _resolved[key] = _build(cached.reads, cached.writes, cached.every, key[2:], key[1])
+    return found  # type: ignore[no-any-return]
 
 
 class _StepTemplate(NamedTuple):
@@ -1127,8 +1135,8 @@ class _StepTemplate(NamedTuple):
     #: Per frame with precise accesses: (on the resumed chain?, index in that chain, the
     #: accesses' resolvers, whether any reads a local: ``f_locals`` costs a copy on 3.11/3.12).
     frames: tuple[tuple[bool, int, tuple[_Resolver, ...], bool], ...]
-    #: Every precise access, in the order of the resolvers.
-    every: tuple[_Late, ...]
+    #: Every precise access, in the order of the resolvers (a pair for an in-place update).
+    every: tuple[Any, ...]
     #: Names this template in the memo of resolved footprints (cheaper to hash than itself).
     token: int
 
@@ -1186,17 +1194,14 @@ def _step_footprint(
         writes.add(JOIN)
     if lates:
         written = frozenset(writes)
-        frames = tuple(
-            (
-                resumed,
-                index,
-                tuple(_compile(late, written) for late in found),
-                any(_reads_locals(late) for late in found),
-            )
-            for resumed, index, found in lates
-        )
-        every = tuple(late for _, _, found in lates for late in found)
-        return _StepTemplate(frozenset(reads), written, frames, every, next(_tokens))
+        frames = []
+        every: list[Any] = []
+        for resumed, index, found in lates:
+            resolvers, accesses = _compile_frame(found, written)
+            reads_locals = any(_reads_locals(late) for late in found)
+            frames.append((resumed, index, resolvers, reads_locals))
+            every.extend(accesses)
+        return _StepTemplate(frozenset(reads), written, tuple(frames), tuple(every), next(_tokens))
     return frozenset(reads), frozenset(writes)
 
 
@@ -1362,6 +1367,91 @@ def _compile(late: _Late, written: frozenset[str]) -> _Resolver:
     if late.kind == "inplace":
         return _compile_inplace(late, written)
     return _compile_location(late.loc, written)
+
+
+def _compile_frame(
+    lates: tuple[_Late, ...], written: frozenset[str]
+) -> tuple[tuple[_Resolver, ...], list[Any]]:
+    """The resolvers of one frame's accesses, and the accesses each resolves: ``x[k] += v``
+    (an in-place operator and the write of the same item) is resolved by one resolver, which
+    fetches the container once and gives both parts."""
+    resolvers: list[_Resolver] = []
+    accesses: list[Any] = []
+    paired: set[int] = set()
+    for i, late in enumerate(lates):
+        if i in paired:
+            continue
+        if late.kind == "inplace" and late.loc[0] == "item":
+            for j in range(i + 1, len(lates)):
+                other = lates[j]
+                if j not in paired and other.kind == "write" and other.loc == late.loc:
+                    paired.add(j)
+                    resolvers.append(_compile_item_update(late, written))
+                    accesses.append((late, other))
+                    break
+            else:
+                resolvers.append(_compile(late, written))
+                accesses.append(late)
+            continue
+        resolvers.append(_compile(late, written))
+        accesses.append(late)
+    return tuple(resolvers), accesses
+
+
+_NEITHER = (False, None)
+
+
+def _compile_item_update(late: _Late, written: frozenset[str]) -> _Resolver:
+    """(whether the in-place operator only rebound the item, the item's part), as
+    ``_compile_inplace`` and ``_compile_location`` would give them apart."""
+    assert late.right is not None
+    right_mode, right_name = _origin(late.right, written)
+    right_immutable = right_mode != _CONST or type(right_name) in _IMMUTABLE
+    mode, target_name = _origin(late.loc[1], written)
+    key_mode, key_name = _origin(late.loc[2], written)
+    if mode == _CONST and target_name is _MISSING:
+        return lambda frame, local: _NEITHER
+
+    def update(frame: types.FrameType, local: Any) -> tuple[bool, Any]:
+        if mode == _LOCAL:
+            target = local.get(target_name, _MISSING)
+        else:
+            target = target_name if mode == _CONST else _global(frame, target_name)
+        if key_mode == _CONST:
+            key = key_name
+        else:
+            key = local.get(key_name, _MISSING) if key_mode == _LOCAL else _global(frame, key_name)
+        kind = type(target)
+        if kind is list:
+            entry = _labels.get(id(target))
+            label = _label(target) if entry is None else entry[0]
+            place = None if label is None else (label, _ITEMS)
+            if type(key) is not int:
+                return False, place
+            try:
+                result = target[key]
+            except IndexError:
+                return False, place
+        elif kind is dict and type(key) in _KEYS:
+            entry = _labels.get(id(target))
+            label = _label(target) if entry is None else entry[0]
+            place = None if label is None else (label, key)
+            result = target.get(key, _MISSING)
+        else:
+            return _NEITHER
+        if not right_immutable:
+            return False, place
+        if right_mode != _CONST:
+            right = (
+                local.get(right_name, _MISSING)
+                if right_mode == _LOCAL
+                else _global(frame, right_name)
+            )
+            if type(right) not in _IMMUTABLE:
+                return False, place
+        return type(result) in _IMMUTABLE, place
+
+    return update
 
 
 def _compile_sync(spec: _Spec, written: frozenset[str]) -> _Resolver:
@@ -1557,7 +1647,7 @@ _tokens = itertools.count()
 def _build(
     reads_in: frozenset[str],
     writes_in: frozenset[str],
-    every: Sequence[_Late],
+    every: Sequence[Any],
     places: Sequence[Any],
     fresh: int,
 ) -> Footprint:
@@ -1567,7 +1657,13 @@ def _build(
         writes.add((fresh, _FRESH))
     family_reads: set[str] = set()
     family_writes: set[str] = set()
-    for late, place in zip(every, places, strict=True):
+    parts: list[tuple[_Late, Any]] = []
+    for access, place in zip(every, places, strict=True):
+        if type(access) is tuple:
+            parts.extend(zip(access, place, strict=True))  # an in-place update: see _compile_frame
+        else:
+            parts.append((access, place))
+    for late, place in parts:
         kind = late.kind
         if kind == "sync":
             if place is None:
