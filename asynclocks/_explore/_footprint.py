@@ -1113,19 +1113,30 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
         return cached  # type: ignore[return-value]
     # Each access resolves to a small part; the footprint built from a template's parts is
     # memoised (steps at one code position mostly touch the same few objects).
-    places: list[Any] = [cached.token, -1]
     start = len(_labels)
-    for resumed, index, resolvers, reads_locals in cached.frames:
+    frames = cached.frames
+    if len(frames) == 1 and len(frames[0][2]) == 1:
+        # One access (``total[0] += 1``...): no list of parts to build.
+        resumed, index, resolvers, reads_locals = frames[0]
         frame = (before if resumed else after)[index][0]
-        local = frame.f_locals if reads_locals else None
-        for resolver in resolvers:
-            places.append(resolver(frame, local))
-    if len(_labels) > start:
-        places[1] = start  # the first label this step handed out (see ``_labels``)
-    key = tuple(places)
-    found = _resolved.get(key, _MISSING)
+        place = resolvers[0](frame, frame.f_locals if reads_locals else None)
+        # The first label this step handed out, if any (see ``_labels``).
+        memo_key: tuple[Any, ...] = (cached.token, start if len(_labels) > start else -1, place)
+    else:
+        places: list[Any] = [cached.token, -1]
+        for resumed, index, resolvers, reads_locals in frames:
+            frame = (before if resumed else after)[index][0]
+            local = frame.f_locals if reads_locals else None
+            for resolver in resolvers:
+                places.append(resolver(frame, local))
+        if len(_labels) > start:
+            places[1] = start
+        memo_key = tuple(places)
+    found = _resolved.get(memo_key, _MISSING)
     if found is _MISSING:
-        found = _resolved[key] = _build(cached.reads, cached.writes, cached.every, key[2:], key[1])
+        found = _resolved[memo_key] = _build(
+            cached.reads, cached.writes, cached.every, memo_key[2:], memo_key[1]
+        )
     return found  # type: ignore[no-any-return]
 
 
