@@ -357,7 +357,7 @@ def across(pythons: list[str], schedules: int) -> None:
         if red["off"]:
             print(f"  {row['python']}: {red['off']}")
     print(
-        f"targets (wall clock): asyncio >= {TARGETS['asyncio']:,}/s, trio >= {TARGETS['trio']:,}/s"
+        f"targets (judged on cpu): asyncio >= {TARGETS['asyncio']:,}/s, trio >= {TARGETS['trio']:,}/s"
         " (issue 11: on 3.11 and 3.12 at least)"
     )
     print(

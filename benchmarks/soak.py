@@ -137,6 +137,12 @@ class RssSampler:
         self.peak = max(self.peak, rss_mb(self._pids))
 
 
+#: The servers' admin token, given through the environment (never argv), which the hammer
+#: also reads to register its client.
+ADMIN_TOKEN = secrets.token_hex(16)
+SERVER_ENV = {**os.environ, "BANK_ADMIN_TOKEN": ADMIN_TOKEN}
+
+
 def hammer(
     url: str, requests: int, concurrency: int, seed: int, progress: bool = False
 ) -> dict[str, Any]:
@@ -170,6 +176,8 @@ def hammer(
             command.append("--no-progress")
         result = subprocess.run(
             command,
+            # The hammer registers a client of its own with the admin token.
+            env=SERVER_ENV,
             stdout=subprocess.DEVNULL,
             stderr=None if progress else subprocess.PIPE,
             text=True,
@@ -183,7 +191,10 @@ def hammer(
 
 
 def _audit(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/audit", timeout=60) as response:
+    request = urllib.request.Request(
+        f"{url}/audit", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
         audit: dict[str, Any] = json.load(response)
         return audit
 
@@ -257,13 +268,15 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
     # Progress only on a terminal, unless --quiet: captured output keeps just the figures.
     progress = not args.quiet and sys.stderr.isatty()
     if mode == "account":
-        with start_server(["--lock", "account"]) as server:
+        with start_server(["--lock", "account"], env=SERVER_ENV) as server:
             return soak(server, mode, args.requests, args.concurrency, progress)
     schema = f"soak_{secrets.token_hex(6)}"
     _psql(args.dsn, f'CREATE SCHEMA "{schema}"')
     try:
         store = _with_schema(args.dsn, schema)
-        with start_server(["--workers", "2", "--lock", "db", "--store", store]) as server:
+        with start_server(
+            ["--workers", "2", "--lock", "db", "--store", store], env=SERVER_ENV
+        ) as server:
             return soak(server, mode, args.requests, args.concurrency, progress)
     finally:
         _psql(args.dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

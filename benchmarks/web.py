@@ -27,8 +27,7 @@ from typing import Any
 import asynclocks.web as web
 from asynclocks._progress import ProgressBar
 from asynclocks._web._check import check_explore_options, explore_concurrent, sequential_outcomes
-from services.bank import BankConfig
-from services.bank.http import create_app
+from services.bank.tools import race_scenarios
 
 FIRST_FAILURE_TARGET = 10.0
 PASS_TARGET = 120.0
@@ -36,8 +35,10 @@ DEFAULT_SETS = 20
 
 
 def bank(mode: str) -> Callable[[], Any]:
-    """A factory of fresh bank apps in lock ``mode`` (memory store, io-delay 0)."""
-    return lambda: create_app(BankConfig(lock_mode=mode, store="memory", io_delay=0.0))
+    """A factory of fresh bank apps in lock ``mode`` (the lessons' apps: memory store, io-delay
+    0, anonymous money routes, so that the OpenAPI check generates requests for them)."""
+    factory: Callable[[], Any] = getattr(race_scenarios, f"{mode}_app")
+    return factory
 
 
 def timed(call: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -52,7 +53,10 @@ def per_run_costs(rounds: int) -> tuple[float, float]:
     requests = web.RequestSet.of(
         concurrent=[("POST", "/accounts/a/deposit", {"amount": 5})] * 2,
         setup=[("POST", "/accounts", {"id": "a", "balance": 100})],
-        observe=["GET /accounts/a", "GET /audit"],
+        observe=[
+            "GET /accounts/a",
+            ("GET", "/audit", None, {"Authorization": f"Bearer {race_scenarios.ADMIN_TOKEN}"}),
+        ],
     )
     factory = bank("account")
     check_explore_options("asyncio", "dfs", 10_000, 0, 2)

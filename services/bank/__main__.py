@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import signal
 import sys
@@ -19,8 +20,20 @@ from types import FrameType
 
 from asynclocks import __version__
 
+from .domain import MAX_AMOUNT
 from .locking import ALL_LOCK_MODES, LOCK_MODES
-from .run.config import ADMIN_TOKEN_ENV, DEFAULT_REQUEST_TIMEOUT, UNSAFE_FLAG, BankConfig
+from .run.config import (
+    ADMIN_TOKEN_ENV,
+    API_KEY_ENV,
+    DEFAULT_IDEMPOTENCY_QUOTA,
+    DEFAULT_IDEMPOTENCY_RETENTION,
+    DEFAULT_MAX_ACCOUNTS_PER_CLIENT,
+    DEFAULT_MAX_OPENING_BALANCE,
+    DEFAULT_REQUEST_TIMEOUT,
+    UNSAFE_FLAG,
+    BankConfig,
+    read_token_file,
+)
 
 _LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 #: What every command needs from the ``service`` extra (the stores' drivers load with their URL).
@@ -106,10 +119,24 @@ def _mix(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _token(text: str) -> str:
-    if not text:
-        raise argparse.ArgumentTypeError("must not be empty")
-    return text
+class _RefuseSecretInArgv(argparse.Action):
+    """``--admin-token T``: refused in one line, before anything starts, since any user of the
+    machine can read a process's argv (``ps``, ``/proc/PID/cmdline``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"{parser.prog}: error: {option_string} on the command line is visible to every "
+            f"user of this machine; put the token in ${ADMIN_TOKEN_ENV} or in a file named by "
+            "--admin-token-file",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
 
 def _store(text: str) -> str:
@@ -185,11 +212,56 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
     parser.add_argument(
         "--admin-token",
-        type=_token,
+        action=_RefuseSecretInArgv,
         metavar="T",
+        help="refused: a token on the command line is visible to every user of the machine; "
+        "use --admin-token-file or $" + ADMIN_TOKEN_ENV,
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        metavar="PATH",
         default=None,
-        help=f"bearer token for /admin (default: ${ADMIN_TOKEN_ENV}; without either, /admin "
-        "refuses every request)",
+        help=f"file whose first line is the admin bearer token, for POST /clients, /audit and "
+        f"/admin (default: ${ADMIN_TOKEN_ENV}; without either, those routes refuse every "
+        "request)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients may send in the Host header besides --host (repeatable); "
+        "any other is refused with 421 (DNS rebinding)",
+    )
+    parser.add_argument(
+        "--max-accounts-per-client",
+        type=_int_at_least(1),
+        default=DEFAULT_MAX_ACCOUNTS_PER_CLIENT,
+        metavar="N",
+        help=f"accounts one client may open (default: {DEFAULT_MAX_ACCOUNTS_PER_CLIENT})",
+    )
+    parser.add_argument(
+        "--max-opening-balance",
+        type=_int_at_least(0, MAX_AMOUNT),
+        default=DEFAULT_MAX_OPENING_BALANCE,
+        metavar="CENTS",
+        help=f"largest opening balance (default: {DEFAULT_MAX_OPENING_BALANCE})",
+    )
+    parser.add_argument(
+        "--idempotency-retention",
+        type=_seconds(positive=True),
+        default=DEFAULT_IDEMPOTENCY_RETENTION,
+        metavar="S",
+        help="seconds an Idempotency-Key record is kept; a retry within it replays "
+        f"(default: {DEFAULT_IDEMPOTENCY_RETENTION:g})",
+    )
+    parser.add_argument(
+        "--idempotency-quota",
+        type=_int_at_least(1),
+        default=DEFAULT_IDEMPOTENCY_QUOTA,
+        metavar="N",
+        help="live Idempotency-Key records per client; a new key beyond it is refused with "
+        f"429, nothing is evicted (default: {DEFAULT_IDEMPOTENCY_QUOTA})",
     )
     parser.add_argument(
         "--handler-cancellation",
@@ -275,8 +347,12 @@ def _unwritable(command: str, paths: Sequence[Path | None]) -> bool:
 def _serve(args: argparse.Namespace) -> int:
     from .run.workers import serve_forever
 
-    token = args.admin_token if args.admin_token is not None else BankConfig.token_from_env()
+    prog = "python -m services.bank serve"
     try:
+        if args.admin_token_file is not None:
+            token: str | None = read_token_file(args.admin_token_file)
+        else:
+            token = BankConfig.token_from_env()
         config = BankConfig(
             host=args.host,
             port=args.port,
@@ -293,10 +369,15 @@ def _serve(args: argparse.Namespace) -> int:
             keepalive_timeout=args.keepalive_timeout,
             max_connections=args.max_connections,
             drain_timeout=args.drain_timeout,
+            allowed_hosts=tuple(args.allowed_host),
+            max_accounts_per_client=args.max_accounts_per_client,
+            max_opening_balance=args.max_opening_balance,
+            idempotency_retention=args.idempotency_retention,
+            idempotency_quota=args.idempotency_quota,
         )
     except ValueError as exc:
         # Flags that are fine alone but not together (--workers 2 with the memory store, ...).
-        print(f"python -m services.bank serve: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     return serve_forever(config, loop=args.loop)
 
@@ -386,6 +467,13 @@ def _register_hammer(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "connection per concurrent client, about a third of aiohttp's CPU per request, so "
         "more of the cores go to the server), or aiohttp's ClientSession (default: raw)",
     )
+    parser.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        default=None,
+        help=f"file whose first line is the client API key to send (default: ${API_KEY_ENV}; "
+        f"without either, the run registers a client of its own with ${ADMIN_TOKEN_ENV})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar on stderr")
     _add_loop(parser)
     parser.set_defaults(handler=_hammer)
@@ -401,6 +489,23 @@ def _hammer(args: argparse.Namespace) -> int:
         return 2
     if _unwritable("hammer", [args.json]):
         return 2
+    try:
+        api_key = (
+            read_token_file(args.api_key_file)
+            if args.api_key_file is not None
+            else os.environ.get(API_KEY_ENV) or None
+        )
+    except ValueError as exc:
+        print(f"python -m services.bank hammer: error: {exc}", file=sys.stderr)
+        return 2
+    if api_key is None and BankConfig.token_from_env() is None:
+        print(
+            f"python -m services.bank hammer: error: no credential; put a client API key in "
+            f"${API_KEY_ENV} (or a file named by --api-key-file), or the admin token in "
+            f"${ADMIN_TOKEN_ENV} to register a client for the run",
+            file=sys.stderr,
+        )
+        return 2
     settings = HammerSettings(
         url=args.url,
         concurrency=args.concurrency,
@@ -412,6 +517,8 @@ def _hammer(args: argparse.Namespace) -> int:
         seed=args.seed if args.seed is not None else random.randrange(2**31),
         progress=not args.no_progress,
         client=args.client,
+        api_key=api_key,
+        admin_token=BankConfig.token_from_env(),
     )
     try:
         report = run(run_hammer(settings), loop=args.loop)

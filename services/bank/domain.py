@@ -19,15 +19,19 @@ __all__ = [
     "Audit",
     "BalanceTooLarge",
     "BankError",
+    "ClientExists",
     "DeadlineExceeded",
     "IdempotencyKeyReused",
+    "IdempotencyQuotaExceeded",
     "InsufficientFunds",
     "JournalEntry",
     "ModeSwitchPerWorker",
+    "OpeningBalanceTooLarge",
     "OperationKind",
     "OutcomeUnknown",
     "RetryLater",
     "SameAccount",
+    "TooManyAccounts",
     "UnsupportedLockMode",
     "describe_id",
     "is_account_id",
@@ -277,3 +281,54 @@ class ModeSwitchPerWorker(BankError):
     worker that received it, so it is refused."""
 
     code = "lock_mode_per_worker"
+
+
+class ClientExists(BankError):
+    """``POST /clients`` with a client id that is taken."""
+
+    code = "client_exists"
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"client {describe_id(client_id)} already exists")
+        self.client_id = client_id
+
+
+class TooManyAccounts(BankError):
+    """A client that already owns as many accounts as one client may."""
+
+    code = "too_many_accounts"
+
+    def __init__(self, client_id: str, limit: int) -> None:
+        super().__init__(
+            f"client {describe_id(client_id)} already owns {limit} accounts, the most one "
+            "client may open"
+        )
+        self.client_id = client_id
+        self.limit = limit
+
+
+class OpeningBalanceTooLarge(BankError):
+    """An opening balance above the service's cap (money is brought in by deposits)."""
+
+    code = "opening_balance_too_large"
+
+    def __init__(self, balance: int, limit: int) -> None:
+        super().__init__(
+            f"an account may open with at most {limit} cents, got {balance}; deposit the rest"
+        )
+        self.limit = limit
+
+
+class IdempotencyQuotaExceeded(BankError):
+    """A client holding as many live ``Idempotency-Key`` records as its quota allows: the new
+    key is refused rather than an older one forgotten (which would break its exactly-once)."""
+
+    code = "idempotency_quota_exceeded"
+
+    def __init__(self, quota: int, retention: float) -> None:
+        super().__init__(
+            f"this client already holds {quota} Idempotency-Keys younger than the "
+            f"{retention:g} s retention window; retry once older ones expire, or send the "
+            "request without a key"
+        )
+        self.quota = quota

@@ -57,14 +57,24 @@ class Ledger:
         return await work.keep(self.locking.guard(*keys))
 
     async def open_account(
-        self, account_id: str, balance: int, *, work: UnitOfWork | None = None
+        self,
+        account_id: str,
+        balance: int,
+        *,
+        owner: str | None = None,
+        max_accounts: int | None = None,
+        work: UnitOfWork | None = None,
     ) -> int:
-        """Open ``account_id`` with ``balance`` cents; an insert, so no lock mode is needed.
+        """Open ``account_id`` for ``owner`` with ``balance`` cents; an insert, so no lock mode
+        is needed.
 
         Raises:
             AccountExists: The id is taken.
+            TooManyAccounts: ``owner`` already owns ``max_accounts`` accounts.
         """
-        return await self._store_for(work).create_account(account_id, balance)
+        return await self._store_for(work).create_account(
+            account_id, balance, owner=owner, max_accounts=max_accounts
+        )
 
     async def balance(self, account_id: str) -> int:
         """Return the balance of ``account_id``.

@@ -23,9 +23,11 @@ Contract for every store:
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
 from .domain import Audit, JournalEntry, OperationKind
@@ -34,6 +36,7 @@ __all__ = [
     "Claim",
     "Held",
     "IdempotencyBackend",
+    "KeyPolicy",
     "KeyTakenMeanwhile",
     "RaceWindow",
     "Replay",
@@ -60,6 +63,38 @@ class StoredResponse:
 
     status: int
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPolicy:
+    """How long ``Idempotency-Key`` records are kept, and how many one client may hold.
+
+    A record younger than ``retention`` is never dropped: a retry inside the window always
+    replays. A client that holds ``quota`` such records has its next new key refused
+    (``IdempotencyQuotaExceeded``) instead of anyone's older key being forgotten.
+
+    Attributes:
+        retention: Seconds a record is kept after it was written.
+        quota: Live records one client may hold.
+        clock: Seconds since the epoch; tests pass a fake one.
+
+    Raises:
+        ValueError: A retention that is not a positive finite number, or a quota below 1.
+    """
+
+    retention: float = 24 * 3600.0
+    quota: int = 10_000
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.retention, int | float) and math.isfinite(self.retention)):
+            raise ValueError(
+                f"retention must be a finite number of seconds, got {self.retention!r}"
+            )
+        if self.retention <= 0:
+            raise ValueError(f"retention must be positive, got {self.retention!r}")
+        if isinstance(self.quota, bool) or not isinstance(self.quota, int) or self.quota < 1:
+            raise ValueError(f"quota must be a positive integer, got {self.quota!r}")
 
 
 class KeyTakenMeanwhile(Exception):  # noqa: N818 - a signal to replay, not an error
@@ -113,11 +148,18 @@ class Claim(UnitOfWork, Protocol):
 class IdempotencyBackend(Protocol):
     """Where keys live. The durable stores are backends themselves."""
 
-    def claim(self, key: str, fingerprint: str) -> AbstractAsyncContextManager[Claim]:
-        """Claim ``key`` for a request of ``fingerprint``; leaving without ``save`` abandons it.
+    def claim(
+        self, key: str, fingerprint: str, *, client: str, policy: KeyPolicy
+    ) -> AbstractAsyncContextManager[Claim]:
+        """Claim ``client``'s ``key`` for a request of ``fingerprint``; leaving without
+        ``save`` abandons it.
+
+        Keys are scoped per client: two clients' equal keys are two records. Records of
+        ``client`` older than ``policy.retention`` may be dropped here, younger ones never.
 
         Raises:
             IdempotencyKeyReused: The key was used for a different request.
+            IdempotencyQuotaExceeded: ``client`` holds ``policy.quota`` live records already.
         """
         ...
 
@@ -210,11 +252,40 @@ class Store(Protocol):
         """
         ...
 
-    async def create_account(self, account_id: str, balance: int) -> int:
-        """Open an account with an opening balance and journal it; atomic on every store.
+    async def create_client(self, client_id: str, key_hash: str) -> None:
+        """Register a client under the digest of its API key (never the key itself).
+
+        Raises:
+            ClientExists: The id is taken.
+        """
+        ...
+
+    async def client_for(self, key_hash: str) -> str | None:
+        """Return the client whose API key has the digest ``key_hash``, or ``None``."""
+        ...
+
+    async def create_account(
+        self,
+        account_id: str,
+        balance: int,
+        *,
+        owner: str | None = None,
+        max_accounts: int | None = None,
+    ) -> int:
+        """Open an account owned by ``owner`` with an opening balance and journal it; atomic
+        on every store.
 
         Raises:
             AccountExists: The id is taken.
+            TooManyAccounts: ``owner`` already owns ``max_accounts`` accounts.
+        """
+        ...
+
+    async def owner(self, account_id: str) -> str | None:
+        """Return the client that opened ``account_id`` (``None``: opened without one).
+
+        Raises:
+            AccountNotFound: No such account.
         """
         ...
 
@@ -255,8 +326,13 @@ class Store(Protocol):
         """
         ...
 
-    async def audit(self) -> Audit:
-        """Return the books: balances against the journal."""
+    async def audit(self, *, full_scan: bool = False) -> Audit:
+        """Return the books: balances against the journal.
+
+        By default from totals the store maintains with every change (its cost does not grow
+        with the journal); ``full_scan=True`` recomputes them from every balance and journal
+        entry, which tests compare against.
+        """
         ...
 
     async def journal(self, *, since: int = 0, limit: int | None = None) -> list[JournalEntry]:

@@ -2,8 +2,9 @@
 an aiohttp application.
 
 A request passes, outside in: ``error_middleware`` (every refusal as JSON) ->
-``body_deadline_middleware`` (the whole body, in time) -> ``idempotency_middleware`` (replay, or
-claim the key: the claim is the request's unit of work) -> the route's handler (parse, call the
+``body_deadline_middleware`` (the whole body, in time) -> ``auth_middleware`` (the Host header,
+then who is asking) -> ``idempotency_middleware`` (replay, or claim the client's key: the claim is
+the request's unit of work) -> the route's handler (parse, call the
 ledger, answer). Every refusal is JSON ``{"error", "detail"}`` with a 4xx status and changes
 nothing; a 500 would be a bug, logged with its traceback server-side only.
 """
@@ -17,9 +18,10 @@ from aiohttp import web
 
 from ..ledger import Ledger
 from ..locking import Locking, strategies_for
-from ..ports import Store
+from ..ports import KeyPolicy, Store
 from ..run.config import BankConfig
 from ..stores import open_store
+from .auth import setup_auth
 from .health import StallWatch
 from .idempotency import setup_idempotency
 from .keys import CONFIG, LEDGER, LOCKING, OPENAPI, STALLS, STORE
@@ -61,7 +63,9 @@ def create_app(config: BankConfig, *, store: Store | None = None) -> web.Applica
     app[LOCKING] = locking
     app[LEDGER] = ledger
     app[STALLS] = StallWatch()
-    app[OPENAPI] = json.dumps(openapi_document(locking.modes), indent=2).encode()
+    app[OPENAPI] = json.dumps(
+        openapi_document(locking.modes, require_keys=config.require_keys), indent=2
+    ).encode()
 
     async def store_lifetime(app: web.Application) -> AsyncIterator[None]:
         await the_store.open()
@@ -71,7 +75,10 @@ def create_app(config: BankConfig, *, store: Store | None = None) -> web.Applica
             await the_store.close()
 
     app.cleanup_ctx.append(store_lifetime)
-    # Inside the error middleware, so a refused key gets the JSON error shape.
-    setup_idempotency(app, the_store)
+    # Inside the error middleware, so their refusals get the JSON error shape; auth first, so
+    # the idempotency layer knows whose key it is.
+    setup_auth(app)
+    policy = KeyPolicy(retention=config.idempotency_retention, quota=config.idempotency_quota)
+    setup_idempotency(app, the_store, policy)
     add_routes(app)
     return app

@@ -16,13 +16,17 @@ from ..domain import (
     AccountNotFound,
     BalanceTooLarge,
     BankError,
+    ClientExists,
     DeadlineExceeded,
     IdempotencyKeyReused,
+    IdempotencyQuotaExceeded,
     InsufficientFunds,
     ModeSwitchPerWorker,
+    OpeningBalanceTooLarge,
     OutcomeUnknown,
     RetryLater,
     SameAccount,
+    TooManyAccounts,
     UnsupportedLockMode,
 )
 
@@ -35,7 +39,9 @@ __all__ = [
     "InvalidJson",
     "MethodNotAllowed",
     "RouteNotFound",
-    "Unauthorized",
+    "Forbidden",
+    "MisdirectedRequest",
+    "Unauthenticated",
     "UnsupportedMediaType",
     "ValidationFailed",
     "error_response",
@@ -49,10 +55,23 @@ class InvalidJson(BankError):
     code = "invalid_json"
 
 
-class Unauthorized(BankError):
-    """An admin endpoint was called without the right bearer token."""
+class Unauthenticated(BankError):
+    """No credential where one is needed, or a bearer token nobody has."""
 
-    code = "unauthorized"
+    code = "unauthenticated"
+
+
+class Forbidden(BankError):
+    """A valid credential that may not do this (another client's account, a client on an admin
+    route)."""
+
+    code = "forbidden"
+
+
+class MisdirectedRequest(BankError):
+    """A ``Host`` header that does not name this server (DNS rebinding)."""
+
+    code = "misdirected_request"
 
 
 class RouteNotFound(BankError):
@@ -108,7 +127,9 @@ STATUS: Final[dict[type[BankError], int]] = {
     # The request itself.
     InvalidJson: 400,
     InvalidIdempotencyKey: 400,
-    Unauthorized: 401,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    MisdirectedRequest: 421,
     RouteNotFound: 404,
     MethodNotAllowed: 405,
     BodyTimeout: 408,
@@ -122,6 +143,10 @@ STATUS: Final[dict[type[BankError], int]] = {
     InsufficientFunds: 409,
     BalanceTooLarge: 409,
     ModeSwitchPerWorker: 409,
+    ClientExists: 409,
+    TooManyAccounts: 409,
+    OpeningBalanceTooLarge: 409,
+    IdempotencyQuotaExceeded: 429,
     SameAccount: 422,
     IdempotencyKeyReused: 422,
     UnsupportedLockMode: 422,

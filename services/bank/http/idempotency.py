@@ -14,8 +14,15 @@ Where the key is stored:
   all, across restarts and across worker processes. A duplicate arriving while the first is in
   flight waits on the database (the key's row is locked by the first transaction) and then
   replays its response;
-- the memory store keeps it in a bounded in-process table; a duplicate arriving while the first
-  is in flight waits for it.
+- the memory store keeps it in an in-process table per client; a duplicate arriving while the
+  first is in flight waits for it.
+
+Keys are scoped per client (the API key's owner; anonymous requests of a ``require_keys=False``
+bank share one scope): the same key from two clients names two operations. A record is kept
+for ``BankConfig.idempotency_retention`` seconds after it was written and never dropped
+earlier; a client holding ``idempotency_quota`` live records gets 429
+``idempotency_quota_exceeded`` for a new key instead of anyone's older record being forgotten.
+``POST /clients`` ignores the header: its answer holds an API key, which is never stored.
 
 The claim of a key is the request's unit of work (``services.bank.ports.UnitOfWork``): this
 middleware hands it to the route, which passes it to the ledger, whose writes join its
@@ -36,9 +43,11 @@ from typing import Final
 from aiohttp import web
 
 from ..domain import BankError, IdempotencyKeyReused
-from ..ports import IdempotencyBackend, KeyTakenMeanwhile, StoredResponse, UnitOfWork
+from ..ports import IdempotencyBackend, KeyPolicy, KeyTakenMeanwhile, StoredResponse, UnitOfWork
 from ..stores.memory import MemoryIdempotency
+from .auth import principal
 from .errors import InvalidIdempotencyKey, error_response
+from .keys import CONFIG
 from .middlewares import Handler
 
 __all__ = [
@@ -102,6 +111,9 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 
 
 _BACKEND: Final = web.AppKey("bank_idempotency", IdempotencyBackend)
+_POLICY: Final = web.AppKey("bank_key_policy", KeyPolicy)
+#: Routes whose answers are never recorded under a key.
+_UNRECORDED: Final = frozenset({"/clients"})
 _WORK: Final = web.RequestKey[UnitOfWork | None]("bank_unit_of_work")
 
 
@@ -125,15 +137,24 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         or HEADER not in request.headers
         # No route (404/405): nothing would run, so nothing is recorded.
         or request.match_info.http_exception is not None
+        or request.path in _UNRECORDED
     ):
         request[_WORK] = None
         return await handler(request)
     key = check_key(request.headers.getall(HEADER))
+    who = principal(request)
+    if who.client is None and (who.admin or request.app[CONFIG].require_keys):
+        # Refused by the route (401/403) without running: nothing to record, and a stranger
+        # must not fill a scope of keys.
+        request[_WORK] = None
+        return await handler(request)
+    scope = who.client or ""
     # aiohttp caches the body, so the handler reads it again for free; a body over the cap
     # raises 413 here, before anything is claimed.
     body = await request.read()
     digest = fingerprint(request.method, request.path, body)
-    async with request.app[_BACKEND].claim(key, digest) as claim:
+    claiming = request.app[_BACKEND].claim(key, digest, client=scope, policy=request.app[_POLICY])
+    async with claiming as claim:
         if claim.replay is not None:
             return _replayed(claim.replay)
         # The handler passes it to the ledger, whose writes join its transaction.
@@ -167,11 +188,13 @@ def _replayed(response: StoredResponse) -> web.Response:
     )
 
 
-def setup_idempotency(app: web.Application, store: object) -> None:
-    """Install the middleware on ``app``: keys in ``store`` if it is a backend, else in memory.
+def setup_idempotency(app: web.Application, store: object, policy: KeyPolicy) -> None:
+    """Install the middleware on ``app``: keys in ``store`` if it is a backend, else in memory,
+    kept and capped as ``policy`` says.
 
-    Call it after the app's error middleware is in place (this one runs inside it, so its own
-    refusals get the JSON error shape).
+    Call it after the app's error and auth middlewares are in place (this one runs inside
+    them: its refusals get the JSON error shape, and it knows the request's client).
     """
     app[_BACKEND] = store if isinstance(store, IdempotencyBackend) else MemoryIdempotency()
+    app[_POLICY] = policy
     app.middlewares.append(idempotency_middleware)

@@ -27,7 +27,7 @@ from .errors import (
     InvalidJson,
     MethodNotAllowed,
     RouteNotFound,
-    Unauthorized,
+    Unauthenticated,
     error_response,
 )
 from .keys import CONFIG, STALLS
@@ -65,7 +65,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
     except BankError as error:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthenticated) else None
         response = error_response(error, headers)
         if response.status == 503:
             request.app[STALLS].note(error.code)

@@ -35,8 +35,10 @@ __all__ = [
     "AmountRequest",
     "Audit",
     "Body",
+    "ClientKey",
     "Error",
     "NewAccount",
+    "NewClient",
     "TransferRequest",
     "TransferResult",
     "HealthBody",
@@ -79,6 +81,12 @@ class NewAccount(Body):
     balance: OpeningBalance
 
 
+class NewClient(Body):
+    """The body of POST /clients: the new client's id (same rule as an account id)."""
+
+    id: AccountId
+
+
 class AmountRequest(Body):
     """The body of POST /accounts/{id}/deposit and /withdraw: cents to move."""
 
@@ -108,6 +116,13 @@ class TransferResult(Body):
 
     source: Account = Field(alias="from")
     target: Account = Field(alias="to")
+
+
+class ClientKey(Body):
+    """A client just registered, with its API key (shown this once; only its digest is kept)."""
+
+    id: AccountId
+    key: Annotated[str, Field(description="send as 'Authorization: Bearer <key>'")]
 
 
 class Audit(Body):
@@ -235,9 +250,9 @@ def _bound(info: FieldInfo, kind: type[annotated_types.Ge] | type[annotated_type
 
 def request_models(modes: Sequence[str]) -> tuple[type[Body], ...]:
     """Every request body model of a service offering ``modes``, for the OpenAPI document."""
-    return (NewAccount, AmountRequest, TransferRequest, lock_mode_model(tuple(modes)))
+    return (NewClient, NewAccount, AmountRequest, TransferRequest, lock_mode_model(tuple(modes)))
 
 
 def response_models(modes: Sequence[str]) -> tuple[type[Body], ...]:
     """Every response body model of a service offering ``modes``, for the OpenAPI document."""
-    return (Account, TransferResult, Audit, Error, health_model(tuple(modes)))
+    return (Account, ClientKey, TransferResult, Audit, Error, health_model(tuple(modes)))

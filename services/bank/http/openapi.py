@@ -43,7 +43,15 @@ _TOO_LARGE = _error("body_too_large: the body is over 64 KiB")
 _MEDIA = _error("unsupported_media_type: the Content-Type is not application/json")
 _SHAPE = _error("validation_error: missing or extra field, wrong type, or out of range")
 _NOT_FOUND = _error("account_not_found: no such account")
-_UNAUTHORIZED = _error("unauthorized: missing or wrong bearer token, or admin disabled")
+_UNAUTHENTICATED = _error(
+    "unauthenticated: no credential where one is needed, a bearer token nobody has, or the "
+    "admin routes disabled (no admin token configured)"
+)
+_FORBIDDEN = _error(
+    "forbidden: a client's key on an admin route, the admin token where a client must act, or "
+    "an account another client owns"
+)
+_WHO = {"401": _UNAUTHENTICATED, "403": _FORBIDDEN}
 
 _TIMEOUT = _error("body_timeout: the body did not arrive within the server's body timeout")
 
@@ -80,6 +88,10 @@ _POST_REFUSALS = {
         "validation_error: missing or extra field, wrong type, or out of range; "
         "idempotency_key_reused: the Idempotency-Key was used for another request"
     ),
+    "429": _error(
+        "idempotency_quota_exceeded: the client holds its quota of Idempotency-Key records "
+        "younger than the retention window; nothing was applied"
+    ),
     "503": _error(
         "retry_later: nothing was applied (the database aborted the operation, timed out, or "
         "could not be reached before anything was written); deadline_exceeded: nothing was "
@@ -88,6 +100,7 @@ _POST_REFUSALS = {
         "operation was committing, it may or may not have been applied: retry with the same "
         "Idempotency-Key"
     ),
+    **_WHO,
 }
 _UNAVAILABLE = _error(
     "retry_later: the database is unreachable or timed out right now (restarting, down)"
@@ -125,8 +138,17 @@ def _openapi_3_0(schema: object) -> object:
     return schema
 
 
-def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
-    """Return the OpenAPI 3.0.3 document of a service offering the lock ``modes``."""
+def openapi_document(modes: Sequence[str], *, require_keys: bool = True) -> dict[str, Any]:
+    """Return the OpenAPI 3.0.3 document of a service offering the lock ``modes``.
+
+    Args:
+        modes: The lock modes offered.
+        require_keys: Whether the client routes need an API key; without, their security
+            lists the anonymous alternative ``{}`` too (``BankConfig.require_keys``).
+    """
+    anyone: list[dict[str, list[str]]] = [] if require_keys else [{}]
+    client_security = [{"clientKey": []}, *anyone]
+    reader_security = [{"clientKey": []}, {"adminToken": []}, *anyone]
     id_param = {
         "name": "id",
         "in": "path",
@@ -140,7 +162,7 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
         "404": _NOT_FOUND,
         "409": _error("balance_too_large: the credit would exceed what a database store holds"),
     }
-    admin_security: list[dict[str, list[str]]] = [{"bearer": []}]
+    admin_security: list[dict[str, list[str]]] = [{"adminToken": []}]
     return {
         "openapi": "3.0.3",
         "info": {
@@ -168,26 +190,48 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                     },
                 }
             },
+            "/clients": {
+                "post": {
+                    "operationId": "createClient",
+                    "summary": "Register a client; its API key is in the answer, shown once",
+                    "security": admin_security,
+                    "requestBody": _request("NewClient"),
+                    "responses": {
+                        "201": _json_body("ClientKey", "the client and its API key"),
+                        **_BODY_REFUSALS,
+                        **_WHO,
+                        "409": _error("client_exists: the id is taken"),
+                        "503": _UNAVAILABLE,
+                    },
+                }
+            },
             "/accounts": {
                 "post": {
                     "operationId": "createAccount",
-                    "summary": "Open an account with an opening balance",
+                    "summary": "Open an account, owned by the calling client",
+                    "security": client_security,
                     "parameters": [_IDEMPOTENCY_KEY],
                     "requestBody": _request("NewAccount"),
                     "responses": {
                         "201": _json_body("Account", "the account was opened"),
                         **_POST_REFUSALS,
-                        "409": _error("account_exists: the id is taken"),
+                        "409": _error(
+                            "account_exists: the id is taken; too_many_accounts: the client "
+                            "owns as many accounts as it may; opening_balance_too_large: over "
+                            "the service's cap"
+                        ),
                     },
                 }
             },
             "/accounts/{id}": {
                 "get": {
                     "operationId": "getAccount",
-                    "summary": "Read a balance",
+                    "summary": "Read a balance (its owner, or the admin)",
+                    "security": reader_security,
                     "parameters": [id_param],
                     "responses": {
                         "200": _json_body("Account", "the account"),
+                        **_WHO,
                         "404": _NOT_FOUND,
                         "503": _UNAVAILABLE,
                     },
@@ -196,7 +240,8 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
             "/accounts/{id}/deposit": {
                 "post": {
                     "operationId": "deposit",
-                    "summary": "Credit an account",
+                    "summary": "Credit an account (any client)",
+                    "security": client_security,
                     "parameters": [id_param, _IDEMPOTENCY_KEY],
                     "requestBody": _request("AmountRequest"),
                     "responses": money_move,
@@ -205,7 +250,8 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
             "/accounts/{id}/withdraw": {
                 "post": {
                     "operationId": "withdraw",
-                    "summary": "Debit an account; refused if it would overdraw",
+                    "summary": "Debit an account (its owner); refused if it would overdraw",
+                    "security": client_security,
                     "parameters": [id_param, _IDEMPOTENCY_KEY],
                     "requestBody": _request("AmountRequest"),
                     "responses": {
@@ -217,7 +263,8 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
             "/transfers": {
                 "post": {
                     "operationId": "transfer",
-                    "summary": "Move money between two accounts, all or nothing",
+                    "summary": "Move money out of an account the client owns, all or nothing",
+                    "security": client_security,
                     "parameters": [_IDEMPOTENCY_KEY],
                     "requestBody": _request("TransferRequest"),
                     "responses": {
@@ -239,8 +286,10 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                 "get": {
                     "operationId": "audit",
                     "summary": "Balances against the journal of acknowledged operations",
+                    "security": admin_security,
                     "responses": {
                         "200": _json_body("Audit", "the books"),
+                        **_WHO,
                         "503": _UNAVAILABLE,
                     },
                 }
@@ -252,7 +301,7 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                     "security": admin_security,
                     "responses": {
                         "200": _json_body("LockMode", "the mode"),
-                        "401": _UNAUTHORIZED,
+                        **_WHO,
                     },
                 },
                 "put": {
@@ -263,7 +312,7 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
                     "responses": {
                         "200": _json_body("LockMode", "the mode now in force"),
                         **_BODY_REFUSALS,
-                        "401": _UNAUTHORIZED,
+                        **_WHO,
                         "409": _error(
                             "lock_mode_per_worker: the server runs several worker processes; "
                             "restart it with --lock instead"
@@ -290,6 +339,17 @@ def openapi_document(modes: Sequence[str]) -> dict[str, Any]:
         },
         "components": {
             "schemas": _schemas(modes),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "clientKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a client's API key, from POST /clients",
+                },
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the admin token the server was started with",
+                },
+            },
         },
     }

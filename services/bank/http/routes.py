@@ -6,18 +6,24 @@ parsing) and answered by the error middleware; a handler only builds success res
 
 from __future__ import annotations
 
-import hmac
 from typing import Protocol
 
 from aiohttp import web
 
-from ..domain import AccountNotFound, is_account_id
+from ..domain import AccountNotFound, OpeningBalanceTooLarge, is_account_id
 from ..ports import UnitOfWork
-from .errors import Unauthorized
+from .auth import hash_key, new_key, require_admin, require_client, require_owner
 from .health import degraded_reason
 from .idempotency import unit_of_work
 from .keys import CONFIG, LEDGER, LOCKING, OPENAPI, STALLS, STORE
-from .models import AmountRequest, NewAccount, TransferRequest, lock_mode_model, parse
+from .models import (
+    AmountRequest,
+    NewAccount,
+    NewClient,
+    TransferRequest,
+    lock_mode_model,
+    parse,
+)
 from .validation import read_json
 
 __all__ = ["add_routes"]
@@ -53,15 +59,34 @@ async def health(request: web.Request) -> web.Response:
     return _json(body, status=200 if reason is None else 503)
 
 
+async def create_client(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = parse(NewClient, await read_json(request))
+    key = new_key()
+    await request.app[STORE].create_client(body.id, hash_key(key))
+    # The only time the key is ever shown: the store keeps its digest.
+    return _json({"id": body.id, "key": key}, status=201)
+
+
 async def create_account(request: web.Request) -> web.Response:
+    owner = require_client(request)
     body = parse(NewAccount, await read_json(request))
-    ledger = request.app[LEDGER]
-    balance = await ledger.open_account(body.id, body.balance, work=unit_of_work(request))
+    config = request.app[CONFIG]
+    if body.balance > config.max_opening_balance:
+        raise OpeningBalanceTooLarge(body.balance, config.max_opening_balance)
+    balance = await request.app[LEDGER].open_account(
+        body.id,
+        body.balance,
+        owner=owner,
+        max_accounts=config.max_accounts_per_client,
+        work=unit_of_work(request),
+    )
     return _json({"id": body.id, "balance": balance}, status=201)
 
 
 async def get_account(request: web.Request) -> web.Response:
     account_id = _account_in_path(request)
+    await require_owner(request, account_id, admin_reads=True)
     balance = await request.app[LEDGER].balance(account_id)
     return _json({"id": account_id, "balance": balance})
 
@@ -70,26 +95,36 @@ class _Move(Protocol):
     async def __call__(self, account_id: str, amount: int, *, work: UnitOfWork | None) -> int: ...
 
 
-async def _move(request: web.Request, move: _Move) -> web.Response:
-    """A deposit or a withdrawal: ``{"amount"}`` on the account in the path."""
+async def _move(request: web.Request, move: _Move, *, debit: bool) -> web.Response:
+    """A deposit or a withdrawal: ``{"amount"}`` on the account in the path.
+
+    Anyone with a key may credit an account; only its owner may debit it.
+    """
+    require_client(request)
     amount = parse(AmountRequest, await read_json(request)).amount
     account_id = _account_in_path(request)
+    if debit:
+        await require_owner(request, account_id, admin_reads=False)
     balance = await move(account_id, amount, work=unit_of_work(request))
     return _json({"id": account_id, "balance": balance})
 
 
 async def deposit(request: web.Request) -> web.Response:
-    return await _move(request, request.app[LEDGER].deposit)
+    return await _move(request, request.app[LEDGER].deposit, debit=False)
 
 
 async def withdraw(request: web.Request) -> web.Response:
-    return await _move(request, request.app[LEDGER].withdraw)
+    return await _move(request, request.app[LEDGER].withdraw, debit=True)
 
 
 async def transfer(request: web.Request) -> web.Response:
+    require_client(request)
     body = parse(TransferRequest, await read_json(request))
     ledger = request.app[LEDGER]
     source, target = body.source, body.target
+    if source != target:
+        # A same-account transfer is refused (422) whoever sends it, before any lookup.
+        await require_owner(request, source, admin_reads=False)
     balances = await ledger.transfer(source, target, body.amount, work=unit_of_work(request))
     return _json(
         {
@@ -100,32 +135,18 @@ async def transfer(request: web.Request) -> web.Response:
 
 
 async def audit(request: web.Request) -> web.Response:
+    require_admin(request)
     report = await request.app[LEDGER].audit()
     return _json(report.to_json())
 
 
-def _require_admin(request: web.Request) -> None:
-    token = request.app[CONFIG].admin_token
-    if token is None:
-        raise Unauthorized(
-            "admin endpoints are disabled: start the server with --admin-token "
-            "or BANK_ADMIN_TOKEN to enable them"
-        )
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    # Compare bytes in constant time; surrogateescape keeps any header byte comparable.
-    expected = token.encode("utf-8", "surrogateescape")
-    offered = given.strip().encode("utf-8", "surrogateescape")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
-        raise Unauthorized("send the admin token as 'Authorization: Bearer <token>'")
-
-
 async def get_lock(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     return _json({"mode": request.app[LOCKING].mode})
 
 
 async def put_lock(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     ledger = request.app[LEDGER]
     body = parse(lock_mode_model(ledger.locking.modes), await read_json(request))
     return _json({"mode": await ledger.switch_mode(body.mode)})
@@ -138,6 +159,7 @@ async def openapi(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register every route of the bank on ``app`` (the paths ``/openapi.json`` describes)."""
     app.router.add_get("/health", health, allow_head=False)
+    app.router.add_post("/clients", create_client)
     app.router.add_post("/accounts", create_account)
     app.router.add_get("/accounts/{id}", get_account, allow_head=False)
     app.router.add_post("/accounts/{id}/deposit", deposit)

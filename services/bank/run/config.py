@@ -5,21 +5,40 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
+
+from ..domain import MAX_AMOUNT
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
+    "API_KEY_ENV",
+    "DEFAULT_IDEMPOTENCY_QUOTA",
+    "DEFAULT_IDEMPOTENCY_RETENTION",
+    "DEFAULT_MAX_ACCOUNTS_PER_CLIENT",
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_OPENING_BALANCE",
     "DEFAULT_REQUEST_TIMEOUT",
     "IN_PROCESS_LOCK_MODES",
     "UNSAFE_FLAG",
     "BankConfig",
+    "read_token_file",
 ]
 
 #: Environment variable read for the admin token when ``--admin-token`` is not given.
 ADMIN_TOKEN_ENV: Final = "BANK_ADMIN_TOKEN"
+#: Environment variable read by ``hammer`` for the client API key it sends.
+API_KEY_ENV: Final = "BANK_API_KEY"
 #: Bodies larger than this are refused with 413 before they are parsed.
 DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
+#: Accounts one client may open unless configured otherwise.
+DEFAULT_MAX_ACCOUNTS_PER_CLIENT: Final = 1_000
+#: Largest opening balance, in cents (10,000,000.00).
+DEFAULT_MAX_OPENING_BALANCE: Final = 10**9
+#: Seconds an Idempotency-Key record is kept: a day, longer than any client's retry loop.
+DEFAULT_IDEMPOTENCY_RETENTION: Final = 24 * 3600.0
+#: Live Idempotency-Key records per client.
+DEFAULT_IDEMPOTENCY_QUOTA: Final = 100_000
 #: Seconds a money-moving request may wait for its locks and the database before it is answered
 #: 503 ``deadline_exceeded`` with nothing applied.
 DEFAULT_REQUEST_TIMEOUT: Final = 10.0
@@ -64,6 +83,22 @@ class BankConfig:
         drain_timeout: Seconds requests under way get to finish once the server is told to
             stop (SIGTERM/SIGINT); their replies say ``Connection: close``.
 
+        Access and limits (``services.bank.http.auth``, ``services.bank.http.idempotency``):
+
+        require_keys: Whether money routes need a client's API key (``Authorization: Bearer``)
+            and ownership is enforced. ``False`` only for in-process lessons and tests (the
+            CLI cannot turn it off): anonymous requests may then do what a client may.
+        allowed_hosts: Host names accepted in the ``Host`` header besides ``host`` (and, for a
+            loopback ``host``, ``localhost``/``127.0.0.1``/``::1``); a bank bound to a
+            wildcard address checks the header only when this lists names.
+        max_accounts_per_client: Accounts one client may open (409 ``too_many_accounts``).
+        max_opening_balance: Largest opening balance in cents (409
+            ``opening_balance_too_large``); more money comes in by deposits.
+        idempotency_retention: Seconds an ``Idempotency-Key`` record is kept; a retry within
+            it always replays.
+        idempotency_quota: Live ``Idempotency-Key`` records one client may hold; a new key
+            beyond it is 429 ``idempotency_quota_exceeded`` (nothing is evicted).
+
     Raises:
         ValueError: A setting out of range (the message names it).
     """
@@ -84,6 +119,13 @@ class BankConfig:
     drain_timeout: float = 10.0
     unsafe_in_process_locks: bool = False
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    # Access and limits.
+    require_keys: bool = True
+    allowed_hosts: tuple[str, ...] = ()
+    max_accounts_per_client: int = DEFAULT_MAX_ACCOUNTS_PER_CLIENT
+    max_opening_balance: int = DEFAULT_MAX_OPENING_BALANCE
+    idempotency_retention: float = DEFAULT_IDEMPOTENCY_RETENTION
+    idempotency_quota: int = DEFAULT_IDEMPOTENCY_QUOTA
 
     def __post_init__(self) -> None:
         from ..stores import check_store_url
@@ -141,6 +183,23 @@ class BankConfig:
             )
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+        for name in ("max_accounts_per_client", "idempotency_quota"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.max_opening_balance <= MAX_AMOUNT:
+            raise ValueError(
+                f"max_opening_balance must be between 0 and {MAX_AMOUNT} cents, "
+                f"got {self.max_opening_balance}"
+            )
+        retention = self.idempotency_retention
+        if not math.isfinite(retention) or retention <= 0:
+            raise ValueError(
+                f"idempotency_retention must be a finite number of seconds > 0, got {retention}"
+            )
+        hosts: object = self.allowed_hosts
+        if not isinstance(hosts, tuple) or not all(isinstance(name, str) for name in hosts):
+            raise TypeError(f"allowed_hosts must be a tuple of host names, got {hosts!r}")
 
     def unsafe_reason(self, lock_mode: str | None = None) -> str | None:
         """Why this service, running ``lock_mode`` (default: its starting mode), can lose
@@ -165,3 +224,19 @@ class BankConfig:
     def token_from_env() -> str | None:
         """Return ``BANK_ADMIN_TOKEN`` if it is set and not empty."""
         return os.environ.get(ADMIN_TOKEN_ENV) or None
+
+
+def read_token_file(path: str) -> str:
+    """Return the secret in ``path``: its first line, without surrounding whitespace.
+
+    Raises:
+        ValueError: The file cannot be read or holds no token (the message says which).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the token file {path!r}: {exc}") from None
+    token = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not token:
+        raise ValueError(f"the token file {path!r} is empty")
+    return token

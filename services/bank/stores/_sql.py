@@ -20,11 +20,12 @@ from ..domain import (
     Audit,
     BalanceTooLarge,
     IdempotencyKeyReused,
+    IdempotencyQuotaExceeded,
     JournalEntry,
     OperationKind,
     RetryLater,
 )
-from ..ports import Claim, Held, RaceWindow, Replay, StoredResponse, UnitOfWork
+from ..ports import Claim, Held, KeyPolicy, RaceWindow, Replay, StoredResponse, UnitOfWork
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -40,6 +41,7 @@ __all__ = [
     "recorded_response",
     "money_delta_sql",
     "retrying",
+    "scoped_key",
     "shielded",
 ]
 
@@ -86,7 +88,7 @@ def audit_from_rows(figures: Row, negative: Iterable[Row]) -> Audit:
     which may exceed 64 bits).
     """
     return Audit(
-        accounts=figures[0],
+        accounts=int(figures[0]),
         total=int(figures[1]),
         expected=int(figures[2]),
         negative_accounts=tuple((row[0], row[1]) for row in negative),
@@ -103,6 +105,12 @@ def recorded_response(row: Row | None, key: str, fingerprint: str) -> StoredResp
     if row is None or row[0] != fingerprint:
         raise IdempotencyKeyReused(key)
     return StoredResponse(row[1], bytes(row[2]))
+
+
+def scoped_key(client: str, key: str) -> str:
+    """The primary key of ``client``'s ``Idempotency-Key``: client ids never contain ``:``, so
+    two clients' equal keys never meet."""
+    return f"{client}:{key}"
 
 
 def check_attempts(attempts: int) -> int:
@@ -318,26 +326,38 @@ class DatabaseStore(Generic[C]):
     def _count_retry(self, exc: BaseException) -> None:
         self._origin.retries += 1
 
-    async def _recorded(self, key: str) -> Row | None:
-        """The ``(fingerprint, status, body)`` row recorded under ``key``, if there is one."""
+    async def _keys_of(self, client: str, scoped: str, cutoff: float) -> tuple[int, Row | None]:
+        """Drop ``client``'s records saved before ``cutoff``; return how many it still holds
+        and the ``(fingerprint, status, body)`` row recorded under ``scoped``, if any."""
         raise NotImplementedError
 
     @asynccontextmanager
-    async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
+    async def claim(
+        self, key: str, fingerprint: str, *, client: str, policy: KeyPolicy
+    ) -> AsyncIterator[Claim]:
         """Run one ``Idempotency-Key`` request so that its writes and its recorded response
         commit in one transaction (how, the store's claim class says).
 
-        The key is looked up first: a recorded response is replayed. Otherwise the claim is
-        the request's unit of work, abandoned (rolled back) if it is left without ``save``.
+        ``client``'s records older than the retention window are deleted first (only those:
+        the delete is by client and age), then the key is looked up: a recorded response is
+        replayed. Otherwise the claim is the request's unit of work, abandoned (rolled back)
+        if it is left without ``save``. The quota is counted over committed records, so a
+        client may pass it by as many keyed requests as it has in flight at once.
 
         Raises:
             IdempotencyKeyReused: The key was recorded for a different request.
+            IdempotencyQuotaExceeded: The client holds its quota of records.
         """
-        row = await self._recorded(key)
+        scoped = scoped_key(client, key)
+        held, row = await self._keys_of(client, scoped, policy.clock() - policy.retention)
         if row is not None:
             yield Replay(recorded_response(row, key, fingerprint))
             return
-        claim = self.claim_type(self, key, fingerprint)
+        if held >= policy.quota:
+            raise IdempotencyQuotaExceeded(policy.quota, policy.retention)
+        claim = self.claim_type(self, scoped, fingerprint)
+        claim.client = client
+        claim.clock = policy.clock
         try:
             yield claim
         finally:
@@ -373,11 +393,19 @@ class DatabaseClaim(Generic[S]):
 
     def __init__(self, store: S, key: str, fingerprint: str) -> None:
         self._store = store
+        #: The scoped key (see :func:`scoped_key`).
         self._key = key
         self._fingerprint = fingerprint
         self.committed = False
+        #: The client the key belongs to, and the clock that dates its record.
+        self.client = ""
+        self.clock: Callable[[], float] = time.time
         #: What the request keeps until the claim ends (its lock mode's locks).
         self.held = Held()
+
+    def _shown(self) -> str:
+        """The key as the client sent it, for refusals."""
+        return self._key.partition(":")[2]
 
     @property
     def replay(self) -> StoredResponse | None:

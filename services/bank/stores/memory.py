@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -23,13 +23,16 @@ from ..domain import (
     AccountExists,
     AccountNotFound,
     Audit,
+    ClientExists,
     IdempotencyKeyReused,
+    IdempotencyQuotaExceeded,
     InsufficientFunds,
     JournalEntry,
     OperationKind,
     SameAccount,
+    TooManyAccounts,
 )
-from ..ports import Claim, Held, RaceWindow, Replay, StoredResponse, UnitOfWork
+from ..ports import Claim, Held, KeyPolicy, RaceWindow, Replay, StoredResponse, UnitOfWork
 
 __all__ = ["MemoryIdempotency", "MemoryStore"]
 
@@ -42,8 +45,9 @@ class MemoryStore:
     """Balances in a dict, with an await between each operation's read and write.
 
     The journal is kept in compact arrays (about 17 bytes an operation) so that a soak of a million
-    requests does not grow the server by hundreds of megabytes, and ``expected`` is kept as running
-    sums updated in the same step as each journal append, so ``audit()`` costs O(accounts).
+    requests does not grow the server by hundreds of megabytes. The audit's figures (``expected``,
+    the balances' total, the accounts below zero) are kept up to date in the same step as each
+    write, so ``audit()`` costs O(negative accounts), not O(accounts) or O(journal).
 
     Args:
         io_delay: Seconds awaited in each operation's race window; 0 is a bare checkpoint, which
@@ -72,6 +76,13 @@ class MemoryStore:
         self._opened = 0
         self._deposited = 0
         self._withdrawn = 0
+        # The sum of the balances as written (lost updates included) and who is below zero.
+        self._total = 0
+        self._negative: set[str] = set()
+        self._clients: dict[str, str] = {}
+        self._client_ids: set[str] = set()
+        self._owners: dict[str, str | None] = {}
+        self._owned: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -113,6 +124,16 @@ class MemoryStore:
         except KeyError:
             raise AccountNotFound(account_id) from None
 
+    def _write(self, account_id: str, new: int) -> None:
+        # The running total follows what is overwritten, not what was read: a lost update
+        # shows as drift in the incremental audit exactly as in a full scan.
+        self._total += new - self._balances[account_id]
+        self._balances[account_id] = new
+        if new < 0:
+            self._negative.add(account_id)
+        else:
+            self._negative.discard(account_id)
+
     def _append(self, kind: OperationKind, account: str, amount: int, counterparty: str) -> None:
         # Called in the same synchronous step as the balance writes it records.
         self._j_kind.append(_KIND_CODE[kind])
@@ -120,14 +141,37 @@ class MemoryStore:
         self._j_counterparty.append(self._index[counterparty] if counterparty else -1)
         self._j_amount.append(amount)
 
-    async def create_account(self, account_id: str, balance: int) -> int:
+    async def create_client(self, client_id: str, key_hash: str) -> None:
+        if client_id in self._client_ids:
+            raise ClientExists(client_id)
+        self._client_ids.add(client_id)
+        self._clients[key_hash] = client_id
+
+    async def client_for(self, key_hash: str) -> str | None:
+        return self._clients.get(key_hash)
+
+    async def create_account(
+        self,
+        account_id: str,
+        balance: int,
+        *,
+        owner: str | None = None,
+        max_accounts: int | None = None,
+    ) -> int:
         # No window: creating is an insert that either happens or finds the id taken, like an
         # INSERT against a primary key.
         if account_id in self._balances:
             raise AccountExists(account_id)
+        owned = self._owned.get(owner, 0) if owner is not None else 0
+        if owner is not None and max_accounts is not None and owned >= max_accounts:
+            raise TooManyAccounts(owner, max_accounts)
+        if owner is not None:
+            self._owned[owner] = owned + 1
+        self._owners[account_id] = owner
         self._index[account_id] = len(self._ids)
         self._ids.append(account_id)
-        self._balances[account_id] = balance
+        self._balances[account_id] = 0
+        self._write(account_id, balance)
         self._opened += balance
         self._append("open", account_id, balance, "")
         return balance
@@ -135,11 +179,17 @@ class MemoryStore:
     async def balance(self, account_id: str) -> int:
         return self._read(account_id)
 
+    async def owner(self, account_id: str) -> str | None:
+        try:
+            return self._owners[account_id]
+        except KeyError:
+            raise AccountNotFound(account_id) from None
+
     async def deposit(self, account_id: str, amount: int, *, atomic: bool = False) -> int:
         balance = self._read(account_id)
         await self._window("deposit", atomic)
         new = balance + amount
-        self._balances[account_id] = new
+        self._write(account_id, new)
         self._deposited += amount
         self._append("deposit", account_id, amount, "")
         return new
@@ -152,7 +202,7 @@ class MemoryStore:
         if balance < amount:
             raise InsufficientFunds(account_id, balance, amount)
         new = balance - amount
-        self._balances[account_id] = new
+        self._write(account_id, new)
         self._withdrawn += amount
         self._append("withdraw", account_id, amount, "")
         return new
@@ -171,19 +221,28 @@ class MemoryStore:
         new_target = target_balance + amount
         # Both writes and the journal entry in one step: a cancellation can land before the
         # window's await returns or after this method, never between the two writes.
-        self._balances[source] = new_source
-        self._balances[target] = new_target
+        self._write(source, new_source)
+        self._write(target, new_target)
         self._append("transfer", source, amount, target)
         return new_source, new_target
 
-    async def audit(self) -> Audit:
+    async def audit(self, *, full_scan: bool = False) -> Audit:
         balances = self._balances
-        negative = tuple(sorted((key, value) for key, value in balances.items() if value < 0))
+        if full_scan:
+            expected = sum(entry.money_delta for entry in await self.journal())
+            return Audit(
+                accounts=len(balances),
+                total=sum(balances.values()),
+                expected=expected,
+                negative_accounts=tuple(
+                    sorted((key, value) for key, value in balances.items() if value < 0)
+                ),
+            )
         return Audit(
             accounts=len(balances),
-            total=sum(balances.values()),
+            total=self._total,
             expected=self._opened + self._deposited - self._withdrawn,
-            negative_accounts=negative,
+            negative_accounts=tuple(sorted((key, balances[key]) for key in self._negative)),
         )
 
     async def journal(self, *, since: int = 0, limit: int | None = None) -> list[JournalEntry]:
@@ -214,11 +273,14 @@ class _Entry:
     fingerprint: str
     response: StoredResponse | None = None
     done: anyio.Event | None = None
+    #: When the response was recorded (``KeyPolicy.clock``); None while in flight.
+    saved_at: float | None = None
 
 
 class _MemoryClaim:
-    def __init__(self, entry: _Entry) -> None:
+    def __init__(self, entry: _Entry, clock: Callable[[], float]) -> None:
         self._entry = entry
+        self._clock = clock
         self.saved = False
         self.held = Held()
 
@@ -232,32 +294,49 @@ class _MemoryClaim:
     async def save(self, response: StoredResponse) -> None:
         # No await before the record: nothing can run between the operation's last step and it.
         self._entry.response = response
+        self._entry.saved_at = self._clock()
         self.saved = True
 
 
 class MemoryIdempotency:
     """Keys kept in process, for the memory store (whose balances do not outlive it either).
 
-    Args:
-        capacity: How many completed keys are remembered; the oldest are forgotten first.
-
-    Raises:
-        ValueError: ``capacity`` is not positive.
+    Each client has its own table, ordered by when each response was recorded. A claim first
+    forgets that client's records older than the policy's retention (never a younger one, and
+    never another client's), then refuses a new key if the client still holds its quota of
+    records: one client's flood of keys cannot push out anyone's exactly-once.
     """
 
-    def __init__(self, capacity: int = 100_000) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be positive, got {capacity}")
-        self._capacity = capacity
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+    def __init__(self) -> None:
+        self._tables: dict[str, OrderedDict[str, _Entry]] = {}
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(len(table) for table in self._tables.values())
+
+    def held_by(self, client: str) -> int:
+        """How many records (live or in flight) ``client`` holds."""
+        table = self._tables.get(client)
+        return 0 if table is None else len(table)
+
+    @staticmethod
+    def _expire(table: OrderedDict[str, _Entry], policy: KeyPolicy) -> None:
+        cutoff = policy.clock() - policy.retention
+        while table:
+            oldest = next(iter(table.values()))
+            # Ordered by saved_at, in-flight entries aside: stop at the first young or
+            # in-flight one, so nothing younger than the window can go.
+            if oldest.saved_at is None or oldest.saved_at >= cutoff:
+                break
+            table.popitem(last=False)
 
     @asynccontextmanager
-    async def claim(self, key: str, fingerprint: str) -> AsyncIterator[Claim]:
+    async def claim(
+        self, key: str, fingerprint: str, *, client: str, policy: KeyPolicy
+    ) -> AsyncIterator[Claim]:
+        table = self._tables.setdefault(client, OrderedDict())
+        self._expire(table, policy)
         while True:
-            entry = self._entries.get(key)
+            entry = table.get(key)
             if entry is None:
                 break
             if entry.fingerprint != fingerprint:
@@ -268,9 +347,11 @@ class MemoryIdempotency:
             # In flight: wait for the first request, then look again (it may have been abandoned).
             assert entry.done is not None
             await entry.done.wait()
+        if len(table) >= policy.quota:
+            raise IdempotencyQuotaExceeded(policy.quota, policy.retention)
         entry = _Entry(fingerprint, done=anyio.Event())
-        self._entries[key] = entry
-        claim = _MemoryClaim(entry)
+        table[key] = entry
+        claim = _MemoryClaim(entry, policy.clock)
         try:
             yield claim
         finally:
@@ -279,12 +360,11 @@ class MemoryIdempotency:
             await claim.held.release()
             done, entry.done = entry.done, None
             if not claim.saved:
-                del self._entries[key]
+                del table[key]
+                if not table and self._tables.get(client) is table:
+                    del self._tables[client]
             else:
-                while len(self._entries) > self._capacity:
-                    oldest = next(iter(self._entries))
-                    if self._entries[oldest].response is None:
-                        break
-                    del self._entries[oldest]
+                # Kept in the order responses were recorded, which expiry relies on.
+                table.move_to_end(key)
             assert done is not None
             done.set()

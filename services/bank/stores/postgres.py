@@ -64,12 +64,14 @@ from ..domain import (
     Audit,
     BalanceTooLarge,
     BankError,
+    ClientExists,
     DeadlineExceeded,
     InsufficientFunds,
     JournalEntry,
     OutcomeUnknown,
     RetryLater,
     SameAccount,
+    TooManyAccounts,
 )
 from ..ports import KeyTakenMeanwhile, RaceWindow, StoredResponse
 from ._sql import (
@@ -233,16 +235,103 @@ BEGIN
     RETURN seq;
 END
 $fn$;
+-- Added after the first release; run on every open, so an existing database is migrated.
+ALTER TABLE bank_accounts ADD COLUMN IF NOT EXISTS owner text;
+ALTER TABLE bank_idempotency ADD COLUMN IF NOT EXISTS client text;
+ALTER TABLE bank_idempotency ADD COLUMN IF NOT EXISTS saved_at double precision;
+CREATE INDEX IF NOT EXISTS bank_accounts_owner ON bank_accounts (owner);
+CREATE INDEX IF NOT EXISTS bank_accounts_negative ON bank_accounts (id) WHERE balance < 0;
+CREATE INDEX IF NOT EXISTS bank_idempotency_client ON bank_idempotency (client, saved_at);
+CREATE TABLE IF NOT EXISTS bank_clients (
+    id text PRIMARY KEY,
+    key_hash text NOT NULL UNIQUE
+);
+CREATE OR REPLACE FUNCTION bank_open(
+    p_id text, p_balance bigint, p_owner text, p_max integer
+) RETURNS integer LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF p_owner IS NOT NULL AND p_max IS NOT NULL THEN
+        -- One open per owner at a time, so the count below cannot be passed by a concurrent
+        -- open of the same owner (held to the end of the transaction).
+        PERFORM pg_advisory_xact_lock(hashtext('asynclocks-bank-owner:' || p_owner));
+        IF (SELECT count(*) FROM bank_accounts WHERE owner = p_owner) >= p_max THEN
+            RETURN 2;
+        END IF;
+    END IF;
+    INSERT INTO bank_accounts (id, balance, owner) VALUES (p_id, p_balance, p_owner)
+        ON CONFLICT (id) DO NOTHING;
+    IF NOT FOUND THEN RETURN 1; END IF;
+    INSERT INTO bank_journal (kind, account, amount) VALUES ('open', p_id, p_balance);
+    RETURN 0;
+END
+$fn$;
+-- The audit's totals, kept by triggers with every change whatever statement makes it. One row
+-- per server process (slot = its pid): a transaction only ever updates its own session's row,
+-- so the totals add no lock contention and no deadlock between sessions; the audit sums them.
+CREATE TABLE IF NOT EXISTS bank_totals (
+    slot integer PRIMARY KEY,
+    accounts bigint NOT NULL DEFAULT 0,
+    total numeric NOT NULL DEFAULT 0,
+    expected numeric NOT NULL DEFAULT 0
+);
+CREATE OR REPLACE FUNCTION bank_totals_open() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO bank_totals AS t (slot, accounts, total) VALUES (pg_backend_pid(), 1, NEW.balance)
+        ON CONFLICT (slot) DO UPDATE SET accounts = t.accounts + 1, total = t.total + NEW.balance;
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION bank_totals_write() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF NEW.balance <> OLD.balance THEN
+        INSERT INTO bank_totals AS t (slot, total)
+            VALUES (pg_backend_pid(), NEW.balance - OLD.balance)
+            ON CONFLICT (slot) DO UPDATE SET total = t.total + (NEW.balance - OLD.balance);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION bank_totals_journal() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    delta bigint := CASE NEW.kind WHEN 'withdraw' THEN -NEW.amount
+        WHEN 'transfer' THEN 0 ELSE NEW.amount END;
+BEGIN
+    IF delta <> 0 THEN
+        INSERT INTO bank_totals AS t (slot, expected) VALUES (pg_backend_pid(), delta)
+            ON CONFLICT (slot) DO UPDATE SET expected = t.expected + delta;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+-- CREATE TRIGGER locks the tables against writes until this transaction commits, so the scan
+-- that seeds slot 0 of a database written before the totals existed counts every earlier
+-- operation, and every later one fires a trigger: none is counted twice or missed.
+CREATE OR REPLACE TRIGGER bank_totals_open AFTER INSERT ON bank_accounts
+    FOR EACH ROW EXECUTE FUNCTION bank_totals_open();
+CREATE OR REPLACE TRIGGER bank_totals_write AFTER UPDATE OF balance ON bank_accounts
+    FOR EACH ROW EXECUTE FUNCTION bank_totals_write();
+CREATE OR REPLACE TRIGGER bank_totals_journal AFTER INSERT ON bank_journal
+    FOR EACH ROW EXECUTE FUNCTION bank_totals_journal();
+INSERT INTO bank_totals (slot, accounts, total, expected)
+SELECT 0,
+    (SELECT count(*) FROM bank_accounts),
+    (SELECT COALESCE(sum(balance), 0) FROM bank_accounts),
+    (SELECT COALESCE(sum({money_delta_sql}), 0) FROM bank_journal)
+WHERE NOT EXISTS (SELECT 1 FROM bank_totals);
+-- Fold the rows of sessions that are gone into slot 0, so the audit sums few rows.
+WITH gone AS (
+    DELETE FROM bank_totals
+    WHERE slot <> 0 AND slot NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)
+    RETURNING accounts, total, expected
+)
+UPDATE bank_totals SET
+    accounts = accounts + (SELECT COALESCE(sum(accounts), 0) FROM gone),
+    total = total + (SELECT COALESCE(sum(total), 0) FROM gone),
+    expected = expected + (SELECT COALESCE(sum(expected), 0) FROM gone)
+WHERE slot = 0;
 """
 
-_OPEN: Final = """
-WITH created AS (
-    INSERT INTO bank_accounts (id, balance) VALUES ($1, $2)
-    ON CONFLICT (id) DO NOTHING RETURNING id
-)
-INSERT INTO bank_journal (kind, account, amount) SELECT 'open', id, $2 FROM created
-RETURNING seq
-"""
+_OPEN: Final = "SELECT bank_open($1, $2, $3, $4)"
 _BALANCE: Final = "SELECT balance FROM bank_accounts WHERE id = $1"
 _BALANCES: Final = "SELECT id, balance FROM bank_accounts WHERE id = $1 OR id = $2"
 # The non-atomic writes set the balance computed in Python from an earlier read: a lost update
@@ -272,7 +361,12 @@ WITH debited AS (
 SELECT balance FROM debited
 """
 _ATOMIC_TRANSFER: Final = "SELECT status, from_balance, to_balance FROM bank_transfer($1, $2, $3)"
-_AUDIT: Final = f"""
+_TOTALS: Final = """
+SELECT COALESCE(sum(accounts), 0)::bigint, COALESCE(sum(total), 0)::text,
+    COALESCE(sum(expected), 0)::text
+FROM bank_totals
+"""
+_AUDIT_SCAN: Final = f"""
 SELECT
     (SELECT count(*) FROM bank_accounts) AS accounts,
     (SELECT COALESCE(sum(balance), 0)::text FROM bank_accounts) AS total,
@@ -284,11 +378,13 @@ SELECT seq, kind, account, amount, counterparty FROM bank_journal
 WHERE seq > $1 ORDER BY seq LIMIT $2
 """
 _CLAIM: Final = """
-INSERT INTO bank_idempotency (key, fingerprint) VALUES ($1, $2)
+INSERT INTO bank_idempotency (key, fingerprint, client, saved_at) VALUES ($1, $2, $3, $4)
 ON CONFLICT (key) DO NOTHING RETURNING true
 """
 _RECORDED: Final = "SELECT fingerprint, status, body FROM bank_idempotency WHERE key = $1"
-_RECORD: Final = "UPDATE bank_idempotency SET status = $2, body = $3 WHERE key = $1"
+_RECORD: Final = "UPDATE bank_idempotency SET status = $2, body = $3, saved_at = $4 WHERE key = $1"
+_HELD: Final = "SELECT count(*), min(saved_at) FROM bank_idempotency WHERE client = $1"
+_EXPIRE: Final = "DELETE FROM bank_idempotency WHERE client = $1 AND saved_at < $2"
 
 
 #: Connections per worker process unless the URL says ``?pool_size=N``.
@@ -500,9 +596,36 @@ class PostgresStore(DatabaseStore["_PostgresClaim"]):
         except DATABASE_ERRORS as exc:
             raise _failure(exc, committing=False, keyed=False) from exc
 
-    async def create_account(self, account_id: str, balance: int) -> int:
-        if not await self._write(_OPEN, account_id, balance):
+    async def create_client(self, client_id: str, key_hash: str) -> None:
+        statement = "INSERT INTO bank_clients (id, key_hash) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        rows = await self._write(statement + " RETURNING true", client_id, key_hash)
+        if not rows:
+            raise ClientExists(client_id)
+
+    async def client_for(self, key_hash: str) -> str | None:
+        rows = await self._fetch_rows("SELECT id FROM bank_clients WHERE key_hash = $1", key_hash)
+        return cast(str, rows[0][0]) if rows else None
+
+    async def owner(self, account_id: str) -> str | None:
+        rows = await self._fetch_rows("SELECT owner FROM bank_accounts WHERE id = $1", account_id)
+        if not rows:
+            raise AccountNotFound(account_id)
+        return cast(str | None, rows[0][0])
+
+    async def create_account(
+        self,
+        account_id: str,
+        balance: int,
+        *,
+        owner: str | None = None,
+        max_accounts: int | None = None,
+    ) -> int:
+        rows = await self._write(_OPEN, account_id, balance, owner, max_accounts)
+        status = rows[0][0]
+        if status == 1:
             raise AccountExists(account_id)
+        if status == 2:
+            raise TooManyAccounts(cast(str, owner), cast(int, max_accounts))
         return balance
 
     async def balance(self, account_id: str) -> int:
@@ -566,13 +689,13 @@ class PostgresStore(DatabaseStore["_PostgresClaim"]):
         await self._write(_SET_TWO, source, new_source, target, new_target, amount)
         return new_source, new_target
 
-    async def audit(self) -> Audit:
+    async def audit(self, *, full_scan: bool = False) -> Audit:
         try:
             async with self._connection() as conn:
                 # One snapshot for every figure: a deposit committing between two of the
                 # queries would otherwise show as drift.
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    figures = await conn.fetchrow(_AUDIT)
+                    figures = await conn.fetchrow(_AUDIT_SCAN if full_scan else _TOTALS)
                     negative = await conn.fetch(_NEGATIVE)
         except DATABASE_ERRORS as exc:
             raise _failure(exc, committing=False, keyed=False) from exc
@@ -582,9 +705,26 @@ class PostgresStore(DatabaseStore["_PostgresClaim"]):
     async def journal(self, *, since: int = 0, limit: int | None = None) -> list[JournalEntry]:
         return journal_from_rows(await self._fetch_rows(_JOURNAL, since, limit))
 
-    async def _recorded(self, key: str) -> asyncpg.Record | None:
-        rows = await self._fetch_rows(_RECORDED, key)
-        return rows[0] if rows else None
+    async def _keys_of(
+        self, client: str, scoped: str, cutoff: float
+    ) -> tuple[int, asyncpg.Record | None]:
+        try:
+            async with self._connection() as conn:
+                held, oldest = cast(asyncpg.Record, await conn.fetchrow(_HELD, client))
+            if oldest is not None and oldest < cutoff:
+
+                async def expire() -> int:
+                    async with self._connection() as conn:
+                        status = await conn.execute(_EXPIRE, client, cutoff)
+                    return int(status.rpartition(" ")[2])
+
+                held -= await self._retried(expire)
+            async with self._connection() as conn:
+                return cast(int, held), await conn.fetchrow(_RECORDED, scoped)
+        except DATABASE_ERRORS as exc:
+            # Before the request's own work: at most expired records were deleted, which
+            # changes no answer, so a failure here is "nothing applied".
+            raise _failure(exc, committing=False, keyed=False) from exc
 
 
 class _PostgresClaim(DatabaseClaim[PostgresStore]):
@@ -623,7 +763,9 @@ class _PostgresClaim(DatabaseClaim[PostgresStore]):
             transaction = self._transaction = conn.transaction()
             await transaction.start()
             claimed = await retrying(
-                lambda: conn.fetchval(_CLAIM, self._key, self._fingerprint),
+                lambda: conn.fetchval(
+                    _CLAIM, self._key, self._fingerprint, self.client, self.clock()
+                ),
                 attempts=store._attempts,
                 transient=_is_transient,
                 on_retry=store._count_retry,
@@ -631,7 +773,7 @@ class _PostgresClaim(DatabaseClaim[PostgresStore]):
             )
             if not claimed:
                 row = await conn.fetchrow(_RECORDED, self._key)
-                raise KeyTakenMeanwhile(recorded_response(row, self._key, self._fingerprint))
+                raise KeyTakenMeanwhile(recorded_response(row, self._shown(), self._fingerprint))
         except DATABASE_ERRORS as exc:
             # Nothing is committed before save(): whatever failed, nothing was applied.
             raise _failure(exc, committing=False, keyed=True) from exc
@@ -647,7 +789,7 @@ class _PostgresClaim(DatabaseClaim[PostgresStore]):
 
         async def commit() -> None:
             nonlocal committing
-            await conn.execute(_RECORD, self._key, response.status, response.body)
+            await conn.execute(_RECORD, self._key, response.status, response.body, self.clock())
             committing = True
             await transaction.commit()
             self.committed = True

@@ -39,10 +39,12 @@ from ..domain import (
     AccountExists,
     AccountNotFound,
     Audit,
+    ClientExists,
     InsufficientFunds,
     JournalEntry,
     RetryLater,
     SameAccount,
+    TooManyAccounts,
 )
 from ..locking import ArrivalOrderLock
 from ..ports import KeyTakenMeanwhile, RaceWindow, StoredResponse
@@ -85,7 +87,53 @@ CREATE TABLE IF NOT EXISTS bank_idempotency (
     body BLOB NOT NULL,
     created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
+CREATE TABLE IF NOT EXISTS bank_clients (
+    id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS bank_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    accounts INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    expected INTEGER NOT NULL
+);
 """
+
+#: Columns added after the first release, with their declarations: added to an existing file
+#: when it is opened.
+_ADDED_COLUMNS: Final = (
+    ("bank_accounts", "owner", "TEXT"),
+    ("bank_idempotency", "client", "TEXT"),
+    ("bank_idempotency", "saved_at", "REAL"),
+)
+
+# Run after the columns exist, inside the migration's write transaction: the triggers keep the
+# audit's totals with every change, whatever statement makes it, so a file written before
+# they existed is counted once (by the scan that seeds the row) and never again.
+_MIGRATION: Final = (
+    "CREATE INDEX IF NOT EXISTS bank_accounts_owner ON bank_accounts (owner)",
+    "CREATE INDEX IF NOT EXISTS bank_accounts_negative ON bank_accounts (id) WHERE balance < 0",
+    "CREATE INDEX IF NOT EXISTS bank_idempotency_client ON bank_idempotency (client, saved_at)",
+    """CREATE TRIGGER IF NOT EXISTS bank_totals_open AFTER INSERT ON bank_accounts BEGIN
+    UPDATE bank_totals SET accounts = accounts + 1, total = total + NEW.balance;
+END""",
+    """CREATE TRIGGER IF NOT EXISTS bank_totals_write AFTER UPDATE OF balance ON bank_accounts
+BEGIN
+    UPDATE bank_totals SET total = total + NEW.balance - OLD.balance;
+END""",
+    """CREATE TRIGGER IF NOT EXISTS bank_totals_journal AFTER INSERT ON bank_journal BEGIN
+    UPDATE bank_totals SET expected = expected + (
+        CASE NEW.kind WHEN 'withdraw' THEN -NEW.amount WHEN 'transfer' THEN 0
+        ELSE NEW.amount END
+    );
+END""",
+    f"""INSERT INTO bank_totals (id, accounts, total, expected)
+SELECT 1,
+    (SELECT count(*) FROM bank_accounts),
+    (SELECT COALESCE(sum(balance), 0) FROM bank_accounts),
+    (SELECT COALESCE(sum({money_delta_sql}), 0) FROM bank_journal)
+WHERE NOT EXISTS (SELECT 1 FROM bank_totals)""",
+)
 
 _BALANCE: Final = "SELECT balance FROM bank_accounts WHERE id = ?"
 _SET: Final = "UPDATE bank_accounts SET balance = ? WHERE id = ?"
@@ -93,7 +141,8 @@ _JOURNAL_ONE: Final = "INSERT INTO bank_journal (kind, account, amount) VALUES (
 _JOURNAL_TRANSFER: Final = (
     "INSERT INTO bank_journal (kind, account, amount, counterparty) VALUES ('transfer', ?, ?, ?)"
 )
-_AUDIT: Final = f"""
+_TOTALS: Final = "SELECT accounts, total, expected FROM bank_totals"
+_AUDIT_SCAN: Final = f"""
 SELECT
     (SELECT count(*) FROM bank_accounts),
     (SELECT COALESCE(sum(balance), 0) FROM bank_accounts),
@@ -224,6 +273,7 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = FULL")
             await conn.executescript(SCHEMA)
+            await _migrate(conn)
         except BaseException:
             await conn.close()
             raise
@@ -306,11 +356,49 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
             raise AccountNotFound(account_id)
         return cast(int, rows[0][0])
 
-    async def create_account(self, account_id: str, balance: int) -> int:
-        async def create(conn: Connection) -> int:
+    async def create_client(self, client_id: str, key_hash: str) -> None:
+        async def create(conn: Connection) -> None:
             try:
                 await conn.execute(
-                    "INSERT INTO bank_accounts (id, balance) VALUES (?, ?)", (account_id, balance)
+                    "INSERT INTO bank_clients (id, key_hash) VALUES (?, ?)", (client_id, key_hash)
+                )
+            except sqlite3.IntegrityError:
+                raise ClientExists(client_id) from None
+
+        await self._transaction(create)
+
+    async def client_for(self, key_hash: str) -> str | None:
+        rows = await self._fetch("SELECT id FROM bank_clients WHERE key_hash = ?", (key_hash,))
+        return cast(str, rows[0][0]) if rows else None
+
+    async def owner(self, account_id: str) -> str | None:
+        rows = await self._fetch("SELECT owner FROM bank_accounts WHERE id = ?", (account_id,))
+        if not rows:
+            raise AccountNotFound(account_id)
+        return cast(str | None, rows[0][0])
+
+    async def create_account(
+        self,
+        account_id: str,
+        balance: int,
+        *,
+        owner: str | None = None,
+        max_accounts: int | None = None,
+    ) -> int:
+        async def create(conn: Connection) -> int:
+            if owner is not None and max_accounts is not None:
+                # Inside the write transaction: no other writer can open one meanwhile.
+                rows = list(
+                    await conn.execute_fetchall(
+                        "SELECT count(*) FROM bank_accounts WHERE owner = ?", (owner,)
+                    )
+                )
+                if rows[0][0] >= max_accounts:
+                    raise TooManyAccounts(owner, max_accounts)
+            try:
+                await conn.execute(
+                    "INSERT INTO bank_accounts (id, balance, owner) VALUES (?, ?, ?)",
+                    (account_id, balance, owner),
                 )
             except sqlite3.IntegrityError:
                 raise AccountExists(account_id) from None
@@ -389,14 +477,16 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
         await self._window("transfer")
         return await self._transaction(lambda conn: write(conn, balances))
 
-    async def audit(self) -> Audit:
+    async def audit(self, *, full_scan: bool = False) -> Audit:
         conn = self._connection()
         async with self._access():
             # One read transaction: one WAL snapshot for every figure, even while other
             # processes write.
             await conn.execute("BEGIN")
             try:
-                figures = list(await conn.execute_fetchall(_AUDIT))[0]
+                figures = list(await conn.execute_fetchall(_AUDIT_SCAN if full_scan else _TOTALS))[
+                    0
+                ]
                 negative = list(await conn.execute_fetchall(_NEGATIVE))
             finally:
                 await conn.execute("COMMIT")
@@ -406,12 +496,49 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
         rows = await self._fetch(_JOURNAL, (since, -1 if limit is None else limit))
         return journal_from_rows(rows)
 
-    async def _recorded(self, key: str) -> sqlite3.Row | None:
-        rows = await self._fetch(_RECORDED, (key,))
-        return rows[0] if rows else None
+    async def _keys_of(
+        self, client: str, scoped: str, cutoff: float
+    ) -> tuple[int, sqlite3.Row | None]:
+        held, oldest = (await self._fetch(_HELD, (client,)))[0]
+        if oldest is not None and oldest < cutoff:
+            conn = self._connection()
+
+            async def expire() -> int:
+                async with self._lock:
+                    cursor = await conn.execute(_EXPIRE, (client, cutoff))
+                    return cursor.rowcount
+
+            try:
+                held -= await self._retried(expire)
+            except sqlite3.Error as exc:
+                if not _operational(exc):
+                    raise
+                # Before the request's own work: at most expired records went.
+                raise _failure(exc) from exc
+        rows = await self._fetch(_RECORDED, (scoped,))
+        return held, rows[0] if rows else None
+
+
+async def _migrate(conn: Connection) -> None:
+    """Bring a file written by an earlier version up to this schema, in one write transaction
+    (another worker opening the same file meanwhile waits, then finds it done)."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, declaration in _ADDED_COLUMNS:
+            columns = {row[1] for row in await conn.execute_fetchall(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                await conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        for statement in _MIGRATION:
+            await conn.execute(statement)
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
 
 
 _RECORDED: Final = "SELECT fingerprint, status, body FROM bank_idempotency WHERE key = ?"
+_HELD: Final = "SELECT count(*), min(saved_at) FROM bank_idempotency WHERE client = ?"
+_EXPIRE: Final = "DELETE FROM bank_idempotency WHERE client = ? AND saved_at < ?"
 
 
 class _SqliteClaim(DatabaseClaim[SqliteStore]):
@@ -470,7 +597,7 @@ class _SqliteClaim(DatabaseClaim[SqliteStore]):
                 raise
             raise _failure(exc) from exc
         if rows:
-            raise KeyTakenMeanwhile(recorded_response(rows[0], self._key, self._fingerprint))
+            raise KeyTakenMeanwhile(recorded_response(rows[0], self._shown(), self._fingerprint))
 
     async def save(self, response: StoredResponse) -> None:
         # A refusal wrote nothing, so the transaction may not be open yet.
@@ -479,8 +606,16 @@ class _SqliteClaim(DatabaseClaim[SqliteStore]):
 
         async def commit() -> None:
             await conn.execute(
-                "INSERT INTO bank_idempotency (key, fingerprint, status, body) VALUES (?, ?, ?, ?)",
-                (self._key, self._fingerprint, response.status, response.body),
+                "INSERT INTO bank_idempotency (key, fingerprint, status, body, client, saved_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    self._key,
+                    self._fingerprint,
+                    response.status,
+                    response.body,
+                    self.client,
+                    self.clock(),
+                ),
             )
             await conn.execute("COMMIT")
             self.committed = True

@@ -29,10 +29,12 @@ class RawHTTPError(Exception):
     """The server's answer was not a well-formed HTTP/1.x response, or never came."""
 
 
-def encode_post(host: str, path: str, body: bytes) -> bytes:
-    """The bytes of ``POST path`` with a JSON body, ready for :meth:`RawConnection.request`."""
+def encode_post(host: str, path: str, body: bytes, *, token: str | None = None) -> bytes:
+    """The bytes of ``POST path`` with a JSON body, ready for :meth:`RawConnection.request`;
+    with ``token``, sent as ``Authorization: Bearer``."""
+    auth = "" if token is None else f"Authorization: Bearer {token}\r\n"
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body

@@ -95,6 +95,10 @@ class HammerSettings:
         stall_timeout: The run fails when the server answers nothing at all for this many
             seconds (a watchdog instead of a timer on every request, which would cost more
             than the rest of the client's bookkeeping).
+        api_key: The client API key every request carries (``Authorization: Bearer``).
+        admin_token: Without ``api_key``: the admin token with which the run registers a fresh
+            client of its own first (``POST /clients``). With neither, requests are anonymous,
+            which only a ``require_keys=False`` bank accepts.
         client: HTTP client of the load phase: ``"raw"`` (a lean HTTP/1.1 keep-alive client,
             one connection per concurrent client, so the load generator's own CPU leaves the
             server its share of the cores) or ``"aiohttp"`` (aiohttp's ClientSession). Opening
@@ -112,6 +116,8 @@ class HammerSettings:
     progress: bool = True
     stall_timeout: float = 30.0
     client: str = "raw"
+    api_key: str | None = field(default=None, repr=False)
+    admin_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.client not in CLIENTS:
@@ -206,7 +212,9 @@ class _Op:
     effects: tuple[tuple[str, int], ...]
 
 
-def _operations(settings: HammerSettings, ids: list[str], host: str) -> Iterator[_Op]:
+def _operations(
+    settings: HammerSettings, ids: list[str], host: str, token: str | None
+) -> Iterator[_Op]:
     rng = Random(settings.seed)
     kinds = [kind for kind in OPERATIONS if settings.mix.get(kind, 0)]
     weights = [settings.mix[kind] for kind in kinds]
@@ -226,7 +234,7 @@ def _operations(settings: HammerSettings, ids: list[str], host: str) -> Iterator
             path = f"/accounts/{account}/{kind}"
             body = _dumps({"amount": amount})
             effects = ((account, sign * amount),)
-        yield _Op(kind, path, body, encode_post(host, path, body), effects)
+        yield _Op(kind, path, body, encode_post(host, path, body, token=token), effects)
 
 
 def _dumps(body: object) -> bytes:
@@ -272,15 +280,26 @@ async def _hammer(
     prefix: str,
     ids: list[str],
 ) -> HammerReport:
+    token = settings.api_key
+    headers = dict(_JSON_HEADERS)
+
     async def open_account(account_id: str) -> None:
         body = _dumps({"id": account_id, "balance": settings.opening_balance})
-        async with session.post("/accounts", data=body, headers=_JSON_HEADERS) as response:
+        async with session.post("/accounts", data=body, headers=headers) as response:
             await _expect(response, 201, f"opening account {account_id}")
 
     try:
         async with asyncio.timeout(settings.stall_timeout):
             async with session.get("/health") as response:
                 await _expect(response, 200, "GET /health")
+            if token is None and settings.admin_token is not None:
+                # A client of its own, named after the run, owns the run's accounts.
+                admin = {**_JSON_HEADERS, "Authorization": f"Bearer {settings.admin_token}"}
+                body = _dumps({"id": prefix.rstrip("-")})
+                async with session.post("/clients", data=body, headers=admin) as response:
+                    token = (await _expect(response, 201, "registering a client"))["key"]
+            if token is not None:
+                headers["Authorization"] = f"Bearer {token}"
             await asyncio.gather(*(open_account(account_id) for account_id in ids))
     except TimeoutError:
         raise HammerError(
@@ -294,7 +313,7 @@ async def _hammer(
     host, port = url.raw_host or "127.0.0.1", url.port or 80
     name = f"[{host}]" if ":" in host else host
     host_header = name if url.is_default_port() else f"{name}:{port}"
-    operations = _operations(settings, ids, host_header)
+    operations = _operations(settings, ids, host_header, token)
     if settings.requests is not None:
         # Built before the clock starts, so the client measures the server, not json.dumps.
         operations = iter(list(operations))
@@ -319,7 +338,7 @@ async def _hammer(
                 return
             started = clock()
             try:
-                async with post(op.path, data=op.body, headers=_JSON_HEADERS) as response:
+                async with post(op.path, data=op.body, headers=headers) as response:
                     await response.read()
                     code = response.status
             except (aiohttp.ClientError, TimeoutError):
@@ -396,7 +415,7 @@ async def _hammer(
     duration = clock() - start
 
     async def read_back(account_id: str) -> int:
-        async with session.get(f"/accounts/{account_id}") as response:
+        async with session.get(f"/accounts/{account_id}", headers=headers) as response:
             balance: int = (await _expect(response, 200, f"reading {account_id}"))["balance"]
             return balance
 

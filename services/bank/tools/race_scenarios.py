@@ -11,6 +11,11 @@ audit's drift says how much). Under ``account`` or ``global`` one of them is ref
 ``none_app``, ``account_app`` and ``global_app`` are factories of fresh apps in each lock mode, for
 ``python -m asynclocks web services.bank.tools.race_scenarios:none_app --openapi``.
 
+These lessons run in process and never listen on a port, so their banks are built with
+``require_keys=False``: the race is the subject, and anonymous requests keep each schedule short
+(and let ``asynclocks.web`` generate requests for the money routes, whose OpenAPI security then
+lists the anonymous ``{}``). ``/audit`` still needs the admin token (:data:`ADMIN_TOKEN`).
+
 Run it: ``python -m asynclocks explore services.bank.tools.race_scenarios:two_withdrawals_none`` (or
 ``_account``/``_global`` with ``--preemption-bound 2``), or
 ``python -m services.bank.tools.race_scenarios [none|account|global]``.
@@ -31,6 +36,18 @@ from ..run.config import BankConfig
 #: The account's opening balance and each withdrawal: one fits, two do not.
 OPENING = 100
 WITHDRAWAL = 60
+#: The lessons' admin token, for their ``GET /audit``.
+ADMIN_TOKEN = "race-scenarios-admin"
+
+
+def _lesson(lock_mode: str) -> BankConfig:
+    return BankConfig(
+        lock_mode=lock_mode,
+        store="memory",
+        io_delay=0.0,
+        require_keys=False,
+        admin_token=ADMIN_TOKEN,
+    )
 
 
 async def two_withdrawals(lock_mode: str) -> None:
@@ -40,7 +57,7 @@ async def two_withdrawals(lock_mode: str) -> None:
         AssertionError: Money was created or destroyed: both withdrawals were accepted, or the
             balance read back does not match the ones accepted.
     """
-    app = create_app(BankConfig(lock_mode=lock_mode, store="memory", io_delay=0.0))
+    app = create_app(_lesson(lock_mode))
     async with TestClient(TestServer(app)) as client:
         created = await client.post("/accounts", json={"id": "alice", "balance": OPENING})
         assert created.status == 201, await created.text()
@@ -55,7 +72,8 @@ async def two_withdrawals(lock_mode: str) -> None:
             tg.start_soon(withdraw)
             tg.start_soon(withdraw)
         balance = (await (await client.get("/accounts/alice")).json())["balance"]
-        audit = await (await client.get("/audit")).json()
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        audit = await (await client.get("/audit", headers=admin)).json()
     accepted = statuses.count(200)
     # 409: the second withdrawal is refused for insufficient funds, the correct outcome.
     assert set(statuses) <= {200, 409}, statuses
@@ -104,17 +122,17 @@ def scenario(lock_mode: str) -> Callable[[], Awaitable[None]]:
 
 def none_app() -> web.Application:
     """A fresh bank in lock mode ``none`` (memory store, io-delay 0), for ``asynclocks.web``."""
-    return create_app(BankConfig(lock_mode="none", store="memory", io_delay=0.0))
+    return create_app(_lesson("none"))
 
 
 def account_app() -> web.Application:
     """A fresh bank in lock mode ``account``, for ``asynclocks.web``."""
-    return create_app(BankConfig(lock_mode="account", store="memory", io_delay=0.0))
+    return create_app(_lesson("account"))
 
 
 def global_app() -> web.Application:
     """A fresh bank in lock mode ``global``, for ``asynclocks.web``."""
-    return create_app(BankConfig(lock_mode="global", store="memory", io_delay=0.0))
+    return create_app(_lesson("global"))
 
 
 def main(argv: list[str] | None = None) -> int:

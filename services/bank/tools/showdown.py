@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import selectors
 import signal
 import subprocess
@@ -30,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..locking import LOCK_MODES
-from ..run.config import UNSAFE_FLAG
+from ..run.config import ADMIN_TOKEN_ENV, UNSAFE_FLAG
 from ..run.server import LoopKind, run
 from .hammer import DEFAULT_MIX, HammerReport, HammerSettings, run_hammer
 
@@ -232,8 +233,13 @@ def run_showdown(
         if settings.workers > 1 and mode != "db":
             # The lesson is precisely that these modes lose money across workers.
             server_args.append(UNSAFE_FLAG)
-        with start_server(server_args) as server:
+        # A fresh admin token per server, in its environment (never its argv): the hammer
+        # registers its own client with it.
+        admin_token = secrets.token_urlsafe(24)
+        env = {**os.environ, ADMIN_TOKEN_ENV: admin_token}
+        with start_server(server_args, env=env) as server:
             hammer = HammerSettings(
+                admin_token=admin_token,
                 url=server.url,
                 concurrency=settings.concurrency,
                 requests=settings.requests,

@@ -78,7 +78,7 @@ def test_the_bank_window_points_at_the_store_read_and_write(backend: Backend) ->
 
     report = asynclocks.explore(bank_scenario("none"), backend=backend)
     read = line_of("return self._balances[account_id]", within="def _read(")
-    write = line_of("self._balances[account_id] = new", within="async def withdraw(")
+    write = line_of("self._balances[account_id] = new", within="def _write(")
     assert report.window.startswith(
         f"race window: #3 withdraw read `self._balances[account_id]` at {read}, awaited at "
     )

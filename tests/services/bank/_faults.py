@@ -88,11 +88,14 @@ class Load:
         acknowledged: Amount -> the operation, for every request answered 200.
         sent: Amount -> the operation, for every request sent (answered or not).
         statuses: Status (or the exception's name when no answer came) -> count.
+        headers: Sent with every request (the client's ``Authorization``).
     """
 
     base_url: str
     clients: int = 16
     seed: int = 1
+    #: Sent with every request: the ``Authorization`` of the client whose accounts it moves.
+    headers: dict[str, str] = field(default_factory=dict)
     acknowledged: dict[int, dict[str, Any]] = field(default_factory=dict)
     sent: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: Counter[int | str] = field(default_factory=Counter)
@@ -128,7 +131,9 @@ class Load:
             path, body = self._next(rng)
             self.sent[body["amount"]] = {"path": path, **body}
             try:
-                async with session.post(self.base_url + path, json=body) as resp:
+                async with session.post(
+                    self.base_url + path, json=body, headers=self.headers
+                ) as resp:
                     status = resp.status
                     answer = await resp.json(content_type=None)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -17,7 +17,8 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
-from services.bank.http import LOCKING, create_app
+from services.bank.domain import MAX_AMOUNT
+from services.bank.http import CONFIG, LOCKING, create_app
 from services.bank.locking import Locking
 from services.bank.ports import RaceWindow
 from services.bank.run.config import BankConfig
@@ -69,14 +70,52 @@ async def request_json(
         return resp.status, json.loads(text)
 
 
+#: Paths whose default credential in :meth:`Bank.call` is the admin token.
+ADMIN_PATHS = ("/audit", "/admin/", "/clients")
+
+
+async def register_client(client: Client, client_id: str, admin_token: str = ADMIN_TOKEN) -> str:
+    """Register ``client_id`` through ``POST /clients``; return its API key."""
+    status, body = await request_json(
+        client,
+        "POST",
+        "/clients",
+        {"id": client_id},
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
+    assert status == 201, body
+    key: str = body["key"]
+    return key
+
+
+async def act_as_client(
+    client: Client, admin_token: str = ADMIN_TOKEN, client_id: str = "tester"
+) -> str:
+    """Register ``client_id`` and make its API key the default ``Authorization`` of every
+    request ``client`` sends (a request's own header still wins); return the key."""
+    key = await register_client(client, client_id, admin_token)
+    client.session.headers["Authorization"] = f"Bearer {key}"
+    return key
+
+
+#: The admin's ``Authorization`` header in the tests.
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 @dataclass
 class Bank:
-    """A running bank app and handles on its insides."""
+    """A running bank app and handles on its insides.
+
+    :meth:`call` sends the admin token to the admin paths and ``key`` (the API key of the
+    client ``tester``, registered when the bank started) everywhere else, unless the request
+    names its own ``Authorization`` (``""`` sends none).
+    """
 
     client: Client
     store: MemoryStore
     app: web.Application
     server: BaseTestServer
+    key: str | None = None
 
     @property
     def locking(self) -> Locking:
@@ -92,7 +131,25 @@ class Bank:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """Send a request; return the status and the decoded JSON body."""
-        return await request_json(self.client, method, path, body, raw=raw, headers=headers)
+        return await request_json(
+            self.client, method, path, body, raw=raw, headers=self.credentials(path, headers)
+        )
+
+    def credentials(self, path: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+        """``headers`` with the default credential for ``path`` added (see the class)."""
+        sent = dict(headers or {})
+        if "Authorization" in sent:
+            if not sent["Authorization"]:
+                del sent["Authorization"]
+            return sent
+        token = self.admin_token if path.startswith(ADMIN_PATHS) else self.key
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        return sent
+
+    @property
+    def admin_token(self) -> str | None:
+        return self.app[CONFIG].admin_token
 
     async def open_account(self, account_id: str, balance: int) -> None:
         status, body = await self.call("POST", "/accounts", {"id": account_id, "balance": balance})
@@ -125,14 +182,23 @@ async def make_bank() -> AsyncIterator[BankFactory]:
             io_delay: float = 0.0,
             race_window: RaceWindow | None = None,
             handler_cancellation: bool = True,
+            **settings: Any,
         ) -> Bank:
             store = MemoryStore(io_delay=io_delay, race_window=race_window)
-            config = BankConfig(lock_mode=lock_mode, admin_token=admin_token, io_delay=io_delay)
+            # Tests of other things open accounts with any balance the schema allows; the cap
+            # itself is tested with its default (test_auth.py).
+            settings.setdefault("max_opening_balance", MAX_AMOUNT)
+            config = BankConfig(
+                lock_mode=lock_mode, admin_token=admin_token, io_delay=io_delay, **settings
+            )
             app = create_app(config, store=store)
             server = _Server(app, handler_cancellation=handler_cancellation)
             client: Client = TestClient(server)
             await stack.enter_async_context(client)
-            return Bank(client=client, store=store, app=app, server=server)
+            key = None
+            if admin_token is not None:
+                key = await register_client(client, "tester", admin_token)
+            return Bank(client=client, store=store, app=app, server=server, key=key)
 
         yield factory
 

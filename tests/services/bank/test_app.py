@@ -324,23 +324,25 @@ async def test_admin_lock(bank: Bank) -> None:
         assert (await bank.call("GET", "/health"))[1]["lock_mode"] == mode
 
 
+_ADMIN_PLEASE = "send the admin token as 'Authorization: Bearer <token>'"
+_NOBODY = "the bearer token is neither a client's API key nor the admin's"
+_MALFORMED = "send the credential as 'Authorization: Bearer <key>'"
+
+
 @pytest.mark.parametrize(
-    "headers",
+    ("headers", "detail"),
     [
-        {},
-        {"Authorization": "Bearer wrong"},
-        {"Authorization": f"Basic {ADMIN_TOKEN}"},
-        {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
-        {"Authorization": ADMIN_TOKEN},
-        {"Authorization": "Bearer"},
+        ({"Authorization": ""}, _ADMIN_PLEASE),
+        ({"Authorization": "Bearer wrong"}, _NOBODY),
+        ({"Authorization": f"Basic {ADMIN_TOKEN}"}, _MALFORMED),
+        ({"Authorization": f"Bearer {ADMIN_TOKEN}x"}, _NOBODY),
+        ({"Authorization": ADMIN_TOKEN}, _MALFORMED),
+        ({"Authorization": "Bearer"}, _MALFORMED),
     ],
 )
-async def test_admin_needs_the_token(bank: Bank, headers: dict[str, str]) -> None:
-    refusal = {
-        "error": "unauthorized",
-        "detail": "send the admin token as 'Authorization: Bearer <token>'",
-    }
-    async with bank.client.get("/admin/lock", headers=headers) as resp:
+async def test_admin_needs_the_token(bank: Bank, headers: dict[str, str], detail: str) -> None:
+    refusal = {"error": "unauthenticated", "detail": detail}
+    async with bank.client.get("/admin/lock", headers=bank.credentials("/", headers)) as resp:
         assert resp.status == 401
         assert resp.headers["WWW-Authenticate"] == "Bearer"
         assert await resp.json() == refusal
@@ -353,16 +355,32 @@ async def test_admin_needs_the_token(bank: Bank, headers: dict[str, str]) -> Non
     assert bank.locking.mode == "account"
 
 
+async def test_a_client_key_is_not_the_admin_token(bank: Bank) -> None:
+    client_auth = {"Authorization": f"Bearer {bank.key}"}
+    for method, path in (("GET", "/admin/lock"), ("GET", "/audit")):
+        status, answer = await bank.call(method, path, headers=client_auth)
+        assert (status, answer) == (
+            403,
+            {"error": "forbidden", "detail": "client 'tester' is not the admin"},
+        )
+    assert bank.locking.mode == "account"
+
+
 async def test_admin_disabled_without_a_token(make_bank: BankFactory) -> None:
     bank = await make_bank(admin_token=None)
-    for headers in ({}, {"Authorization": "Bearer "}, AUTH):
+    status, answer = await bank.call("PUT", "/admin/lock", {"mode": "none"})
+    assert (status, answer) == (
+        401,
+        {
+            "error": "unauthenticated",
+            "detail": "admin endpoints are disabled: start the server with the admin token "
+            "in $BANK_ADMIN_TOKEN or a file named by --admin-token-file",
+        },
+    )
+    # No admin token: no token at all is the admin's.
+    for headers in ({"Authorization": "Bearer "}, AUTH):
         status, answer = await bank.call("PUT", "/admin/lock", {"mode": "none"}, headers=headers)
-        assert status == 401
-        assert answer == {
-            "error": "unauthorized",
-            "detail": "admin endpoints are disabled: start the server with --admin-token "
-            "or BANK_ADMIN_TOKEN to enable them",
-        }
+        assert (status, answer["error"]) == (401, "unauthenticated")
     assert bank.locking.mode == "account"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,16 +84,42 @@ def test_serve_admin_token_from_environment() -> None:
         assert _request(server.url + "/health")[1]["lock_mode"] == "account"
 
 
-def test_serve_admin_token_flag_wins_and_no_token_disables_admin() -> None:
+def test_serve_refuses_the_admin_token_in_argv() -> None:
+    result = _bank("serve", "--port", "0", "--admin-token", "flag-token")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "python -m services.bank serve: error: --admin-token on the command line is visible "
+        "to every user of this machine; put the token in $BANK_ADMIN_TOKEN or in a file named "
+        "by --admin-token-file"
+    ]
+    assert result.stdout == ""
+
+
+def test_serve_admin_token_file_wins_and_no_token_disables_admin(tmp_path: Path) -> None:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("from-file\n")
     env = {**os.environ, "BANK_ADMIN_TOKEN": "from-env"}
-    with start_server(["--admin-token", "flag-token"], env=env) as server:
-        assert _request(server.url + "/admin/lock", token="flag-token") == (200, {"mode": "none"})
+    with start_server(["--admin-token-file", str(token_file)], env=env) as server:
+        assert _request(server.url + "/admin/lock", token="from-file") == (200, {"mode": "none"})
         assert _request(server.url + "/admin/lock", token="from-env")[0] == 401
     env.pop("BANK_ADMIN_TOKEN")
     with start_server([], env=env) as server:
-        status, body = _request(server.url + "/admin/lock", token="anything")
-    assert (status, body["error"]) == (401, "unauthorized")
+        status, body = _request(server.url + "/admin/lock")
+    assert (status, body["error"]) == (401, "unauthenticated")
     assert body["detail"].startswith("admin endpoints are disabled")
+
+
+@pytest.mark.parametrize("content", [None, "", "  \n"])
+def test_serve_refuses_a_missing_or_empty_token_file(tmp_path: Path, content: str | None) -> None:
+    token_file = tmp_path / "admin-token"
+    if content is not None:
+        token_file.write_text(content)
+    result = _bank("serve", "--port", "0", "--admin-token-file", str(token_file))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("python -m services.bank serve: error: ")
+    assert str(token_file) in line
+    assert ("cannot read" if content is None else "is empty") in line
 
 
 def test_serve_port_in_use() -> None:
@@ -103,9 +130,14 @@ def test_serve_port_in_use() -> None:
     assert f"error: cannot listen on 127.0.0.1:{port}:" in result.stderr
 
 
+#: The admin token of the servers the hammer tests start, in their environment and the
+#: hammer's (which registers a client of its own with it).
+ADMIN_ENV = {**os.environ, "BANK_ADMIN_TOKEN": "cli-admin"}
+
+
 def test_hammer_end_to_end(tmp_path: Path) -> None:
     path = tmp_path / "hammer.json"
-    with start_server(["--lock", "account"]) as server:
+    with start_server(["--lock", "account"], env=ADMIN_ENV) as server:
         result = _bank(
             "hammer",
             "--url",
@@ -121,9 +153,10 @@ def test_hammer_end_to_end(tmp_path: Path) -> None:
             "--json",
             str(path),
             "--fail-on-drift",
+            env=ADMIN_ENV,
         )
         assert result.returncode == 0, result.stderr
-        audit = _request(server.url + "/audit")[1]
+        audit = _request(server.url + "/audit", token="cli-admin")[1]
     assert "verdict       OK" in result.stdout
     assert "seed 9" in result.stdout
     assert "hammer" in result.stderr  # the progress line
@@ -137,7 +170,7 @@ def test_hammer_end_to_end(tmp_path: Path) -> None:
 
 def test_hammer_thresholds_exit_1(tmp_path: Path) -> None:
     # 50 ms between each read and write, 8 clients on 2 accounts: the deposits overlap.
-    with start_server(["--lock", "none", "--io-delay", "0.05"]) as server:
+    with start_server(["--lock", "none", "--io-delay", "0.05"], env=ADMIN_ENV) as server:
         result = _bank(
             "hammer",
             "--url",
@@ -154,6 +187,7 @@ def test_hammer_thresholds_exit_1(tmp_path: Path) -> None:
             "--max-p99-ms",
             "0.001",
             "--no-progress",
+            env=ADMIN_ENV,
         )
     assert result.returncode == 1
     assert "threshold broken: drift -" in result.stderr
@@ -163,9 +197,51 @@ def test_hammer_thresholds_exit_1(tmp_path: Path) -> None:
 
 
 def test_hammer_unreachable() -> None:
-    result = _bank("hammer", "--url", "http://127.0.0.1:9", "--requests", "1")
+    result = _bank("hammer", "--url", "http://127.0.0.1:9", "--requests", "1", env=ADMIN_ENV)
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot talk to http://127.0.0.1:9/")
+
+
+def test_hammer_without_a_credential_exits_2_before_any_load() -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("BANK_")}
+    result = _bank("hammer", "--url", "http://127.0.0.1:9", "--requests", "1", env=env)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "no credential; put a client API key in $BANK_API_KEY" in line
+
+
+def test_hammer_sends_the_key_of_a_client_it_was_given(tmp_path: Path) -> None:
+    with start_server(["--lock", "account"], env=ADMIN_ENV) as server:
+        status, body = _request(server.url + "/clients", "POST", {"id": "ops"}, token="cli-admin")
+        assert status == 201
+        key_file = tmp_path / "key"
+        key_file.write_text(body["key"])
+        env = {name: value for name, value in os.environ.items() if not name.startswith("BANK_")}
+        result = _bank(
+            "hammer",
+            "--url",
+            server.url,
+            "--requests",
+            "50",
+            "--accounts",
+            "2",
+            "--api-key-file",
+            str(key_file),
+            "--fail-on-drift",
+            "--no-progress",
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        # The run's accounts are the client's: another client may not read them.
+        status, other = _request(
+            server.url + "/clients", "POST", {"id": "other"}, token="cli-admin"
+        )
+        prefix = re.search(r"accounts (h[0-9a-f]{8})-", result.stdout)
+        assert prefix is not None, result.stdout
+        status, _ = _request(f"{server.url}/accounts/{prefix.group(1)}-0", token=other["key"])
+        assert status == 403
+        status, _ = _request(f"{server.url}/accounts/{prefix.group(1)}-0", token=body["key"])
+        assert status == 200
 
 
 def test_showdown_end_to_end(tmp_path: Path) -> None:
@@ -212,7 +288,7 @@ def test_showdown_end_to_end(tmp_path: Path) -> None:
         (["serve", "--store", "redis://x"], "unknown store 'redis://x'; expected 'memory'"),
         (["serve", "--io-delay", "-1"], "must be a finite number of seconds >= 0, got -1"),
         (["serve", "--io-delay", "nan"], "must be a finite number of seconds >= 0, got nan"),
-        (["serve", "--admin-token", ""], "argument --admin-token: must not be empty"),
+        (["serve", "--admin-token", "t"], "--admin-token on the command line is visible"),
         (["hammer"], "the following arguments are required: --url"),
         (["hammer", "--url", "ftp://x"], "must be an http:// or https:// URL, got 'ftp://x'"),
         (["hammer", "--url", "http://h:1/api"], "must be the service's base URL"),

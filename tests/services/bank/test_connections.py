@@ -39,7 +39,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     return "asyncio", {"loop_factory": uvloop.new_event_loop}
 
 
-BASE = BankConfig(port=0, lock_mode="account")
+# Connection handling is the subject: the raw requests reach the routes without a key
+# (require_keys=False, which the CLI cannot set; test_auth.py holds the keys).
+BASE = BankConfig(port=0, lock_mode="account", require_keys=False)
 DEPOSIT = b'{"amount": 5}'
 
 

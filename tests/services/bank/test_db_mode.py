@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -38,6 +39,9 @@ pytestmark = pytest.mark.anyio
 Client = TestClient[web.Request, web.Application]
 JSON = {"Content-Type": "application/json"}
 AUTH = {"Authorization": "Bearer token"}
+#: The API key of the client each test client acts for, by ``id()`` of the test client.
+_KEYS: dict[int, str] = {}
+ADMIN_ENV = {**os.environ, "BANK_ADMIN_TOKEN": "token"}
 
 
 # --- several workers -------------------------------------------------------------------------
@@ -48,15 +52,26 @@ async def _load(url: str) -> tuple[int, dict[str, Any], int]:
     Idempotency-Key. Return the hammer's drift, the server's /audit and how often the keyed
     deposit was applied."""
     report = await run_hammer(
-        HammerSettings(url=url, concurrency=32, requests=300, accounts=2, seed=7, progress=False)
+        HammerSettings(
+            url=url,
+            concurrency=32,
+            requests=300,
+            accounts=2,
+            seed=7,
+            progress=False,
+            admin_token="token",
+        )
     )
     # 32 connections: the kernel spreads them over both workers.
     async with ClientSession(url, connector=TCPConnector(limit=32, force_close=True)) as session:
-        opened = await session.post("/accounts", json={"id": "keyed", "balance": 0})
+        registered = await session.post("/clients", json={"id": "keyed"}, headers=AUTH)
+        assert registered.status == 201
+        auth = {"Authorization": f"Bearer {(await registered.json())['key']}"}
+        opened = await session.post("/accounts", json={"id": "keyed", "balance": 0}, headers=auth)
         assert opened.status == 201
 
         async def deposit() -> int:
-            headers = {"Idempotency-Key": "same-everywhere"}
+            headers = {"Idempotency-Key": "same-everywhere", **auth}
             async with session.post(
                 "/accounts/keyed/deposit", json={"amount": 5}, headers=headers
             ) as response:
@@ -65,10 +80,11 @@ async def _load(url: str) -> tuple[int, dict[str, Any], int]:
                 return balance
 
         balances = await asyncio.gather(*(deposit() for _ in range(10)))
-        async with session.get("/accounts/keyed") as response:
+        async with session.get("/accounts/keyed", headers=auth) as response:
             keyed = (await response.json())["balance"]
-        async with session.get("/audit") as response:
+        async with session.get("/audit", headers=AUTH) as response:
             audit = await response.json()
+            assert response.status == 200, audit
     assert balances == [5] * 10
     return report.drift, audit, keyed // 5
 
@@ -84,7 +100,7 @@ def test_two_workers_lose_money_under_an_in_process_lock_and_not_under_db(
     args = ["--workers", "2", "--store", postgres_url, "--lock", mode, "--io-delay", "0.005"]
     if mode != "db":
         args.append("--unsafe-in-process-locks")
-    with start_server(args) as server:
+    with start_server(args, env=ADMIN_ENV) as server:
         drift, audit, applied = asyncio.run(_load(server.url))
     assert applied == 1  # idempotency holds across workers in every mode
     if mode == "account":
@@ -117,14 +133,21 @@ async def make_client() -> AsyncIterator[AppFactory]:
             )
             client: Client = TestClient(TestServer(create_app(config, store=store)))
             await stack.enter_async_context(client)
+            async with client.post("/clients", json={"id": "tester"}, headers=AUTH) as answer:
+                assert answer.status == 201, await answer.text()
+                _KEYS[id(client)] = (await answer.json())["key"]
             return client
 
         yield factory
 
 
 async def _call(client: Client, method: str, path: str, body: object = None) -> tuple[int, Any]:
+    """Send a request as the admin (admin routes) or as the test client's client (the rest)."""
     data = None if body is None else json.dumps(body)
-    async with client.request(method, path, data=data, headers={**JSON, **AUTH}) as response:
+    auth = AUTH if path.startswith(("/admin", "/audit")) else {}
+    if not auth:
+        auth = {"Authorization": f"Bearer {_KEYS[id(client)]}"}
+    async with client.request(method, path, data=data, headers={**JSON, **auth}) as response:
         return response.status, await response.json()
 
 

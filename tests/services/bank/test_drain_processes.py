@@ -9,6 +9,7 @@ pins a request down; here a request is kept under way from outside the server: a
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -23,11 +24,16 @@ def _connect(server: ServerProcess) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=20)
 
 
-def _request(method: str, path: str, body: object = None) -> bytes:
+ADMIN = "drain-admin"
+#: The servers' environment: the admin token, with which each test registers its client.
+ENV = {**os.environ, "BANK_ADMIN_TOKEN": ADMIN}
+
+
+def _request(method: str, path: str, body: object, token: str) -> bytes:
     data = b"" if body is None else json.dumps(body).encode()
     return (
         f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\n\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Length: {len(data)}\r\n\r\n"
     ).encode() + data
 
 
@@ -58,19 +64,25 @@ def _closed(sock: socket.socket) -> bool:
         return True
 
 
-def _open_account(sock: socket.socket, account: str) -> None:
-    sock.sendall(_request("POST", "/accounts", {"id": account, "balance": 100}))
+def _open_account(sock: socket.socket, account: str) -> str:
+    """Register a client and open ``account`` for it, on ``sock``; return the client's key."""
+    sock.sendall(_request("POST", "/clients", {"id": "tester"}, ADMIN))
+    status, _, body = _read_reply(sock)
+    assert status == 201
+    key: str = json.loads(body)["key"]
+    sock.sendall(_request("POST", "/accounts", {"id": account, "balance": 100}, key))
     status, headers, _ = _read_reply(sock)
     assert status == 201
     assert headers.get("connection", "keep-alive").lower() != "close"
+    return key
 
 
 def test_sigterm_answers_the_request_under_way_with_connection_close() -> None:
     # The deposit spends 3 s between its read and its write; SIGTERM comes 0.5 s in.
-    with start_server(["--lock", "account", "--io-delay", "3"]) as server:
+    with start_server(["--lock", "account", "--io-delay", "3"], env=ENV) as server:
         with _connect(server) as sock:
-            _open_account(sock, "alice")
-            sock.sendall(_request("POST", "/accounts/alice/deposit", {"amount": 5}))
+            key = _open_account(sock, "alice")
+            sock.sendall(_request("POST", "/accounts/alice/deposit", {"amount": 5}, key))
             time.sleep(0.5)
             server.process.send_signal(signal.SIGTERM)
             status, headers, body = _read_reply(sock)
@@ -83,14 +95,14 @@ def test_sigterm_answers_the_request_under_way_with_connection_close() -> None:
 def test_workers_drain_on_sigterm_to_the_supervisor(tmp_path: Path) -> None:
     path = tmp_path / "bank.db"
     args = ["--workers", "2", "--store", f"sqlite:///{path}", "--lock", "db"]
-    with start_server(args) as server:
+    with start_server(args, env=ENV) as server:
         with _connect(server) as sock:
-            _open_account(sock, "alice")
+            key = _open_account(sock, "alice")
             blocker = sqlite3.connect(path, isolation_level=None)
             try:
                 # Hold the file's write lock: the worker's deposit waits for it (busy_timeout).
                 blocker.execute("BEGIN IMMEDIATE")
-                sock.sendall(_request("POST", "/accounts/alice/deposit", {"amount": 5}))
+                sock.sendall(_request("POST", "/accounts/alice/deposit", {"amount": 5}, key))
                 time.sleep(1.0)
                 server.process.send_signal(signal.SIGTERM)
                 time.sleep(0.5)

@@ -33,6 +33,7 @@ import asyncpg
 import pytest
 
 from services.bank.domain import JournalEntry
+from services.bank.ports import KeyPolicy
 from services.bank.stores.postgres import PostgresStore
 from services.bank.stores.sqlite import SqliteStore
 
@@ -95,7 +96,7 @@ async def test_a_keyed_commit_cut_is_outcome_unknown_and_the_key_settles_it(
     assert len(_moves(await bank.store.journal(), amount)) == applied
     # The retry with the key settles it: applied exactly once, whichever it was.
     async with bank.client.post(
-        "/accounts/a/deposit", json={"amount": amount}, headers=key
+        "/accounts/a/deposit", json={"amount": amount}, headers={**key, **bank.auth}
     ) as response:
         assert response.status == 200, await response.text()
         replayed = response.headers.get("Idempotent-Replayed") == "true"
@@ -267,7 +268,9 @@ async def test_too_many_connections_is_retry_later_with_nothing_applied(
         # An open unit of work holds the role's one connection (its transaction is begun by
         # its first write); the next request needs a second one, which the server refuses.
         amount = _amount()
-        async with store.claim("held-open", "fingerprint") as claim:
+        async with store.claim(
+            "held-open", "fingerprint", client="tester", policy=KeyPolicy()
+        ) as claim:
             await store.within(claim).deposit("a", 3, atomic=True)
             status, body = await bank.call("POST", "/accounts/b/deposit", {"amount": amount})
             assert (status, body["error"]) == (503, "retry_later"), body
@@ -305,6 +308,31 @@ async def test_health_is_degraded_while_the_database_is_away(
     status, body = await bank.call("GET", "/health")
     assert body["status"] == "degraded"
     assert "1 retry_later" in body["reason"]
+
+
+@pytest.mark.postgres
+async def test_key_and_credential_lookups_while_the_database_is_away_are_retry_later(
+    served_bank: ServedFactory, postgres_url: str, proxy: PgProxy
+) -> None:
+    """What runs before a request's own work (the caller's API key, its Idempotency-Key records)
+    fails as "nothing applied", and the same key then goes through once."""
+    bank = await _proxied_bank(served_bank, postgres_url, proxy, "db", acquire_timeout=2.0)
+    await _open(bank, "a")
+    amount, key = _amount(), {"Idempotency-Key": f"away-{uuid.uuid4()}"}
+    proxy.refusing = True
+    proxy.cut_all()
+    status, body = await bank.call("POST", "/accounts/a/deposit", {"amount": amount}, headers=key)
+    assert (status, body["error"]) == (503, "retry_later"), body
+    assert "nothing was applied" in body["detail"]
+    # A token this process has not seen must be looked up in the database.
+    unknown = {"Authorization": "Bearer bank_" + "0" * 43}
+    status, body = await bank.call("POST", "/accounts/a/deposit", {"amount": 1}, headers=unknown)
+    assert (status, body["error"]) == (503, "retry_later"), body
+    proxy.refusing = False
+    status, body = await bank.call("POST", "/accounts/a/deposit", {"amount": amount}, headers=key)
+    assert status == 200, body
+    assert len(_moves(await bank.store.journal(), amount)) == 1
+    assert (await bank.audit())["drift"] == 0
 
 
 # --- SQLite ------------------------------------------------------------------------------------

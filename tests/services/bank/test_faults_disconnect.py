@@ -45,7 +45,7 @@ from services.bank.stores.postgres import PostgresStore
 from services.bank.stores.sqlite import SqliteStore
 
 from ._reliability import url_for
-from .conftest import _Server
+from .conftest import ADMIN_AUTH, ADMIN_TOKEN, _Server, act_as_client
 
 pytestmark = pytest.mark.anyio
 
@@ -187,7 +187,8 @@ async def test_disconnects_under_load_lose_nothing_and_split_nothing(
     url = url_for(kind, tmp_path, request)
     harness = Harness(handler_cancellation, in_window=lock_mode != "db")
     store = _make_store(kind, url, harness)
-    app = create_app(BankConfig(store=url, lock_mode=lock_mode), store=store)
+    config = BankConfig(store=url, lock_mode=lock_mode, admin_token=ADMIN_TOKEN)
+    app = create_app(config, store=store)
     running = Running()
     app.middlewares.insert(0, running.middleware)
     app.middlewares.append(harness.middleware)
@@ -196,6 +197,7 @@ async def test_disconnects_under_load_lose_nothing_and_split_nothing(
     server = _Server(app, handler_cancellation=handler_cancellation)
     connector = aiohttp.TCPConnector(limit=CLIENTS * 2)
     async with TestClient(server, connector=connector) as client:
+        await act_as_client(client)
         for account in ACCOUNTS:
             async with client.post("/accounts", json={"id": account, "balance": OPENING}) as r:
                 assert r.status == 201
@@ -218,7 +220,7 @@ async def test_disconnects_under_load_lose_nothing_and_split_nothing(
         for account in ACCOUNTS:
             async with client.get(f"/accounts/{account}") as r:
                 balances[account] = (await r.json())["balance"]
-        async with client.get("/audit") as r:
+        async with client.get("/audit", headers=ADMIN_AUTH) as r:
             audit = await r.json()
 
     by_amount = {entry.amount: entry for entry in journal if entry.kind != "open"}

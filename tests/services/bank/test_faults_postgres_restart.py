@@ -27,7 +27,7 @@ async def test_postgres_restart_under_load(served_bank: ServedFactory, postgres_
     bank = await served_bank(postgres_url, lock_mode="db", store=store)
     for account in ACCOUNTS:
         assert (await bank.call("POST", "/accounts", {"id": account, "balance": OPENING}))[0] == 201
-    load = Load(f"http://127.0.0.1:{bank.port}")
+    load = Load(f"http://127.0.0.1:{bank.port}", headers=bank.auth)
     try:
         with anyio.fail_after(50):
             async with anyio.create_task_group() as tg:

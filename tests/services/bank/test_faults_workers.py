@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from typing import Any
 
 import anyio
 import pytest
@@ -20,6 +21,7 @@ from services.bank.stores.postgres import PostgresStore
 from services.bank.tools.showdown import ServerProcess, start_server
 
 from ._faults import ACCOUNTS, OPENING, Load, check_books
+from .conftest import ADMIN_AUTH, ADMIN_TOKEN
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow]
 
@@ -35,29 +37,40 @@ def _worker_pids(server: ServerProcess) -> list[int]:
     return [int(pid) for pid in match[3].split(", ")]
 
 
-async def _post(url: str, body: object) -> int:
+ADMIN_ENV = {**os.environ, "BANK_ADMIN_TOKEN": ADMIN_TOKEN}
+
+
+async def _post(url: str, body: object, headers: dict[str, str]) -> tuple[int, Any]:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session, session.post(url, json=body) as resp:
-        return resp.status
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=body, headers=headers) as resp,
+    ):
+        return resp.status, await resp.json()
 
 
-async def _get(url: str) -> dict[str, object]:
+async def _get(url: str, headers: dict[str, str]) -> dict[str, object]:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
         assert resp.status == 200, await resp.text()
         body: dict[str, object] = await resp.json()
         return body
 
 
 async def test_kill_9_of_a_worker_loses_nothing_acknowledged(postgres_url: str) -> None:
-    with start_server([*SERVE, "--store", postgres_url]) as server:
+    with start_server([*SERVE, "--store", postgres_url], env=ADMIN_ENV) as server:
         pids = _worker_pids(server)
+        status, client = await _post(f"{server.url}/clients", {"id": "tester"}, ADMIN_AUTH)
+        assert status == 201
+        auth = {"Authorization": f"Bearer {client['key']}"}
         for account in ACCOUNTS:
-            status = await _post(f"{server.url}/accounts", {"id": account, "balance": OPENING})
+            status, _ = await _post(
+                f"{server.url}/accounts", {"id": account, "balance": OPENING}, auth
+            )
             assert status == 201
-        load = Load(server.url, clients=16)
+        load = Load(server.url, clients=16, headers=auth)
         with anyio.fail_after(50):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(load.run)
@@ -75,13 +88,14 @@ async def test_kill_9_of_a_worker_loses_nothing_acknowledged(postgres_url: str) 
     assert len(load.acknowledged) >= 300
 
     # An operator starts the service again on the same database.
-    with start_server([*SERVE, "--store", postgres_url]) as server:
+    with start_server([*SERVE, "--store", postgres_url], env=ADMIN_ENV) as server:
         _worker_pids(server)
         balances = {}
         for account in ACCOUNTS:
-            body = await _get(f"{server.url}/accounts/{account}")
+            # The client's key outlives the restart: it is in the database.
+            body = await _get(f"{server.url}/accounts/{account}", auth)
             balances[account] = int(str(body["balance"]))
-        audit = await _get(f"{server.url}/audit")
+        audit = await _get(f"{server.url}/audit", ADMIN_AUTH)
         store = PostgresStore(postgres_url, pool_size=1)
         await store.open()
         try:

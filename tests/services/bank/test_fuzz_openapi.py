@@ -56,7 +56,14 @@ ACCOUNTS = {"fz_alice": 10**6, "fz_bob": 10**6, "fz_carol": 0}
 #: must exist, that a balance must cover a debit, or that a transfer needs two accounts.
 SEMANTIC_REFUSALS = {
     404: {"account_not_found"},
-    409: {"account_exists", "insufficient_funds", "balance_too_large"},
+    409: {
+        "account_exists",
+        "insufficient_funds",
+        "balance_too_large",
+        "client_exists",
+        "too_many_accounts",
+        "opening_balance_too_large",
+    },
     422: {"same_account", "unsupported_lock_mode", "idempotency_key_reused"},
 }
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -81,17 +88,25 @@ class Books:
         return self._served.thread.run(read())
 
 
-def _open_accounts(served: ServedApp, session: requests.Session) -> None:
+def _open_accounts(served: ServedApp, session: requests.Session) -> dict[str, str]:
+    """Register the fuzzing client, open its funded accounts; return its ``Authorization``."""
+    answer = session.post(f"{served.base_url}/clients", json={"id": "fuzzer"}, headers=AUTH)
+    assert answer.status_code == 201, answer.text
+    client_auth = {"Authorization": f"Bearer {answer.json()['key']}"}
     for account_id, balance in ACCOUNTS.items():
         answer = session.post(
-            f"{served.base_url}/accounts", json={"id": account_id, "balance": balance}
+            f"{served.base_url}/accounts",
+            json={"id": account_id, "balance": balance},
+            headers=client_auth,
         )
         assert answer.status_code == 201, answer.text
+    return client_auth
 
 
 def _fuzz(
     served: ServedApp,
     session: requests.Session,
+    client_auth: dict[str, str],
     strategy: st.SearchStrategy[Any],
     cases: int,
     *,
@@ -105,8 +120,9 @@ def _fuzz(
     statuses: Counter[int] = Counter()
     pairs = st.permutations(sorted(ACCOUNTS)).map(lambda ids: (ids[0], ids[1]))
     # The schema-driven acceptance and auth checks are replaced by the bank's own below: the
-    # token is sent on purpose (the security tests cover the 401s), and a request that fits the
-    # schema can still be refused for what the schema cannot express.
+    # credentials are sent on purpose (the admin token to the admin routes, the fuzzing
+    # client's key to the others; the security tests cover the 401s and 403s), and a request
+    # that fits the schema can still be refused for what the schema cannot express.
     excluded = [positive_data_acceptance, ignored_auth]
 
     def one_case(case: Any, pair: tuple[str, str], use_known: bool) -> None:
@@ -115,7 +131,9 @@ def _fuzz(
             # Two funded accounts now and then, so that money really moves.
             body["from"], body["to"] = pair
         before = last[0]
-        kwargs = case.as_transport_kwargs(base_url=served.base_url, headers=AUTH)
+        admin = case.path.startswith(("/audit", "/admin", "/clients"))
+        headers = AUTH if admin else client_auth
+        kwargs = case.as_transport_kwargs(base_url=served.base_url, headers=headers)
         response = session.request(**kwargs)
         statuses[response.status_code] += 1
         case.validate_response(response, excluded_checks=excluded, transport_kwargs=kwargs)
@@ -168,7 +186,7 @@ def test_fuzz_every_route(
     app = create_app(BankConfig(store=url, lock_mode=lock_mode, admin_token=ADMIN_TOKEN))
     with ServedApp(app) as served, requests.Session() as session:
         session.trust_env = False
-        _open_accounts(served, session)
+        client_auth = _open_accounts(served, session)
         schema = schemathesis.openapi.from_url(f"{served.base_url}/openapi.json")
         if mode == "positive":
             strategy = st.one_of(
@@ -180,7 +198,9 @@ def test_fuzz_every_route(
             )
         else:
             strategy = schema.as_strategy(generation_mode=GenerationMode.NEGATIVE)
-        statuses = _fuzz(served, session, strategy, cases, positive=mode == "positive", chunk=chunk)
+        statuses = _fuzz(
+            served, session, client_auth, strategy, cases, positive=mode == "positive", chunk=chunk
+        )
     assert statuses.total() >= cases
     assert not [status for status in statuses if status >= 500], statuses
     # Refusals are reached in every chunk, and acceptances whenever the data fit the schema.

@@ -19,7 +19,7 @@ from services.bank.tools.hammer import (
     write_json,
 )
 
-from .conftest import Bank, BankFactory
+from .conftest import ADMIN_TOKEN, Bank, BankFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +46,13 @@ def _url(bank: Bank) -> str:
 
 async def test_hammer_keeps_the_books_of_a_locked_bank(bank: Bank, tmp_path: Path) -> None:
     settings = HammerSettings(
-        url=_url(bank), concurrency=8, requests=300, accounts=3, seed=5, progress=False
+        admin_token=ADMIN_TOKEN,
+        url=_url(bank),
+        concurrency=8,
+        requests=300,
+        accounts=3,
+        seed=5,
+        progress=False,
     )
     report = await run_hammer(settings, console=_quiet())
     assert report.requests == 300
@@ -73,7 +79,9 @@ async def test_hammer_keeps_the_books_of_a_locked_bank(bank: Bank, tmp_path: Pat
 
 
 async def test_each_run_opens_fresh_accounts(bank: Bank) -> None:
-    settings = HammerSettings(url=_url(bank), requests=20, accounts=2, progress=False)
+    settings = HammerSettings(
+        admin_token=ADMIN_TOKEN, url=_url(bank), requests=20, accounts=2, progress=False
+    )
     first = await run_hammer(settings, console=_quiet())
     second = await run_hammer(settings, console=_quiet())
     assert first.prefix != second.prefix
@@ -82,7 +90,13 @@ async def test_each_run_opens_fresh_accounts(bank: Bank) -> None:
 
 async def test_hammer_by_duration(bank: Bank) -> None:
     settings = HammerSettings(
-        url=_url(bank), requests=None, duration=0.2, concurrency=4, accounts=2, progress=False
+        admin_token=ADMIN_TOKEN,
+        url=_url(bank),
+        requests=None,
+        duration=0.2,
+        concurrency=4,
+        accounts=2,
+        progress=False,
     )
     report = await run_hammer(settings, console=_quiet())
     assert report.requests > 0
@@ -93,6 +107,7 @@ async def test_hammer_reports_the_lost_money_of_lock_mode_none(make_bank: BankFa
     # With a 20 ms window and 16 clients on 2 accounts, concurrent deposits overlap in it.
     bank = await make_bank(lock_mode="none", io_delay=0.02)
     settings = HammerSettings(
+        admin_token=ADMIN_TOKEN,
         url=_url(bank),
         concurrency=16,
         requests=64,

@@ -31,12 +31,13 @@ import anyio
 import pytest
 from aiohttp.test_utils import TestClient
 
+from services.bank.domain import MAX_AMOUNT
 from services.bank.http import create_app
 from services.bank.run.config import BankConfig
 from services.bank.stores.memory import MemoryStore
 
 from ._raw_http import RawResponse, exchange, read_response, request_bytes
-from .conftest import Bank, _Server
+from .conftest import ADMIN_TOKEN, Bank, BankFactory, _Server
 
 pytestmark = pytest.mark.anyio
 
@@ -50,6 +51,14 @@ def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         yield
     errors = [r for r in caplog.records if r.name.startswith("services.bank")]
     assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.fixture
+async def bank(make_bank: BankFactory) -> Bank:
+    """A bank whose money routes also take anonymous requests (``require_keys=False``): the raw
+    requests of this module are about the bytes, and reach the parsing without a key. (The
+    parsing runs after the credential check, the same with one or without.)"""
+    return await make_bank(require_keys=False)
 
 
 @pytest.fixture
@@ -295,7 +304,14 @@ async def slow_port(
     """A bank on a real socket whose body timeout is short (0.2 s), with aiohttp's
     ``handler_cancellation`` on and off."""
     store = MemoryStore()
-    app = create_app(BankConfig(lock_mode="account", body_timeout=0.2), store=store)
+    config = BankConfig(
+        lock_mode="account",
+        body_timeout=0.2,
+        require_keys=False,
+        admin_token=ADMIN_TOKEN,
+        max_opening_balance=MAX_AMOUNT,
+    )
+    app = create_app(config, store=store)
     server = _Server(app, handler_cancellation=request.param)
     async with TestClient(server) as client:
         bank = Bank(client=client, store=store, app=app, server=server)

@@ -22,7 +22,7 @@ from services.bank.domain import IdempotencyKeyReused, OperationKind
 from services.bank.http import LOCKING, create_app
 from services.bank.http.errors import InvalidIdempotencyKey
 from services.bank.http.idempotency import check_key, fingerprint
-from services.bank.ports import RaceWindow, Store, StoredResponse
+from services.bank.ports import KeyPolicy, RaceWindow, Store, StoredResponse
 from services.bank.run.config import BankConfig
 from services.bank.stores.memory import MemoryIdempotency, MemoryStore
 from services.bank.stores.postgres import PostgresStore
@@ -33,24 +33,36 @@ pytestmark = pytest.mark.anyio
 Client = TestClient[web.Request, web.Application]
 
 
-class Api:
-    """A test client with JSON helpers."""
+ADMIN = "idempotency-admin"
 
-    def __init__(self, client: Client, store: Store) -> None:
+
+class Api:
+    """A test client with JSON helpers, acting for one client (its ``Authorization`` header)."""
+
+    def __init__(self, client: Client, store: Store, api_key: str | None = None) -> None:
         self.client = client
         self.store = store
+        self.auth = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+
+    async def register(self, client_id: str) -> str:
+        """Register ``client_id`` with the admin token; return its API key."""
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        async with self.client.post("/clients", json={"id": client_id}, headers=admin) as answer:
+            assert answer.status == 201, await answer.text()
+            key: str = (await answer.json())["key"]
+            return key
 
     async def post(
         self, path: str, body: object, key: str | None = None, **headers: str
     ) -> tuple[int, Any, CIMultiDict[str]]:
-        sent = CIMultiDict({"Content-Type": "application/json", **headers})
+        sent = CIMultiDict({"Content-Type": "application/json", **self.auth, **headers})
         if key is not None:
             sent["Idempotency-Key"] = key
         async with self.client.post(path, data=json.dumps(body), headers=sent) as response:
             return response.status, await response.json(), CIMultiDict(response.headers)
 
     async def balance(self, account: str) -> int:
-        async with self.client.get(f"/accounts/{account}") as response:
+        async with self.client.get(f"/accounts/{account}", headers=self.auth) as response:
             balance: int = (await response.json())["balance"]
             return balance
 
@@ -70,9 +82,14 @@ async def make_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         if kind == "sqlite"
         else request.getfixturevalue("postgres_url")
     )
+    keys: dict[str, str] = {}
     async with AsyncExitStack() as stack:
 
-        async def factory(lock_mode: str = "account", race_window: RaceWindow | None = None) -> Api:
+        async def factory(
+            lock_mode: str = "account",
+            race_window: RaceWindow | None = None,
+            client_id: str = "tester",
+        ) -> Api:
             store: Store
             if kind == "memory":
                 store = MemoryStore(race_window=race_window)
@@ -80,10 +97,16 @@ async def make_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
                 store = SqliteStore(url, race_window=race_window)
             else:
                 store = PostgresStore(url, race_window=race_window, pool_size=4)
-            app = create_app(BankConfig(lock_mode=lock_mode, store=url), store=store)
+            config = BankConfig(lock_mode=lock_mode, store=url, admin_token=ADMIN)
+            app = create_app(config, store=store)
             client: Client = TestClient(TestServer(app))
             await stack.enter_async_context(client)
-            return Api(client, store)
+            api = Api(client, store)
+            # The databases are shared by every app of a test, and so is their client; each
+            # memory store has its own.
+            if kind == "memory" or client_id not in keys:
+                keys[client_id] = await api.register(client_id)
+            return Api(client, store, keys[client_id])
 
         yield factory
 
@@ -244,22 +267,16 @@ def test_fingerprint_compares_json_by_meaning() -> None:
     assert fingerprint("POST", "/x", b"{not json") != fingerprint("POST", "/x", b"{not  json")
 
 
-async def test_memory_keys_are_bounded_and_checked() -> None:
-    keys = MemoryIdempotency(capacity=2)
-    for key in ("a", "b", "c"):
-        async with keys.claim(key, "f") as claim:
-            assert claim.replay is None
-            await claim.save(StoredResponse(200, key.encode()))
-    assert len(keys) == 2
-    async with keys.claim("c", "f") as claim:
-        assert claim.replay == StoredResponse(200, b"c")
-    async with keys.claim("a", "f") as claim:  # forgotten: a new claim
-        assert claim.replay is None
+async def test_memory_keys_are_checked() -> None:
+    keys = MemoryIdempotency()
+    policy = KeyPolicy()
+    async with keys.claim("b", "f", client="c", policy=policy) as claim:
+        await claim.save(StoredResponse(200, b"b"))
     with pytest.raises(IdempotencyKeyReused, match="'b' was already used"):
-        async with keys.claim("b", "other"):
+        async with keys.claim("b", "other", client="c", policy=policy):
             pass
-    with pytest.raises(ValueError, match="capacity must be positive, got 0"):
-        MemoryIdempotency(capacity=0)
+    async with keys.claim("b", "other", client="d", policy=policy) as claim:
+        assert claim.replay is None  # another client's key of the same name
 
 
 async def test_the_openapi_document_describes_the_key(make_api: ApiFactory) -> None:

@@ -22,6 +22,7 @@ from services.bank.http.openapi import openapi_document
 
 MODES = ("none", "global", "account")
 VALID: dict[str, dict[str, Any]] = {
+    "NewClient": {"id": "alice"},
     "NewAccount": {"id": "alice", "balance": 0},
     "AmountRequest": {"amount": 1},
     "TransferRequest": {"from": "alice", "to": "bob", "amount": MAX_AMOUNT},

@@ -190,7 +190,8 @@ async def test_client_gone_mid_transfer_leaves_no_half_transfer(
     assert port is not None
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(
-        b"POST /transfers HTTP/1.1\r\nHost: bank\r\nContent-Type: application/json\r\n"
+        b"POST /transfers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {bank.key}\r\n".encode()
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )

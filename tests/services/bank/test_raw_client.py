@@ -55,6 +55,7 @@ async def test_both_clients_keep_the_books_of_the_real_app(bank: Bank, client: s
         seed=3,
         progress=False,
         client=client,
+        api_key=bank.key,
     )
     report = await run_hammer(settings, console=_quiet())
     assert sum(report.status.values()) == report.requests == 400

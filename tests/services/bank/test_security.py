@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from services.bank.__main__ import build_parser
-from services.bank.http import routes as app_module
+from services.bank.http import auth as auth_module
 from services.bank.run.config import BankConfig
 from services.bank.run.server import serve
 from services.bank.stores.memory import MemoryStore
@@ -39,7 +39,6 @@ SECRET = "SELECT balance FROM bank_accounts -- secret; Traceback (most recent ca
 @pytest.mark.parametrize(
     "headers",
     [
-        {},
         {"Authorization": ""},
         {"Authorization": "Bearer"},
         {"Authorization": "Bearer "},
@@ -62,9 +61,12 @@ async def test_admin_refuses_without_the_right_token(
     served_bank: ServedFactory, headers: dict[str, str], method: str, body: object
 ) -> None:
     bank = await served_bank()
-    status, answer = await bank.call(method, "/admin/lock", body, headers=headers)
+    # An empty Authorization sends none, unless the case names its own.
+    status, answer = await bank.call(
+        method, "/admin/lock", body, headers={"Authorization": "", **headers}
+    )
     assert status == 401
-    assert answer["error"] == "unauthorized"
+    assert answer["error"] == "unauthenticated"
     assert ADMIN_TOKEN not in answer["detail"]
     # A refused switch switched nothing.
     assert bank.locking.mode == "account"
@@ -86,12 +88,15 @@ async def test_admin_accepts_the_token_and_says_so_in_the_challenge(
 
 async def test_admin_is_closed_when_no_token_is_configured(served_bank: ServedFactory) -> None:
     bank = await served_bank(admin_token=None)
+    status, answer = await bank.call("GET", "/admin/lock")
+    assert (status, answer["error"]) == (401, "unauthenticated")
+    assert "disabled" in answer["detail"]
     for token in ("", "None", "null", ADMIN_TOKEN):
         status, answer = await bank.call(
             "GET", "/admin/lock", headers={"Authorization": f"Bearer {token}"}
         )
-        assert (status, answer["error"]) == (401, "unauthorized")
-        assert "disabled" in answer["detail"]
+        # No token is the admin's: each is an unknown bearer token.
+        assert (status, answer["error"]) == (401, "unauthenticated")
 
 
 async def test_token_is_compared_in_constant_time(
@@ -110,10 +115,14 @@ async def test_token_is_compared_in_constant_time(
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     assert (await bank.call("GET", "/admin/lock", headers=auth))[0] == 200
     assert (await bank.call("GET", "/admin/lock", headers={"Authorization": "Bearer x"}))[0] == 401
-    assert calls == [(ADMIN_TOKEN.encode(), ADMIN_TOKEN.encode()), (b"x", ADMIN_TOKEN.encode())]
+    # (The first call registered the test's client.)
+    assert calls[1:] == [
+        (ADMIN_TOKEN.encode(), ADMIN_TOKEN.encode()),
+        (b"x", ADMIN_TOKEN.encode()),
+    ]
     # And the code path has no ordinary comparison that could short-circuit first: read from
     # the bytecode (the source file may be newer than the loaded module).
-    code = app_module._require_admin.__code__
+    code = auth_module.auth_middleware.__code__
     assert "compare_digest" in code.co_names
     comparisons = [i.argval for i in dis.get_instructions(code) if i.opname == "COMPARE_OP"]
     assert "==" not in comparisons
@@ -209,8 +218,18 @@ class ExplodingStore(MemoryStore):
     ) -> tuple[int, int]:
         raise asyncpg.exceptions.UndefinedTableError(SECRET)
 
-    async def create_account(self, account_id: str, balance: int) -> int:
+    async def create_account(
+        self,
+        account_id: str,
+        balance: int,
+        *,
+        owner: str | None = None,
+        max_accounts: int | None = None,
+    ) -> int:
         raise ZeroDivisionError(SECRET)
+
+    async def owner(self, account_id: str) -> str | None:
+        raise RuntimeError(SECRET)
 
 
 def _assert_generic(status: int, body: object) -> None:
@@ -231,7 +250,7 @@ async def test_internal_errors_answer_the_generic_shape_and_log_the_details(
     ]
     with caplog.at_level(logging.ERROR, logger="services.bank"):
         for method, path, body in requests:
-            async with bank.client.request(method, path, json=body) as resp:
+            async with bank.client.request(method, path, json=body, headers=bank.auth) as resp:
                 raw = await resp.read()
                 assert resp.content_type == "application/json"
                 _assert_generic(resp.status, await resp.json())
@@ -279,7 +298,8 @@ async def test_a_broken_database_never_leaks_sql(
             ("POST", "/accounts/alice/deposit", {"amount": 1}),
             ("GET", "/audit", None),
         ]:
-            async with bank.client.request(method, path, json=body) as resp:
+            headers = bank.credentials(path)
+            async with bank.client.request(method, path, json=body, headers=headers) as resp:
                 raw = (await resp.read()).lower()
                 assert resp.status == 500, raw
                 assert await resp.json() == GENERIC_500
@@ -302,6 +322,9 @@ class UnreachableStore(MemoryStore):
         self.error = error
 
     async def balance(self, account_id: str) -> int:
+        raise self.error
+
+    async def owner(self, account_id: str) -> str | None:
         raise self.error
 
     async def deposit(self, account_id: str, amount: int, *, atomic: bool = False) -> int:

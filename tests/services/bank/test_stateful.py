@@ -36,7 +36,7 @@ from services.bank.run.config import BankConfig
 
 from ._loop_thread import ServedApp
 from ._reliability import url_for
-from .conftest import ADMIN_TOKEN
+from .conftest import ADMIN_TOKEN, register_client
 
 #: Examples per store: the memory store answers in a fraction of a millisecond, the databases in
 #: a few; the budget of the whole file is about 15 seconds on 2 cores.
@@ -101,6 +101,8 @@ class BankMachine(RuleBasedStateMachine):
 
     served: ServedApp
     counter: Iterator[int]
+    #: The API key of the client every money request acts for (admin routes get the token).
+    api_key: str
 
     def __init__(self) -> None:
         super().__init__()
@@ -114,7 +116,13 @@ class BankMachine(RuleBasedStateMachine):
     ) -> tuple[int, Any]:
         async def send() -> tuple[int, Any]:
             data = None if body is None else json.dumps(body).encode()
-            sent = {"Content-Type": "application/json", **(headers or {})}
+            admin = path.startswith(("/audit", "/admin"))
+            token = ADMIN_TOKEN if admin else self.api_key
+            sent = {
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token}",
+                **(headers or {}),
+            }
             async with self.served.client.request(method, path, data=data, headers=sent) as resp:
                 text = await resp.text()
                 assert resp.content_type == "application/json", (resp.status, text)
@@ -278,7 +286,15 @@ def test_bank_matches_the_model(
     kind: str, lock_mode: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     url = url_for(kind, tmp_path, request)
-    app = create_app(BankConfig(store=url, lock_mode=lock_mode, admin_token=ADMIN_TOKEN))
+    # Every example opens its accounts on the same server, for the same client.
+    config = BankConfig(
+        store=url,
+        lock_mode=lock_mode,
+        admin_token=ADMIN_TOKEN,
+        max_accounts_per_client=10**6,
+        max_opening_balance=MAX_AMOUNT,
+    )
+    app = create_app(config)
     with ServedApp(app) as served:
 
         class Machine(BankMachine):
@@ -286,4 +302,5 @@ def test_bank_matches_the_model(
 
         Machine.served = served
         Machine.counter = itertools.count()
+        Machine.api_key = served.thread.run(register_client(served.client, "tester"))
         run_state_machine_as_test(Machine, settings=_settings(kind))

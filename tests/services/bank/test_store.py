@@ -75,10 +75,12 @@ async def test_audit_lists_negative_accounts_and_drift() -> None:
     store = MemoryStore()
     await store.create_account("b", 3)
     await store.create_account("a", 1)
-    # Only a race can make a balance negative; reach in to stage one.
-    store._balances["a"] = -4
-    store._balances["b"] = -1
+    # Only a race can make a balance negative; reach in to stage one (through the write the
+    # operations use, which keeps the audit's running totals).
+    store._write("a", -4)
+    store._write("b", -1)
     audit = await store.audit()
+    assert audit == await store.audit(full_scan=True)
     assert audit.negative_accounts == (("a", -4), ("b", -1))
     assert audit.drift == -5 - 4
     assert audit.to_json() == {

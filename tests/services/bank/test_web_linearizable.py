@@ -3,6 +3,10 @@
 Request sets are generated from the bank's own ``/openapi.json`` (asynclocks.web); with lock mode
 ``none`` some set is not linearizable (a lost update), with ``account`` and ``global`` every set
 passes every schedule within the default bound of 2 preemptions.
+
+The apps are the lessons' (``race_scenarios``: ``require_keys=False``), whose money routes list
+the anonymous ``{}`` in their OpenAPI security, so the check generates requests for them; the
+admin-only ``/audit`` is left out by the check, which sends no credentials.
 """
 
 from __future__ import annotations
@@ -13,44 +17,33 @@ from typing import Any
 import pytest
 
 import asynclocks.web as web
-from services.bank import BankConfig
-from services.bank.http import create_app
+from services.bank.tools import race_scenarios
 
 SEED = 1
+#: The seed of the `none` check: the sets of a seed follow from the document, and with seed 2
+#: the bank's document (clients, security schemes) gives a lost update in its 5th set.
+NONE_SEED = 2
 SETS = 12
 #: Each locked set is proved within 2 preemptions (a few hundred schedules of a fresh app each).
 LOCKED_SETS = 4
 
 
 def bank(mode: str) -> Callable[[], Any]:
-    return lambda: create_app(BankConfig(lock_mode=mode, store="memory", io_delay=0.0))
+    factory: Callable[[], Any] = getattr(race_scenarios, f"{mode}_app")
+    return factory
 
 
 def test_lock_mode_none_is_not_linearizable() -> None:
-    summary = web.check_openapi(bank("none"), sets=SETS, seed=SEED, stop_on_failure=True)
+    summary = web.check_openapi(bank("none"), sets=SETS, seed=NONE_SEED, stop_on_failure=True)
     assert summary.failures, summary.summary
     failure = summary.failures[0]
     assert isinstance(failure.error, web.NotLinearizable)
     assert failure.verdict.startswith("NOT LINEARIZABLE on asyncio")
-    # The outcome loses money: the audit's drift is not 0 where every sequential order keeps it 0.
+    # The outcome loses money: some balance read back is one no sequential order gives, and
+    # no credentialed operation (/audit, /clients, /admin) was generated.
     assert failure.observed is not None
-    audits = [
-        response.body
-        for request, response in zip(
-            [*failure.requests.concurrent, *failure.requests.observe], failure.observed, strict=True
-        )
-        if request.path == "/audit"
-    ]
-    assert audits
-    assert audits[0]["drift"] != 0
-    assert all(
-        r.body["drift"] == 0
-        for allowed in failure.allowed
-        for q, r in zip(
-            [*failure.requests.concurrent, *failure.requests.observe], allowed.outcome, strict=True
-        )
-        if q.path == "/audit"
-    )
+    requests = [*failure.requests.concurrent, *failure.requests.observe]
+    assert not [r for r in requests if r.path in ("/audit", "/clients", "/admin/lock")]
     assert failure.report.token is not None
 
 

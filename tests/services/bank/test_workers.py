@@ -21,17 +21,23 @@ from services.bank.tools.showdown import ServerProcess, start_server
 PIDS = re.compile(r"supervisor: (\d+) workers share port (\d+) \(pids ([\d, ]+)\)")
 
 
-def _get(url: str) -> dict[str, object]:
-    with urllib.request.urlopen(url, timeout=10) as response:
+ADMIN = "workers-admin"
+
+
+def _get(url: str, token: str | None = None) -> dict[str, object]:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    with urllib.request.urlopen(
+        urllib.request.Request(url, headers=headers), timeout=10
+    ) as response:
         body: dict[str, object] = json.load(response)
         return body
 
 
-def _post(url: str, body: object) -> tuple[int, dict[str, object]]:
+def _post(url: str, body: object, token: str) -> tuple[int, dict[str, object]]:
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -57,7 +63,8 @@ def _supervisor_line(server: ServerProcess) -> tuple[int, list[int]]:
 @contextmanager
 def _workers(tmp_path: Path, *extra: str) -> Iterator[ServerProcess]:
     store = f"sqlite:///{tmp_path / 'bank.db'}"
-    with start_server(["--workers", "2", "--store", store, "--lock", "db", *extra]) as server:
+    args = ["--workers", "2", "--store", store, "--lock", "db", *extra]
+    with start_server(args, env={**os.environ, "BANK_ADMIN_TOKEN": ADMIN}) as server:
         yield server
 
 
@@ -68,13 +75,17 @@ def test_workers_share_one_port_and_stop_together(tmp_path: Path, signum: signal
         assert server.url == f"http://127.0.0.1:{port}"
         assert len(pids) == 2
         assert all(_alive(pid) for pid in pids)
-        assert _post(f"{server.url}/accounts", {"id": "a", "balance": 5}) == (
+        status, client = _post(f"{server.url}/clients", {"id": "tester"}, ADMIN)
+        assert status == 201
+        key = str(client["key"])
+        assert _post(f"{server.url}/accounts", {"id": "a", "balance": 5}, key) == (
             201,
             {"id": "a", "balance": 5},
         )
         for _ in range(10):
-            # Fresh connections, spread over both workers: both see the shared file.
-            assert _get(f"{server.url}/accounts/a") == {"id": "a", "balance": 5}
+            # Fresh connections, spread over both workers: both see the shared file (the
+            # client's key too, registered through one of them).
+            assert _get(f"{server.url}/accounts/a", key) == {"id": "a", "balance": 5}
         assert _get(f"{server.url}/health") == {
             "status": "ok",
             "lock_mode": "db",
