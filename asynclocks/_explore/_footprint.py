@@ -12,12 +12,33 @@ step can have executed:
   attribute as a global still conflicts) give precise read/write sets. ``obj[key]`` stores, in-place
   operators and mutating container methods write a shared ``heap``; subscripts, comparisons,
   iteration, container reads, truth tests (``if items:``) and formatting (f-strings) read it.
+* Precise accesses, per object: where the bytecode shows that ``obj.n``, ``table[key]``,
+  ``box.n += 1`` or ``x += 1`` applies to plain variables (a local not rebound within the step's
+  range, a closure cell or global not stored by the step), the objects are looked up in the frame
+  when the step's footprint is computed, and the access touches ``(object, attribute)`` or
+  ``(dict, key)`` (a list: all of its items) instead of every attribute of that name and the
+  whole heap. An attribute counts only on a plain instance (no ``__getattr__``/``__setattr__``/
+  ``__getattribute__`` of its class, no property or other data descriptor for it) and is keyed by
+  the instance dict, so ``vars(obj)["n"]`` is the same resource; a module's attribute is its
+  global. An in-place operator that stored an immutable value (int, str, ...) computed from
+  another one only rebinds its target. Each precise access also names its *family* (the
+  attribute name, the heap, synchronisation), with which every coarse access of that family
+  still conflicts (see :func:`independent`). The analysis is cached per code position in
+  symbolic form; the objects are resolved per step (``_resolve``).
 * Lock, event and other synchronisation calls (``async with``, ``acquire``, ``set``, ``wait``...)
-  all write one ``sync`` resource; a sleep with a non-zero delay writes ``timers``; ``sleep(0)`` and
-  checkpoints touch nothing.
+  and library frames of those primitives' methods on the await chain touch that primitive (and a
+  condition's lock too); a sleep with a non-zero delay writes ``timers``; ``sleep(0)`` and
+  checkpoints touch nothing. Primitives are modelled rather than traced: their internals touch
+  only their own state and the scheduler's, which the explorer controls, so two steps on
+  different primitives commute. A primitive that cannot be resolved writes one shared ``sync``.
 * Anything the analysis cannot see through (a call to an unknown function, a user function that
   ran to completion inside the step, library code other than scheduling and synchronisation, a
   task ending with an error) makes the footprint *unknown*: dependent with every other step.
+
+Objects are named by labels, not ``id()``: sleep sets compare footprints from different runs of
+the scenario (see ``begin_run``). Why this design rather than dynamic tracing: tracing every
+library frame (``sys.monitoring``/``settrace``) would cost on every step of every schedule, while
+the static tables cost one cache lookup per step plus a lookup per precise access.
 
 Independence is therefore claimed only when nothing one step may write is read or written by the
 other. Local variables are private to their frame and never conflict.
@@ -32,15 +53,21 @@ from __future__ import annotations
 import builtins
 import collections
 import dis
+import itertools
 import sys
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from ._common import is_library
 
-#: A footprint: (names read, names written), or None for "unknown: touches everything".
-Footprint = tuple[frozenset[str], frozenset[str]] | None
+#: A footprint: (read, written) resources, optionally followed by (families read precisely,
+#: families written precisely), or None for "unknown: touches everything". A resource is a name
+#: (``str``) or a precise ``(object label, key)``; see :func:`independent`.
+Footprint = tuple[frozenset[Any], ...] | None
+#: What one instruction does: (read, written) resources, a :class:`_Late` access resolved per
+#: step against the frame, or None (unknown).
+_Effect = tuple[frozenset[str], frozenset[str]]
 
 HEAP = "<heap>"
 SYNC = "<sync>"
@@ -352,6 +379,49 @@ _STOPS = {
 # Loads of a local by name; the fused 3.13 forms push the second name last.
 _LOCAL_LOADS = {"LOAD_FAST", "LOAD_FAST_CHECK"}
 _FUSED_LOCAL_LOADS = {"LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST"}
+_LOCAL_STORES = {"STORE_FAST", "DELETE_FAST", "LOAD_FAST_AND_CLEAR"}
+# Fused 3.13 forms that store locals: how many of their names (first ones) they store.
+_FUSED_LOCAL_STORES = {"STORE_FAST_LOAD_FAST": 1, "STORE_FAST_STORE_FAST": 2}
+# Values whose operators neither read nor change any other object: an in-place operator whose
+# operands are such values only rebinds its target.
+_IMMUTABLE = (int, bool, float, complex, str, bytes, type(None))
+# Dictionary keys kept precisely: their equality is the builtin one (``1 == True`` included,
+# which a frozenset of resources compares the same way a dict does). Floats are left out (NaN).
+_KEYS = (int, bool, str, bytes, type(None))
+_ITEMS = "<items>"  # the resource of every element of a list
+
+#: Where a value comes from: ("fast" | "deref" | "global", variable name) or ("const", value).
+_Spec = tuple[str, Any]
+
+
+class _Late(NamedTuple):
+    """An access whose object is known only when a step runs: the object behind a variable.
+
+    ``loc`` is ("attr", object, name), ("item", container, key) or, for an in-place operator's
+    target, also ("var", variable). ``kind`` is "read", "write" or "inplace" (``right`` is then
+    the operator's other operand). ``coarse`` is the effect when the object cannot be resolved.
+    """
+
+    kind: str
+    loc: tuple[Any, ...]
+    right: _Spec | None
+    coarse: _Effect
+    #: How often a local it reads may be stored within the step's range (an in-place operator
+    #: on a variable stores it once).
+    stores_allowed: int = 0
+
+    def locals(self) -> list[tuple[str, int]]:
+        """The locals it reads, each with how often the range may store it."""
+        specs: list[Any] = [*self.loc[1:], self.right]
+        return [
+            (spec[1], self.stores_allowed if spec is self.loc[1] else 0)
+            for spec in specs
+            if isinstance(spec, tuple) and spec[0] == "fast"
+        ]
+
+
+#: A range's footprint with its precise accesses still symbolic: (reads, writes, accesses).
+_Template = tuple[frozenset[str], frozenset[str], tuple[_Late, ...]]
 
 
 class _Code:
@@ -380,10 +450,8 @@ class _Code:
             for offset, i in self.index.items():
                 if entry.start <= offset < entry.end:
                     self._edge(i, target)
-        self.effects: list[tuple[frozenset[str], frozenset[str]] | None] = [
-            self._classify(i) for i in range(count)
-        ]
-        self._ranges: dict[tuple[int, int], Footprint] = {}
+        self.effects: list[_Effect | _Late | None] = [self._classify(i) for i in range(count)]
+        self._ranges: dict[tuple[int, int], _Template | None] = {}
 
     def _edge(self, a: int, b: int) -> None:
         self.successors[a].append(b)
@@ -401,7 +469,10 @@ class _Code:
 
     # -- classification ---------------------------------------------------------------------
 
-    def _classify(self, i: int) -> tuple[frozenset[str], frozenset[str]] | None:
+    def _classify(self, i: int) -> _Effect | _Late | None:
+        late = _late_access(self, i)
+        if late is not None:
+            return late
         ins = self.instructions[i]
         name = ins.opname
         if name in _FREE:
@@ -555,7 +626,20 @@ class _Code:
         self, start: int | None, stop: int | None, frame: types.FrameType
     ) -> Footprint:
         """The footprint of everything on a path from offset ``start`` (None: entry) to ``stop``
-        (None: any exit), including both whole lines."""
+        (None: any exit), including both whole lines, resolved against ``frame``."""
+        template = self.range_template(start, stop, frame)
+        if template is None:
+            return None
+        reads, writes, lates = template
+        start = len(_labels)
+        local = frame.f_locals
+        places = [_compile(late, writes)(frame, local) for late in lates]
+        return _resolve(reads, writes, places, lates, start, (reads, writes, lates))
+
+    def range_template(
+        self, start: int | None, stop: int | None, frame: types.FrameType
+    ) -> _Template | None:
+        """Like :meth:`range_footprint`, with the precise accesses left symbolic (cached)."""
         key = (-1 if start is None else start, -1 if stop is None else stop)
         if key in self._ranges:
             return self._ranges[key]
@@ -581,28 +665,62 @@ class _Code:
         ins = self.instructions[i]
         return self.lines.get(ins.positions.lineno if ins.positions else None, [i])
 
-    def _combine(self, executed: Iterable[int], frame: types.FrameType) -> Footprint:
+    def _combine(self, executed: Iterable[int], frame: types.FrameType) -> _Template | None:
         reads: set[str] = set()
         writes: set[str] = set()
-        for i in executed:
+        lates: list[_Late] = []
+        stores: collections.Counter[str] = collections.Counter()
+        for i in sorted(executed):
+            ins = self.instructions[i]
+            if ins.opname in _LOCAL_STORES:
+                stores[str(ins.argval)] += 1
+            elif ins.opname in _FUSED_LOCAL_STORES:
+                for stored in ins.argval[: _FUSED_LOCAL_STORES[ins.opname]]:
+                    stores[str(stored)] += 1
             effect = self.effects[i]
             if effect is None:
                 return None
+            if isinstance(effect, _Late):
+                module = _global_module(effect, frame)
+                if module is None:
+                    lates.append(effect)
+                else:
+                    reads.add(module)  # ``module.name`` is the global ``name``, as LOAD_GLOBAL
+                continue
             reads |= effect[0]
             for written in effect[1]:
                 if written.startswith(_CM):
-                    if not _library_context_managers(self, int(written[len(_CM) :]), frame):
+                    line = int(written[len(_CM) :])
+                    if not _library_context_managers(self, line, frame):
                         return None
-                    writes.add(SYNC)
+                    # Entering or leaving touches that primitive (resolved per step).
+                    for kind, loaded in self.cm_loaders(line) or ():
+                        spec = ("global" if kind == "global" else "fast", loaded)
+                        lates.append(_Late("sync", ("sync", spec), None, _SYNC_COARSE))
                 elif written.startswith(_UNKNOWN):
                     resolved = _resolve_call(self, written, frame)
                     if resolved is None:
                         return None
+                    if isinstance(resolved, _Late):
+                        lates.append(resolved)
+                        continue
                     reads |= resolved[0]
                     writes |= resolved[1]
                 else:
                     writes.add(written)
-        return frozenset(reads), frozenset(writes)
+        kept: list[_Late] = []
+        for late in lates:
+            # A local rebound within the range may have held another object when it was used.
+            if any(stores[name] > allowed for name, allowed in late.locals()):
+                reads |= late.coarse[0]
+                writes |= late.coarse[1]
+            elif late not in kept:
+                kept.append(late)
+        # A read of what the range also writes adds nothing: the write conflicts with all the
+        # read would (its resource, and its family for coarse accesses).
+        written_places = {late.loc for late in kept if late.kind == "write"}
+        kept = [late for late in kept if late.kind != "read" or late.loc not in written_places]
+        return frozenset(reads), frozenset(writes), tuple(kept)
 
 
 def _variable(ins: dis.Instruction) -> tuple[str, str] | None:
@@ -613,6 +731,190 @@ def _variable(ins: dis.Instruction) -> tuple[str, str] | None:
         return ("local", str(ins.argval))
     if ins.opname in _FUSED_LOCAL_LOADS:
         return ("local", str(ins.argval[1]))  # pushed last: the one right below the next push
+    return None
+
+
+def _global_module(late: _Late, frame: types.FrameType) -> str | None:
+    """The attribute name of a read ``module.name`` of a global module (resolved once, like the
+    calls of a range: modules are not rebound while a scenario runs)."""
+    if late.kind != "read" or late.loc[0] != "attr" or late.loc[1][0] != "global":
+        return None
+    value = frame.f_globals.get(late.loc[1][1])
+    return str(late.loc[2]) if isinstance(value, types.ModuleType) else None
+
+
+def _spec(ins: dis.Instruction, constants: bool = False) -> _Spec | None:
+    """Where the value an instruction pushes (its top one, for the fused loads) comes from."""
+    name = ins.opname
+    if name in _LOCAL_LOADS:
+        return ("fast", str(ins.argval))
+    if name in _FUSED_LOCAL_LOADS:
+        return ("fast", str(ins.argval[1]))
+    if name == "LOAD_DEREF":
+        return ("deref", str(ins.argval))
+    # 3.13 pushes a call's NULL after the global (3.11 and 3.12: before it, out of the way).
+    if name == "LOAD_GLOBAL" and (PYTHON < (3, 13) or not (ins.arg or 0) & 1):
+        return ("global", str(ins.argval))
+    if constants and name == "LOAD_CONST":
+        return ("const", ins.argval)
+    return None
+
+
+def _pair(code: _Code, j: int) -> tuple[_Spec, _Spec, int] | None:
+    """The two values pushed by the instructions ending at ``j`` (container, then key), and the
+    index of the first of those instructions."""
+    ins = code.instructions
+    if ins[j].opname == "LOAD_FAST_LOAD_FAST":
+        return ("fast", str(ins[j].argval[0])), ("fast", str(ins[j].argval[1])), j
+    key = _spec(ins[j], constants=True)
+    if key is None or j < 1 or ins[j - 1].opname in _FUSED_LOCAL_LOADS:
+        return None
+    container = _spec(ins[j - 1])
+    if container is None:
+        return None
+    return container, key, j - 1
+
+
+def _is(ins: dis.Instruction, opname: str, arg: int | None = None) -> bool:
+    return ins.opname == opname and (arg is None or ins.arg == arg)
+
+
+def _inplace(ins: dis.Instruction) -> bool:
+    return ins.opname == "BINARY_OP" and ins.arg in _INPLACE_BINARY_OPS
+
+
+def _plain_load_attr(ins: dis.Instruction) -> bool:
+    # 3.12+: LOAD_ATTR's low bit says it also pushes a method's NULL/self.
+    return ins.opname == "LOAD_ATTR" and (PYTHON < (3, 12) or not (ins.arg or 0) & 1)
+
+
+def _late_access(code: _Code, i: int) -> _Late | None:
+    """The precise form of an attribute, subscript or in-place operation at ``i``, when the
+    bytecode shows it applies to plain variables (see the patterns below); else None."""
+    ins = code.instructions
+    here = ins[i]
+    name = here.opname
+    found: tuple[_Late, int] | None = None
+    if name in ("LOAD_ATTR", "LOAD_METHOD"):
+        # obj.n          LOAD obj; LOAD_ATTR n
+        # obj.n += v     LOAD obj; COPY 1; LOAD_ATTR n; ...
+        j = i - 1
+        if j >= 1 and _is(ins[j], "COPY", 1):
+            j -= 1
+        obj = _spec(ins[j]) if j >= 0 else None
+        if obj is not None:
+            attr = str(here.argval)
+            found = (
+                _Late("read", ("attr", obj, attr), None, (frozenset({attr, HEAP}), frozenset())),
+                j,
+            )
+    elif name in ("STORE_ATTR", "DELETE_ATTR"):
+        attr = str(here.argval)
+        coarse: _Effect = (frozenset(), frozenset({attr, HEAP}))
+        obj = _spec(ins[i - 1]) if i >= 1 else None
+        if obj is not None:
+            found = _Late("write", ("attr", obj, attr), None, coarse), i - 1
+        elif (
+            name == "STORE_ATTR"
+            and i >= 6
+            and _is(ins[i - 1], "SWAP", 2)
+            and _inplace(ins[i - 2])
+            and _spec(ins[i - 3], constants=True) is not None
+            and _plain_load_attr(ins[i - 4])
+            and ins[i - 4].argval == here.argval
+            and _is(ins[i - 5], "COPY", 1)
+        ):
+            # obj.n += v     LOAD obj; COPY 1; LOAD_ATTR n; LOAD v; BINARY_OP +=; SWAP 2;
+            #                STORE_ATTR n
+            obj = _spec(ins[i - 6])
+            if obj is not None:
+                found = _Late("write", ("attr", obj, attr), None, coarse), i - 6
+    elif name == "BINARY_SUBSCR":
+        # d[k]           LOAD d; LOAD k; BINARY_SUBSCR
+        # d[k] += v      LOAD d; LOAD k; COPY 2; COPY 2; BINARY_SUBSCR; ...
+        j = i - 1
+        if j >= 2 and _is(ins[j], "COPY", 2) and _is(ins[j - 1], "COPY", 2):
+            j -= 2
+        pair = _pair(code, j) if j >= 0 else None
+        if pair is not None:
+            coarse = (frozenset({HEAP}), frozenset())
+            found = _Late("read", ("item", pair[0], pair[1]), None, coarse), pair[2]
+    elif name in ("STORE_SUBSCR", "DELETE_SUBSCR"):
+        coarse = (frozenset(), frozenset({HEAP}))
+        pair = _pair(code, i - 1) if i >= 1 else None
+        if pair is None and (
+            name == "STORE_SUBSCR"
+            and i >= 9
+            and _is(ins[i - 1], "SWAP", 2)
+            and _is(ins[i - 2], "SWAP", 3)
+            and _inplace(ins[i - 3])
+            and _spec(ins[i - 4], constants=True) is not None
+            and _is(ins[i - 5], "BINARY_SUBSCR")
+            and _is(ins[i - 6], "COPY", 2)
+            and _is(ins[i - 7], "COPY", 2)
+        ):
+            # d[k] += v      LOAD d; LOAD k; COPY 2; COPY 2; BINARY_SUBSCR; LOAD v;
+            #                BINARY_OP +=; SWAP 3; SWAP 2; STORE_SUBSCR
+            pair = _pair(code, i - 8)
+        if pair is not None:
+            found = _Late("write", ("item", pair[0], pair[1]), None, coarse), pair[2]
+    elif _inplace(here) and i >= 2:
+        found = _late_inplace(code, i)
+    if found is None:
+        return None
+    late, first = found
+    # A jump landing inside the pattern could bring other values onto the stack.
+    if any(ins[k].is_jump_target for k in range(first + 1, i + 1)):
+        return None
+    return late
+
+
+def _late_inplace(code: _Code, i: int) -> tuple[_Late, int] | None:
+    ins = code.instructions
+    coarse = (frozenset({HEAP}), frozenset({HEAP}))
+    count = len(ins)
+    if ins[i - 1].opname == "LOAD_FAST_LOAD_FAST":
+        # x += y (3.13)  LOAD_FAST_LOAD_FAST (x, y); BINARY_OP +=; STORE_FAST x
+        left: _Spec = ("fast", str(ins[i - 1].argval[0]))
+        right: _Spec = ("fast", str(ins[i - 1].argval[1]))
+        if i + 1 < count and _is(ins[i + 1], "STORE_FAST") and ins[i + 1].argval == left[1]:
+            return _Late("inplace", ("var", left), right, coarse, 1), i - 1
+        return None
+    right_spec = _spec(ins[i - 1], constants=True)
+    if right_spec is None:
+        return None
+    below = ins[i - 2]
+    after = ins[i + 1 : i + 4]
+    if _plain_load_attr(below) and i >= 4 and _is(ins[i - 3], "COPY", 1):
+        obj = _spec(ins[i - 4])
+        if (
+            obj is not None
+            and len(after) >= 2
+            and _is(after[0], "SWAP", 2)
+            and _is(after[1], "STORE_ATTR")
+            and after[1].argval == below.argval
+        ):
+            return _Late("inplace", ("attr", obj, str(below.argval)), right_spec, coarse), i - 4
+        return None
+    if _is(below, "BINARY_SUBSCR") and i >= 5:
+        if not (_is(ins[i - 3], "COPY", 2) and _is(ins[i - 4], "COPY", 2)):
+            return None
+        pair = _pair(code, i - 5)
+        if (
+            pair is not None
+            and len(after) == 3
+            and _is(after[0], "SWAP", 3)
+            and _is(after[1], "SWAP", 2)
+            and _is(after[2], "STORE_SUBSCR")
+        ):
+            return _Late("inplace", ("item", pair[0], pair[1]), right_spec, coarse), pair[2]
+        return None
+    variable = _spec(below)
+    if variable is None or variable[0] != "fast" or i + 1 >= count:
+        return None
+    # x += v         LOAD_FAST x; LOAD v; BINARY_OP +=; STORE_FAST x
+    if _is(ins[i + 1], "STORE_FAST") and ins[i + 1].argval == variable[1]:
+        return _Late("inplace", ("var", variable), right_spec, coarse, 1), i - 2
     return None
 
 
@@ -634,9 +936,7 @@ def _library_context_managers(code: _Code, line_start: int, frame: types.FrameTy
     return True
 
 
-def _resolve_call(
-    code: _Code, marker: str, frame: types.FrameType
-) -> tuple[frozenset[str], frozenset[str]] | None:
+def _resolve_call(code: _Code, marker: str, frame: types.FrameType) -> _Effect | _Late | None:
     """What a call does, judged from the object actually called (looked up in the frame)."""
     kind, dotted, index_text = marker[len(_UNKNOWN) :].split(":")
     path = dotted.split(".")
@@ -672,7 +972,10 @@ def _resolve_call(
         and type(owner).__module__.split(".")[0] in _SCHEDULING_MODULES
         and type(owner).__name__.endswith(_LIBRARY_SYNC_OWNERS)
     ):
-        return frozenset(), frozenset({SYNC})
+        if len(path) == 2:  # variable.method(): that primitive, resolved per step
+            spec = ("global" if kind == "global" else "fast", path[0])
+            return _Late("sync", ("sync", spec), None, _SYNC_COARSE)
+        return _SYNC_COARSE
     return None
 
 
@@ -697,9 +1000,10 @@ _CONTAINERS = (list, dict, set, collections.deque, bytearray)
 
 
 _codes: dict[types.CodeType, _Code] = {}
-#: Step footprints by (finished, shared frames, both chains' ``ids``). Each value keeps the two
-#: chains' ``key`` too: their code objects stay alive, so no id in a key can be reused by another.
-_steps: dict[tuple[object, ...], tuple[Footprint, tuple[object, ...], tuple[object, ...]]] = {}
+#: Step footprints (or templates, see ``_StepTemplate``) by (finished, shared frames, both
+#: chains' ``ids``). Each value keeps the two chains' ``key`` too: their code objects stay
+#: alive, so no id in a key can be reused by another.
+_steps: dict[tuple[object, ...], tuple[Any, tuple[object, ...], tuple[object, ...]]] = {}
 
 
 def _analysis(code: types.CodeType) -> _Code:
@@ -784,7 +1088,7 @@ def _library_frame(frame: types.FrameType) -> Footprint:
     if name in _LIBRARY_SYNC_FRAMES:
         owner = type(frame.f_locals.get("self")).__name__
         if owner.endswith(_LIBRARY_SYNC_OWNERS):
-            return frozenset(), frozenset({SYNC})
+            return _SELF_SYNC
     return None
 
 
@@ -792,7 +1096,8 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
     """The footprint of a step, from the task's await chain when it resumed and when it stopped."""
     if failed:
         return None
-    # The same code positions give the same footprint, so it is cached on them. Frames present
+    # The same code positions give the same footprint, so it is cached on them, with the
+    # precise accesses symbolic (resolved here, per step, against the frames). Frames present
     # in both chains are their common outer part (a frame's callers cannot change).
     shared = 0
     for (frame_before, _), (frame_after, _) in zip(before, after, strict=False):
@@ -800,17 +1105,56 @@ def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) ->
             break
         shared += 1
     key = (finished, shared, before.ids, after.ids)
-    cached = _steps.get(key)
-    if cached is not None:
-        return cached[0]
-    result = _step_footprint(before, after, finished)
-    _steps[key] = (result, before.key, after.key)
-    return result
+    entry = _steps.get(key)
+    if entry is None:
+        entry = _steps[key] = (_step_footprint(before, after, finished), before.key, after.key)
+    cached = entry[0]
+    if type(cached) is not _StepTemplate:
+        return cached  # type: ignore[return-value]
+    # Each access resolves to a small part; the footprint built from a template's parts is
+    # memoised (steps at one code position mostly touch the same few objects).
+    start = len(_labels)
+    frames = cached.frames
+    if len(frames) == 1 and len(frames[0][2]) == 1:
+        # One access (``total[0] += 1``...): no list of parts to build.
+        resumed, index, resolvers, reads_locals = frames[0]
+        frame = (before if resumed else after)[index][0]
+        place = resolvers[0](frame, frame.f_locals if reads_locals else None)
+        # The first label this step handed out, if any (see ``_labels``).
+        memo_key: tuple[Any, ...] = (cached.token, start if len(_labels) > start else -1, place)
+    else:
+        places: list[Any] = [cached.token, -1]
+        for resumed, index, resolvers, reads_locals in frames:
+            frame = (before if resumed else after)[index][0]
+            local = frame.f_locals if reads_locals else None
+            for resolver in resolvers:
+                places.append(resolver(frame, local))
+        if len(_labels) > start:
+            places[1] = start
+        memo_key = tuple(places)
+    found = _resolved.get(memo_key, _MISSING)
+    if found is _MISSING:
+        found = _resolved[memo_key] = _build(
+            cached.reads, cached.writes, cached.every, memo_key[2:], memo_key[1]
+        )
+    return found  # type: ignore[no-any-return]
+
+
+class _StepTemplate(NamedTuple):
+    reads: frozenset[str]
+    writes: frozenset[str]
+    #: Per frame with precise accesses: (on the resumed chain?, index in that chain, the
+    #: accesses' resolvers, whether any reads a local: ``f_locals`` costs a copy on 3.11/3.12).
+    frames: tuple[tuple[bool, int, tuple[_Resolver, ...], bool], ...]
+    #: Every precise access, in the order of the resolvers (a pair for an in-place update).
+    every: tuple[Any, ...]
+    #: Names this template in the memo of resolved footprints (cheaper to hash than itself).
+    token: int
 
 
 def _step_footprint(
     before: Sequence[Position], after: Sequence[Position], finished: bool
-) -> Footprint:
+) -> Footprint | _StepTemplate:
     # User code is seen only through the frames on the two chains. A library frame at the
     # bottom of the chain when the task resumed, with nothing of the task left when it stopped,
     # ran code that is on neither chain: a task wrapper that started and finished the user's
@@ -821,6 +1165,7 @@ def _step_footprint(
             return None
     reads: set[str] = set()
     writes: set[str] = set()
+    lates: list[tuple[bool, int, tuple[_Late, ...]]] = []
     stops = {id(frame): offset for frame, offset in after}
     # Library wrappers (anyio's task runner...) that await the same inner coroutine before and
     # after the step ran none of their own code.
@@ -828,7 +1173,7 @@ def _step_footprint(
     passing = {id(frame) for frame, _ in after[:-1] if id(frame) in inner_before}
     seen: set[int] = set()
     for positions, resumed in ((before, True), (after, False)):
-        for frame, offset in positions:
+        for index, (frame, offset) in enumerate(positions):
             key = id(frame)
             if key in seen:
                 continue
@@ -837,28 +1182,569 @@ def _step_footprint(
                 if key in passing:
                     continue  # only forwarded a resumption to the coroutine it awaits
                 effect = _library_frame(frame)
+                if effect is None:
+                    return None
+                if effect is _SELF_SYNC:
+                    lates.append((resumed, index, (_SELF_SYNC_LATE,)))
+                    continue
+                reads |= effect[0]
+                writes |= effect[1]
+                continue
+            analysis = _analysis(frame.f_code)
+            if resumed:
+                template = analysis.range_template(offset, stops.get(key), frame)
             else:
-                analysis = _analysis(frame.f_code)
-                if resumed:
-                    effect = analysis.range_footprint(offset, stops.get(key), frame)
-                else:
-                    effect = analysis.range_footprint(None, offset, frame)
-            if effect is None:
+                template = analysis.range_template(None, offset, frame)
+            if template is None:
                 return None
-            reads |= effect[0]
-            writes |= effect[1]
+            reads |= template[0]
+            writes |= template[1]
+            if template[2]:
+                lates.append((resumed, index, template[2]))
     if finished:
         writes.add(JOIN)
+    if lates:
+        written = frozenset(writes)
+        frames = []
+        every: list[Any] = []
+        for resumed, index, found in lates:
+            resolvers, accesses = _compile_frame(found, written)
+            reads_locals = any(_reads_locals(late) for late in found)
+            frames.append((resumed, index, resolvers, reads_locals))
+            every.extend(accesses)
+        return _StepTemplate(frozenset(reads), written, tuple(frames), tuple(every), next(_tokens))
+    return frozenset(reads), frozenset(writes)
+
+
+# -- precise accesses: the objects behind variables ------------------------------------------
+#
+# ``box.n``, ``table[key]`` and ``box.n += 1`` where ``box``/``table``/``key`` are plain variables
+# (locals, closure cells, globals) not rebound within the step are resolved, per step, against the
+# frame: the resource is (label of the object's dict, key). The label is not ``id()``: sleep sets
+# compare footprints learnt in *earlier* runs of the scenario, where the same object has another
+# address. Objects get labels 0, 1, 2... in the order the run's steps chosen at a decision first
+# touch them (``LABELLING``), so a common prefix of two runs labels the same objects alike. A
+# footprint learnt in another run after that prefix may name labels the current run gives to other
+# objects; the first of those labels is the one the current run hands out next. A step that hands
+# out labels therefore also writes ``(first label, _FRESH)``: the first step of the current run that
+# labels anything new conflicts with every such footprint, whatever the objects (too cautious, never
+# unsound), and until then the current run's steps name only labels both runs share. Labelled
+# objects are kept alive for the run so that their addresses are not reused.
+
+_labels: dict[int, tuple[int, object]] = {}
+_FRESH = "<first new label>"
+
+
+def begin_run() -> None:
+    """Forget the object labels of the previous run (called when a schedule starts)."""
+    _labels.clear()
+    LABELLING.open = True
+    if len(_resolved) > 100_000:
+        _resolved.clear()
+
+
+class _Labelling:
+    """Whether the coming step may hand out new labels (set by the dfs chooser per step)."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = True
+
+
+#: Only the steps chosen at a decision hand out labels: which steps those are follows from the
+#: schedule's decisions alone, so runs that share a prefix label the same objects alike. Other
+#: steps whose footprint matters (while a task sleeps: whether it wakes up depends on what was
+#: explored before) name only objects already labelled; an access to any other object counts
+#: as coarse (its whole family), never unsound. Steps that matter for neither are not computed.
+LABELLING = _Labelling()
+
+
+def _label(obj: object) -> int | None:
+    entry = _labels.get(id(obj))
+    if entry is None:
+        if not LABELLING.open:
+            return None
+        entry = _labels[id(obj)] = (len(_labels), obj)
+    return entry[0]
+
+
+def _plain_attributes(cls: type, name: str) -> bool:
+    """Whether ``obj.name`` on instances of ``cls`` reads or writes the instance dict only
+    (no ``__getattr__``/``__getattribute__``/``__setattr__`` of its own, no data descriptor)."""
+    cached = _plain.get((cls, name))
+    if cached is not None:
+        return cached
+    base: Any = object
+    klass: Any = cls
+    plain = (
+        klass.__getattribute__ is base.__getattribute__
+        and klass.__setattr__ is base.__setattr__
+        and klass.__delattr__ is base.__delattr__
+        and not hasattr(cls, "__getattr__")
+    )
+    if plain:
+        for klass in cls.__mro__:
+            if name in klass.__dict__:
+                attribute = type(klass.__dict__[name])
+                plain = not (hasattr(attribute, "__set__") or hasattr(attribute, "__delete__"))
+                break
+    _plain[(cls, name)] = plain
+    return plain
+
+
+_plain: dict[tuple[type, str], bool] = {}
+_SYNC_COARSE: _Effect = (frozenset(), frozenset({SYNC}))
+# A library frame of a primitive's method: it touches that primitive (its ``self``).
+_SELF_SYNC: Footprint = (frozenset(), frozenset({SYNC}))
+_SELF_SYNC_LATE = _Late("sync", ("sync", ("fast", "self")), None, _SYNC_COARSE)
+
+
+def _primitive_labels(primitive: Any) -> tuple[tuple[int, str], ...] | None:
+    """The resources of a library lock, event, semaphore, condition, limiter or parking lot:
+    its own, and its lock's for a condition (which shares it with whoever else uses the lock).
+    None for anything else (then every synchronisation step conflicts with it)."""
+    if primitive is _MISSING or not type(primitive).__name__.endswith(_LIBRARY_SYNC_OWNERS):
+        return None
+    label = _label(primitive)
+    if label is None:
+        return None
+    keys: tuple[tuple[int, str], ...] = ((label, SYNC),)
+    inner = getattr(primitive, "_lock", None)  # a library class: no code of the user's runs
+    if inner is not None:
+        inner_keys = _primitive_labels(inner)
+        if inner_keys is None:
+            return None
+        keys += inner_keys
+    return keys
+
+
+_HEAP_FAMILY = (HEAP,)
+_ATTRIBUTE_FAMILY: dict[str, tuple[str, str]] = {}
+
+
+def _family(name: str) -> tuple[str, str]:
+    family = _ATTRIBUTE_FAMILY[name] = (name, HEAP)
+    return family
+
+
+# -- compiled accesses ------------------------------------------------------------------------
+#
+# Each precise access of a template is compiled once into a resolver, a closure over what the
+# template fixes (which variables, whether the step rebinds them, constant keys), so that a step
+# only fetches its objects: the patterns are not re-interpreted per step. A resolver's part is
+# small and cheap to hash (it keys the memo of built footprints with the template's token):
+# None (unresolved), ``("name", attribute)`` for a module's attribute, ``(label, key)``, or a
+# bool for an in-place operator (whether it only rebound its target).
+
+#: (frame, the frame's locals or None when no access reads a local) -> the access's part.
+_Resolver = Callable[[types.FrameType, Any], Any]
+_LOCAL, _GLOBAL, _CONST = 0, 1, 2
+
+
+def _origin(spec: _Spec, written: frozenset[str]) -> tuple[int, Any]:
+    """(_LOCAL or _GLOBAL, name) for a variable, (_CONST, value) for a constant; a closure cell
+    or global the step rebinds is the constant ``_MISSING`` (it may have held another object)."""
+    kind, name = spec
+    if kind == "const":
+        return _CONST, name
+    if name in written:
+        return _CONST, _MISSING
+    return (_GLOBAL if kind == "global" else _LOCAL), name
+
+
+def _global(frame: types.FrameType, name: str) -> Any:
+    value = frame.f_globals.get(name, _MISSING)
+    return getattr(builtins, name, _MISSING) if value is _MISSING else value
+
+
+def _reads_locals(late: _Late) -> bool:
+    specs: list[Any] = [*late.loc[1:], late.right]
+    return any(isinstance(spec, tuple) and spec[0] in ("fast", "deref") for spec in specs)
+
+
+def _unresolved(frame: types.FrameType, local: Any) -> Any:
+    return None
+
+
+def _impure(frame: types.FrameType, local: Any) -> bool:
+    return False
+
+
+def _compile(late: _Late, written: frozenset[str]) -> _Resolver:
+    """The resolver of one access, for a step that writes ``written`` (its coarse names)."""
+    if late.kind == "sync":
+        return _compile_sync(late.loc[1], written)
+    if late.kind == "inplace":
+        return _compile_inplace(late, written)
+    return _compile_location(late.loc, written)
+
+
+def _compile_frame(
+    lates: tuple[_Late, ...], written: frozenset[str]
+) -> tuple[tuple[_Resolver, ...], list[Any]]:
+    """The resolvers of one frame's accesses, and the accesses each resolves: ``x[k] += v``
+    (an in-place operator and the write of the same item) is resolved by one resolver, which
+    fetches the container once and gives both parts."""
+    resolvers: list[_Resolver] = []
+    accesses: list[Any] = []
+    paired: set[int] = set()
+    for i, late in enumerate(lates):
+        if i in paired:
+            continue
+        if late.kind == "inplace" and late.loc[0] == "item":
+            for j in range(i + 1, len(lates)):
+                other = lates[j]
+                if j not in paired and other.kind == "write" and other.loc == late.loc:
+                    paired.add(j)
+                    resolvers.append(_compile_item_update(late, written))
+                    accesses.append((late, other))
+                    break
+            else:
+                resolvers.append(_compile(late, written))
+                accesses.append(late)
+            continue
+        resolvers.append(_compile(late, written))
+        accesses.append(late)
+    return tuple(resolvers), accesses
+
+
+_NEITHER = (False, None)
+
+
+def _compile_item_update(late: _Late, written: frozenset[str]) -> _Resolver:
+    """(whether the in-place operator only rebound the item, the item's part), as
+    ``_compile_inplace`` and ``_compile_location`` would give them apart."""
+    assert late.right is not None
+    right_mode, right_name = _origin(late.right, written)
+    right_immutable = right_mode != _CONST or type(right_name) in _IMMUTABLE
+    mode, target_name = _origin(late.loc[1], written)
+    key_mode, key_name = _origin(late.loc[2], written)
+    if mode == _CONST and target_name is _MISSING:
+        return lambda frame, local: _NEITHER
+
+    def update(frame: types.FrameType, local: Any) -> tuple[bool, Any]:
+        if mode == _LOCAL:
+            target = local.get(target_name, _MISSING)
+        else:
+            target = target_name if mode == _CONST else _global(frame, target_name)
+        if key_mode == _CONST:
+            key = key_name
+        else:
+            key = local.get(key_name, _MISSING) if key_mode == _LOCAL else _global(frame, key_name)
+        kind = type(target)
+        if kind is list:
+            entry = _labels.get(id(target))
+            label = _label(target) if entry is None else entry[0]
+            place = None if label is None else (label, _ITEMS)
+            if type(key) is not int:
+                return False, place
+            try:
+                result = target[key]
+            except IndexError:
+                return False, place
+        elif kind is dict and type(key) in _KEYS:
+            entry = _labels.get(id(target))
+            label = _label(target) if entry is None else entry[0]
+            place = None if label is None else (label, key)
+            result = target.get(key, _MISSING)
+        else:
+            return _NEITHER
+        if not right_immutable:
+            return False, place
+        if right_mode != _CONST:
+            right = (
+                local.get(right_name, _MISSING)
+                if right_mode == _LOCAL
+                else _global(frame, right_name)
+            )
+            if type(right) not in _IMMUTABLE:
+                return False, place
+        return type(result) in _IMMUTABLE, place
+
+    return update
+
+
+def _compile_sync(spec: _Spec, written: frozenset[str]) -> _Resolver:
+    mode, name = _origin(spec, written)
+
+    def sync(frame: types.FrameType, local: Any) -> Any:
+        if mode == _LOCAL:
+            primitive = local.get(name, _MISSING)
+        else:
+            primitive = name if mode == _CONST else _global(frame, name)
+        return _primitive_labels(primitive)
+
+    return sync
+
+
+def _compile_location(loc: tuple[Any, ...], written: frozenset[str]) -> _Resolver:
+    """The resolver of ``obj.name`` or ``obj[key]``: None when the object cannot be told or may
+    run code of its own for the access."""
+    mode, target_name = _origin(loc[1], written)
+    if mode == _CONST and target_name is _MISSING:
+        return _unresolved
+    if loc[0] == "attr":
+        name = loc[2]
+        module = ("name", name)
+
+        def attribute(frame: types.FrameType, local: Any) -> Any:
+            if mode == _LOCAL:
+                target = local.get(target_name, _MISSING)
+            else:
+                target = target_name if mode == _CONST else _global(frame, target_name)
+            if target is _MISSING:
+                return None
+            if isinstance(target, types.ModuleType):
+                return module  # a module's attributes are its globals (one namespace)
+            if isinstance(target, type) or not _plain_attributes(type(target), name):
+                return None
+            try:
+                namespace = object.__getattribute__(target, "__dict__")
+            except AttributeError:
+                return None
+            if type(namespace) is not dict:
+                return None
+            # Keyed by the instance dict, so that ``vars(obj)["n"]`` is the same resource.
+            entry = _labels.get(id(namespace))
+            label = _label(namespace) if entry is None else entry[0]
+            return None if label is None else (label, name)
+
+        return attribute
+    key_mode, key_name = _origin(loc[2], written)
+
+    def item(frame: types.FrameType, local: Any) -> Any:
+        if mode == _LOCAL:
+            target = local.get(target_name, _MISSING)
+        else:
+            target = target_name if mode == _CONST else _global(frame, target_name)
+        kind = type(target)
+        if kind is list:
+            entry = _labels.get(id(target))
+            label = _label(target) if entry is None else entry[0]
+            return None if label is None else (label, _ITEMS)
+        if kind is dict:
+            if key_mode == _CONST:
+                key = key_name
+            else:
+                key = (
+                    local.get(key_name, _MISSING)
+                    if key_mode == _LOCAL
+                    else _global(frame, key_name)
+                )
+            if type(key) in _KEYS:
+                entry = _labels.get(id(target))
+                label = _label(target) if entry is None else entry[0]
+                return None if label is None else (label, key)
+        return None
+
+    return item
+
+
+def _compile_inplace(late: _Late, written: frozenset[str]) -> _Resolver:
+    """Whether an in-place operator only rebound its target: it stored a value of an immutable
+    type there (so it ran ``__add__`` and the like of such values) from another such value."""
+    assert late.right is not None
+    right_mode, right_name = _origin(late.right, written)
+    if right_mode == _CONST:
+        if type(right_name) not in _IMMUTABLE:
+            return _impure
+        right_name = _CONST  # checked here, once
+    loc = late.loc
+    if loc[0] == "var":
+        mode, target_name = _origin(loc[1], _NONE)
+
+        def variable(frame: types.FrameType, local: Any) -> bool:
+            if right_mode != _CONST:
+                right = (
+                    local.get(right_name, _MISSING)
+                    if right_mode == _LOCAL
+                    else _global(frame, right_name)
+                )
+                if type(right) not in _IMMUTABLE:
+                    return False
+            value = (
+                local.get(target_name, _MISSING) if mode == _LOCAL else _global(frame, target_name)
+            )
+            return type(value) in _IMMUTABLE
+
+        return variable
+    mode, target_name = _origin(loc[1], written)
+    if mode == _CONST and target_name is _MISSING:
+        return _impure
+    if loc[0] == "attr":
+        name = loc[2]
+
+        def attribute(frame: types.FrameType, local: Any) -> bool:
+            if right_mode != _CONST:
+                right = (
+                    local.get(right_name, _MISSING)
+                    if right_mode == _LOCAL
+                    else _global(frame, right_name)
+                )
+                if type(right) not in _IMMUTABLE:
+                    return False
+            if mode == _LOCAL:
+                target = local.get(target_name, _MISSING)
+            else:
+                target = target_name if mode == _CONST else _global(frame, target_name)
+            if target is _MISSING:
+                return False
+            if isinstance(target, type) or not _plain_attributes(type(target), name):
+                return False
+            namespace = getattr(target, "__dict__", None)
+            result = namespace.get(name, _MISSING) if type(namespace) is dict else _MISSING
+            return type(result) in _IMMUTABLE
+
+        return attribute
+    key_mode, key_name = _origin(loc[2], written)
+
+    def item(frame: types.FrameType, local: Any) -> bool:
+        if right_mode != _CONST:
+            right = (
+                local.get(right_name, _MISSING)
+                if right_mode == _LOCAL
+                else _global(frame, right_name)
+            )
+            if type(right) not in _IMMUTABLE:
+                return False
+        if mode == _LOCAL:
+            target = local.get(target_name, _MISSING)
+        else:
+            target = target_name if mode == _CONST else _global(frame, target_name)
+        if key_mode == _CONST:
+            key = key_name
+        else:
+            key = local.get(key_name, _MISSING) if key_mode == _LOCAL else _global(frame, key_name)
+        kind = type(target)
+        if kind is list and type(key) is int:
+            try:
+                result = target[key]
+            except IndexError:
+                return False
+        elif kind is dict and type(key) in _KEYS:
+            result = target.get(key, _MISSING)
+        else:
+            return False
+        return type(result) in _IMMUTABLE
+
+    return item
+
+
+def _resolve(
+    reads_in: frozenset[str],
+    writes_in: frozenset[str],
+    places: list[Any],
+    every: tuple[_Late, ...],
+    start: int,
+    token: Hashable,
+) -> Footprint:
+    # Each access resolved to a small part (``places``, in the order of ``every``); the
+    # footprint built from a template's parts is memoised (steps at one code position mostly
+    # touch the same few objects). ``start`` is how many labels there were before resolving.
+    # The first label this step handed out, if any (see the comment above ``_labels``).
+    fresh = start if len(_labels) > start else -1
+    key = (token, fresh, *places)
+    found = _resolved.get(key, _MISSING)
+    if found is _MISSING:
+        found = _resolved[key] = _build(reads_in, writes_in, every, places, fresh)
+    return found  # type: ignore[no-any-return]
+
+
+_resolved: dict[tuple[Any, ...], Footprint] = {}
+_tokens = itertools.count()
+
+
+def _build(
+    reads_in: frozenset[str],
+    writes_in: frozenset[str],
+    every: Sequence[Any],
+    places: Sequence[Any],
+    fresh: int,
+) -> Footprint:
+    reads: set[Any] = set(reads_in)
+    writes: set[Any] = set(writes_in)
+    if fresh >= 0:
+        writes.add((fresh, _FRESH))
+    family_reads: set[str] = set()
+    family_writes: set[str] = set()
+    parts: list[tuple[_Late, Any]] = []
+    for access, place in zip(every, places, strict=True):
+        if type(access) is tuple:
+            parts.extend(zip(access, place, strict=True))  # an in-place update: see _compile_frame
+        else:
+            parts.append((access, place))
+    for late, place in parts:
+        kind = late.kind
+        if kind == "sync":
+            if place is None:
+                writes.add(SYNC)
+            else:
+                writes.update(place)
+                family_writes.add(SYNC)
+        elif kind == "inplace":
+            if not place:
+                reads |= late.coarse[0]
+                writes |= late.coarse[1]
+        elif place is None:
+            reads |= late.coarse[0]
+            writes |= late.coarse[1]
+        elif place[0] == "name":
+            (writes if kind == "write" else reads).add(place[1])
+        else:
+            # An attribute's family is its name and the heap (``x.n`` on an unknown ``x``, the
+            # instance dict's contents); an item's is the heap.
+            name = late.loc[2]
+            family = (
+                (_ATTRIBUTE_FAMILY.get(name) or _family(name))
+                if late.loc[0] == "attr"
+                else _HEAP_FAMILY
+            )
+            if kind == "write":
+                writes.add(place)
+                family_writes.update(family)
+            else:
+                reads.add(place)
+                family_reads.update(family)
+    if family_reads or family_writes:
+        return (
+            frozenset(reads),
+            frozenset(writes),
+            frozenset(family_reads),
+            frozenset(family_writes),
+        )
     return frozenset(reads), frozenset(writes)
 
 
 def independent(a: Footprint, b: Footprint) -> bool:
-    """Whether two steps (of different tasks) commute."""
+    """Whether two steps (of different tasks) commute.
+
+    Resources are compared exactly; a step that touched ``(object, key)`` precisely also names
+    the *family* of that access (the attribute name, or the heap) in its third and fourth sets,
+    so that a coarse write of the family conflicts with it, and a precise write with a coarse
+    read of the family (precise accesses of different objects in one family commute).
+    """
     if a is None or b is None:
         return False
-    reads_a, writes_a = a
-    reads_b, writes_b = b
-    return not (writes_a & (reads_b | writes_b) or writes_b & reads_a)
+    reads_a = a[0]
+    writes_a = a[1]
+    reads_b = b[0]
+    writes_b = b[1]
+    if writes_a & (reads_b | writes_b) or writes_b & reads_a:
+        return False
+    if len(a) == 2 and len(b) == 2:
+        return True
+    family_reads_a, family_writes_a = (a[2], a[3]) if len(a) > 2 else (_NONE, _NONE)
+    family_reads_b, family_writes_b = (b[2], b[3]) if len(b) > 2 else (_NONE, _NONE)
+    return not (
+        writes_a & (family_reads_b | family_writes_b)
+        or writes_b & (family_reads_a | family_writes_a)
+        or family_writes_a & reads_b
+        or family_writes_b & reads_a
+    )
+
+
+_NONE: frozenset[Any] = frozenset()
 
 
 # -- source lines of each access, for the race window of a reported schedule -----------------

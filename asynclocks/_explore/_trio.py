@@ -153,6 +153,9 @@ class ControlledRunQueue:
         self._tracked: Any = None
         self._chains: dict[Any, Chain] = {}
         self._tracked_before: Chain = EMPTY_CHAIN
+        #: Whether each task that ended while footprints were tracked raised (from trio's
+        #: ``task_exited``): a task that returned touched only what its last step did.
+        self._failed: dict[Any, bool] = {}
         self._watch: Callable[[int, Chain, Chain], None] | None = None
         self.sketch: list[SketchStep] = []
         self._sketched: Any = None
@@ -388,9 +391,12 @@ class ControlledRunQueue:
             self.events.append(woke)
 
     def task_exited(self, task: Any, result: Any) -> None:
-        """Told by the wrapped ``runner.task_exited`` (while tracing) how a task ended."""
+        """Told by the wrapped ``runner.task_exited`` (while tracing or tracking footprints)
+        how a task ended."""
         if self.trace and task in self.ids:
             self.ends[task] = _events.trio_end(result)
+        if self.track:
+            self._failed[task] = getattr(result, "error", None) is not None
 
     def _record_step(self) -> None:
         task = self._last
@@ -418,9 +424,10 @@ class ControlledRunQueue:
         after = EMPTY_CHAIN if finished else chain(task.coro)
         if after:
             self._chains[task] = after
-        # trio does not keep a finished task's outcome where we can see it; a finished task
-        # counts as touching everything (it may have failed and cancelled its siblings).
-        footprint = step_footprint(self._tracked_before, after, finished, finished)
+        # trio does not keep a finished task's outcome on the task; ``task_exited`` saw it. One
+        # that raised counts as touching everything (it may have cancelled its siblings).
+        failed = finished and self._failed.pop(task, True)
+        footprint = step_footprint(self._tracked_before, after, finished, failed)
         assert self.chooser is not None
         self.chooser.stepped(tid, footprint)
         if self._watch is not None:
@@ -497,6 +504,7 @@ class ControlledRunQueue:
         self._watch = getattr(chooser, "watch_chains", None)
         self._tracked = None
         self._chains.clear()
+        self._failed.clear()
         self.trace = trace
         self.events = []
         self.ends = {}
@@ -594,7 +602,7 @@ async def _drive(
     task_exited = runner_class.task_exited
 
     def exited(self: Any, task: Any, result: Any) -> None:
-        if self is runner and runq.trace:
+        if self is runner and (runq.trace or runq.track):
             runq.task_exited(task, result)
         task_exited(self, task, result)
 

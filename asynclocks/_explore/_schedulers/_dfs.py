@@ -6,7 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._common import MAX_STEPS
-from .._footprint import Footprint, independent, reduction_unavailable
+from .._footprint import (
+    LABELLING,
+    Footprint,
+    begin_run,
+    independent,
+    reduction_unavailable,
+)
 from ._base import BuiltinScheduler, ScheduleChooser
 
 
@@ -37,6 +43,8 @@ class DfsChooser(ScheduleChooser):
         self._before_step: dict[int, Footprint] | None = None
         self._pending: tuple[_Node, int] | None = None
         self._redundant = False
+        if self.footprints:
+            begin_run()
 
     def pick(self, options: Sequence[int]) -> int:
         search = self._search
@@ -89,8 +97,11 @@ class DfsChooser(ScheduleChooser):
 
     def wants_footprint(self) -> bool:
         """Whether the coming step's footprint matters: it was chosen at a decision (siblings
-        explored later compare against it) or some task sleeps (it may wake up)."""
-        return self._pending is not None or bool(self._sleep)
+        explored later compare against it; only such steps label new objects, see
+        ``_footprint.LABELLING``) or some task sleeps (it may wake up)."""
+        decided = self._pending is not None
+        LABELLING.open = decided
+        return decided or bool(self._sleep)
 
     def stepped(self, task: int, footprint: Footprint) -> None:
         """Called by the backend after a step when :meth:`wants_footprint` said so."""

@@ -87,15 +87,21 @@ def test_a_global_write_is_a_write_of_that_name() -> None:
     assert last[1] == frozenset({"COUNTER", _footprint.JOIN})
 
 
-def test_a_write_through_an_attribute_writes_the_heap_and_the_name() -> None:
+def test_a_write_through_an_attribute_writes_that_object_s_attribute() -> None:
     async def withdraw(account: Account) -> None:
         await sleep(0)
         account.balance = 5
         await sleep(0)
 
-    _, middle, _ = steps(withdraw(Account()))
+    _footprint.begin_run()
+    account = Account()
+    _, middle, _ = steps(withdraw(account))
     assert middle is not None
-    assert middle[1] == frozenset({HEAP, "balance"})
+    # Precise: (the label of the account's dict, the name); its family is named for coarse ones.
+    label = _footprint._label(vars(account))
+    assert (label, "balance") in middle[1]
+    assert middle[1] - {(label, "balance")} <= {(label, _footprint._FRESH)}
+    assert middle[3] == frozenset({HEAP, "balance"})
 
 
 def test_sleep_zero_and_local_work_touch_nothing() -> None:
@@ -211,7 +217,7 @@ def test_a_comprehension_reads_the_heap_once_inlined() -> None:
         assert middle is None  # 3.11 calls a separate function object: unknown
 
 
-def test_a_library_lock_writes_sync() -> None:
+def test_a_library_lock_writes_that_lock() -> None:
     async def locked(lock: asyncio.Lock, box: list[int]) -> None:
         await sleep(0)
         async with lock:
@@ -220,12 +226,28 @@ def test_a_library_lock_writes_sync() -> None:
             box[0] = value + 1
         await sleep(0)
 
-    _, enter, leave, _ = steps(locked(asyncio.Lock(), [0]))
+    _footprint.begin_run()
+    lock = asyncio.Lock()
+    _, enter, leave, _ = steps(locked(lock, [0]))
     assert enter is not None
     assert leave is not None
-    assert SYNC in enter[1]
-    assert HEAP in enter[0]
-    assert leave[1] >= {SYNC, HEAP}
+    mine = (_footprint._label(lock), SYNC)
+    assert mine in enter[1]
+    assert mine in leave[1]
+    # Precise accesses name their families: synchronisation, and the list's items in the heap.
+    assert len(enter) == 4
+    assert {SYNC, HEAP} <= enter[2] | enter[3]
+    assert len(leave) == 4
+    assert {SYNC, HEAP} <= leave[3]
+    # Another lock's steps commute with these; a coarse synchronisation step does not.
+    other: Footprint = (
+        frozenset(),
+        frozenset({(-1, SYNC)}),  # a label no object of this run has
+        frozenset(),
+        frozenset({SYNC}),
+    )
+    assert _footprint.independent(leave, other)
+    assert not _footprint.independent(leave, (frozenset(), frozenset({SYNC})))
 
 
 @pytest.mark.parametrize("version", [(3, 14), (3, 10)])
@@ -294,3 +316,80 @@ def test_testing_what_aexit_returned_is_no_read_but_testing_an_awaited_value_is(
         if ins.opname in _footprint._TRUTH_TESTS
     ]
     assert sorted(tests, key=str) == [(NOTHING, NOTHING), (frozenset({HEAP}), NOTHING)]
+
+
+class Guarded:
+    def __init__(self) -> None:
+        self._n = 0
+
+    @property
+    def n(self) -> int:
+        return self._n
+
+    @n.setter
+    def n(self, value: int) -> None:
+        self._n = value
+
+
+def middle_step(coro: Coroutine[Any, Any, Any]) -> Footprint:
+    _footprint.begin_run()
+    _, middle, _ = steps(coro)
+    return middle
+
+
+async def bump(box: Any) -> None:
+    await sleep(0)
+    box.n += 1
+    await sleep(0)
+
+
+async def bump_key(table: dict[Any, int], key: Any) -> None:
+    await sleep(0)
+    table[key] += 1
+    await sleep(0)
+
+
+async def bump_through_vars(box: Any) -> None:
+    await sleep(0)
+    vars(box)["n"] = 1
+    await sleep(0)
+
+
+async def bump_rebound(box: Any, other: Any) -> None:
+    await sleep(0)
+    box.n += 1
+    box = other
+    await sleep(0)
+
+
+def both(first: Coroutine[Any, Any, Any], second: Coroutine[Any, Any, Any]) -> bool:
+    """Whether the middle steps of two coroutines commute (labels shared: one run)."""
+    _footprint.begin_run()
+    a = steps(first)[1]
+    b = steps(second)[1]
+    return _footprint.independent(a, b)
+
+
+def test_own_objects_and_keys_commute_shared_ones_do_not() -> None:
+    one, two = Account(), Account()
+    one.n = two.n = 0  # type: ignore[attr-defined]
+    assert both(bump(one), bump(two))
+    assert not both(bump(one), bump(one))
+    table = {"a": 0, "b": 0, 1: 0}
+    assert both(bump_key(table, "a"), bump_key(table, "b"))
+    assert not both(bump_key(table, "a"), bump_key(table, "a"))
+    assert not both(bump_key(table, 1), bump_key(table, True))  # equal keys of a dict
+    # Writing an instance dict (a call's result: the whole heap) conflicts with its attributes.
+    assert not both(bump(one), bump_through_vars(one))
+
+
+def test_what_precision_cannot_see_stays_coarse() -> None:
+    guarded = Guarded()
+    step = middle_step(bump(guarded))  # a property runs code: the name and the heap
+    assert step is not None
+    assert {"n", HEAP} <= step[1]
+    one, two = Account(), Account()
+    one.n = two.n = 0  # type: ignore[attr-defined]
+    rebound = middle_step(bump_rebound(one, two))  # the local is rebound in the step
+    assert rebound is not None
+    assert {"n", HEAP} <= rebound[1]
