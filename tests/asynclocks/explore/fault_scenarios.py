@@ -479,13 +479,12 @@ CANCEL_BUGS: dict[str, tuple[Callable[[bool], Scenario], tuple[str, ...]]] = {
 # -- timeouts that race with no tuned numbers -----------------------------------------------------
 
 
-def _stock(fixed: bool, body: Callable[[dict[str, int]], Awaitable[None]]) -> Scenario:
+def _stock(body: Callable[[dict[str, int]], Awaitable[None]]) -> Scenario:
     async def scenario() -> None:
         state = {"stock": 5, "orders": 0}
         await body(state)
         assert state["stock"] + state["orders"] == 5, f"a unit went missing: {state}"
 
-    del fixed
     return scenario
 
 
@@ -504,7 +503,7 @@ def asyncio_timeout(fixed: bool) -> Scenario:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(buy())
 
-    return _stock(fixed, body)
+    return _stock(body)
 
 
 def asyncio_wait_for(fixed: bool) -> Scenario:
@@ -524,7 +523,7 @@ def asyncio_wait_for(fixed: bool) -> Scenario:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(buy())
 
-    return _stock(fixed, body)
+    return _stock(body)
 
 
 def anyio_fail_after(fixed: bool) -> Scenario:
@@ -542,7 +541,7 @@ def anyio_fail_after(fixed: bool) -> Scenario:
         async with anyio.create_task_group() as tg:
             tg.start_soon(buy)
 
-    return _stock(fixed, body)
+    return _stock(body)
 
 
 def trio_move_on_after(fixed: bool) -> Scenario:
@@ -558,7 +557,7 @@ def trio_move_on_after(fixed: bool) -> Scenario:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(buy)
 
-    return _stock(fixed, body)
+    return _stock(body)
 
 
 TIMEOUT_BUGS: dict[str, tuple[Callable[[bool], Scenario], tuple[str, ...]]] = {
