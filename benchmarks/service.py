@@ -205,6 +205,11 @@ class Run:
         """Requests per second of server CPU: the rate a whole core would sustain."""
         return self.requests / self.server_cpu if self.server_cpu > 0 else 0.0
 
+    @property
+    def us_per_request(self) -> float:
+        """Microseconds of server CPU per request (``--against`` compares these)."""
+        return self.server_cpu / self.requests * 1e6
+
 
 @contextmanager
 def server(
@@ -542,7 +547,7 @@ def measure_against(
                 f"round {number + 1}/{rounds}: "
                 + "  ".join(
                     f"{tree} {mode} {found[-1].rps:,.0f} rps "
-                    f"({found[-1].server_cpu / found[-1].requests * 1e6:.1f} us/request)"
+                    f"({found[-1].us_per_request:.1f} us/request)"
                     for (tree, mode), found in runs.items()
                 ),
                 file=sys.stderr,
@@ -560,10 +565,6 @@ def report_against(
     costs. The median over the rounds of the two trees' ratio, each round's pair measured back
     to back, is printed beside it as a check: far from the first, the run was too noisy.
     """
-
-    def us(run: Run) -> float:
-        return run.server_cpu / run.requests * 1e6
-
     print(
         f"POST /accounts/{{id}}/deposit, {ACCOUNTS} random accounts, before = {label}, "
         f"after = this tree, {rounds} interleaved rounds x {seconds:g} s, "
@@ -579,9 +580,9 @@ def report_against(
         before, after = runs["before", mode], runs["after", mode]
         pairs = list(zip(before, after, strict=True))
         best_rps = max(r.rps for r in before), max(r.rps for r in after)
-        best_us = min(map(us, before)), min(map(us, after))
+        best_us = min(r.us_per_request for r in before), min(r.us_per_request for r in after)
         cpu_ratio = best_us[1] / best_us[0]
-        paired = statistics.median(us(new) / us(old) for old, new in pairs)
+        paired = statistics.median(new.us_per_request / old.us_per_request for old, new in pairs)
         ok = cpu_ratio <= AGAINST_TARGET
         passed &= ok
         print(
