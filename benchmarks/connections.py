@@ -239,17 +239,7 @@ async def _flood(port: int, count: int) -> dict[str, int]:
 
 def _start(extra: Sequence[str]) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services.bank",
-            "serve",
-            "--port",
-            "0",
-            "--lock",
-            "account",
-            *extra,
-        ],
+        [*SERVE, *extra],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
