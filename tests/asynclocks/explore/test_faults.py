@@ -76,8 +76,9 @@ def test_the_fixed_version_is_proved_under_injected_cancellations(
 def test_a_timeout_race_needs_no_tuned_numbers(name: str, backend: Backend) -> None:
     make, _ = TIMEOUT_BUGS[name]
     # The timeout (5 s) is far longer than the work (1 s): without faults it never fires.
-    assert explore(make(False), backend).exhaustive
-    assert not explore(make(False), backend).failed
+    baseline = explore(make(False), backend)
+    assert baseline.exhaustive
+    assert not baseline.failed
     report = explore(make(False), backend, timeouts="auto")
     assert report.failed, report
     assert isinstance(report.error, AssertionError)
