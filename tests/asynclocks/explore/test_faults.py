@@ -209,9 +209,7 @@ def test_anyio_shields_hold_on_asyncio_too() -> None:
 
 def test_faults_off_leaves_schedules_and_tokens_as_they_were() -> None:
     # Recorded before faults existed (docs/explorer.md pins the same tokens).
-    spec = importlib.util.spec_from_file_location(
-        "_late_update", "examples/explorer/late_update.py"
-    )
+    spec = importlib.util.spec_from_file_location("_late_update", EXAMPLES / "late_update.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
