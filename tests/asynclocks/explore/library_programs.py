@@ -45,8 +45,6 @@ class Program:
     backends: tuple[Backend, ...]
     buggy: Scenario
     fixed: Scenario
-    #: Tasks the scenario starts (besides itself).
-    tasks: int
     #: Backends on which the fix's proof without a bound is known not to finish: every step
     #: inside anyio's asyncio code counts as touching everything, so the sleep sets prune
     #: nothing there. (A test holds this: when the reduction sees further, it fails.)
@@ -358,7 +356,6 @@ PROGRAMS: tuple[Program, ...] = (
         ("asyncio", "trio"),
         _pool(double_release=True),
         _pool(double_release=False),
-        3,
     ),
     Program(
         "condition-lost-notify",
@@ -366,7 +363,6 @@ PROGRAMS: tuple[Program, ...] = (
         ("asyncio", "trio"),
         _mailbox(check_under_lock=False),
         _mailbox(check_under_lock=True),
-        2,
     ),
     Program(
         "lock-cancelled-waiter",
@@ -374,7 +370,6 @@ PROGRAMS: tuple[Program, ...] = (
         ("asyncio",),
         _handover(fixed=False),
         _handover(fixed=True),
-        4,
     ),
     Program(
         "limiter-check-then-acquire",
@@ -382,7 +377,6 @@ PROGRAMS: tuple[Program, ...] = (
         ("asyncio", "trio"),
         _limiter(try_then_fall_back=False),
         _limiter(try_then_fall_back=True),
-        2,
     ),
     Program(
         "stream-closed-by-first",
@@ -390,7 +384,6 @@ PROGRAMS: tuple[Program, ...] = (
         ("asyncio", "trio"),
         _producers(clone=False),
         _producers(clone=True),
-        3,
     ),
     Program(
         "transfer-drops-lock",
@@ -398,7 +391,6 @@ PROGRAMS: tuple[Program, ...] = (
         ("trio",),
         _transfer(one_critical_section=False),
         _transfer(one_critical_section=True),
-        2,
     ),
     Program(
         "limiter-resized-to-jump",
@@ -406,7 +398,6 @@ PROGRAMS: tuple[Program, ...] = (
         ("asyncio",),
         _resized_pool(jump_the_queue=True, workers=3),
         _resized_pool(jump_the_queue=False, workers=3),
-        4,
         no_proof_on=("asyncio",),
     ),
 )
