@@ -501,7 +501,8 @@ def _hammer(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         return _refuse("hammer", exc)
-    if api_key is None and BankConfig.token_from_env() is None:
+    admin_token = BankConfig.token_from_env()
+    if api_key is None and admin_token is None:
         return _refuse(
             "hammer",
             f"no credential; put a client API key in ${API_KEY_ENV} (or a file named by "
@@ -520,7 +521,7 @@ def _hammer(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         client=args.client,
         api_key=api_key,
-        admin_token=BankConfig.token_from_env(),
+        admin_token=admin_token,
     )
     try:
         report = run(run_hammer(settings), loop=args.loop)
