@@ -159,6 +159,7 @@ def _add_loop(parser: argparse.ArgumentParser) -> None:
 
 
 def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    defaults = BankConfig()
     parser = subparsers.add_parser(
         "serve",
         help="run the bank service",
@@ -272,10 +273,10 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     parser.add_argument(
         "--body-timeout",
         type=_seconds(positive=True),
-        default=10.0,
+        default=defaults.body_timeout,
         metavar="S",
         help="seconds a client has to send a request's whole body; a slower one gets 408 and "
-        "its connection is closed (default: 10)",
+        f"its connection is closed (default: {defaults.body_timeout:g})",
     )
     parser.add_argument(
         "--request-timeout",
@@ -293,7 +294,6 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "acknowledged money (each worker's lock orders only its own requests): for the "
         "showdown's demonstration only; without it such a server refuses to start",
     )
-    defaults = BankConfig()
     parser.add_argument(
         "--header-timeout",
         type=_seconds(positive=True),
