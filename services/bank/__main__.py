@@ -159,6 +159,7 @@ def _add_loop(parser: argparse.ArgumentParser) -> None:
 
 
 def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    defaults = BankConfig()
     parser = subparsers.add_parser(
         "serve",
         help="run the bank service",
@@ -272,10 +273,10 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     parser.add_argument(
         "--body-timeout",
         type=_seconds(positive=True),
-        default=10.0,
+        default=defaults.body_timeout,
         metavar="S",
         help="seconds a client has to send a request's whole body; a slower one gets 408 and "
-        "its connection is closed (default: 10)",
+        f"its connection is closed (default: {defaults.body_timeout:g})",
     )
     parser.add_argument(
         "--request-timeout",
@@ -293,7 +294,6 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "acknowledged money (each worker's lock orders only its own requests): for the "
         "showdown's demonstration only; without it such a server refuses to start",
     )
-    defaults = BankConfig()
     parser.add_argument(
         "--header-timeout",
         type=_seconds(positive=True),
@@ -332,6 +332,12 @@ def _register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     parser.set_defaults(handler=_serve)
 
 
+def _refuse(command: str, problem: object) -> int:
+    """Print ``problem`` as the one-line error of ``command`` and return the exit code 2."""
+    print(f"python -m services.bank {command}: error: {problem}", file=sys.stderr)
+    return 2
+
+
 def _unwritable(command: str, paths: Sequence[Path | None]) -> bool:
     """Print why an output path cannot be written (one line) and return True, or return False."""
     from .run.preflight import check_output_path
@@ -339,7 +345,7 @@ def _unwritable(command: str, paths: Sequence[Path | None]) -> bool:
     for path in paths:
         problem = None if path is None else check_output_path(path)
         if problem is not None:
-            print(f"python -m services.bank {command}: error: {problem}", file=sys.stderr)
+            _refuse(command, problem)
             return True
     return False
 
@@ -347,7 +353,6 @@ def _unwritable(command: str, paths: Sequence[Path | None]) -> bool:
 def _serve(args: argparse.Namespace) -> int:
     from .run.workers import serve_forever
 
-    prog = "python -m services.bank serve"
     try:
         if args.admin_token_file is not None:
             token: str | None = read_token_file(args.admin_token_file)
@@ -377,8 +382,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         # Flags that are fine alone but not together (--workers 2 with the memory store, ...).
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return _refuse("serve", exc)
     return serve_forever(config, loop=args.loop)
 
 
@@ -496,16 +500,15 @@ def _hammer(args: argparse.Namespace) -> int:
             else os.environ.get(API_KEY_ENV) or None
         )
     except ValueError as exc:
-        print(f"python -m services.bank hammer: error: {exc}", file=sys.stderr)
-        return 2
-    if api_key is None and BankConfig.token_from_env() is None:
-        print(
-            f"python -m services.bank hammer: error: no credential; put a client API key in "
-            f"${API_KEY_ENV} (or a file named by --api-key-file), or the admin token in "
-            f"${ADMIN_TOKEN_ENV} to register a client for the run",
-            file=sys.stderr,
+        return _refuse("hammer", exc)
+    admin_token = BankConfig.token_from_env()
+    if api_key is None and admin_token is None:
+        return _refuse(
+            "hammer",
+            f"no credential; put a client API key in ${API_KEY_ENV} (or a file named by "
+            f"--api-key-file), or the admin token in ${ADMIN_TOKEN_ENV} to register a client "
+            "for the run",
         )
-        return 2
     settings = HammerSettings(
         url=args.url,
         concurrency=args.concurrency,
@@ -518,7 +521,7 @@ def _hammer(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         client=args.client,
         api_key=api_key,
-        admin_token=BankConfig.token_from_env(),
+        admin_token=admin_token,
     )
     try:
         report = run(run_hammer(settings), loop=args.loop)
@@ -635,25 +638,18 @@ def _showdown(args: argparse.Namespace) -> int:
         # The showdown runs the in-process modes over several workers on purpose.
         BankConfig(store=args.store, workers=args.workers, unsafe_in_process_locks=True)
     except ValueError as exc:
-        print(f"python -m services.bank showdown: error: {exc}", file=sys.stderr)
-        return 2
+        return _refuse("showdown", exc)
     if _unwritable("showdown", [args.plot, args.json]):
         return 2
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401 - only whether it is there, before the load
         except ImportError:
-            print(
-                "python -m services.bank showdown: error: --plot needs matplotlib: "
-                "pip install 'asynclocks[service]'",
-                file=sys.stderr,
-            )
-            return 2
+            return _refuse("showdown", "--plot needs matplotlib: pip install 'asynclocks[service]'")
     try:
         run(check_store(args.store), loop=args.loop)
     except StoreUnavailable as exc:
-        print(f"python -m services.bank showdown: error: {exc}", file=sys.stderr)
-        return 2
+        return _refuse("showdown", exc)
     settings = ShowdownSettings(
         store=args.store,
         workers=args.workers,
