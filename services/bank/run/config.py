@@ -160,14 +160,11 @@ class BankConfig:
             )
         if self.admin_token is not None and not self.admin_token:
             raise ValueError("admin_token must not be empty; leave it unset to disable /admin")
-        for name in (
-            "body_timeout",
-            "header_timeout",
-            "keepalive_timeout",
-            "drain_timeout",
-            "request_timeout",
-            "idempotency_retention",
-        ):
+        if not math.isfinite(self.body_timeout) or self.body_timeout <= 0:
+            raise ValueError(
+                f"body_timeout must be a finite number of seconds > 0, got {self.body_timeout}"
+            )
+        for name in ("header_timeout", "keepalive_timeout", "drain_timeout", "request_timeout"):
             seconds = getattr(self, name)
             if (
                 isinstance(seconds, bool)
@@ -194,6 +191,11 @@ class BankConfig:
             raise ValueError(
                 f"max_opening_balance must be between 0 and {MAX_AMOUNT} cents, "
                 f"got {self.max_opening_balance}"
+            )
+        retention = self.idempotency_retention
+        if not math.isfinite(retention) or retention <= 0:
+            raise ValueError(
+                f"idempotency_retention must be a finite number of seconds > 0, got {retention}"
             )
         hosts: object = self.allowed_hosts
         if not isinstance(hosts, tuple) or not all(isinstance(name, str) for name in hosts):
