@@ -165,10 +165,11 @@ class ControlledRunQueue:
         self.log = _NO_LOG
         #: The cancel scope of the explorer's own nursery: never cancelled by a fault.
         self.outer_scope: Any = None
-        self.started_at = 0.0
+        # One trio.run serves every schedule: times are shown from this schedule's start.
+        self._time_origin = 0.0
         # While tracing: events since the last step, the clock last seen, how tasks ended.
         self.events: list[TraceEvent] = []
-        self._seen_time = self._time_origin = 0.0
+        self._seen_time = 0.0
         self.ends: dict[Any, str] = {}
 
     # -- the deque interface trio's run loop uses ---------------------------------------------
@@ -331,8 +332,7 @@ class ControlledRunQueue:
         seen: set[int] = set()
         if self.faults.timeouts:
             now = self._runner.clock.current_time()
-            # One trio.run serves every schedule: show times from this schedule's start.
-            start = self.started_at
+            start = self._time_origin
             for _, task in live:
                 status = task._cancel_status
                 while status is not None:
@@ -516,7 +516,6 @@ class ControlledRunQueue:
         self._last = None
         self.root_name = getattr(scenario, "__qualname__", "scenario").rpartition("<locals>.")[2]
         self.log = FaultLog(self.faults) if self.faults.active else _NO_LOG
-        self.started_at = self._runner.clock.current_time()
         wakeup = self.wakeup = trio.Event()
         box: list[BaseException] = []
 
