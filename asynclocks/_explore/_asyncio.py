@@ -37,7 +37,7 @@ from ._common import (
     unsupported,
     user_location,
 )
-from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
+from ._faults import NO_FAULTS, OWN_SCOPE, WAIT, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, Chain, chain, chain_key, step_footprint
 from ._net_asyncio import SimulatedNetworkLoop
 from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
@@ -610,7 +610,6 @@ def _anyio_task_states() -> Any:
 
 
 GROUP_SCOPE = "its task group's cancel scope"
-OWN_SCOPE = "its own innermost cancel scope"
 
 
 def _anyio_scopes(states: Any, task: asyncio.Task[Any]) -> tuple[Any, Any]:

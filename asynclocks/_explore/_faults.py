@@ -42,6 +42,9 @@ FAULT_MODES: tuple[FaultMode, ...] = ("off", "auto")
 #: The kind of the trace event of an injected fault (``~ injected by the explorer: ...``).
 INJECTED = "injected by the explorer"
 
+#: How a fault's text names a task's own innermost cancel scope (both backends cancel it).
+OWN_SCOPE = "its own innermost cancel scope"
+
 #: The option id meaning "no task can run: let the loop wait" (index 0 at such a decision).
 WAIT = -1
 

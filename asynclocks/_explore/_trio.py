@@ -41,7 +41,7 @@ from ._common import (
     user_location,
     waited_object,
 )
-from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
+from ._faults import NO_FAULTS, OWN_SCOPE, WAIT, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, chain_key, step_footprint
 from ._waits import describe_wait
 
@@ -90,7 +90,6 @@ def check_trio_version(version: str | None = None) -> None:
 
 _GROUPS = {"Nursery", "NurseryManager", "TaskGroup"}
 SPAWN_SCOPE = "the cancel scope of the nursery it was started in"
-OWN_SCOPE = "its own innermost cancel scope"
 
 
 def _own_scope(task: Any, spawn: Any) -> Any:
