@@ -41,7 +41,7 @@ from ._common import (
     user_location,
     waited_object,
 )
-from ._faults import NO_FAULTS, OWN_SCOPE, WAIT, Fault, FaultLog, Faults, fault_option
+from ._faults import NO_FAULTS, OWN_SCOPE, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, chain_key, step_footprint
 from ._waits import describe_wait
 
@@ -291,13 +291,11 @@ class ControlledRunQueue:
         offered = self._offered_faults()
         if not offered:
             return False
-        options = [WAIT, *(fault_option(i) for i in range(len(offered)))]
-        index = self.chooser.pick(options)
-        self.decisions.append(index)
-        self.widths.append(len(options))
-        if not index:
+        event = self.log.choose_idle(
+            offered, self.chooser.pick, self.decisions, self.widths, self.count
+        )
+        if event is None:
             return False
-        event = self.log.inject(offered[index - 1], self.count)
         if self.trace:
             self.events.append(event)
         return True
