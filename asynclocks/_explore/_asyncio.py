@@ -37,7 +37,7 @@ from ._common import (
     unsupported,
     user_location,
 )
-from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
+from ._faults import NO_FAULTS, OWN_SCOPE, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, Chain, chain, chain_key, step_footprint
 from ._net_asyncio import SimulatedNetworkLoop
 from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
@@ -414,18 +414,13 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     continue
                 if offered:
                     # Nothing can run: before time passes (or the deadlock is declared), a fault.
-                    options = [WAIT, *(fault_option(i) for i in range(len(offered)))]
-                    index = pick(options)
-                    decisions.append(index)
-                    widths.append(len(options))
-                    if index:
-                        assert log is not None
-                        event = log.inject(offered[index - 1], count)
-                        if noted is not None:
-                            noted.append(event)
-                        offered = []
-                        continue
+                    assert log is not None
+                    injected = log.choose_idle(offered, pick, decisions, widths, count)
                     offered = []
+                    if injected is not None:
+                        if noted is not None:
+                            noted.append(injected)
+                        continue
                 if self._advance_time():
                     continue
                 outcome.kind = "deadlock"
@@ -610,7 +605,6 @@ def _anyio_task_states() -> Any:
 
 
 GROUP_SCOPE = "its task group's cancel scope"
-OWN_SCOPE = "its own innermost cancel scope"
 
 
 def _anyio_scopes(states: Any, task: asyncio.Task[Any]) -> tuple[Any, Any]:

@@ -29,7 +29,7 @@ What a fault does, per backend:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,6 +41,9 @@ FAULT_MODES: tuple[FaultMode, ...] = ("off", "auto")
 
 #: The kind of the trace event of an injected fault (``~ injected by the explorer: ...``).
 INJECTED = "injected by the explorer"
+
+#: How a fault's text names a task's own innermost cancel scope (both backends cancel it).
+OWN_SCOPE = "its own innermost cancel scope"
 
 #: The option id meaning "no task can run: let the loop wait" (index 0 at such a decision).
 WAIT = -1
@@ -142,3 +145,22 @@ class FaultLog:
         self.injected.append((steps, text))
         fault.inject()
         return TraceEvent(INJECTED, text)
+
+    def choose_idle(
+        self,
+        offered: Sequence[Fault],
+        pick: Callable[[Sequence[int]], int],
+        decisions: list[int],
+        widths: list[int],
+        steps: int,
+    ) -> TraceEvent | None:
+        """No task can run: decide between :data:`WAIT` and the ``offered`` faults (not empty).
+
+        The decision is recorded in ``decisions``/``widths``; a chosen fault is injected (after
+        ``steps`` steps) and its trace event returned, None when the choice was to wait.
+        """
+        options = [WAIT, *(fault_option(i) for i in range(len(offered)))]
+        index = pick(options)
+        decisions.append(index)
+        widths.append(len(options))
+        return self.inject(offered[index - 1], steps) if index else None

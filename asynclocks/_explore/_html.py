@@ -12,8 +12,8 @@ import html
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._common import Step, format_location
-from ._report import format_event, source_line
+from ._common import Step
+from ._report import format_event, source_line, step_after, step_resumed
 
 if TYPE_CHECKING:
     from ._report import Report
@@ -82,20 +82,14 @@ def _tip(number: int, step: Step, names: dict[int, str], first: bool) -> str:
     lines = [f"step {number}  {step.name}" + ("  (preemption)" if step.preempted else "")]
     for event in step.events:
         lines.append(format_event(event, names))
-    resumed = (
-        format_location(step.resumed)
-        if step.resumed is not None
-        else ("start" if first else "library code")
-    )
-    lines.append(f"resumed at {resumed}")
+    lines.append(f"resumed at {step_resumed(step, first)}")
     source = source_line(step.resumed)
     if source:
         lines.append(f"   | {source}")
     if step.finished:
-        lines.append(f"-> {step.end or 'finished'}")
+        lines.append(f"-> {step_after(step)}")
     else:
-        where = "library code" if step.suspended is None else format_location(step.suspended)
-        lines.append(f"-> next await {where}")
+        lines.append(f"-> next await {step_after(step)}")
         source = source_line(step.suspended)
         if source:
             lines.append(f"   | {source}")

@@ -330,6 +330,22 @@ def source_line(location: Location | None) -> str:
     return linecache.getline(filename, line).strip()
 
 
+def step_resumed(step: Step, first: bool) -> str:
+    """Where a step resumed: a location, "start" (a task's first step) or "library code"."""
+    if step.resumed is not None:
+        return format_location(step.resumed)
+    # A later step with no frame of the user's stood only in library code (an HTTP server's own
+    # tasks, say).
+    return "start" if first else "library code"
+
+
+def step_after(step: Step) -> str:
+    """Where a step ended: how its task ended if it finished, else the await it stopped at."""
+    if step.finished:
+        return step.end or "finished"
+    return "library code" if step.suspended is None else format_location(step.suspended)
+
+
 def _shown(count: int, keep: Sequence[int]) -> list[bool]:
     shown = [False] * count
     for index in [*range(min(TRACE_HEAD, count)), *range(max(0, count - TRACE_TAIL), count)]:
@@ -377,9 +393,7 @@ def format_trace(
     hidden = 0
     started: set[int] = set()
     for number, step in enumerate(steps, 1):
-        # A task's first step starts it; a later step with no frame of the user's stood only in
-        # library code (an HTTP server's own tasks, say).
-        first_step = step.task not in started
+        first_step = step.task not in started  # a task's first step starts it
         started.add(step.task)
         if not shown[number - 1]:
             hidden += 1
@@ -390,15 +404,8 @@ def format_trace(
         mark = "*" if step.preempted else " "
         for event in step.events:
             lines.append(f"{'':>8}{format_event(event, names)}")
-        if step.resumed is not None:
-            resumed = format_location(step.resumed)
-        else:
-            resumed = "start" if first_step else "library code"
-        if step.finished:
-            after = step.end or "finished"
-        else:
-            after = "library code" if step.suspended is None else format_location(step.suspended)
-        lines.append(f"{mark}{number:>5}  {step.name:<{width}}  {resumed} -> {after}")
+        resumed = step_resumed(step, first_step)
+        lines.append(f"{mark}{number:>5}  {step.name:<{width}}  {resumed} -> {step_after(step)}")
         source = None if step.finished else source_line(step.suspended)
         if source:
             lines.append(f"{'':>8}{'':<{width}}  | {source}")

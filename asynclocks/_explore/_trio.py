@@ -41,7 +41,7 @@ from ._common import (
     user_location,
     waited_object,
 )
-from ._faults import NO_FAULTS, WAIT, Fault, FaultLog, Faults, fault_option
+from ._faults import NO_FAULTS, OWN_SCOPE, Fault, FaultLog, Faults, fault_option
 from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, chain_key, step_footprint
 from ._waits import describe_wait
 
@@ -90,7 +90,6 @@ def check_trio_version(version: str | None = None) -> None:
 
 _GROUPS = {"Nursery", "NurseryManager", "TaskGroup"}
 SPAWN_SCOPE = "the cancel scope of the nursery it was started in"
-OWN_SCOPE = "its own innermost cancel scope"
 
 
 def _own_scope(task: Any, spawn: Any) -> Any:
@@ -165,10 +164,11 @@ class ControlledRunQueue:
         self.log = _NO_LOG
         #: The cancel scope of the explorer's own nursery: never cancelled by a fault.
         self.outer_scope: Any = None
-        self.started_at = 0.0
+        # One trio.run serves every schedule: times are shown from this schedule's start.
+        self._time_origin = 0.0
         # While tracing: events since the last step, the clock last seen, how tasks ended.
         self.events: list[TraceEvent] = []
-        self._seen_time = self._time_origin = 0.0
+        self._seen_time = 0.0
         self.ends: dict[Any, str] = {}
 
     # -- the deque interface trio's run loop uses ---------------------------------------------
@@ -291,13 +291,11 @@ class ControlledRunQueue:
         offered = self._offered_faults()
         if not offered:
             return False
-        options = [WAIT, *(fault_option(i) for i in range(len(offered)))]
-        index = self.chooser.pick(options)
-        self.decisions.append(index)
-        self.widths.append(len(options))
-        if not index:
+        event = self.log.choose_idle(
+            offered, self.chooser.pick, self.decisions, self.widths, self.count
+        )
+        if event is None:
             return False
-        event = self.log.inject(offered[index - 1], self.count)
         if self.trace:
             self.events.append(event)
         return True
@@ -331,8 +329,7 @@ class ControlledRunQueue:
         seen: set[int] = set()
         if self.faults.timeouts:
             now = self._runner.clock.current_time()
-            # One trio.run serves every schedule: show times from this schedule's start.
-            start = self.started_at
+            start = self._time_origin
             for _, task in live:
                 status = task._cancel_status
                 while status is not None:
@@ -516,7 +513,6 @@ class ControlledRunQueue:
         self._last = None
         self.root_name = getattr(scenario, "__qualname__", "scenario").rpartition("<locals>.")[2]
         self.log = FaultLog(self.faults) if self.faults.active else _NO_LOG
-        self.started_at = self._runner.clock.current_time()
         wakeup = self.wakeup = trio.Event()
         box: list[BaseException] = []
 
