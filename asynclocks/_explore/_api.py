@@ -200,12 +200,6 @@ def _same_failure(a: Outcome, b: Outcome) -> bool:
     return True
 
 
-def _replayer(decisions: list[int], max_steps: int) -> ReplayChooser:
-    chooser = ReplayChooser(decisions)
-    chooser.max_steps = max_steps
-    return chooser
-
-
 def _shrink(first: Outcome, max_steps: int) -> Generator[Request, Outcome, Outcome]:
     """Re-run the failing schedule with preemptions removed while it keeps failing the same way."""
     best = first
@@ -220,7 +214,7 @@ def _shrink(first: Outcome, max_steps: int) -> Generator[Request, Outcome, Outco
                 [*decisions[:at], *([0] * (len(decisions) - at))],
             ):
                 runs += 1
-                outcome = yield _replayer(candidate, max_steps), False
+                outcome = yield ReplayChooser(candidate, max_steps), False
                 fewer = sum(1 for d in outcome.decisions if d) < sum(1 for d in decisions if d)
                 if _same_failure(outcome, first) and fewer:
                     best = outcome
@@ -346,7 +340,7 @@ def search_plan(
     # kept state from one schedule to the next explored a different program every time.
     first_again: Outcome | None = None
     if first_run is not None and (failure is None or failure is not first_run):
-        first_again = yield _replayer(first_run.decisions, max_steps), False
+        first_again = yield ReplayChooser(first_run.decisions, max_steps), False
         runs.append(first_again)
     drifted = (
         first_again is not None and first_run is not None and not same_run(first_again, first_run)
@@ -356,7 +350,7 @@ def search_plan(
         window = WindowChooser(shrunk.decisions)
         window.max_steps = max_steps
         first = yield window, True
-        second = yield _replayer(shrunk.decisions, max_steps), True
+        second = yield ReplayChooser(shrunk.decisions, max_steps), True
         runs += [shrunk, first, second]
         reproduced = not drifted and same_run(first, shrunk) and same_run(second, first)
         report.failed = True
@@ -437,7 +431,7 @@ def _diagnose(
     before = snapshot(modules)
     seen: list[str] = []
     with watch_sources(seen):
-        yield _replayer(decisions, max_steps), False
+        yield ReplayChooser(decisions, max_steps), False
     after = snapshot(modules)
     # Changed since the search began (the scenario's module) or during this one run.
     since_start = {key: value for key, value in before.items() if key in initial}

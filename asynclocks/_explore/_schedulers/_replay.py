@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._common import MAX_STEPS
 from ._base import ScheduleChooser
 
 
 class ReplayChooser(ScheduleChooser):
     """Follows recorded decisions; past their end or when one no longer fits, takes index 0."""
 
-    def __init__(self, decisions: Sequence[int]) -> None:
+    def __init__(self, decisions: Sequence[int], max_steps: int = MAX_STEPS) -> None:
         self._decisions = decisions
+        self.max_steps = max_steps
         self._at = 0
 
     def pick(self, options: Sequence[int]) -> int:
