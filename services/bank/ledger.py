@@ -17,9 +17,14 @@ Nothing here knows about HTTP: the refusals are the domain's (``services.bank.do
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from .domain import Audit, ModeSwitchPerWorker, SameAccount, UnsupportedLockMode
-from .locking import Locking, LockStrategy
+from .locking import Locking
 from .ports import Store, UnitOfWork
+
+T = TypeVar("T")
 
 __all__ = ["Ledger"]
 
@@ -48,13 +53,24 @@ class Ledger:
     def _store_for(self, work: UnitOfWork | None) -> Store:
         return self.store if work is None else self.store.within(work)
 
-    async def _hold(self, work: UnitOfWork, *keys: str) -> LockStrategy:
-        """Enter the lock mode for ``keys`` until ``work`` commits or rolls back.
+    async def _locked(
+        self,
+        keys: tuple[str, ...],
+        work: UnitOfWork | None,
+        operation: Callable[[Store, bool], Awaitable[T]],
+    ) -> T:
+        """Run ``operation(store, atomic)`` inside the lock mode for ``keys``, on the store of
+        ``work``.
 
-        Held past the operation's return on purpose: released before the commit, the lock
-        would let the next request read the balance this commit is about to replace.
+        With a unit of work the mode is held until ``work`` commits or rolls back: past the
+        operation's return on purpose, as released before the commit, the lock would let the
+        next request read the balance this commit is about to replace.
         """
-        return await work.keep(self.locking.guard(*keys))
+        if work is not None:
+            mode = await work.keep(self.locking.guard(*keys))
+            return await operation(self.store.within(work), mode.atomic_store)
+        async with self.locking.guard(*keys) as mode:
+            return await operation(self.store, mode.atomic_store)
 
     async def open_account(
         self,
@@ -91,12 +107,11 @@ class Ledger:
             AccountNotFound: No such account.
             BalanceTooLarge: The balance would exceed what the database column holds.
         """
-        if work is not None:
-            mode = await self._hold(work, account_id)
-            store = self.store.within(work)
-            return await store.deposit(account_id, amount, atomic=mode.atomic_store)
-        async with self.locking.guard(account_id) as mode:
-            return await self.store.deposit(account_id, amount, atomic=mode.atomic_store)
+        return await self._locked(
+            (account_id,),
+            work,
+            lambda store, atomic: store.deposit(account_id, amount, atomic=atomic),
+        )
 
     async def withdraw(
         self, account_id: str, amount: int, *, work: UnitOfWork | None = None
@@ -107,12 +122,11 @@ class Ledger:
             AccountNotFound: No such account.
             InsufficientFunds: The balance does not cover ``amount``.
         """
-        if work is not None:
-            mode = await self._hold(work, account_id)
-            store = self.store.within(work)
-            return await store.withdraw(account_id, amount, atomic=mode.atomic_store)
-        async with self.locking.guard(account_id) as mode:
-            return await self.store.withdraw(account_id, amount, atomic=mode.atomic_store)
+        return await self._locked(
+            (account_id,),
+            work,
+            lambda store, atomic: store.withdraw(account_id, amount, atomic=atomic),
+        )
 
     async def transfer(
         self, source: str, target: str, amount: int, *, work: UnitOfWork | None = None
@@ -126,12 +140,11 @@ class Ledger:
         """
         if source == target:
             raise SameAccount(source)
-        if work is not None:
-            mode = await self._hold(work, source, target)
-            store = self.store.within(work)
-            return await store.transfer(source, target, amount, atomic=mode.atomic_store)
-        async with self.locking.guard(source, target) as mode:
-            return await self.store.transfer(source, target, amount, atomic=mode.atomic_store)
+        return await self._locked(
+            (source, target),
+            work,
+            lambda store, atomic: store.transfer(source, target, amount, atomic=atomic),
+        )
 
     async def audit(self) -> Audit:
         """Return the books: balances against the journal."""

@@ -49,11 +49,15 @@ def _translate_http_exception(request: web.Request, exc: web.HTTPException) -> w
         error = MethodNotAllowed(f"{request.method} is not allowed on {path}; allowed: {allowed}")
         return error_response(error, {"Allow": allowed})
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        limit = request.app[CONFIG].max_body_bytes
-        return error_response(BodyTooLarge(f"request body is larger than {limit} bytes"))
+        return error_response(_too_large(request.app[CONFIG].max_body_bytes))
     code = (exc.reason or "error").lower().replace(" ", "_").replace("-", "_")
     body = {"error": code, "detail": exc.reason or "request refused"}
     return web.json_response(body, status=exc.status)
+
+
+def _too_large(limit: int) -> BodyTooLarge:
+    """The refusal of a body over the cap, whether its header or its bytes said so."""
+    return BodyTooLarge(f"request body is larger than {limit} bytes")
 
 
 @web.middleware
@@ -144,7 +148,7 @@ async def body_deadline_middleware(request: web.Request, handler: Handler) -> we
         declared = request.content_length
         if declared is not None and declared > config.max_body_bytes:
             # Refused from the header alone: waiting for bytes we would not keep is pointless.
-            raise BodyTooLarge(f"request body is larger than {config.max_body_bytes} bytes")
+            raise _too_large(config.max_body_bytes)
         try:
             if request.content.is_eof():
                 # The whole body came with the headers (the usual case for small JSON): reading

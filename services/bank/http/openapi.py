@@ -16,6 +16,7 @@ from typing import Any, cast
 from pydantic import TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from .idempotency import HEADER, MAX_KEY_LENGTH, REPLAYED_HEADER
 from .models import AccountId, Body, request_models, response_models
 
 __all__ = ["openapi_document"]
@@ -67,14 +68,20 @@ _BODY_REFUSALS = {
 #: POSTs that move money or open accounts take an Idempotency-Key (see
 #: services.bank.http.idempotency).
 _IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key",
+    "name": HEADER,
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[ -~]{1,128}$"},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": f"^[ -~]{{1,{MAX_KEY_LENGTH}}}$",
+    },
     "description": (
-        "1 to 128 printable ASCII characters. A request repeated with the same key, method, path "
-        "and body gets the first response again (header Idempotent-Replayed: true) and is not "
-        "applied twice; the same key with another request is 422 idempotency_key_reused."
+        f"1 to {MAX_KEY_LENGTH} printable ASCII characters. A request repeated with the same "
+        "key, method, path and body gets the first response again (header "
+        f"{REPLAYED_HEADER}: true) and is not applied twice; the same key with another request "
+        "is 422 idempotency_key_reused."
     ),
 }
 _POST_REFUSALS = {
