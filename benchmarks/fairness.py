@@ -9,6 +9,8 @@ an asyncio loop whose clock is virtual (a selector that advances the clock by th
 of sleeping): closed-loop clients, each sending the hammer's mix (deposit 1, withdraw 1,
 transfer 2) on seeded random accounts, every operation taking ``--delay`` of virtual time in its
 race window. Nothing else takes time, so the figures depend only on who waits for whom.
+Percentiles are the hammer's (``services.bank.tools.hammer.percentile``, nearest rank), so the
+figures here and the hammer's, soak's and showdown's are read alike.
 
 Three stores: ``pool`` (operations overlap freely, as on PostgreSQL with a pool larger than the
 accounts), and ``one connection`` (every operation's window holds one lock, as the SQLite store's
@@ -37,6 +39,7 @@ from services.bank.domain import OperationKind
 from services.bank.ledger import Ledger
 from services.bank.locking import ArrivalOrderLock, Locking
 from services.bank.stores.memory import MemoryStore
+from services.bank.tools.hammer import percentile
 
 TARGET = 3.5
 
@@ -79,10 +82,6 @@ class Figures:
     max_ms: float
 
 
-def _percentile(ordered: list[float], fraction: float) -> float:
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def _run(
     mode: str, load: Load, connection: Callable[[], AbstractAsyncContextManager[object]] | None
 ) -> Figures:
@@ -123,8 +122,8 @@ async def _run(
     latencies.sort()
     return Figures(
         rps=len(latencies) / elapsed,
-        p50_ms=_percentile(latencies, 0.50) * 1000,
-        p99_ms=_percentile(latencies, 0.99) * 1000,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
         max_ms=latencies[-1] * 1000,
     )
 
