@@ -9,7 +9,8 @@ Prints, for each backend:
 
 Targets (issue 5): >= 10,000 schedules/s on asyncio, >= 3,000 on trio (judged per CPU second of
 the measuring process; the wall-clock rate is printed beside it), the proof in under 5 s.
-Networked programs (issue 11; ``--network`` runs only this part):
+Networked programs (issue 11; ``--network`` runs only this part), the tests' own
+(``tests/asynclocks/explore/net_scenarios.py``, the handler's update locked):
 
 - two concurrent requests to an aiohttp ``TestServer`` through a ``TestClient``: schedules/s that
   ``explore`` runs over the simulated loopback network, and the CPU time of one explored schedule
@@ -366,71 +367,7 @@ def across(pythons: list[str], schedules: int) -> None:
     )
 
 
-async def aiohttp_two_requests() -> None:
-    """Two concurrent POSTs to a locked counter on an aiohttp TestServer, via a TestClient."""
-    from aiohttp import web
-    from aiohttp.test_utils import TestClient, TestServer
-
-    counter = [0]
-    lock = asyncio.Lock()
-
-    async def increment(request: web.Request) -> web.Response:
-        async with lock:
-            seen = counter[0]
-            await asyncio.sleep(0)
-            counter[0] = seen + 1
-        return web.json_response({"counter": counter[0]})
-
-    app = web.Application()
-    app.router.add_post("/increment", increment)
-    async with TestClient(TestServer(app)) as client:
-
-        async def post() -> None:
-            response = await client.post("/increment")
-            assert response.status == 200
-            await response.json()
-
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(post())
-            tg.create_task(post())
-    assert counter[0] == 2
-
-
 NETWORK_BOUND = 2
-
-
-async def trio_two_clients() -> None:
-    """trio.serve_tcp + two trio.open_tcp_stream clients; the handler's update is locked."""
-    import functools
-
-    counter = [0]
-    lock = trio.Lock()
-
-    async def handler(stream: trio.SocketStream) -> None:
-        await stream.receive_some(100)
-        async with lock:
-            seen = counter[0]
-            await trio.lowlevel.checkpoint()
-            counter[0] = seen + 1
-        await stream.send_all(b"ok")
-        await stream.aclose()
-
-    async with trio.open_nursery() as nursery:
-        serve = functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1")
-        listeners = await nursery.start(serve)
-        port = listeners[0].socket.getsockname()[1]
-
-        async def client() -> None:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            await stream.send_all(b"hi")
-            assert await stream.receive_some(100) == b"ok"
-            await stream.aclose()
-
-        async with trio.open_nursery() as clients:
-            clients.start_soon(client)
-            clients.start_soon(client)
-        nursery.cancel_scope.cancel()
-    assert counter[0] == 2
 
 
 def explored_cpu_per_schedule(scenario: Callable[[], Awaitable[None]], n: int) -> float:
@@ -455,6 +392,14 @@ def network_section(rounds: int) -> None:
     """The networked figures of issue 11: the aiohttp scenario and the bank through HTTP."""
     from services.bank.tools.race_scenarios import scenario as bank_scenario
 
+    _tests_importable()
+    # Imported here, not at the top: they import aiohttp, httpx and hypercorn.
+    from tests.asynclocks.explore import net_scenarios
+
+    # The tests' networked programs, with the handler's update locked: the same code the
+    # tests prove, so the figures are of what the tests check.
+    aiohttp_two_requests = net_scenarios.aiohttp_test_client_counter(True)
+    trio_two_clients = net_scenarios.trio_counter(True)
     print("two concurrent requests, aiohttp TestServer + TestClient (the handler is locked)")
     asynclocks.explore(aiohttp_two_requests, max_schedules=20)  # warm up
     started = time.perf_counter()
@@ -527,9 +472,13 @@ SUITE_BUDGET = 2_000  # schedules per search for a bug
 PROOF_TARGET = 30.0  # seconds for an unbounded proof of a fixed program
 
 
-def _suite_programs() -> list[Any]:
+def _tests_importable() -> None:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+
+
+def _suite_programs() -> list[Any]:
+    _tests_importable()
     from tests.asynclocks.explore.library_programs import cases
 
     return cases()
