@@ -28,7 +28,9 @@ over seeds: found/seeds and the median), whether dfs proves each fix without a p
 and in how many schedules and CPU seconds (target < 30 s), and pct by depth. Targets: every bug
 found by every strategy on every seed; every fix proved.
 
-Run: ``python benchmarks/explore.py [--schedules N] [--network] [--suite]``.
+Run: ``python benchmarks/explore.py [--schedules N] [--network] [--suite] [--quiet]`` (a progress
+display on stderr for the networked programs and the suite when it is a terminal, unless
+``--quiet``).
 
 ``--pythons 3.11,3.12,3.13`` runs the measurements under each interpreter instead (a subprocess of
 it, the project importable from this checkout) and prints one table: per version, dfs schedules/s
@@ -57,6 +59,7 @@ import trio
 
 import asynclocks
 from asynclocks import Backend, Strategy
+from asynclocks._progress import ProgressBar
 
 STEPS_PER_TASK = 5  # two tasks x five awaits = ten steps
 TARGETS = {"asyncio": 10_000, "trio": 3_000}  # dfs schedules/s on the ten-step scenario
@@ -388,8 +391,14 @@ def stock_cpu_per_run(scenario: Callable[[], Awaitable[None]], runs: int) -> flo
         return (time.process_time() - started) / runs
 
 
-def network_section(rounds: int) -> None:
+def network_section(rounds: int, progress: bool = True) -> None:
     """The networked figures of issue 11: the aiohttp scenario and the bank through HTTP."""
+    # Units: the aiohttp proof, each round, each trio bound, the bank's three modes.
+    with ProgressBar("networked programs", rounds + 7, enabled=progress) as bar:
+        _network_rows(rounds, bar)
+
+
+def _network_rows(rounds: int, bar: ProgressBar) -> None:
     from services.bank.tools.race_scenarios import scenario as bank_scenario
 
     _tests_importable()
@@ -407,6 +416,7 @@ def network_section(rounds: int) -> None:
     wall = time.perf_counter() - started
     assert report.exhaustive
     assert not report.failed
+    bar.advance()
     print(
         f"  dfs, preemption bound {NETWORK_BOUND}: {report.schedules} schedules (exhaustive) in "
         f"{wall:.2f} s = {report.schedules / wall:,.0f} schedules/s"
@@ -416,6 +426,7 @@ def network_section(rounds: int) -> None:
     for _ in range(rounds):  # interleaved, so machine load hits both alike
         explored.append(explored_cpu_per_schedule(aiohttp_two_requests, report.schedules))
         stock.append(stock_cpu_per_run(aiohttp_two_requests, 50))
+        bar.advance()
     one_schedule = sorted(explored)[len(explored) // 2]
     one_run = sorted(stock)[len(stock) // 2]
     ratio = one_schedule / one_run
@@ -436,6 +447,7 @@ def network_section(rounds: int) -> None:
         )
         seconds = time.perf_counter() - started
         assert not trio_report.failed
+        bar.advance()
         coverage = "exhaustive" if trio_report.exhaustive else "not exhaustive"
         print(
             f"  preemption bound {bound if bound is not None else 'none'}: "
@@ -447,6 +459,7 @@ def network_section(rounds: int) -> None:
     found = asynclocks.explore(bank_scenario("none"), preemption_bound=NETWORK_BOUND)
     seconds = time.perf_counter() - started
     assert found.failed
+    bar.advance()
     verdict = "PASS" if found.schedules <= 10 else "MISS"
     print(
         f"  lock mode none: overdraft found after {found.schedules} schedule(s) in "
@@ -458,6 +471,7 @@ def network_section(rounds: int) -> None:
         seconds = time.perf_counter() - started
         assert proof.exhaustive
         assert not proof.failed
+        bar.advance()
         verdict = "PASS" if seconds < 60 else "MISS"
         print(
             f"  lock mode {mode}: proved, exhaustive within preemption bound {NETWORK_BOUND}: "
@@ -510,9 +524,25 @@ def _summary(found: list[int | None]) -> str:
     return f"{len(hits)}/{len(found)} med {median}" if len(found) > 1 else str(median)
 
 
-def suite(seeds: int, depths: list[int]) -> None:
+def suite(seeds: int, depths: list[int], progress: bool = True) -> None:
     """Per program and backend: schedules to find the bug per strategy; the fix's proof."""
     programs = _suite_programs()
+    with ProgressBar("bug suite", len(programs), enabled=progress) as bar:
+        missed, slow = _suite_rows(programs, seeds, bar)
+    verdict = "PASS" if not missed else "MISS"
+    print(
+        f"  every bug found by every strategy on every seed: {verdict}"
+        + (f" ({missed} strategy/program pairs missed on some seed)" if missed else "")
+    )
+    verdict = "PASS" if not slow else "MISS"
+    print(f"  every fixed program proved without a bound in < {PROOF_TARGET:.0f} s: {verdict}")
+    if depths:
+        with ProgressBar("pct by depth", len(programs), enabled=progress) as bar:
+            _pct_depth_rows(programs, seeds, depths, bar)
+
+
+def _suite_rows(programs: list[Any], seeds: int, bar: ProgressBar) -> tuple[int, int]:
+    """Print the suite's table, a row per program and backend; (misses, slow proofs)."""
     strategies: tuple[Strategy, ...] = ("dfs", "random", "pct", "portfolio")
     print(
         f"bug suite: schedules to find each bug (budget {SUITE_BUDGET}; random, pct and "
@@ -543,26 +573,24 @@ def suite(seeds: int, depths: list[int]) -> None:
             state = "FAILED"
         row += f"   {state}, {proof.schedules} schedules, {seconds:.2f} s CPU"
         print(row, flush=True)
-    verdict = "PASS" if not missed else "MISS"
-    print(
-        f"  every bug found by every strategy on every seed: {verdict}"
-        + (f" ({missed} strategy/program pairs missed on some seed)" if missed else "")
-    )
-    verdict = "PASS" if not slow else "MISS"
-    print(f"  every fixed program proved without a bound in < {PROOF_TARGET:.0f} s: {verdict}")
-    if depths:
-        print(f"pct by depth: found/seeds and median schedules (seeds 0-{seeds - 1})")
-        print(f"  {'program':28} {'backend':8}" + "".join(f"{'d=' + str(d):>16}" for d in depths))
-        totals = dict.fromkeys(depths, 0)
-        for program, backend in programs:
-            row = f"  {program.name:28} {backend:8}"
-            for depth in depths:
-                found = _to_find(program.buggy, backend, "pct", seeds, depth)
-                totals[depth] += sum(n is not None for n in found)
-                row += f"{_summary(found):>16}"
-            print(row, flush=True)
-        runs = len(programs) * seeds
-        print(f"  {'hits':37}" + "".join(f"{f'{totals[d]}/{runs}':>16}" for d in depths))
+        bar.advance()
+    return missed, slow
+
+
+def _pct_depth_rows(programs: list[Any], seeds: int, depths: list[int], bar: ProgressBar) -> None:
+    print(f"pct by depth: found/seeds and median schedules (seeds 0-{seeds - 1})")
+    print(f"  {'program':28} {'backend':8}" + "".join(f"{'d=' + str(d):>16}" for d in depths))
+    totals = dict.fromkeys(depths, 0)
+    for program, backend in programs:
+        row = f"  {program.name:28} {backend:8}"
+        for depth in depths:
+            found = _to_find(program.buggy, backend, "pct", seeds, depth)
+            totals[depth] += sum(n is not None for n in found)
+            row += f"{_summary(found):>16}"
+        print(row, flush=True)
+        bar.advance()
+    runs = len(programs) * seeds
+    print(f"  {'hits':37}" + "".join(f"{f'{totals[d]}/{runs}':>16}" for d in depths))
 
 
 def main() -> None:
@@ -586,12 +614,15 @@ def main() -> None:
     parser.add_argument(
         "--pct-depths", default="", help="comma-separated pct depths to compare (--suite)"
     )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress display on stderr (--suite, --network)"
+    )
     args = parser.parse_args()
     if args.suite:
         depths = [int(d) for d in args.pct_depths.split(",") if d.strip()]
-        suite(args.seeds, depths)
+        suite(args.seeds, depths, progress=not args.quiet)
     elif args.network:
-        network_section(args.rounds)
+        network_section(args.rounds, progress=not args.quiet)
     elif args.json:  # a child of --pythons: the figures, machine-readable
         version = f"{sys.version_info[0]}.{sys.version_info[1]}"
         figures = {"python": version, "rates": rates(args.schedules), "reduction": reduction()}
@@ -601,7 +632,7 @@ def main() -> None:
         across(pythons, args.schedules)
     else:
         single(args.schedules)
-        network_section(args.rounds)
+        network_section(args.rounds, progress=not args.quiet)
 
 
 if __name__ == "__main__":
