@@ -336,6 +336,16 @@ def test_every_flag_has_help(command: str, capsys: pytest.CaptureFixture[str]) -
         assert " ".join((action.help or "").split()[:3]).replace("%%", "%") in text
 
 
+@pytest.mark.parametrize("command", ["hammer", "showdown"])
+def test_quiet_turns_the_progress_off_like_every_long_command(command: str) -> None:
+    # The library's commands and the benchmarks say --quiet; the bank's tools take it too.
+    required = ["--url", "http://127.0.0.1:1"] if command == "hammer" else []
+    parser = build_parser()
+    assert parser.parse_args([command, *required, "--quiet"]).no_progress is True
+    assert parser.parse_args([command, *required, "--no-progress"]).no_progress is True
+    assert parser.parse_args([command, *required]).no_progress is False
+
+
 def test_console_script_is_declared() -> None:
     import tomllib
 
