@@ -86,6 +86,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # committed, so it does not claim that nothing was applied.
             logger.warning("database unavailable in %s %s: %r", request.method, request.path, exc)
             if request.method in ("GET", "HEAD"):
+                request.app[STALLS].note(RetryLater.code)
                 return error_response(
                     RetryLater(
                         f"the database is unavailable right now ({type(exc).__name__}); retry later"

@@ -360,3 +360,17 @@ async def test_an_unreachable_database_is_503_not_500(
     assert answer["error"] == "outcome_unknown"
     assert "may or may not have been applied" in answer["detail"]
     assert "5432" not in answer["detail"]
+
+
+async def test_a_read_answered_503_by_the_safety_net_degrades_health(
+    served_bank: ServedFactory,
+) -> None:
+    bank = await served_bank(store=UnreachableStore(ConnectionResetError(104, "reset")))
+    status, answer = await bank.call("GET", "/health")
+    assert (status, answer["status"]) == (200, "ok")
+    status, answer = await bank.call("GET", "/accounts/alice")
+    assert (status, answer["error"]) == (503, "retry_later")
+    # /health reads the 503s of the last seconds: a read refused for the database counts too.
+    status, answer = await bank.call("GET", "/health")
+    assert (status, answer["status"]) == (503, "degraded")
+    assert "1 retry_later" in answer["reason"]
