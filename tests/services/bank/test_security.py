@@ -374,3 +374,21 @@ async def test_a_read_answered_503_by_the_safety_net_degrades_health(
     status, answer = await bank.call("GET", "/health")
     assert (status, answer["status"]) == (503, "degraded")
     assert "1 retry_later" in answer["reason"]
+
+
+@pytest.mark.parametrize("cap", [1000, 64 * 1024])
+async def test_openapi_states_the_configured_body_cap(served_bank: ServedFactory, cap: int) -> None:
+    bank = await served_bank(max_body_bytes=cap)
+    status, document = await bank.call("GET", "/openapi.json")
+    assert status == 200
+    refusals = [
+        operation["responses"]["413"]["description"]
+        for route in document["paths"].values()
+        for operation in route.values()
+        if "413" in operation["responses"]
+    ]
+    assert len(refusals) == 6  # every route with a body
+    assert set(refusals) == {f"body_too_large: the body is over {cap} bytes"}
+    # The cap the document states is the one enforced.
+    status, answer = await bank.call("PUT", "/admin/lock", raw=b" " * (cap + 1))
+    assert (status, answer["detail"]) == (413, f"request body is larger than {cap} bytes")
