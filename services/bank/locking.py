@@ -462,12 +462,11 @@ class Locking:
         finally:
             self._waiting -= 1
 
-    def _too_late(self) -> DeadlineExceeded:
+    def _too_late(self, waited: str) -> DeadlineExceeded:
+        """The refusal of a request that waited ``wait_timeout`` seconds for what ``waited``
+        says (the door of a switch, or the mode's locks), before it touched anything."""
         return DeadlineExceeded(
-            f"the request waited {self.wait_timeout:g} s for its account locks without getting "
-            "them "
-            "(another request holds them or the database is slow); nothing was applied, "
-            "retry later"
+            f"the request waited {self.wait_timeout:g} s {waited}; nothing was applied, retry later"
         )
 
     def _leave(self) -> None:
@@ -574,6 +573,27 @@ class ArrivalOrderLock:
         self.release()
 
 
+_AT_THE_DOOR: Final = (
+    "to be admitted while the lock mode was being switched (the switch waits for every request "
+    "of the old mode to finish)"
+)
+
+
+def _waited_for(mode: str) -> str:
+    """What a request of lock mode ``mode`` waited for, in :meth:`Locking._too_late`."""
+    if mode == "global":
+        return (
+            "for the global lock without getting it (another request holds it or the database "
+            "is slow)"
+        )
+    if mode == "account":
+        return (
+            "for its account locks without getting them (another request holds them or the "
+            "database is slow)"
+        )
+    return f"for the locks of lock mode {mode!r} without getting them"
+
+
 class Guard:
     """``async with locking.guard(*keys) as strategy``: one request inside its lock mode.
 
@@ -594,7 +614,7 @@ class Guard:
             try:
                 await locking._admit()
             except TimeoutError:
-                raise locking._too_late() from None
+                raise locking._too_late(_AT_THE_DOOR) from None
         strategy = locking._strategies[locking._mode]
         hold = strategy.hold(self._keys, locking.wait_timeout)
         locking._active += 1
@@ -602,7 +622,7 @@ class Guard:
             await hold.__aenter__()
         except TimeoutError:
             locking._leave()
-            raise locking._too_late() from None
+            raise locking._too_late(_waited_for(strategy.name)) from None
         except BaseException:
             locking._leave()
             raise

@@ -476,3 +476,49 @@ def test_account_p99_on_one_connection_near_global(anyio_backend: str) -> None:
     assert ratio("one connection arrival, arrival accounts (SQLite)") <= 1.5
     # KeyedLock's accounts on the same connection: the tail this replaced.
     assert ratio("one connection arrival, KeyedLock accounts") > 2.0
+
+
+async def test_deadline_says_it_was_the_door_of_a_switch() -> None:
+    held = _Held()
+    locking = Locking("none", wait_timeout=0.05)
+    store = MemoryStore(race_window=held)
+    await store.create_account("a", 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_deposit, locking, store, "a", 1)
+        await held.arrived.wait()
+        tg.start_soon(locking.set_mode, "account")
+        await anyio.wait_all_tasks_blocked()
+        assert locking.switching
+        # No account lock is held by anyone: what the request waited for was the switch.
+        with pytest.raises(DeadlineExceeded) as refused:
+            await _deposit(locking, store, "a", 1)
+        assert refused.value.detail == (
+            "the request waited 0.05 s to be admitted while the lock mode was being switched "
+            "(the switch waits for every request of the old mode to finish); nothing was "
+            "applied, retry later"
+        )
+        held.release.set()
+    assert (locking.mode, await store.balance("a")) == ("account", 1)
+
+
+@pytest.mark.parametrize(
+    ("mode", "waited"),
+    [
+        ("global", "for the global lock without getting it (another request holds it"),
+        ("account", "for its account locks without getting them (another request holds them"),
+    ],
+)
+async def test_deadline_says_which_lock_it_waited_for(mode: str, waited: str) -> None:
+    held = _Held()
+    locking = Locking(mode, wait_timeout=0.05)
+    store = MemoryStore(race_window=held)
+    await store.create_account("a", 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_deposit, locking, store, "a", 1)
+        await held.arrived.wait()
+        with pytest.raises(DeadlineExceeded) as refused:
+            await _deposit(locking, store, "a", 1)
+        assert refused.value.detail.startswith(f"the request waited 0.05 s {waited}")
+        assert refused.value.detail.endswith("; nothing was applied, retry later")
+        held.release.set()
+    assert await store.balance("a") == 1
