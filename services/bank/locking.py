@@ -6,6 +6,8 @@
   becomes sequential.
 - ``account``: a :class:`asynclocks.KeyedLock`, one lock per account; a transfer takes both of its
   accounts in sorted order (so two opposite transfers cannot deadlock). Correct and concurrent.
+  On a store with one connection (SQLite), :class:`ArrivalOrderAccountLock` instead: the
+  accounts are handed over in the order the requests arrived, as that connection serves them.
 
 The mode can be switched while requests are in flight. Each request runs under one mode from
 start to end, and two modes never overlap: a switch closes the door to new requests, waits until
