@@ -19,6 +19,7 @@ import pytest
 import services.bank
 from services.bank import domain
 from services.bank.http import errors as http_errors
+from services.bank.http import headers
 from tests.import_graph import find_cycle, read_graph
 
 ROOT = Path(services.bank.__file__).parent
@@ -126,3 +127,16 @@ def test_every_refusal_has_exactly_one_status() -> None:
     refusals = _refusals(domain) + _refusals(http_errors)
     assert set(refusals) == set(http_errors.STATUS)
     assert all(400 <= status <= 599 for status in http_errors.STATUS.values())
+
+
+def test_the_bank_header_names_are_spelled_once() -> None:
+    # Spelled in several places, a renamed header would be read under the new name and looked
+    # for under the old one (the error middleware once asked for a literal "Idempotency-Key").
+    names = {headers.HEADER, headers.REPLAYED_HEADER}
+    spelled = sorted(
+        name
+        for name, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in names
+    )
+    assert spelled == ["services.bank.http.headers", "services.bank.http.headers"]
