@@ -9,6 +9,7 @@ users is checked for real, in a fresh interpreter: building a SQLite or PostgreS
 
 from __future__ import annotations
 
+import ast
 import inspect
 import subprocess
 import sys
