@@ -414,6 +414,11 @@ async def _hammer(
         finally:
             for task in clients:
                 task.cancel()
+            # Cancelled (a stopped showdown) or stalled: let the clients finish cancelling, and
+            # take the gather's outcome, so that nothing is left to log "never retrieved".
+            await asyncio.wait([*clients, all_clients])
+            if not all_clients.cancelled():
+                all_clients.exception()
     duration = clock() - start
 
     async def read_back(account_id: str) -> int:

@@ -210,27 +210,35 @@ def _tcp_sockets() -> list[tuple[int, str, str]]:
     return sockets
 
 
-def _serving_a_client(pids: list[int]) -> bool:
-    """Whether a process of ``pids`` listens and holds an accepted connection on that port:
-    the server is up and the load has reached it."""
+def _clients_served(pids: list[int]) -> int:
+    """How many connections the processes of ``pids`` accepted on a port they listen on."""
     owned = _socket_inodes(pids)
     mine = [(port, state) for port, state, inode in _tcp_sockets() if inode in owned]
     listening = {port for port, state in mine if state == "0A"}
-    return any(state == "01" and port in listening for port, state in mine)
+    return sum(state == "01" and port in listening for port, state in mine)
+
+
+# The load's setup (GET /health, its client, one POST per account, in parallel) holds at most
+# _ACCOUNTS connections; more means the load's own _CLIENTS clients have connected. Enough
+# requests to last well past the signal, few enough that the hammer builds them (before the
+# load, without an await: no signal is handled meanwhile) in a second or two.
+_ACCOUNTS = 4
+_CLIENTS = 32
+_LOAD = ["--requests", "100000", "--accounts", str(_ACCOUNTS), "--concurrency", str(_CLIENTS)]
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads /proc")
 @pytest.mark.parametrize("run", range(3))
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM])
 def test_signalled_showdown_stops_its_server(signum: signal.Signals, run: int) -> None:
-    _signalled_showdown(signum, ["--requests", "10000000"])
+    _signalled_showdown(signum, _LOAD)
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads /proc")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signalled_showdown_stops_every_worker(signum: signal.Signals, tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'bank.db'}"
-    _signalled_showdown(signum, ["--requests", "10000000", "--store", store, "--workers", "2"])
+    _signalled_showdown(signum, [*_LOAD, "--store", store, "--workers", "2"])
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads /proc")
@@ -239,7 +247,7 @@ def test_second_signal_kills_the_stopping_servers(run: int, tmp_path: Path) -> N
     store = f"sqlite:///{tmp_path / 'bank.db'}"
     _signalled_showdown(
         signal.SIGTERM,
-        ["--requests", "10000000", "--store", store, "--workers", "2"],
+        [*_LOAD, "--store", store, "--workers", "2"],
         second=signal.SIGINT,
     )
 
@@ -265,7 +273,7 @@ def _signalled_showdown(
         while time.monotonic() < deadline:
             servers = _descendants(showdown.pid)
             seen.update(servers)
-            if _serving_a_client(servers):
+            if _clients_served(servers) > _ACCOUNTS:
                 break
             assert showdown.poll() is None, "the showdown ended before its load"
             time.sleep(0.01)
