@@ -416,7 +416,8 @@ async def _hammer(
                 task.cancel()
             # Cancelled (a stopped showdown) or stalled: let the clients finish cancelling, and
             # take the gather's outcome, so that nothing is left to log "never retrieved".
-            await asyncio.wait([*clients, all_clients])
+            pending: list[asyncio.Future[Any]] = [*clients, all_clients]
+            await asyncio.wait(pending)
             if not all_clients.cancelled():
                 all_clients.exception()
     duration = clock() - start

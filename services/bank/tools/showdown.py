@@ -54,6 +54,7 @@ __all__ = [
 
 _START_TIMEOUT: Final = 30.0
 _STOP_TIMEOUT: Final = 10.0
+_GROUP_POLL: Final = 0.01
 
 #: The signals that stop a showdown in order: its servers are stopped and waited for first.
 STOP_SIGNALS: Final = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
@@ -286,9 +287,11 @@ class _Child:
         self.signal_group(signal.SIGKILL)
         # Those are not this process's children (it cannot wait for them): poll until the
         # group is empty, that is until they have died and init has reaped them.
-        deadline = time.monotonic() + _STOP_TIMEOUT
-        while self._group_exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        # Polling, as no event tells of a stranger's exit; bounded by _STOP_TIMEOUT.
+        for _ in range(int(_STOP_TIMEOUT / _GROUP_POLL)):
+            if not self._group_exists():
+                break
+            await asyncio.sleep(_GROUP_POLL)
 
     def _group_exists(self) -> bool:
         try:
