@@ -794,7 +794,9 @@ class _Code:
                 return None
             if isinstance(effect, _Late):
                 module = _global_module(effect, frame)
-                if module is None:
+                if module is None and effect.loc[1][0] == "modules":
+                    reads |= effect.coarse[0]  # not a module's attribute after all
+                elif module is None:
                     lates.append(effect)
                 else:
                     reads.add(module)  # ``module.name`` is the global ``name``, as LOAD_GLOBAL
@@ -886,9 +888,18 @@ def _variable(ins: dis.Instruction) -> tuple[str, str] | None:
 def _global_module(late: _Late, frame: types.FrameType) -> str | None:
     """The attribute name of a read ``module.name`` of a global module (resolved once, like the
     calls of a range: modules are not rebound while a scenario runs)."""
-    if late.kind != "read" or late.loc[0] != "attr" or late.loc[1][0] != "global":
+    if late.kind != "read" or late.loc[0] != "attr" or late.loc[1][0] not in ("global", "modules"):
         return None
-    value = frame.f_globals.get(late.loc[1][1])
+    if late.loc[1][0] == "global":
+        value = frame.f_globals.get(late.loc[1][1])
+        return str(late.loc[2]) if isinstance(value, types.ModuleType) else None
+    # ``package.module.name``: every step of the path a module (``anyio.lowlevel``).
+    kind, first, *rest = late.loc[1][1]
+    value = (frame.f_globals if kind == "global" else frame.f_locals).get(first)
+    for attribute in rest:
+        if not isinstance(value, types.ModuleType):
+            return None
+        value = getattr(value, attribute, None)
     return str(late.loc[2]) if isinstance(value, types.ModuleType) else None
 
 
@@ -951,6 +962,16 @@ def _late_access(code: _Code, i: int) -> _Late | None:
         if j >= 1 and _is(ins[j], "COPY", 1):
             j -= 1
         obj = _spec(ins[j]) if j >= 0 else None
+        if obj is None and j == i - 1:
+            # anyio.lowlevel.checkpoint   LOAD_GLOBAL anyio; LOAD_ATTR lowlevel; LOAD_ATTR ...
+            k = j
+            path: list[str] = []
+            while k >= 0 and _plain_load_attr(ins[k]):
+                path.insert(0, str(ins[k].argval))
+                k -= 1
+            base = _spec(ins[k]) if k >= 0 and path else None
+            if base is not None and base[0] in ("global", "deref"):
+                obj, j = ("modules", (base[0], base[1], *path)), k
         if obj is not None:
             attr = str(here.argval)
             found = (
