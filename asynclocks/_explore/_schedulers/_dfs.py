@@ -14,10 +14,21 @@ from .._footprint import (
     reduction_unavailable,
 )
 from ._base import BuiltinScheduler, ScheduleChooser
+from ._dpor import Races
 
 
 class _Node:
-    __slots__ = ("options", "chosen", "tried", "preemptions", "sleep", "footprints")
+    __slots__ = (
+        "options",
+        "chosen",
+        "tried",
+        "preemptions",
+        "sleep",
+        "footprints",
+        "backtrack",
+        "full",
+        "event",
+    )
 
     def __init__(self, options: tuple[int, ...], preemptions: int) -> None:
         self.options = options
@@ -29,6 +40,13 @@ class _Node:
         self.sleep: dict[int, Footprint] = {}
         # Footprint of each task's step from this node, learned when that branch ran.
         self.footprints: dict[int, Footprint] = {}
+        # DPOR: the indexes of the options to explore (races add to it, see ``_dpor``), or all
+        # of them (``full``) where the model is not simple enough to choose.
+        self.backtrack: set[int] = set()
+        self.full = any(option < 0 for option in options)
+        # Index of the step chosen here among the schedule's steps (the same in every schedule
+        # through this node).
+        self.event = 0
 
 
 class DfsChooser(ScheduleChooser):
@@ -43,8 +61,15 @@ class DfsChooser(ScheduleChooser):
         self._before_step: dict[int, Footprint] | None = None
         self._pending: tuple[_Node, int] | None = None
         self._redundant = False
+        # Source-set DPOR over the schedule's steps (None: sleep sets alone, or no reduction).
+        self._races: Races | None = None
+        self._options: tuple[int, ...] | None = None
+        self._node: _Node | None = None
         if self.footprints:
             begin_run()
+            if search.dpor:
+                path = search.path
+                self._races = Races(path, path[-1].event if path else 0)
 
     def pick(self, options: Sequence[int]) -> int:
         search = self._search
@@ -60,6 +85,7 @@ class DfsChooser(ScheduleChooser):
                 self._redundant = True
                 return 0
             self._prepare(node, node.chosen)
+            self._decided(node, options)
             return node.chosen
         preemptions = path[-1].preemptions + (path[-1].chosen != 0) if path else 0
         node = _Node(tuple(options), preemptions)
@@ -75,8 +101,24 @@ class DfsChooser(ScheduleChooser):
             return 0
         node.chosen = allowed[0]
         node.tried.add(node.chosen)
+        node.backtrack.add(node.chosen)
+        if self._races is not None:
+            node.event = len(self._races.tasks)
         self._prepare(node, node.chosen)
+        self._decided(node, options)
         return node.chosen
+
+    def _decided(self, node: _Node, options: Sequence[int]) -> None:
+        """DPOR: note what the coming step was chosen among (an injected fault is a step)."""
+        races = self._races
+        if races is None:
+            return
+        if node.options[node.chosen] < 0:
+            races.fault(node)
+            self._options = None
+        else:
+            self._options = tuple(option for option in options if option >= 0)
+            self._node = node
 
     def _prepare(self, node: _Node, index: int) -> None:
         if not self.footprints:
@@ -99,6 +141,12 @@ class DfsChooser(ScheduleChooser):
         """Whether the coming step's footprint matters: it was chosen at a decision (siblings
         explored later compare against it; only such steps label new objects, see
         ``_footprint.LABELLING``) or some task sleeps (it may wake up)."""
+        if self._races is not None:
+            # DPOR compares every step with the earlier ones of the same schedule: all of them
+            # are computed, so all of them may label objects (still the same in every schedule
+            # through the same decisions).
+            LABELLING.open = True
+            return not self._redundant
         decided = self._pending is not None
         LABELLING.open = decided
         return decided or bool(self._sleep)
@@ -118,6 +166,15 @@ class DfsChooser(ScheduleChooser):
                 # schedule already explored. Run it out without branching.
                 self._redundant = True
                 self._search.redundant += 1
+        races = self._races
+        if races is not None and not self._redundant:
+            options = self._options
+            if options is not None and task in options:
+                races.step(task, footprint, self._node, options)
+            else:
+                # Taken without a decision: it was the only task offered.
+                races.step(task, footprint, None, (task,))
+            self._options = None
         # Most steps have nothing asleep: skip the comprehension (a frame of its own) for them.
         self._sleep = (
             {
@@ -141,7 +198,11 @@ class DepthFirst:
     """
 
     def __init__(
-        self, preemption_bound: int | None, reduce: bool = True, max_steps: int = MAX_STEPS
+        self,
+        preemption_bound: int | None,
+        reduce: bool = True,
+        max_steps: int = MAX_STEPS,
+        dpor: bool = True,
     ) -> None:
         self.bound = preemption_bound
         self.max_steps = max_steps
@@ -153,6 +214,8 @@ class DepthFirst:
         if self.reduce:
             self.reduce_off = reduction_unavailable()
             self.reduce = self.reduce_off is None
+        #: Whether the reduction adds source-set DPOR to the sleep sets (False: sleep sets alone).
+        self.dpor = dpor and self.reduce
         self.path: list[_Node] = []
         self.started = False
         self.redundant = 0
@@ -166,9 +229,16 @@ class DepthFirst:
         while path:
             node = path[-1]
             if bound is None or node.preemptions < bound:
-                for index in range(1, len(node.options)):
+                # DPOR: only the options races asked for, unless the node explores them all.
+                indexes = (
+                    sorted(node.backtrack)
+                    if self.dpor and not node.full
+                    else range(1, len(node.options))
+                )
+                for index in indexes:
                     if index not in node.tried and node.options[index] not in node.sleep:
                         node.tried.add(index)
+                        node.backtrack.add(index)
                         node.chosen = index
                         return DfsChooser(self)
             path.pop()
