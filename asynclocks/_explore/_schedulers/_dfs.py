@@ -104,6 +104,7 @@ class DfsChooser(ScheduleChooser):
         node.backtrack.add(node.chosen)
         if self._races is not None:
             node.event = len(self._races.tasks)
+            node.full = node.full or self._races.off
         self._prepare(node, node.chosen)
         self._decided(node, options)
         return node.chosen
@@ -111,7 +112,7 @@ class DfsChooser(ScheduleChooser):
     def _decided(self, node: _Node, options: Sequence[int]) -> None:
         """DPOR: note what the coming step was chosen among (an injected fault is a step)."""
         races = self._races
-        if races is None:
+        if races is None or races.off:
             return
         if node.options[node.chosen] < 0:
             races.fault(node)
@@ -141,7 +142,7 @@ class DfsChooser(ScheduleChooser):
         """Whether the coming step's footprint matters: it was chosen at a decision (siblings
         explored later compare against it; only such steps label new objects, see
         ``_footprint.LABELLING``) or some task sleeps (it may wake up)."""
-        if self._races is not None:
+        if self._races is not None and not self._races.off:
             # DPOR compares every step with the earlier ones of the same schedule: all of them
             # are computed, so all of them may label objects (still the same in every schedule
             # through the same decisions).
@@ -167,7 +168,7 @@ class DfsChooser(ScheduleChooser):
                 self._redundant = True
                 self._search.redundant += 1
         races = self._races
-        if races is not None and not self._redundant:
+        if races is not None and not self._redundant and not races.off:
             options = self._options
             if options is not None and task in options:
                 races.step(task, footprint, self._node, options)

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 
 #: The pseudo-task of an injected fault's event: it is dependent with every step.
 FAULT_TASK = -1
+#: Steps of one schedule that DPOR follows. Each step is compared with the earlier steps that
+#: do not happen before it, so a long schedule of independent steps (a task spinning on
+#: ``sleep(0)`` until the step limit) costs quadratic time: past this many, every decision of
+#: the schedule explores every option, as with sleep sets alone.
+MAX_TRACKED_STEPS = 1_000
 
 
 class Races:
@@ -50,11 +55,13 @@ class Races:
         "_slot",
         "_count",
         "_last",
+        "_events",
         "_appeared",
         "_present",
         "_path",
         "check_from",
         "fallbacks",
+        "off",
     )
 
     def __init__(self, path: list[_Node], check_from: int) -> None:
@@ -67,8 +74,10 @@ class Races:
         self.clocks: list[list[int]] = []
         self.nodes: list[_Node | None] = []
         self._slot: dict[int, int] = {}
+        # Per task slot: its number of steps, its last step, and the indexes of its steps.
         self._count: list[int] = []
         self._last: list[int] = []
+        self._events: list[list[int]] = []
         self._appeared: dict[int, int] = {}
         self._present: frozenset[int] | tuple[int, ...] = ()
         self._path = path
@@ -77,6 +86,9 @@ class Races:
         self.check_from = check_from
         #: Races reversed conservatively (every option) because no initial was among the options.
         self.fallbacks = 0
+        #: Set past :data:`MAX_TRACKED_STEPS`: every decision of this schedule explores every
+        #: option, and steps are no longer recorded.
+        self.off = False
 
     def step(
         self,
@@ -87,6 +99,11 @@ class Races:
     ) -> None:
         """Record a step (``present``: the tasks offered before it) and reverse its races."""
         k = len(self.tasks)
+        if k >= MAX_TRACKED_STEPS:
+            self.off = True
+            for node in self._path:
+                node.full = True
+            return
         previous = self._present
         appeared = self._appeared
         for other in present:
@@ -98,6 +115,7 @@ class Races:
             slot = self._slot[task] = len(self._count)
             self._count.append(0)
             self._last.append(-1)
+            self._events.append([])
         seq = self._count[slot] + 1
         self._count[slot] = seq
         clocks = self.clocks
@@ -116,23 +134,42 @@ class Races:
         races: list[int] = []
         check = k >= self.check_from
         # Latest first: a step that happens before a later predecessor of this one is covered
-        # by that predecessor's clock and is no race.
-        for i in range(k - 1, -1, -1):
+        # by that predecessor's clock and is no race. Steps before ``low`` (the earliest step of
+        # another task not covered yet) are all covered: the scan stops there.
+        low = self._uncovered(clock, slot)
+        i = k - 1
+        while i >= low:
             other_slot = slots[tasks[i]]
-            if other_slot < len(clock) and clock[other_slot] >= seqs[i]:
-                continue
-            if not independent(footprints[i], footprint):
+            if not (other_slot < len(clock) and clock[other_slot] >= seqs[i]) and not independent(
+                footprints[i], footprint
+            ):
                 if check:
                     races.append(i)
                 _join(clock, clocks[i])
+                low = self._uncovered(clock, slot)
+            i -= 1
         tasks.append(task)
         footprints.append(footprint)
         seqs.append(seq)
         clocks.append(clock)
         self.nodes.append(node)
         self._last[slot] = k
+        self._events[slot].append(k)
         for i in races:
             self._reverse(i, k)
+
+    def _uncovered(self, clock: list[int], slot: int) -> int:
+        """The index of the earliest step of a task other than ``slot``'s that ``clock`` does not
+        cover (the number of steps past the last one when there is none)."""
+        low = len(self.tasks)
+        width = len(clock)
+        for other, events in enumerate(self._events):
+            if other == slot:
+                continue
+            covered = clock[other] if other < width else 0
+            if covered < len(events) and events[covered] < low:
+                low = events[covered]
+        return low
 
     def fault(self, node: _Node) -> None:
         """An injected fault (or time let pass) at ``node``: it may affect any task, so every

@@ -28,6 +28,9 @@ def own_state_then_counter(
 ) -> Scenario:
     """Issue 13's example: three tasks each bump their own object (or their own key of one
     shared dict) across ``sleeps`` ``sleep(0)``, then increment a shared counter under one lock.
+    On trio the checkpoints stay ``trio.sleep(0)``: ``trio.lowlevel.checkpoint`` is reached
+    through two attributes, which the footprints count as reading the whole heap (in conflict
+    with every precise write, so nothing would commute).
     Unlocked, the increment reads, yields and writes, and task ``i`` takes ``i`` more sleeps:
     the stock order runs each read after the previous task's write, and only a schedule that
     reorders one round loses an update.
@@ -122,7 +125,7 @@ async def _trio_objects_locked(sleeps: int, shared: list[int]) -> None:
     async def worker(box: Box) -> None:
         for _ in range(sleeps):
             box.n += 1
-            await trio.sleep(0)
+            await trio.sleep(0)  # noqa: ASYNC115 - the issue's own example
         async with lock:
             shared[0] += 1
 
@@ -138,7 +141,7 @@ async def _trio_keys_locked(sleeps: int, shared: list[int]) -> None:
     async def worker(i: int) -> None:
         for _ in range(sleeps):
             table[i] += 1
-            await trio.sleep(0)
+            await trio.sleep(0)  # noqa: ASYNC115 - the issue's own example
         async with lock:
             shared[0] += 1
 
@@ -151,9 +154,9 @@ async def _trio_objects_unlocked(sleeps: int, shared: list[int]) -> None:
     async def worker(i: int, box: Box) -> None:
         for _ in range(sleeps + i):
             box.n += 1
-            await trio.sleep(0)
+            await trio.sleep(0)  # noqa: ASYNC115 - the issue's own example
         value = shared[0]
-        await trio.sleep(0)
+        await trio.sleep(0)  # noqa: ASYNC115 - the issue's own example
         shared[0] = value + 1
 
     async with trio.open_nursery() as nursery:
@@ -167,9 +170,9 @@ async def _trio_keys_unlocked(sleeps: int, shared: list[int]) -> None:
     async def worker(i: int) -> None:
         for _ in range(sleeps + i):
             table[i] += 1
-            await trio.sleep(0)
+            await trio.sleep(0)  # noqa: ASYNC115 - the issue's own example
         value = shared[0]
-        await trio.sleep(0)
+        await trio.sleep(0)  # noqa: ASYNC115 - the issue's own example
         shared[0] = value + 1
 
     async with trio.open_nursery() as nursery:
@@ -189,7 +192,7 @@ def count_schedules(scenario: Scenario, backend: Backend, dpor: bool) -> int:
             schedules += 1
         return schedules
 
-    count: int = drive(plan(), scenario, backend)  # type: ignore[arg-type]
+    count: int = drive(plan(), scenario, backend)
     return count
 
 
