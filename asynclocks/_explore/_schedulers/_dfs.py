@@ -28,6 +28,7 @@ class _Node:
         "backtrack",
         "full",
         "event",
+        "tasks",
     )
 
     def __init__(self, options: tuple[int, ...], preemptions: int) -> None:
@@ -43,7 +44,13 @@ class _Node:
         # DPOR: the indexes of the options to explore (races add to it, see ``_dpor``), or all
         # of them (``full``) where the model is not simple enough to choose.
         self.backtrack: set[int] = set()
-        self.full = any(option < 0 for option in options)
+        # The tasks among the options (the rest are faults, or letting time pass).
+        self.tasks = (
+            options
+            if not options or min(options) >= 0
+            else tuple(option for option in options if option >= 0)
+        )
+        self.full = len(self.tasks) < len(options)
         # Index of the step chosen here among the schedule's steps (the same in every schedule
         # through this node).
         self.event = 0
@@ -65,11 +72,17 @@ class DfsChooser(ScheduleChooser):
         self._races: Races | None = None
         self._options: tuple[int, ...] | None = None
         self._node: _Node | None = None
+        # Steps taken so far, and how many of the first ones repeat the previous schedule's.
+        self._steps = 0
+        self._replayed = 0
         if self.footprints:
             begin_run()
-            if search.dpor:
-                path = search.path
-                self._races = Races(path, path[-1].event if path else 0)
+            races = search.races
+            if races is not None:
+                # The steps before the decision this schedule changes repeat the previous one's.
+                self._replayed = search.path[-1].event if search.path else 0
+                races.restart(self._replayed)
+                self._races = races
 
     def pick(self, options: Sequence[int]) -> int:
         search = self._search
@@ -103,7 +116,7 @@ class DfsChooser(ScheduleChooser):
         node.tried.add(node.chosen)
         node.backtrack.add(node.chosen)
         if self._races is not None:
-            node.event = len(self._races.tasks)
+            node.event = self._steps
             node.full = node.full or self._races.off
         self._prepare(node, node.chosen)
         self._decided(node, options)
@@ -112,13 +125,16 @@ class DfsChooser(ScheduleChooser):
     def _decided(self, node: _Node, options: Sequence[int]) -> None:
         """DPOR: note what the coming step was chosen among (an injected fault is a step)."""
         races = self._races
-        if races is None or races.off:
+        if races is None:
             return
         if node.options[node.chosen] < 0:
-            races.fault(node)
+            # A fault is a step of its own (the backend asks no footprint for it).
+            self._steps += 1
+            if self._steps > self._replayed:
+                races.fault(node, node.tasks)
             self._options = None
         else:
-            self._options = tuple(option for option in options if option >= 0)
+            self._options = node.tasks
             self._node = node
 
     def _prepare(self, node: _Node, index: int) -> None:
@@ -141,11 +157,14 @@ class DfsChooser(ScheduleChooser):
     def wants_footprint(self) -> bool:
         """Whether the coming step's footprint matters: it was chosen at a decision (siblings
         explored later compare against it; only such steps label new objects, see
-        ``_footprint.LABELLING``) or some task sleeps (it may wake up)."""
-        if self._races is not None and not self._races.off:
-            # DPOR compares every step with the earlier ones of the same schedule: all of them
-            # are computed, so all of them may label objects (still the same in every schedule
-            # through the same decisions).
+        ``_footprint.LABELLING``) or some task sleeps (it may wake up). With DPOR, every step:
+        each is compared with the earlier ones of its schedule."""
+        races = self._races
+        if races is not None:
+            self._steps += 1
+            # Every step is computed, so every step may label objects: still the same ones in
+            # every schedule through the same decisions (steps that cannot label would count a
+            # first touch as touching the whole family, and commute less).
             LABELLING.open = True
             return not self._redundant
         decided = self._pending is not None
@@ -168,13 +187,14 @@ class DfsChooser(ScheduleChooser):
                 self._redundant = True
                 self._search.redundant += 1
         races = self._races
-        if races is not None and not self._redundant and not races.off:
-            options = self._options
-            if options is not None and task in options:
-                races.step(task, footprint, self._node, options)
-            else:
-                # Taken without a decision: it was the only task offered.
-                races.step(task, footprint, None, (task,))
+        if races is not None:
+            if self._steps > self._replayed and not self._redundant and not races.off:
+                options = self._options
+                if options is not None and task in options:
+                    races.step(task, footprint, self._node, options)
+                else:
+                    # Taken without a decision: it was the only task offered.
+                    races.step(task, footprint, None, (task,))
             self._options = None
         # Most steps have nothing asleep: skip the comprehension (a frame of its own) for them.
         self._sleep = (
@@ -218,6 +238,8 @@ class DepthFirst:
         #: Whether the reduction adds source-set DPOR to the sleep sets (False: sleep sets alone).
         self.dpor = dpor and self.reduce
         self.path: list[_Node] = []
+        #: The current schedule's steps for DPOR (None without it).
+        self.races = Races(self.path) if self.dpor else None
         self.started = False
         self.redundant = 0
 

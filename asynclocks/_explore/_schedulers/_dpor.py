@@ -44,164 +44,175 @@ MAX_TRACKED_STEPS = 1_000
 
 
 class Races:
-    """The steps of one schedule with their vector clocks; adds race reversals to the nodes."""
+    """The steps of the current schedule with their vector clocks; adds race reversals to the
+    nodes. One per search: a schedule repeats the previous one's steps up to the decision it
+    changes (the search is deterministic), so those are kept, not recomputed (:meth:`restart`).
+    """
 
     __slots__ = (
         "tasks",
+        "slots",
         "footprints",
         "seqs",
         "clocks",
         "nodes",
+        "presents",
         "_slot",
         "_count",
         "_last",
         "_events",
-        "_appeared",
-        "_present",
         "_path",
-        "check_from",
         "fallbacks",
         "off",
     )
 
-    def __init__(self, path: list[_Node], check_from: int) -> None:
-        #: Per step: its task, footprint, number within its task (from 1), vector clock (indexed
-        #: by task slot: the number of that task's steps that happen before or are this one), and
-        #: the node it was chosen at (None: taken without a decision).
+    def __init__(self, path: list[_Node]) -> None:
+        #: Per step: its task and the task's slot (its index in the clocks), its footprint, its
+        #: number within its task (from 1), its vector clock (per slot: how many of that task's
+        #: steps happen before it or are it), the node it was chosen at (None: taken without a
+        #: decision) and the tasks offered before it.
         self.tasks: list[int] = []
+        self.slots: list[int] = []
         self.footprints: list[Footprint] = []
         self.seqs: list[int] = []
         self.clocks: list[list[int]] = []
         self.nodes: list[_Node | None] = []
+        self.presents: list[tuple[int, ...]] = []
         self._slot: dict[int, int] = {}
         # Per task slot: its number of steps, its last step, and the indexes of its steps.
         self._count: list[int] = []
         self._last: list[int] = []
         self._events: list[list[int]] = []
-        self._appeared: dict[int, int] = {}
-        self._present: frozenset[int] | tuple[int, ...] = ()
         self._path = path
-        #: Steps before this index repeat the previous schedule's (the replayed prefix): their
-        #: races were handled when they first ran.
-        self.check_from = check_from
         #: Races reversed conservatively (every option) because no initial was among the options.
         self.fallbacks = 0
         #: Set past :data:`MAX_TRACKED_STEPS`: every decision of this schedule explores every
         #: option, and steps are no longer recorded.
         self.off = False
 
+    def restart(self, keep: int) -> None:
+        """A new schedule that repeats the first ``keep`` steps of the previous one."""
+        # Past the limit already (every decision there explores every option): stay off.
+        self.off = keep > len(self.tasks)
+        for steps in (self.tasks, self.slots, self.footprints, self.seqs, self.clocks):
+            del steps[keep:]
+        del self.nodes[keep:]
+        del self.presents[keep:]
+        for slot, events in enumerate(self._events):
+            while events and events[-1] >= keep:
+                events.pop()
+            self._count[slot] = len(events)
+            self._last[slot] = events[-1] if events else -1
+
     def step(
         self,
         task: int,
         footprint: Footprint,
         node: _Node | None,
-        present: frozenset[int] | tuple[int, ...],
+        present: tuple[int, ...],
     ) -> None:
         """Record a step (``present``: the tasks offered before it) and reverse its races."""
-        k = len(self.tasks)
+        tasks = self.tasks
+        k = len(tasks)
         if k >= MAX_TRACKED_STEPS:
             self.off = True
-            for node in self._path:
-                node.full = True
+            for earlier in self._path:
+                earlier.full = True
             return
-        previous = self._present
-        appeared = self._appeared
-        for other in present:
-            if other not in previous:
-                appeared[other] = k - 1
-        self._present = present
         slot = self._slot.get(task)
+        events = self._events
         if slot is None:
-            slot = self._slot[task] = len(self._count)
+            slot = self._slot[task] = len(events)
             self._count.append(0)
             self._last.append(-1)
-            self._events.append([])
+            events.append([])
         seq = self._count[slot] + 1
         self._count[slot] = seq
         clocks = self.clocks
         last = self._last[slot]
-        clock = clocks[last][:] if last >= 0 else []
-        enabler = appeared.get(task, -1)
-        if enabler > last:
-            _join(clock, clocks[enabler])
-        if len(clock) <= slot:
-            clock.extend([0] * (slot + 1 - len(clock)))
+        width = len(events)
+        # Clocks are as wide as the tasks seen when they were made: widen this one to all.
+        clock = clocks[last][:] if last >= 0 else [0] * width
+        if len(clock) < width:
+            clock.extend([0] * (width - len(clock)))
+        # Appearance: the step after which the task entered the options (walking back over the
+        # steps it was offered before, down to its own last step, which program order covers).
+        presents = self.presents
+        j = k
+        while j - 1 > last and task in presents[j - 1]:
+            j -= 1
+        if j - 1 > last:
+            _join(clock, clocks[j - 1])
         clock[slot] = seq
-        tasks = self.tasks
-        seqs = self.seqs
-        footprints = self.footprints
-        slots = self._slot
-        races: list[int] = []
-        check = k >= self.check_from
         # Latest first: a step that happens before a later predecessor of this one is covered
         # by that predecessor's clock and is no race. Steps before ``low`` (the earliest step of
         # another task not covered yet) are all covered: the scan stops there.
-        low = self._uncovered(clock, slot)
-        i = k - 1
-        while i >= low:
-            other_slot = slots[tasks[i]]
-            if not (other_slot < len(clock) and clock[other_slot] >= seqs[i]) and not independent(
-                footprints[i], footprint
-            ):
-                if check:
-                    races.append(i)
-                _join(clock, clocks[i])
-                low = self._uncovered(clock, slot)
-            i -= 1
+        low = _uncovered(clock, events, slot, k)
+        races: list[int] | None = None
+        if low < k:
+            seqs = self.seqs
+            footprints = self.footprints
+            owners = self.slots
+            i = k - 1
+            while i >= low:
+                if clock[owners[i]] < seqs[i] and not independent(footprints[i], footprint):
+                    if races is None:
+                        races = [i]
+                    else:
+                        races.append(i)
+                    _join(clock, clocks[i])
+                    low = _uncovered(clock, events, slot, k)
+                i -= 1
         tasks.append(task)
-        footprints.append(footprint)
-        seqs.append(seq)
+        self.slots.append(slot)
+        self.footprints.append(footprint)
+        self.seqs.append(seq)
         clocks.append(clock)
         self.nodes.append(node)
+        presents.append(present)
         self._last[slot] = k
-        self._events[slot].append(k)
-        for i in races:
-            self._reverse(i, k)
+        events[slot].append(k)
+        if races is not None:
+            for i in races:
+                self._reverse(i, k)
 
-    def _uncovered(self, clock: list[int], slot: int) -> int:
-        """The index of the earliest step of a task other than ``slot``'s that ``clock`` does not
-        cover (the number of steps past the last one when there is none)."""
-        low = len(self.tasks)
-        width = len(clock)
-        for other, events in enumerate(self._events):
-            if other == slot:
-                continue
-            covered = clock[other] if other < width else 0
-            if covered < len(events) and events[covered] < low:
-                low = events[covered]
-        return low
-
-    def fault(self, node: _Node) -> None:
-        """An injected fault (or time let pass) at ``node``: it may affect any task, so every
-        decision so far explores every option, and every later step happens after it."""
+    def fault(self, node: _Node, tasks: tuple[int, ...]) -> None:
+        """An injected fault (or time let pass) at ``node`` (offering ``tasks``): it may affect
+        any task, so every decision so far explores every option, and every later step happens
+        after it (its footprint is unknown)."""
+        if self.off:
+            return
         for earlier in self._path:
             earlier.full = True
             if earlier is node:
                 break
-        self.step(FAULT_TASK, None, node, self._present)
+        self.step(FAULT_TASK, None, node, tasks)
 
     def _reverse(self, i: int, k: int) -> None:
         node = self.nodes[i]
-        if node is None or node.full:
-            if node is None:
-                # No decision there (one option): by the appearance rule no race can start at
-                # such a step, so this is the model falling short; every decision before it
-                # explores every option, as sleep sets alone would.
-                self.fallbacks += 1
-                for earlier in self.nodes[:i]:
-                    if earlier is not None:
-                        earlier.full = True
+        if node is None:
+            # No decision there (one option): by the appearance rule no race can start at such
+            # a step, so this is the model falling short; every decision before it explores
+            # every option, as sleep sets alone would.
+            self.fallbacks += 1
+            for earlier in self.nodes[:i]:
+                if earlier is not None:
+                    earlier.full = True
             return
+        options = node.options
+        if node.full or len(node.backtrack) == len(options):
+            return  # every option is explored there already
         footprints = self.footprints
         if footprints[i] is None or footprints[k] is None:
             node.full = True
             return
         initials = self._initials(i, k)
-        done = {node.options[index] for index in node.backtrack}
-        if not initials.isdisjoint(done) or not initials.isdisjoint(node.sleep):
+        for index in node.backtrack:
+            if options[index] in initials:
+                return
+        if not initials.isdisjoint(node.sleep):
             return
         task = self.tasks[k]
-        options = node.options
         if task in initials and task in options:
             node.backtrack.add(options.index(task))
             return
@@ -216,12 +227,12 @@ class Races:
         """The tasks whose first step in ``v`` (the steps after ``i`` that do not happen after
         it, then ``k``) has no predecessor in ``v``."""
         tasks = self.tasks
+        owners = self.slots
         seqs = self.seqs
         clocks = self.clocks
-        slots = self._slot
-        race_slot = slots[tasks[i]]
+        race_slot = owners[i]
         race_seq = seqs[i]
-        # First step in v of each task, in order.
+        # The first step in v of each task, in order.
         first: dict[int, int] = {}
         for j in range(i + 1, k):
             task = tasks[j]
@@ -235,12 +246,13 @@ class Races:
         initials: set[int] = set()
         for task, j in first.items():
             clock = clocks[j]
+            width = len(clock)
             preceded = False
-            for other, start in first.items():
+            for start in first.values():
                 if start >= j:
-                    continue
-                other_slot = slots[other]
-                if other_slot < len(clock) and clock[other_slot] >= seqs[start]:
+                    break  # in order: the rest start no earlier
+                other = owners[start]
+                if other < width and clock[other] >= seqs[start]:
                     preceded = True
                     break
             if not preceded:
@@ -248,9 +260,19 @@ class Races:
         return initials
 
 
+def _uncovered(clock: list[int], events: list[list[int]], slot: int, low: int) -> int:
+    """The index of the earliest step of a task other than ``slot``'s that ``clock`` does not
+    cover (``low`` when none is earlier)."""
+    for other, steps in enumerate(events):
+        if other != slot:
+            covered = clock[other]
+            if covered < len(steps) and steps[covered] < low:
+                low = steps[covered]
+    return low
+
+
 def _join(clock: list[int], other: list[int]) -> None:
-    if len(clock) < len(other):
-        clock.extend([0] * (len(other) - len(clock)))
+    """Raise ``clock`` to ``other`` (no wider than it) component by component."""
     for index, value in enumerate(other):
         if clock[index] < value:
             clock[index] = value
