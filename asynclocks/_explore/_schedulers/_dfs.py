@@ -98,7 +98,8 @@ class DfsChooser(ScheduleChooser):
                 self._redundant = True
                 return 0
             self._prepare(node, node.chosen)
-            self._decided(node, options)
+            if self._races is not None:
+                self._decided(node)
             return node.chosen
         preemptions = path[-1].preemptions + (path[-1].chosen != 0) if path else 0
         node = _Node(tuple(options), preemptions)
@@ -115,18 +116,17 @@ class DfsChooser(ScheduleChooser):
         node.chosen = allowed[0]
         node.tried.add(node.chosen)
         node.backtrack.add(node.chosen)
+        self._prepare(node, node.chosen)
         if self._races is not None:
             node.event = self._steps
             node.full = node.full or self._races.off
-        self._prepare(node, node.chosen)
-        self._decided(node, options)
+            self._decided(node)
         return node.chosen
 
-    def _decided(self, node: _Node, options: Sequence[int]) -> None:
+    def _decided(self, node: _Node) -> None:
         """DPOR: note what the coming step was chosen among (an injected fault is a step)."""
         races = self._races
-        if races is None:
-            return
+        assert races is not None
         if node.options[node.chosen] < 0:
             # A fault is a step of its own (the backend asks no footprint for it).
             self._steps += 1

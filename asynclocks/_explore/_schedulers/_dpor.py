@@ -146,8 +146,15 @@ class Races:
         clock[slot] = seq
         # Latest first: a step that happens before a later predecessor of this one is covered
         # by that predecessor's clock and is no race. Steps before ``low`` (the earliest step of
-        # another task not covered yet) are all covered: the scan stops there.
-        low = _uncovered(clock, events, slot, k)
+        # another task not covered yet) are all covered: the scan stops there. (Inlined twice:
+        # this runs at every new step of every schedule.)
+        low = k
+        for other in range(width):
+            if other != slot:
+                covered = clock[other]
+                steps = events[other]
+                if covered < len(steps) and steps[covered] < low:
+                    low = steps[covered]
         races: list[int] | None = None
         if low < k:
             seqs = self.seqs
@@ -160,8 +167,16 @@ class Races:
                         races = [i]
                     else:
                         races.append(i)
-                    _join(clock, clocks[i])
-                    low = _uncovered(clock, events, slot, k)
+                    for index, value in enumerate(clocks[i]):
+                        if clock[index] < value:
+                            clock[index] = value
+                    low = k
+                    for other in range(width):
+                        if other != slot:
+                            covered = clock[other]
+                            steps = events[other]
+                            if covered < len(steps) and steps[covered] < low:
+                                low = steps[covered]
                 i -= 1
         tasks.append(task)
         self.slots.append(slot)
@@ -206,7 +221,8 @@ class Races:
         if footprints[i] is None or footprints[k] is None:
             node.full = True
             return
-        initials = self._initials(i, k)
+        # Adjacent steps: v is the later step alone, its task the only initial.
+        initials = {self.tasks[k]} if i == k - 1 else self._initials(i, k)
         for index in node.backtrack:
             if options[index] in initials:
                 return
@@ -258,17 +274,6 @@ class Races:
             if not preceded:
                 initials.add(task)
         return initials
-
-
-def _uncovered(clock: list[int], events: list[list[int]], slot: int, low: int) -> int:
-    """The index of the earliest step of a task other than ``slot``'s that ``clock`` does not
-    cover (``low`` when none is earlier)."""
-    for other, steps in enumerate(events):
-        if other != slot:
-            covered = clock[other]
-            if covered < len(steps) and steps[covered] < low:
-                low = steps[covered]
-    return low
 
 
 def _join(clock: list[int], other: list[int]) -> None:
