@@ -1,5 +1,5 @@
 """dfs: systematic depth-first search of the schedule tree, bounded by preemptions or pruned
-with sleep sets."""
+with source-set DPOR (``_dpor``) and sleep sets."""
 
 from __future__ import annotations
 
@@ -209,13 +209,17 @@ class DfsChooser(ScheduleChooser):
 
 
 class DepthFirst:
-    """Systematic depth-first search of the schedule tree, with sleep sets, bounded by preemptions.
+    """Systematic depth-first search of the schedule tree, with DPOR and sleep sets, or bounded
+    by preemptions.
 
     The tree is explored statelessly: each schedule re-runs the scenario from the start, following
     the path to the deepest node that still has an untried child. With a preemption bound, a node
-    already at the bound only allows index 0 (the stock loop's choice). Without one, sleep sets
-    (Godefroid) skip a branch when the task's next step commutes with every step taken since an
-    equivalent schedule ran it; what a step touches comes from :mod:`._footprint`.
+    already at the bound only allows index 0 (the stock loop's choice). Without one, a node
+    explores only its backtrack set, the branches that races of explored schedules asked for
+    (source-set DPOR, :mod:`._dpor`), and sleep sets (Godefroid) skip a branch when the task's next
+    step commutes with every step taken since an equivalent schedule ran it; what a step touches
+    comes from :mod:`._footprint`. ``dpor=False`` keeps the sleep sets alone (every branch not
+    asleep), for comparison.
     """
 
     def __init__(
@@ -227,7 +231,7 @@ class DepthFirst:
     ) -> None:
         self.bound = preemption_bound
         self.max_steps = max_steps
-        # Sleep sets and a preemption bound do not combine soundly: a schedule pruned as
+        # The reduction and a preemption bound do not combine soundly: a schedule pruned as
         # equivalent may need more preemptions than the bound allows.
         self.reduce = reduce and preemption_bound is None
         #: Why the reduction was wanted but is off on this interpreter (None: not the case).
