@@ -2046,17 +2046,25 @@ def independent(a: Footprint, b: Footprint) -> bool:
     writes_a = a[1]
     reads_b = b[0]
     writes_b = b[1]
-    if writes_a & (reads_b | writes_b) or writes_b & reads_a:
+    # isdisjoint builds no set (a union would, hashing every resource again): DPOR calls this
+    # at every new step.
+    if not (
+        writes_a.isdisjoint(reads_b)
+        and writes_a.isdisjoint(writes_b)
+        and writes_b.isdisjoint(reads_a)
+    ):
         return False
     if len(a) == 2 and len(b) == 2:
         return True
     family_reads_a, family_writes_a = (a[2], a[3]) if len(a) > 2 else (_NONE, _NONE)
     family_reads_b, family_writes_b = (b[2], b[3]) if len(b) > 2 else (_NONE, _NONE)
-    return not (
-        writes_a & (family_reads_b | family_writes_b)
-        or writes_b & (family_reads_a | family_writes_a)
-        or family_writes_a & reads_b
-        or family_writes_b & reads_a
+    return (
+        writes_a.isdisjoint(family_reads_b)
+        and writes_a.isdisjoint(family_writes_b)
+        and writes_b.isdisjoint(family_reads_a)
+        and writes_b.isdisjoint(family_writes_a)
+        and family_writes_a.isdisjoint(reads_b)
+        and family_writes_b.isdisjoint(reads_a)
     )
 
 
