@@ -152,7 +152,6 @@ def build(tasks: list[list[int]]) -> tuple[Callable[[], Awaitable[None]], list[A
         "        items = []\n"
         "        lock = anyio.Lock()\n"
         "        send, receive = anyio.create_memory_object_stream(10)\n"
-        "        limiter = anyio.CapacityLimiter(1)\n"
         "        async def peek(box):\n"
         "            return box.n\n"
         "        async def bump(box):\n"
@@ -161,14 +160,18 @@ def build(tasks: list[list[int]]) -> tuple[Callable[[], Awaitable[None]], list[A
         "            box.n += 1\n"
         + "".join(f"        out{n} = None\n" for n in range(len(tasks)))
         + textwrap.indent("\n".join(bodies), "        ")
-        + "\n        async with anyio.create_task_group() as tg:\n"
-        + textwrap.indent(spawn, "    ")
-        + f"\n        outcomes.append((shared.x, cell, tuple(sorted(table.items(), key=str)),"
+        # The streams are closed on every way out, a deadlocked schedule's included (the
+        # explorer closes its coroutine): an unclosed stream warns when collected.
+        + "\n        try:\n"
+        + "            async with anyio.create_task_group() as tg:\n"
+        + textwrap.indent(spawn, "        ")
+        + f"\n            outcomes.append((shared.x, cell, tuple(sorted(table.items(), key=str)),"
         " tuple(items), tuple(tuple(sorted(vars(box).items())) for box in boxes),"
         " receive.statistics().current_buffer_used, limiter.total_tokens,"
         f" {outs}))\n"
-        "        send.close()\n"
-        "        receive.close()\n"
+        "        finally:\n"
+        "            send.close()\n"
+        "            receive.close()\n"
         "    return scenario\n"
     )
     namespace: dict[str, Any] = {}
