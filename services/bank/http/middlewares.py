@@ -21,7 +21,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import ContentEncodingError
 
 from ..domain import BankError, OutcomeUnknown, RetryLater, describe_id
@@ -76,9 +76,11 @@ async def bank_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """
     try:
         if request.body_exists:
-            refused = await receive_body(request)
-            if refused is not None:
-                return refused
+            receiving = receive_body(request)
+            if receiving is not None:
+                refused = await receiving
+                if refused is not None:
+                    return refused
         pending = authenticate(request)
         if pending is not None:
             await pending
@@ -149,36 +151,54 @@ def _database_unavailable(exc: BaseException) -> bool:
     )
 
 
-async def receive_body(request: web.Request) -> web.Response | None:
-    """Receive the whole body of a request that has one, within ``body_timeout`` and the size
-    cap, before anything runs; return the refusal to answer instead, if any.
+def receive_body(request: web.Request) -> Awaitable[web.Response | None] | None:
+    """Make sure the whole body of a request that has one is here, within ``body_timeout`` and
+    the size cap, before anything runs.
 
     aiohttp waits for a body as long as the client keeps the connection open, so a client that
     drips bytes, or declares a ``Content-Length`` larger than what it sends, would hold a
     connection and a handler forever. The body is cached by ``request.read()``, so the
     idempotency layer and the handlers read it again for free.
 
+    Returns:
+        ``None`` when the whole body is already here, intact, its length declared and not
+        compressed (the usual case for small JSON: it came with the headers, so no read can
+        wait, fail on its framing or exceed the cap); otherwise what
+        receives it, to await, which gives the refusal to answer instead, if any.
+
     Raises:
         BodyTooLarge: The declared length is over the cap.
-        aiohttp.web.HTTPRequestEntityTooLarge: The body read is over the cap.
     """
     config = request.app[CONFIG]
     declared = request.content_length
     if declared is not None and declared > config.max_body_bytes:
         # Refused from the header alone: waiting for bytes we would not keep is pointless.
         raise _too_large(config.max_body_bytes)
+    content = request.content
+    if (
+        declared is not None
+        and content.is_eof()
+        and content.exception() is None
+        and hdrs.CONTENT_ENCODING not in request.headers
+    ):
+        # All here, intact, and no larger than declared (not compressed, not chunked): nothing
+        # to wait for, to refuse, or to fail, so the handler's read is the first one, which
+        # spares this step a coroutine and the timer.
+        return None
+    return _receive(request, config.body_timeout)
+
+
+async def _receive(request: web.Request, body_timeout: float) -> web.Response | None:
+    """Read the body within ``body_timeout``; the refusal to answer if it breaks or is late.
+
+    Raises:
+        aiohttp.web.HTTPRequestEntityTooLarge: The body read is over the cap.
+    """
     try:
-        if request.content.is_eof():
-            # The whole body came with the headers (the usual case for small JSON): reading
-            # cannot wait, so skip the timer, which costs more than the rest of this layer.
+        async with asyncio.timeout(body_timeout):
             await request.read()
-        else:
-            async with asyncio.timeout(config.body_timeout):
-                await request.read()
     except TimeoutError:
-        error = BodyTimeout(
-            f"the request body did not arrive within {config.body_timeout:g} seconds"
-        )
+        error = BodyTimeout(f"the request body did not arrive within {body_timeout:g} seconds")
         response = error_response(error)
         # The rest of the body may still be on its way: this connection cannot carry
         # another request.
