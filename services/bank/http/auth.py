@@ -33,12 +33,13 @@ import hmac
 import ipaddress
 import secrets
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
 
 from ..domain import describe_id
+from ..run.config import BankConfig
 from .errors import Forbidden, MisdirectedRequest, Unauthenticated
 from .keys import CONFIG, STORE
 
@@ -81,14 +82,28 @@ class Principal:
 _ANONYMOUS: Final = Principal()
 _ADMIN: Final = Principal(admin=True)
 _PRINCIPAL: Final = web.RequestKey("bank_principal", Principal)
-#: Bearer token as sent -> its client's principal: a hit costs one dict lookup, where a digest
-#: and a store lookup would cost microseconds on every request.
-_CLIENTS: Final = web.AppKey("bank_client_cache", dict[str, Principal])
-_OWNERS: Final = web.AppKey("bank_owner_cache", dict[str, str | None])
-#: ``Host`` headers already found to name this server, as sent.
-_HOSTS: Final = web.AppKey("bank_host_cache", set[str])
-#: The admin token as the comparison takes it, encoded once rather than on every request.
-_ADMIN_TOKEN: Final = web.AppKey("bank_admin_token", bytes)
+
+
+@dataclass(slots=True)
+class _State:
+    """What the checks of one app remember, behind one app key (one lookup per request).
+
+    Attributes:
+        clients: Bearer token as sent -> its client's principal: a hit costs one dict lookup,
+            where a digest and a store lookup would cost microseconds on every request.
+        owners: Account id -> its owner.
+        hosts: ``Host`` headers already found to name this server, as sent.
+        admin_token: The admin token as the comparison takes it, encoded once; empty when none
+            is configured (no offered credential, never empty, matches it).
+    """
+
+    admin_token: bytes
+    clients: dict[str, Principal] = field(default_factory=dict)
+    owners: dict[str, str | None] = field(default_factory=dict)
+    hosts: set[str] = field(default_factory=set)
+
+
+_STATE: Final = web.AppKey("bank_auth", _State)
 #: How many distinct accepted ``Host`` headers are remembered (a client may vary the port or
 #: the case; the cache only has to hold the few real ones).
 _HOST_CACHE_SIZE: Final = 64
@@ -139,12 +154,8 @@ def _is_loopback(host: str) -> bool:
 
 def setup_auth(app: web.Application) -> None:
     """Prepare ``app`` for :func:`authenticate` (which the app's middleware calls)."""
-    app[_CLIENTS] = {}
-    app[_OWNERS] = {}
-    app[_HOSTS] = set()
     token = app[CONFIG].admin_token
-    # No token configured: an empty one, which no offered credential (never empty) matches.
-    app[_ADMIN_TOKEN] = b"" if token is None else token.encode("utf-8", "surrogateescape")
+    app[_STATE] = _State(b"" if token is None else token.encode("utf-8", "surrogateescape"))
 
 
 def authenticate(request: web.Request) -> Awaitable[None] | None:
@@ -161,11 +172,11 @@ def authenticate(request: web.Request) -> Awaitable[None] | None:
         MisdirectedRequest: The Host header names another server.
         Unauthenticated: A malformed ``Authorization`` header.
     """
-    app = request.app
+    state = request.app[_STATE]
     headers = request.headers
     host = headers.get("Host")
-    if host is not None and host not in app[_HOSTS]:
-        _check_host(app, host)
+    if host is not None and host not in state.hosts:
+        _check_host(request.app[CONFIG], state.hosts, host)
     header = headers.get("Authorization")
     if header is None:
         request[_PRINCIPAL] = _ANONYMOUS
@@ -177,26 +188,25 @@ def authenticate(request: web.Request) -> Awaitable[None] | None:
     # A client's key seen before: one dict lookup. The cache holds only tokens whose digest
     # names a client, so a hit says nothing of the admin token, which every other credential
     # is compared with below, in constant time.
-    who = app[_CLIENTS].get(token)
+    who = state.clients.get(token)
     if who is not None:
         request[_PRINCIPAL] = who
         return None
     # Surrogateescape keeps any header byte comparable; compared in constant time.
-    if hmac.compare_digest(token.encode("utf-8", "surrogateescape"), app[_ADMIN_TOKEN]):
+    if hmac.compare_digest(token.encode("utf-8", "surrogateescape"), state.admin_token):
         request[_PRINCIPAL] = _ADMIN
         return None
     return _client_from_store(request, token)
 
 
-def _check_host(app: web.Application, host: str) -> None:
-    config = app[CONFIG]
+def _check_host(config: BankConfig, hosts: set[str], host: str) -> None:
     if not allowed_host(host, config.host, config.allowed_hosts):
         raise MisdirectedRequest(
             f"this server answers to {config.host!r}, not to Host {describe_id(host)}; "
             "add the name to the server's allowed hosts if it is really this server"
         )
-    if len(app[_HOSTS]) < _HOST_CACHE_SIZE:
-        app[_HOSTS].add(host)
+    if len(hosts) < _HOST_CACHE_SIZE:
+        hosts.add(host)
 
 
 async def _client_from_store(request: web.Request, token: str) -> None:
@@ -205,7 +215,7 @@ async def _client_from_store(request: web.Request, token: str) -> None:
     if client is None:
         # Not remembered: a stranger's guesses must not fill the cache.
         raise Unauthenticated("the bearer token is neither a client's API key nor the admin's")
-    cache = app[_CLIENTS]
+    cache = app[_STATE].clients
     if len(cache) >= _CACHE_SIZE:
         cache.clear()
     who = cache[token] = Principal(client=client)
@@ -259,7 +269,7 @@ def require_client(request: web.Request) -> str | None:
 
 
 async def _owner_of(request: web.Request, account_id: str) -> str | None:
-    cache = request.app[_OWNERS]
+    cache = request.app[_STATE].owners
     try:
         return cache[account_id]
     except KeyError:

@@ -92,6 +92,8 @@ class _Connection(asyncio.Protocol):
         self._app_handler = cast(_AppHandler, inner._request_handler)
         inner._request_handler = self._handle
         self._transport: asyncio.Transport | None = None
+        # Looked up once per connection rather than on every request head.
+        self._loop = asyncio.get_running_loop()
         self._state = _State.IDLE
         #: Loop time of the first byte of the head being received, while there is one.
         self.head_since: float | None = None
@@ -119,7 +121,7 @@ class _Connection(asyncio.Protocol):
             return  # read only so that closing does not reset the 503 away
         if self._state is _State.IDLE:
             self._state = _State.HEAD
-            self.head_since = asyncio.get_running_loop().time()
+            self.head_since = self._loop.time()
         elif self._state is _State.REQUEST and (self._body is None or self._body.is_eof()):
             # The running request's body is complete, so these bytes start the next head; its
             # timer starts once this request is answered (it must not cut the reply short).
@@ -174,7 +176,7 @@ class _Connection(asyncio.Protocol):
         self._body = None
         if self._next_head_started:
             self._state = _State.HEAD
-            self.head_since = asyncio.get_running_loop().time()
+            self.head_since = self._loop.time()
         else:
             self._state = _State.IDLE
 
