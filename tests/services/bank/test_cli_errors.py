@@ -228,10 +228,11 @@ _LOAD = ["--requests", "100000", "--accounts", str(_ACCOUNTS), "--concurrency", 
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads /proc")
-@pytest.mark.parametrize("run", range(3))
+@pytest.mark.parametrize("run", range(2))
+@pytest.mark.parametrize("loop", ["asyncio", "auto"])  # auto: uvloop, where the bug showed
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM])
-def test_signalled_showdown_stops_its_server(signum: signal.Signals, run: int) -> None:
-    _signalled_showdown(signum, _LOAD)
+def test_signalled_showdown_stops_its_server(signum: signal.Signals, loop: str, run: int) -> None:
+    _signalled_showdown(signum, [*_LOAD, "--loop", loop])
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads /proc")
