@@ -27,7 +27,6 @@ from ._common import (
     Chooser,
     Outcome,
     Scenario,
-    Step,
     StepLimitError,
     TraceEvent,
     Waiting,
@@ -38,8 +37,8 @@ from ._common import (
     user_location,
 )
 from ._faults import NO_FAULTS, OWN_SCOPE, Fault, FaultLog, Faults, fault_option
-from ._footprint import EMPTY_CHAIN, Chain, chain, chain_key, step_footprint
 from ._net_asyncio import SimulatedNetworkLoop
+from ._steps import StepRecorder
 from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
 from ._waits import describe_wait
 from ._waits import waited as _waited
@@ -294,24 +293,20 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self._ids.clear()
         self._errors.clear()
         self._net_reset()
-        noted = self._events = [] if trace else None
+        recorder = StepRecorder(chooser, trace, self._name)
+        noted = self._events = recorder.events
         decisions: list[int] = []
         widths: list[int] = []
-        steps: list[Step] = []
-        outcome = Outcome(None, None, decisions, widths, steps)
-        sketch = outcome.sketch
+        outcome = Outcome(None, None, decisions, widths, recorder.steps)
+        outcome.sketch = recorder.sketch
         # Bound once: this loop runs every step of every schedule.
         runnable = self._runnable
         callbacks = self._callbacks
         timers = self._timers
         ids = self._ids
         pick = chooser.pick
-        track = chooser.footprints
-        wants_footprint = chooser.wants_footprint
-        stepped = chooser.stepped
-        # Only the reported schedule's replay looks at the chains themselves (the race window).
-        watch = getattr(chooser, "watch_chains", None)
-        chains: dict[asyncio.Task[Any], Chain] = {}
+        begin = recorder.begin
+        end = recorder.end
         previous = events._get_running_loop()
         events._set_running_loop(self)
         self._running = True
@@ -360,47 +355,20 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     handles = runnable.pop(task)
                     tid = ids[task]
                     task_coro = task.get_coro()
+                    begin(task, tid, task_coro, preempted)
                     if noted is not None:
-                        resumed = user_location(task_coro)
                         cancelled = _events.asyncio_cancelled(task, handles)
                         woke = _events.wake_event(tid, task_coro, cancelled)
                         if woke is not None:
                             noted.append(woke)
-                    tracking = track and wants_footprint()
-                    if tracking:
-                        # Where a task stopped is where it resumes: reuse that chain.
-                        before = chains.pop(task, None) or chain(task_coro)
-                    elif track:
-                        chains.pop(task, None)
                     for handle in handles:
                         if not handle._cancelled:
                             handle._run()
-                    done = task.done()
-                    if tracking:
-                        failed = done and (task.cancelled() or task.exception() is not None)
-                        after = EMPTY_CHAIN if done else chain(task_coro)
-                        if after:
-                            chains[task] = after
-                        stepped(tid, step_footprint(before, after, done, failed))
-                        if watch is not None:
-                            watch(tid, before, after)
-                        sketch.append((tid, after.key, preempted))
+                    if task.done():
+                        failed = task.cancelled() or task.exception() is not None
+                        end(True, failed, "" if noted is None else _events.asyncio_end(task))
                     else:
-                        sketch.append((tid, () if done else chain_key(task_coro), preempted))
-                    if noted is not None:
-                        steps.append(
-                            Step(
-                                tid,
-                                self._name(task),
-                                resumed,
-                                None if done else user_location(task_coro),
-                                done,
-                                preempted,
-                                tuple(noted),
-                                _events.asyncio_end(task) if done else "",
-                            )
-                        )
-                        noted.clear()
+                        end(False, False, "")
                     count += 1
                     if count > max_steps:
                         outcome.kind = "exception"
