@@ -119,6 +119,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self.faults = NO_FAULTS
         # Events seen since the last step, while a trace is recorded (None: not tracing).
         self._events: list[TraceEvent] | None = None
+        self._recorder = StepRecorder(self._name)
 
     # -- the parts of the event loop API that asyncio, anyio and user code use ------------------
 
@@ -293,7 +294,8 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self._ids.clear()
         self._errors.clear()
         self._net_reset()
-        recorder = StepRecorder(chooser, trace, self._name)
+        recorder = self._recorder
+        recorder.start(chooser, trace)
         noted = self._events = recorder.events
         decisions: list[int] = []
         widths: list[int] = []
@@ -345,9 +347,9 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                         widths.append(len(options))
                         if index >= len(tasks):
                             assert log is not None
-                            event = log.inject(offered[index - len(tasks)], count)
+                            injected = log.inject(offered[index - len(tasks)], count)
                             if noted is not None:
-                                noted.append(event)
+                                noted.extend(injected)
                             offered = []
                             continue
                         task = tasks[index]
@@ -385,9 +387,9 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     assert log is not None
                     injected = log.choose_idle(offered, pick, decisions, widths, count)
                     offered = []
-                    if injected is not None:
+                    if injected:
                         if noted is not None:
-                            noted.append(injected)
+                            noted.extend(injected)
                         continue
                 if self._advance_time():
                     continue
@@ -488,7 +490,9 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                 whose = f" of {self._name(task)} at {where}"
             return f"fired the {what}{whose} early, at t={self._time:g} (deadline t={when:g})"
 
-        return Fault(text, fire)
+        # Fired early, the timeout calls back at once rather than through a timer coming due:
+        # its expiry is shown as the timer's would be.
+        return Fault(text, fire, _events.asyncio_timer_event(handle, self._ids))
 
     def _blocked_tasks(self, main: asyncio.Task[Any]) -> list[Waiting]:
         waiting: list[Waiting] = []

@@ -41,7 +41,6 @@ from ._common import (
 )
 from ._faults import NO_FAULTS, OWN_SCOPE, Fault, FaultLog, Faults, fault_option
 from ._footprint import TRANSPARENT_CODE
-from ._schedulers._base import ScheduleChooser
 from ._steps import StepRecorder
 from ._waits import describe_wait
 
@@ -112,8 +111,6 @@ def _own_scope(task: Any, spawn: Any) -> Any:
 _NO_FAULTS: tuple[Fault, ...] = ()
 #: The log of every schedule explored without faults: its budget is 0, nothing is ever injected.
 _NO_LOG = FaultLog(NO_FAULTS)
-#: What the run queue's recorder is made with before the first schedule (no step is recorded).
-_NO_CHOOSER = ScheduleChooser()
 
 
 class ControlledRunQueue:
@@ -146,12 +143,18 @@ class ControlledRunQueue:
         self.max_steps = MAX_STEPS
         self.stopped: str | None = None  # "deadlock" or "limit" when the driver must step in
         self.wakeup: Any = None
+        #: The mock clock's own jump to the next deadline, and whether it waits for this pass's
+        #: idle decision (see :meth:`autojump`).
+        self._clock_jump: Callable[[], None] = lambda: None
+        self._jump_deferred = False
         self.track = False
         #: Whether each task that ended while footprints were tracked raised (from trio's
         #: ``task_exited``): a task that returned touched only what its last step did.
         self._failed: dict[Any, bool] = {}
         #: The schedule's steps: the one under way ends at the next pass of trio's run loop.
-        self.recorder = StepRecorder(_NO_CHOOSER, False, self._task_name)
+        self.recorder = StepRecorder(self._task_name)
+        #: The task whose step is under way (it ends at the next pass), None between steps.
+        self._stepping: Any = None
         self._root_code: Any = None
         self.faults = NO_FAULTS
         self.log = _NO_LOG
@@ -198,7 +201,7 @@ class ControlledRunQueue:
 
     def __iter__(self) -> Iterator[Any]:
         self._pass += 1
-        if self.recorder.task is not None:
+        if self._stepping is not None:
             self._end_step()
         if self._system:
             self._selected = list(self._system)
@@ -210,7 +213,13 @@ class ControlledRunQueue:
         else:
             self._selected = []
             if self.log.left and self.active and not self.cleaning and self._idle_fault():
+                # The fault happened before time passed: a deadline it moved to now expires in
+                # the next pass, and the clock jumps only if everything is idle again then.
+                self._jump_deferred = False
                 return iter(self._selected)
+            if self._jump_deferred:
+                self._jump_deferred = False
+                self._clock_jump()
             if self.active and self.stopped is None and self._deadlocked():
                 self._stop("deadlock")
                 self._selected = list(self._system)
@@ -246,12 +255,13 @@ class ControlledRunQueue:
             self.decisions.append(index)
             self.widths.append(len(options))
             if index >= len(batch):
-                event = self.log.inject(offered[index - len(batch)], self.count)
+                injected = self.log.inject(offered[index - len(batch)], self.count)
                 if self.trace:
-                    self._note(event)
+                    self._note(*injected)
                 return None
             preempted = index != 0
         task = batch.pop(index)
+        self._stepping = task
         self.recorder.begin(task, self.ids[task], task.coro, preempted)
         self.count += 1
         if self.count > self.max_steps and self.stopped is None:
@@ -260,6 +270,19 @@ class ControlledRunQueue:
             self._trace_resume(task)
         return task
 
+    def autojump(self) -> None:
+        """Stands in for the mock clock's ``_autojump``, which trio calls when every task waits.
+
+        trio jumps the clock to the next deadline *before* it takes the pass's batch. When a
+        fault may be injected at this idle point, the jump waits for that decision: a timeout
+        fired early fires at the time everything went idle, and a deadline the jump would reach
+        is still in the future then (it may fire early too). Otherwise the clock jumps now.
+        """
+        if self.log.left and self.active and not self.cleaning:
+            self._jump_deferred = True
+        else:
+            self._clock_jump()
+
     def _idle_fault(self) -> bool:
         """No scenario task can run: offer the faults before time passes; True if one was made."""
         if self.stopped is not None or self.chooser is None:
@@ -267,13 +290,13 @@ class ControlledRunQueue:
         offered = self._offered_faults()
         if not offered:
             return False
-        event = self.log.choose_idle(
+        injected = self.log.choose_idle(
             offered, self.chooser.pick, self.decisions, self.widths, self.count
         )
-        if event is None:
+        if not injected:
             return False
         if self.trace:
-            self._note(event)
+            self._note(*injected)
         return True
 
     def _offered_faults(self) -> Sequence[Fault]:
@@ -308,6 +331,9 @@ class ControlledRunQueue:
             start = self._time_origin
             for _, task in live:
                 status = task._cancel_status
+                if status is not None and _events.in_sleep(task):
+                    # A sleep's own deadline: firing it early would end the sleep, not time out.
+                    status = status._parent
                 while status is not None:
                     scope = status._scope
                     if scope is self.outer_scope:
@@ -363,10 +389,10 @@ class ControlledRunQueue:
         if woke is not None:
             self._note(woke)
 
-    def _note(self, event: TraceEvent) -> None:
+    def _note(self, *noted: TraceEvent) -> None:
         events = self.recorder.events
         if events is not None:
-            events.append(event)
+            events.extend(noted)
 
     def _task_name(self, task: Any) -> str:
         return self.names[self.ids[task]]
@@ -381,15 +407,15 @@ class ControlledRunQueue:
 
     def _end_step(self) -> None:
         """The task that ran in the last pass stopped: how it ended is all trio adds."""
-        recorder = self.recorder
-        task = recorder.task
+        task = self._stepping
+        self._stepping = None
         if task.coro.cr_frame is not None:
-            recorder.end(False, False, "")
+            self.recorder.end(False, False, "")
             return
         # trio does not keep a finished task's outcome on the task; ``task_exited`` saw it. One
         # whose end was not seen counts as failed (touching everything).
         failed = self._failed.pop(task, True) if self.track else True
-        recorder.end(True, failed, self.ends.get(task, "") if self.trace else "")
+        self.recorder.end(True, failed, self.ends.get(task, "") if self.trace else "")
 
     def _deadlocked(self) -> bool:
         runner = self._runner
@@ -448,7 +474,9 @@ class ControlledRunQueue:
         self.track = chooser.footprints
         self._failed.clear()
         self.trace = trace
-        recorder = self.recorder = StepRecorder(chooser, trace, self._task_name)
+        recorder = self.recorder
+        recorder.start(chooser, trace)
+        self._stepping = None
         self.ends = {}
         self._seen_time = self._time_origin = float(self._runner.clock.current_time())
         self.count = 0
@@ -489,7 +517,7 @@ class ControlledRunQueue:
             self.expect_root = True
             nursery.start_soon(root)
             await wakeup.wait()
-            if recorder.task is not None:
+            if self._stepping is not None:
                 self._end_step()
             if box and steps and steps[-1].task == 0 and steps[-1].finished:
                 # The root wrapper caught the scenario's exception: that is how #0 ended.
@@ -533,6 +561,10 @@ async def _drive(
     runq = ControlledRunQueue(runner, trio.lowlevel.current_task(), runner.runq)
     runq.faults = faults
     runner.runq = runq  # type: ignore[assignment]  # duck-typed: trio only appends/iterates/clears
+    # An instance attribute: trio calls ``runner.clock._autojump()`` (MockClock has no slots).
+    clock: Any = runner.clock  # the MockClock run_plan made
+    runq._clock_jump = clock._autojump
+    clock._autojump = runq.autojump
     # How a traced task ended: only trio's runner sees a task's outcome (its class has slots,
     # so the method is wrapped on the class, for this runner only).
     runner_class = type(runner)
@@ -556,6 +588,7 @@ async def _drive(
         return stop.value
     finally:
         restore_network()
+        del clock._autojump
         runner_class.task_exited = task_exited  # type: ignore[method-assign]
         runner.runq = deque(runq)
 
