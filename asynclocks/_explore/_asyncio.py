@@ -16,7 +16,7 @@ import inspect
 import math
 import sys
 import weakref
-from asyncio import events
+from asyncio import events, format_helpers
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -339,7 +339,8 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                         task = next(iter(runnable))
                     else:
                         tasks = list(runnable)
-                        options = [ids[t] for t in tasks]
+                        # map, not a comprehension: on 3.11 a comprehension is a call of its own.
+                        options = list(map(ids.__getitem__, tasks))
                         if offered:
                             options += [fault_option(i) for i in range(len(offered))]
                         index = pick(options)
@@ -365,7 +366,15 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                             noted.append(woke)
                     for handle in handles:
                         if not handle._cancelled:
-                            handle._run()
+                            # Handle._run without its call (every step pays for one): a task's
+                            # step raises only what _run lets through; anything else is passed
+                            # to the exception handler as _run would.
+                            try:
+                                handle._context.run(handle._callback, *handle._args)  # type: ignore[attr-defined]
+                            except (SystemExit, KeyboardInterrupt):
+                                raise
+                            except BaseException as failure:  # noqa: BLE001 - as Handle._run
+                                self._callback_failed(handle, failure)
                     if task.done():
                         failed = task.cancelled() or task.exception() is not None
                         end(True, failed, "" if noted is None else _events.asyncio_end(task))
@@ -410,6 +419,19 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             self._running = False
             events._set_running_loop(previous)
         return outcome
+
+    def _callback_failed(self, handle: asyncio.Handle, error: BaseException) -> None:
+        """What ``Handle._run`` does when its callback raises: tell the exception handler."""
+        callback: Any = handle._callback  # type: ignore[attr-defined]
+        source = format_helpers._format_callback_source(callback, handle._args)
+        context: dict[str, Any] = {
+            "message": f"Exception in callback {source}",
+            "exception": error,
+            "handle": handle,
+        }
+        if handle._source_traceback:  # type: ignore[attr-defined]
+            context["source_traceback"] = handle._source_traceback  # type: ignore[attr-defined]
+        self.call_exception_handler(context)
 
     def _offered_faults(self, main: asyncio.Task[Any]) -> list[Fault]:
         """The faults that could happen now, in a deterministic order (see ``_faults``)."""
