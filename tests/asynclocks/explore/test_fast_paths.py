@@ -79,7 +79,8 @@ def test_a_task_step_that_raises_is_reported_as_handle_run_would() -> None:
     async def scenario() -> None:
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().call_soon(task.set_name)  # set_name() takes one argument
+        loop = asyncio.get_running_loop()
+        loop.call_soon(task.set_name)  # type: ignore[arg-type]  # set_name() needs its argument
         await asyncio.sleep(0)
 
     loop = _asyncio.ControlledLoop()
