@@ -119,7 +119,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self.faults = NO_FAULTS
         # Events seen since the last step, while a trace is recorded (None: not tracing).
         self._events: list[TraceEvent] | None = None
-        self._recorder = StepRecorder(self._name)
+        self._recorder = StepRecorder(self._name, _ended)
 
     # -- the parts of the event loop API that asyncio, anyio and user code use ------------------
 
@@ -309,6 +309,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         pick = chooser.pick
         begin = recorder.begin
         end = recorder.end
+        step = recorder.step
         previous = events._get_running_loop()
         events._set_running_loop(self)
         self._running = True
@@ -358,28 +359,41 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     handles = runnable.pop(task)
                     tid = ids[task]
                     task_coro = task.get_coro()
-                    begin(task, tid, task_coro, preempted)
                     if noted is not None:
                         cancelled = _events.asyncio_cancelled(task, handles)
                         woke = _events.wake_event(tid, task_coro, cancelled)
                         if woke is not None:
                             noted.append(woke)
-                    for handle in handles:
-                        if not handle._cancelled:
-                            # Handle._run without its call (every step pays for one): a task's
-                            # step raises only what _run lets through; anything else is passed
-                            # to the exception handler as _run would.
-                            try:
-                                handle._context.run(handle._callback, *handle._args)  # type: ignore[attr-defined]
-                            except (SystemExit, KeyboardInterrupt):
-                                raise
-                            except BaseException as failure:  # noqa: BLE001 - as Handle._run
-                                self._callback_failed(handle, failure)
-                    if task.done():
-                        failed = task.cancelled() or task.exception() is not None
-                        end(True, failed, "" if noted is None else _events.asyncio_end(task))
+                    if len(handles) == 1 and not handles[0]._cancelled:
+                        # The usual step, one handle: Handle._run's work without its call, and
+                        # the recorder's in one call. A task's step raises only what _run lets
+                        # through; anything else goes to the exception handler as in _run.
+                        handle: Any = handles[0]
+                        try:
+                            step(
+                                task,
+                                tid,
+                                task_coro,
+                                preempted,
+                                handle._context.run,
+                                handle._callback,
+                                handle._args,
+                                task.done,
+                            )
+                        except (SystemExit, KeyboardInterrupt):
+                            raise
+                        except BaseException as failure:  # noqa: BLE001 - as Handle._run
+                            self._callback_failed(handle, failure)
                     else:
-                        end(False, False, "")
+                        begin(task, tid, task_coro, preempted)
+                        for handle in handles:
+                            if not handle._cancelled:
+                                handle._run()
+                        if task.done():
+                            failed = task.cancelled() or task.exception() is not None
+                            end(True, failed, "" if noted is None else _events.asyncio_end(task))
+                        else:
+                            end(False, False, "")
                     count += 1
                     if count > max_steps:
                         outcome.kind = "exception"
@@ -591,6 +605,12 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             # Only a schedule that used the network has one to drop; the next schedule's start
             # hooks modules imported meanwhile.
             self._net_reset()
+
+
+def _ended(task: asyncio.Task[Any], trace: bool) -> tuple[bool, str]:
+    """How a finished task ended, for the recorder: whether it failed, and the trace's text."""
+    failed = task.cancelled() or task.exception() is not None
+    return failed, _events.asyncio_end(task) if trace else ""
 
 
 def _anyio_task_states() -> Any:

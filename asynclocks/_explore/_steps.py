@@ -42,11 +42,18 @@ class StepRecorder:
 
     Args:
         name: How a task is named in the trace, called when a traced step ends.
+        ended: For :attr:`step`: how a task that finished ended, ``(failed, text)`` (``text``
+            only when the second argument, tracing, is True); called only when the finished
+            step is tracked or traced.
     """
 
-    __slots__ = ("steps", "sketch", "events", "start", "begin", "end")
+    __slots__ = ("steps", "sketch", "events", "start", "begin", "end", "step")
 
-    def __init__(self, name: Callable[[Any], str]) -> None:
+    def __init__(
+        self,
+        name: Callable[[Any], str],
+        ended: Callable[[Any, bool], tuple[bool, str]] = lambda task, trace: (True, ""),
+    ) -> None:
         #: The current schedule's trace steps (only while tracing).
         self.steps: list[Step] = []
         #: Every step of the current schedule, cheaply: what a schedule that does not replay is
@@ -152,8 +159,79 @@ class StepRecorder:
         self.start: Callable[[Chooser, bool], None] = start
         #: Called when a task starts a step: ``begin(task, tid, coro, preempted)``.
         self.begin: Callable[[Any, int, Any, bool], None] = begin
+
+        def step(
+            task: Any,
+            tid: int,
+            coro: Any,
+            preempted: bool,
+            run: Callable[..., object],
+            callback: object,
+            args: tuple[Any, ...],
+            done: Callable[[], bool],
+        ) -> None:
+            """A whole step in one call, where the backend's step is one call too (asyncio's
+            ``context.run(callback, *args)``): what ``begin``, running it and ``end`` do, for
+            one call per step instead of two. ``done()`` says after it whether the task
+            finished. Whatever the step raises is raised after the step is recorded.
+            """
+            before: Chain | None = None
+            if track:
+                if wants():
+                    before = chains.pop(task, EMPTY_CHAIN) or chain(coro)
+                else:
+                    chains.pop(task, None)
+            resumed = None if events is None else user_location(coro)
+            try:
+                run(callback, *args)
+            finally:
+                finished = done()
+                # As end() does (repeated here: a call of it would cost what this one saves).
+                if before is not None:
+                    after = EMPTY_CHAIN if finished else chain(coro)
+                    if after:
+                        chains[task] = after
+                    failed, text = ended(task, events is not None) if finished else (False, "")
+                    stepped(tid, step_footprint(before, after, finished, failed))
+                    if watch is not None:
+                        watch(tid, before, after)
+                    append((tid, after.key, preempted))
+                else:
+                    append((tid, () if finished else chain_key(coro), preempted))
+                if events is not None:
+                    if finished and before is None:
+                        failed, text = ended(task, True)
+                    steps.append(
+                        Step(
+                            tid,
+                            name(task),
+                            resumed,
+                            None if finished else user_location(coro),
+                            finished,
+                            preempted,
+                            tuple(events),
+                            text if finished else "",
+                        )
+                    )
+                    events.clear()
+
         #: Called when the step is over: ``end(finished, failed, text)``.
         self.end: Callable[[bool, bool, str], None] = end
+        #: A step run in one call: ``step(task, tid, coro, preempted, run, callback, args,
+        #: done)``.
+        self.step: Callable[
+            [
+                Any,
+                int,
+                Any,
+                bool,
+                Callable[..., object],
+                object,
+                tuple[Any, ...],
+                Callable[[], bool],
+            ],
+            None,
+        ] = step
 
 
 def _never() -> bool:
