@@ -340,8 +340,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                         task = next(iter(runnable))
                     else:
                         tasks = list(runnable)
-                        # map, not a comprehension: on 3.11 a comprehension is a call of its own.
-                        options = list(map(ids.__getitem__, tasks))
+                        options = [ids[t] for t in tasks]
                         if offered:
                             options += [fault_option(i) for i in range(len(offered))]
                         index = pick(options)
