@@ -377,7 +377,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                                 handle._context.run,
                                 handle._callback,
                                 handle._args,
-                                task.done,
+                                type(task).done,
                             )
                         except (SystemExit, KeyboardInterrupt):
                             raise

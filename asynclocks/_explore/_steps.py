@@ -168,12 +168,13 @@ class StepRecorder:
             run: Callable[..., object],
             callback: object,
             args: tuple[Any, ...],
-            done: Callable[[], bool],
+            done: Callable[[Any], bool],
         ) -> None:
             """A whole step in one call, where the backend's step is one call too (asyncio's
             ``context.run(callback, *args)``): what ``begin``, running it and ``end`` do, for
-            one call per step instead of two. ``done()`` says after it whether the task
-            finished. Whatever the step raises is raised after the step is recorded.
+            one call per step instead of two. ``done(task)`` says after it whether the task
+            finished (an unbound method: no bound method is made per step). Whatever the step
+            raises is raised after the step is recorded.
             """
             before: Chain | None = None
             if track:
@@ -185,7 +186,7 @@ class StepRecorder:
             try:
                 run(callback, *args)
             finally:
-                finished = done()
+                finished = done(task)
                 # As end() does (repeated here: a call of it would cost what this one saves).
                 if before is not None:
                     after = EMPTY_CHAIN if finished else chain(coro)
@@ -228,7 +229,7 @@ class StepRecorder:
                 Callable[..., object],
                 object,
                 tuple[Any, ...],
-                Callable[[], bool],
+                Callable[[Any], bool],
             ],
             None,
         ] = step
