@@ -26,10 +26,9 @@ import heapq
 import itertools
 import math
 from collections.abc import Awaitable, Mapping
-from contextlib import nullcontext
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import anyio
 
@@ -58,7 +57,9 @@ LOCK_MODES: Final = ("none", "global", "account")
 
 
 class Hold(Protocol):
-    """What a strategy holds around one operation: any async context manager."""
+    """What a strategy holds around one operation: an async context manager whose exit
+    releases what it holds when called (the awaitable it returns only finishes): the guard
+    counts the request out as it calls it (see ``Guard.__aexit__``)."""
 
     def __aenter__(self) -> Awaitable[object]: ...
 
@@ -95,6 +96,43 @@ class LockStrategy(Protocol):
         ...
 
 
+class _Nothing:
+    """What ``none`` and ``db`` hold: nothing, entered and left without a coroutine frame.
+
+    ``contextlib.nullcontext`` would do, but its ``async def`` methods cost a frame each on
+    every request; these return an awaitable that finishes at once (see ``_DONE``).
+    """
+
+    __slots__ = ()
+
+    def __aenter__(self) -> Awaitable[None]:
+        return _DONE
+
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Awaitable[None]:
+        return _DONE
+
+
+class _Done:
+    """An awaitable that finishes at once, on either backend, as often as needed.
+
+    ``__await__`` is the ``__iter__`` of an exhausted iterator, a C method: awaiting this gets
+    that iterator back, which ends at its first step, with no Python frame.
+    """
+
+    __slots__ = ()
+    __await__ = iter(()).__iter__
+
+
+_DONE: Final = cast("Awaitable[None]", _Done())
+_NOTHING: Final = _Nothing()
+
+
 class NoLock:
     """Lock mode ``none``: hold nothing."""
 
@@ -102,42 +140,29 @@ class NoLock:
     atomic_store: Final = False
 
     def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
-        return nullcontext()
+        return _NOTHING
+
+
+#: The one key of the ``global`` mode's lock.
+_EVERYTHING: Final = "every account"
 
 
 class GlobalLock:
-    """Lock mode ``global``: one lock for every operation of the process."""
+    """Lock mode ``global``: one lock for every operation of the process.
+
+    The lock is a :class:`KeyedLock` used with one key: FIFO like ``anyio.Lock``, with a wait
+    bounded by its own timer (set only if the request has to wait) rather than a cancel scope
+    around every acquire, and taken without a coroutine frame when free.
+    """
 
     name: Final = "global"
     atomic_store: Final = False
 
     def __init__(self) -> None:
-        self._lock = anyio.Lock()
+        self._lock = KeyedLock()
 
     def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
-        lock = self._lock
-        # A free lock is taken without a timer: the guard enters what this returns before
-        # anything else runs, so it is still free then.
-        if timeout is None or not lock.locked():
-            return lock
-        return _TimedLock(lock, timeout)
-
-
-class _TimedLock:
-    """An ``anyio.Lock`` held for one operation, waited for at most ``timeout`` seconds."""
-
-    __slots__ = ("_lock", "_timeout")
-
-    def __init__(self, lock: anyio.Lock, timeout: float) -> None:
-        self._lock = lock
-        self._timeout = timeout
-
-    async def __aenter__(self) -> None:
-        with anyio.fail_after(self._timeout):
-            await self._lock.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._lock.release()
+        return self._lock(_EVERYTHING, timeout=timeout)
 
 
 # Tickets in the order requests asked for their accounts' locks, and the current request's one.
@@ -159,41 +184,14 @@ class AccountLock:
         # ArrivalOrderLock). Only here: under the other modes requests reach the store in the
         # order they arrive already, and every request would pay for the context variable.
         _arrival.set(next(_tickets))
-        locks = self._locks
+        # KeyedLock bounds only the waits: a free key is taken without a timer, and a wait
+        # shares the lock's one timer with the others (every request has the same timeout).
         if len(keys) == 1:
-            # Free keys are taken by KeyedLock's own guards, without a timer: the guard
-            # enters what this returns before anything else runs, so they are still free then.
-            if timeout is None or not locks.locked(keys[0]):
-                return locks(keys[0])
-        elif timeout is None or not any(locks.locked(key) for key in keys):
-            return locks.many(*keys)
-        return _TimedKeys(locks, tuple(sorted(set(keys))), timeout)
-
-
-class _TimedKeys:
-    """The ``KeyedLock`` keys of one operation, taken in sorted order within ``timeout``
-    seconds in all (a free key is taken without a timer)."""
-
-    __slots__ = ("_keys", "_locks", "_timeout")
-
-    def __init__(self, locks: KeyedLock, keys: tuple[str, ...], timeout: float) -> None:
-        self._locks = locks
-        self._keys = keys
-        self._timeout = timeout
-
-    async def __aenter__(self) -> None:
-        locks, keys = self._locks, self._keys
-        if len(keys) == 1:
-            await locks.acquire(keys[0], timeout=self._timeout)
-            return
+            return self._locks(keys[0], timeout=timeout)
         # many() bounds the waits in all and gives back what it took; unlike acquiring the keys
         # one by one, it keeps its place in line on each later key (no convoy behind a
         # transfer that holds its first account).
-        await locks.many(*keys, timeout=self._timeout).__aenter__()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        for key in reversed(self._keys):
-            self._locks.release(key)
+        return self._locks.many(*keys, timeout=timeout)
 
 
 class DbLock:
@@ -208,7 +206,7 @@ class DbLock:
     atomic_store: Final = True
 
     def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
-        return nullcontext()
+        return _NOTHING
 
 
 #: Every mode, ``db`` included (which needs a database store).
@@ -475,15 +473,30 @@ class Guard:
         self._hold = hold
         return strategy
 
-    async def __aexit__(
+    def _exit(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Awaitable[bool | None]:
+        # A plain method, not a coroutine (one frame less on every request): every hold
+        # releases when its exit is called, so the request is out of its mode once that call
+        # returns, and `async with` awaits what it returned before anything else can run.
         hold, self._hold = self._hold, None
         assert hold is not None, "guard exited without being entered"
         try:
-            await hold.__aexit__(exc_type, exc, tb)
+            return hold.__aexit__(exc_type, exc, tb)
         finally:
             self._locking._leave()
+
+    if TYPE_CHECKING:
+        # What type checkers see: an ordinary async context manager (Held.keep takes one).
+        async def __aexit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None: ...
+
+    else:
+        __aexit__ = _exit
