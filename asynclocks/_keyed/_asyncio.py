@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, cast
@@ -21,6 +22,9 @@ from ._common import (
     timed_out,
     wake_idle,
 )
+
+_Future = asyncio.Future
+_monotonic = time.monotonic
 
 # On Python 3.11 ``asyncio.current_task`` is a Python function that looks up this dict; calling
 # the dict's C ``get`` directly saves a frame on every acquire and release. Later versions
@@ -60,12 +64,13 @@ async def wait_for_key(
     """
     if not isinstance(owner, asyncio.Task) or owner.get_loop() is not loop:
         raise foreign_owner_error(key, owner)
-    fut = loop.create_future()
+    stock = state._stock_loop
+    fut: asyncio.Future[None] = _Future(loop=loop) if stock else loop.create_future()
     ticket = next(state._tickets) if began is None else began
     timer = None
     if timeout is not None:
         if deadline is None:
-            deadline = loop.time() + timeout
+            deadline = (_monotonic() if stock else loop.time()) + timeout
         if state._timed_live and state._watch_loop is not loop:
             timer = loop.call_at(deadline, _expire, fut, key, timeout)
             deadline = timeout = None  # not the watchdog's

@@ -55,6 +55,7 @@ class LockState:
         "_loop_thread",
         "_owners",
         "_ready",
+        "_stock_loop",
         "_tickets",
         "_timed_live",
         "_trio_lots",
@@ -97,6 +98,10 @@ class LockState:
         # A completed future of that loop: what the uncontended ``async with`` entry and exit
         # return to be awaited, since awaiting a done future runs no Python frame.
         self._ready: asyncio.Future[None] | None = None
+        # Whether `_loop` makes its futures and tells the time as asyncio's own loops do
+        # (``Future(loop=loop)``, ``time.monotonic()``): a wait then does both without the
+        # loop's two Python methods (uvloop, or a loop with its own clock, keeps them).
+        self._stock_loop = False
 
 
 def wake_idle(state: LockState) -> None:

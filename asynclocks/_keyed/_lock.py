@@ -365,6 +365,11 @@ class KeyedLock(LockState):
             ready: asyncio.Future[None] = loop.create_future()
             ready.set_result(None)
             self._loop, self._ready = loop, ready
+            kind = type(loop)
+            self._stock_loop = (
+                kind.create_future is asyncio.BaseEventLoop.create_future
+                and kind.time is asyncio.BaseEventLoop.time
+            )
             # Trust `_thread_id` only where it has just been seen to name this thread.
             if getattr(loop, "_thread_id", None) == _get_ident():
                 self._loop_thread = cast("CachedLoop", loop)

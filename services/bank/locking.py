@@ -160,14 +160,29 @@ class GlobalLock:
 
     def __init__(self) -> None:
         self._lock = KeyedLock()
+        # A KeyedLock guard keeps no state of its own, so every request can enter the same
+        # one: the last one made, while the requests' timeout stays the same (it always does).
+        self._timeout: float | None = None
+        self._guard = self._lock(_EVERYTHING)
 
     def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
-        return self._lock(_EVERYTHING, timeout=timeout)
+        if timeout != self._timeout:
+            self._guard = self._lock(_EVERYTHING, timeout=timeout)
+            self._timeout = timeout
+        return self._guard
 
 
 # Tickets in the order requests asked for their accounts' locks, and the current request's one.
 _tickets = itertools.count()
 _arrival: ContextVar[int] = ContextVar("bank_request_arrival")
+
+
+class _ArrivalOrder:
+    """Whether an :class:`ArrivalOrderLock` exists in this process: only then does a request
+    record its ticket. Setting a context variable costs about as much as the rest of taking a
+    free account lock, and with no such lock nothing would ever read it."""
+
+    wanted = False
 
 
 class AccountLock:
@@ -181,9 +196,11 @@ class AccountLock:
 
     def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
         # The request's place in line for what it meets once it holds its accounts (see
-        # ArrivalOrderLock). Only here: under the other modes requests reach the store in the
-        # order they arrive already, and every request would pay for the context variable.
-        _arrival.set(next(_tickets))
+        # ArrivalOrderLock), if anything does. Only here: under the other modes requests reach
+        # the store in the order they arrive already, and every request would pay for the
+        # context variable.
+        if _ArrivalOrder.wanted:
+            _arrival.set(next(_tickets))
         # KeyedLock bounds only the waits: a free key is taken without a timer, and a wait
         # shares the lock's one timer with the others (every request has the same timeout).
         if len(keys) == 1:
@@ -389,6 +406,10 @@ class ArrivalOrderLock:
     __slots__ = ("_held", "_waiters")
 
     def __init__(self) -> None:
+        # From now on requests of lock mode `account` record their tickets. (A lock made
+        # while requests are already waiting for their accounts sees theirs as arriving when
+        # they ask it; stores make theirs when they are built, before serving.)
+        _ArrivalOrder.wanted = True
         self._held = False
         # A heap of (ticket, future) in ticket order; release() completes the first future.
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
