@@ -103,9 +103,11 @@ class KeyedLock(LockState):
       asyncio it queues for each later key by the time it began, ahead of the waiters that
       came after it (so the holder of its first key does not wait for them too); on trio
       each key's waiters are served strictly in the order they queued.
-    - **Timeouts** (``acquire(key, timeout=...)``) behave like cancellation: a timed-out waiter
-      leaves the queue and raises :exc:`TimeoutError`. If the key was handed over just before the
-      deadline, the acquire succeeds.
+    - **Timeouts** (``acquire(key, timeout=...)``, ``locks(key, timeout=...)``,
+      ``many(..., timeout=...)``) behave like cancellation: a timed-out waiter leaves the queue
+      and raises :exc:`TimeoutError`. If the key was handed over just before the deadline, the
+      acquire succeeds. A free key is taken without a timer; on asyncio the waits of one lock
+      share one loop timer, set for the earliest deadline.
     - The lock is not reentrant: acquiring a key the task already holds raises
       :exc:`RuntimeError` instead of deadlocking.
     - Keys are compared like dict keys (``1``, ``1.0`` and ``True`` are the same key). A key is
