@@ -2,7 +2,8 @@
 what they cost per request, and what they do against a slowloris.
 
 Run: ``.venv/bin/python benchmarks/connections.py`` (about 3 minutes), or one part with
-``--part cost`` / ``--part slowloris``.
+``--part cost`` / ``--part slowloris``; a progress display on stderr when it is a terminal, unless
+``--quiet``.
 
 **cost**: instructions per request of the server process (valgrind's callgrind, repeatable on
 a loaded machine), one keep-alive client (outside valgrind) sending deposits (memory store, lock
@@ -40,6 +41,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from asynclocks._progress import ProgressBar  # noqa: E402 - after the checkout is importable
 
 DEPOSIT = (
     b"POST /accounts/bench/deposit HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -129,15 +132,19 @@ def _instructions(kind: str, count: int) -> int:
     raise RuntimeError("callgrind wrote no totals")
 
 
-def cost(small: int, large: int) -> bool:
+def cost(small: int, large: int, progress: bool = True) -> bool:
     if shutil.which("valgrind") is None:
         print("cost: valgrind is not installed (apt-get install valgrind); skipped")
         return True
     per_request = {}
-    for kind in ("plain", "guarded"):
-        low, high = _instructions(kind, small), _instructions(kind, large)
-        per_request[kind] = (high - low) / (large - small)
-        print(f"cost {kind:8} {per_request[kind]:12,.0f} instructions per request")
+    with ProgressBar("cost: servers under callgrind", 4, enabled=progress) as bar:
+        for kind in ("plain", "guarded"):
+            low = _instructions(kind, small)
+            bar.advance()
+            high = _instructions(kind, large)
+            bar.advance()
+            per_request[kind] = (high - low) / (large - small)
+            print(f"cost {kind:8} {per_request[kind]:12,.0f} instructions per request")
     ratio = per_request["guarded"] / per_request["plain"]
     verdict = "PASS" if ratio <= 1.03 else "MISS"
     extra = per_request["guarded"] - per_request["plain"]
@@ -250,7 +257,7 @@ def _start(extra: Sequence[str]) -> tuple[subprocess.Popen[str], int]:
     return process, int(line.rsplit(":", 1)[1])
 
 
-def slowloris() -> bool:
+def slowloris(progress: bool = True) -> bool:
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -262,15 +269,17 @@ def slowloris() -> bool:
                      "--max-connections", "100000"],
     }  # fmt: skip
     results = {}
-    for name, extra in runs.items():
-        process, port = _start(extra)
-        try:
-            attack = asyncio.run(_attack(port, header_timeout))
-            flood = asyncio.run(_flood(port, 1_500))
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-        results[name] = (attack, flood)
+    with ProgressBar("slowloris: servers attacked", len(runs), enabled=progress) as bar:
+        for name, extra in runs.items():
+            process, port = _start(extra)
+            try:
+                attack = asyncio.run(_attack(port, header_timeout))
+                flood = asyncio.run(_flood(port, 1_500))
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+            results[name] = (attack, flood)
+            bar.advance()
         print(
             f"slowloris {name:8} closed {attack['closed']:.0f} of {attack['slow']:.0f} slow "
             f"connections ({attack['closed_within']:.0f} within the timeout + 1 s, latest "
@@ -297,6 +306,7 @@ def slowloris() -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("all", "cost", "slowloris"), default="all")
+    parser.add_argument("--quiet", action="store_true", help="no progress display on stderr")
     parser.add_argument("--serve", choices=("plain", "guarded"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -304,9 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     ok = True
     if args.part in ("all", "cost"):
-        ok &= cost(300, 900)
+        ok &= cost(300, 900, progress=not args.quiet)
     if args.part in ("all", "slowloris"):
-        ok &= slowloris()
+        ok &= slowloris(progress=not args.quiet)
     return 0 if ok else 1
 
 

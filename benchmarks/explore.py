@@ -9,7 +9,8 @@ Prints, for each backend:
 
 Targets (issue 5): >= 10,000 schedules/s on asyncio, >= 3,000 on trio (judged per CPU second of
 the measuring process; the wall-clock rate is printed beside it), the proof in under 5 s.
-Networked programs (issue 11; ``--network`` runs only this part):
+Networked programs (issue 11; ``--network`` runs only this part), the tests' own
+(``tests/asynclocks/explore/net_scenarios.py``, the handler's update locked):
 
 - two concurrent requests to an aiohttp ``TestServer`` through a ``TestClient``: schedules/s that
   ``explore`` runs over the simulated loopback network, and the CPU time of one explored schedule
@@ -27,7 +28,9 @@ over seeds: found/seeds and the median), whether dfs proves each fix without a p
 and in how many schedules and CPU seconds (target < 30 s), and pct by depth. Targets: every bug
 found by every strategy on every seed; every fix proved.
 
-Run: ``python benchmarks/explore.py [--schedules N] [--network] [--suite]``.
+Run: ``python benchmarks/explore.py [--schedules N] [--network] [--suite] [--quiet]`` (a progress
+display on stderr for the networked programs and the suite when it is a terminal, unless
+``--quiet``).
 
 ``--pythons 3.11,3.12,3.13`` runs the measurements under each interpreter instead (a subprocess of
 it, the project importable from this checkout) and prints one table: per version, dfs schedules/s
@@ -56,6 +59,7 @@ import trio
 
 import asynclocks
 from asynclocks import Backend, Strategy
+from asynclocks._progress import ProgressBar
 
 STEPS_PER_TASK = 5  # two tasks x five awaits = ten steps
 TARGETS = {"asyncio": 10_000, "trio": 3_000}  # dfs schedules/s on the ten-step scenario
@@ -366,71 +370,7 @@ def across(pythons: list[str], schedules: int) -> None:
     )
 
 
-async def aiohttp_two_requests() -> None:
-    """Two concurrent POSTs to a locked counter on an aiohttp TestServer, via a TestClient."""
-    from aiohttp import web
-    from aiohttp.test_utils import TestClient, TestServer
-
-    counter = [0]
-    lock = asyncio.Lock()
-
-    async def increment(request: web.Request) -> web.Response:
-        async with lock:
-            seen = counter[0]
-            await asyncio.sleep(0)
-            counter[0] = seen + 1
-        return web.json_response({"counter": counter[0]})
-
-    app = web.Application()
-    app.router.add_post("/increment", increment)
-    async with TestClient(TestServer(app)) as client:
-
-        async def post() -> None:
-            response = await client.post("/increment")
-            assert response.status == 200
-            await response.json()
-
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(post())
-            tg.create_task(post())
-    assert counter[0] == 2
-
-
 NETWORK_BOUND = 2
-
-
-async def trio_two_clients() -> None:
-    """trio.serve_tcp + two trio.open_tcp_stream clients; the handler's update is locked."""
-    import functools
-
-    counter = [0]
-    lock = trio.Lock()
-
-    async def handler(stream: trio.SocketStream) -> None:
-        await stream.receive_some(100)
-        async with lock:
-            seen = counter[0]
-            await trio.lowlevel.checkpoint()
-            counter[0] = seen + 1
-        await stream.send_all(b"ok")
-        await stream.aclose()
-
-    async with trio.open_nursery() as nursery:
-        serve = functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1")
-        listeners = await nursery.start(serve)
-        port = listeners[0].socket.getsockname()[1]
-
-        async def client() -> None:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            await stream.send_all(b"hi")
-            assert await stream.receive_some(100) == b"ok"
-            await stream.aclose()
-
-        async with trio.open_nursery() as clients:
-            clients.start_soon(client)
-            clients.start_soon(client)
-        nursery.cancel_scope.cancel()
-    assert counter[0] == 2
 
 
 def explored_cpu_per_schedule(scenario: Callable[[], Awaitable[None]], n: int) -> float:
@@ -451,10 +391,24 @@ def stock_cpu_per_run(scenario: Callable[[], Awaitable[None]], runs: int) -> flo
         return (time.process_time() - started) / runs
 
 
-def network_section(rounds: int) -> None:
+def network_section(rounds: int, progress: bool = True) -> None:
     """The networked figures of issue 11: the aiohttp scenario and the bank through HTTP."""
+    # Units: the aiohttp proof, each round, each trio bound, the bank's three modes.
+    with ProgressBar("networked programs", rounds + 7, enabled=progress) as bar:
+        _network_rows(rounds, bar)
+
+
+def _network_rows(rounds: int, bar: ProgressBar) -> None:
     from services.bank.tools.race_scenarios import scenario as bank_scenario
 
+    _tests_importable()
+    # Imported here, not at the top: they import aiohttp, httpx and hypercorn.
+    from tests.asynclocks.explore import net_scenarios
+
+    # The tests' networked programs, with the handler's update locked: the same code the
+    # tests prove, so the figures are of what the tests check.
+    aiohttp_two_requests = net_scenarios.aiohttp_test_client_counter(True)
+    trio_two_clients = net_scenarios.trio_counter(True)
     print("two concurrent requests, aiohttp TestServer + TestClient (the handler is locked)")
     asynclocks.explore(aiohttp_two_requests, max_schedules=20)  # warm up
     started = time.perf_counter()
@@ -462,6 +416,7 @@ def network_section(rounds: int) -> None:
     wall = time.perf_counter() - started
     assert report.exhaustive
     assert not report.failed
+    bar.advance()
     print(
         f"  dfs, preemption bound {NETWORK_BOUND}: {report.schedules} schedules (exhaustive) in "
         f"{wall:.2f} s = {report.schedules / wall:,.0f} schedules/s"
@@ -471,6 +426,7 @@ def network_section(rounds: int) -> None:
     for _ in range(rounds):  # interleaved, so machine load hits both alike
         explored.append(explored_cpu_per_schedule(aiohttp_two_requests, report.schedules))
         stock.append(stock_cpu_per_run(aiohttp_two_requests, 50))
+        bar.advance()
     one_schedule = sorted(explored)[len(explored) // 2]
     one_run = sorted(stock)[len(stock) // 2]
     ratio = one_schedule / one_run
@@ -491,6 +447,7 @@ def network_section(rounds: int) -> None:
         )
         seconds = time.perf_counter() - started
         assert not trio_report.failed
+        bar.advance()
         coverage = "exhaustive" if trio_report.exhaustive else "not exhaustive"
         print(
             f"  preemption bound {bound if bound is not None else 'none'}: "
@@ -502,6 +459,7 @@ def network_section(rounds: int) -> None:
     found = asynclocks.explore(bank_scenario("none"), preemption_bound=NETWORK_BOUND)
     seconds = time.perf_counter() - started
     assert found.failed
+    bar.advance()
     verdict = "PASS" if found.schedules <= 10 else "MISS"
     print(
         f"  lock mode none: overdraft found after {found.schedules} schedule(s) in "
@@ -513,6 +471,7 @@ def network_section(rounds: int) -> None:
         seconds = time.perf_counter() - started
         assert proof.exhaustive
         assert not proof.failed
+        bar.advance()
         verdict = "PASS" if seconds < 60 else "MISS"
         print(
             f"  lock mode {mode}: proved, exhaustive within preemption bound {NETWORK_BOUND}: "
@@ -527,9 +486,13 @@ SUITE_BUDGET = 2_000  # schedules per search for a bug
 PROOF_TARGET = 30.0  # seconds for an unbounded proof of a fixed program
 
 
-def _suite_programs() -> list[Any]:
+def _tests_importable() -> None:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+
+
+def _suite_programs() -> list[Any]:
+    _tests_importable()
     from tests.asynclocks.explore.library_programs import cases
 
     return cases()
@@ -561,9 +524,25 @@ def _summary(found: list[int | None]) -> str:
     return f"{len(hits)}/{len(found)} med {median}" if len(found) > 1 else str(median)
 
 
-def suite(seeds: int, depths: list[int]) -> None:
+def suite(seeds: int, depths: list[int], progress: bool = True) -> None:
     """Per program and backend: schedules to find the bug per strategy; the fix's proof."""
     programs = _suite_programs()
+    with ProgressBar("bug suite", len(programs), enabled=progress) as bar:
+        missed, slow = _suite_rows(programs, seeds, bar)
+    verdict = "PASS" if not missed else "MISS"
+    print(
+        f"  every bug found by every strategy on every seed: {verdict}"
+        + (f" ({missed} strategy/program pairs missed on some seed)" if missed else "")
+    )
+    verdict = "PASS" if not slow else "MISS"
+    print(f"  every fixed program proved without a bound in < {PROOF_TARGET:.0f} s: {verdict}")
+    if depths:
+        with ProgressBar("pct by depth", len(programs), enabled=progress) as bar:
+            _pct_depth_rows(programs, seeds, depths, bar)
+
+
+def _suite_rows(programs: list[Any], seeds: int, bar: ProgressBar) -> tuple[int, int]:
+    """Print the suite's table, a row per program and backend; (misses, slow proofs)."""
     strategies: tuple[Strategy, ...] = ("dfs", "random", "pct", "portfolio")
     print(
         f"bug suite: schedules to find each bug (budget {SUITE_BUDGET}; random, pct and "
@@ -594,26 +573,24 @@ def suite(seeds: int, depths: list[int]) -> None:
             state = "FAILED"
         row += f"   {state}, {proof.schedules} schedules, {seconds:.2f} s CPU"
         print(row, flush=True)
-    verdict = "PASS" if not missed else "MISS"
-    print(
-        f"  every bug found by every strategy on every seed: {verdict}"
-        + (f" ({missed} strategy/program pairs missed on some seed)" if missed else "")
-    )
-    verdict = "PASS" if not slow else "MISS"
-    print(f"  every fixed program proved without a bound in < {PROOF_TARGET:.0f} s: {verdict}")
-    if depths:
-        print(f"pct by depth: found/seeds and median schedules (seeds 0-{seeds - 1})")
-        print(f"  {'program':28} {'backend':8}" + "".join(f"{'d=' + str(d):>16}" for d in depths))
-        totals = dict.fromkeys(depths, 0)
-        for program, backend in programs:
-            row = f"  {program.name:28} {backend:8}"
-            for depth in depths:
-                found = _to_find(program.buggy, backend, "pct", seeds, depth)
-                totals[depth] += sum(n is not None for n in found)
-                row += f"{_summary(found):>16}"
-            print(row, flush=True)
-        runs = len(programs) * seeds
-        print(f"  {'hits':37}" + "".join(f"{f'{totals[d]}/{runs}':>16}" for d in depths))
+        bar.advance()
+    return missed, slow
+
+
+def _pct_depth_rows(programs: list[Any], seeds: int, depths: list[int], bar: ProgressBar) -> None:
+    print(f"pct by depth: found/seeds and median schedules (seeds 0-{seeds - 1})")
+    print(f"  {'program':28} {'backend':8}" + "".join(f"{'d=' + str(d):>16}" for d in depths))
+    totals = dict.fromkeys(depths, 0)
+    for program, backend in programs:
+        row = f"  {program.name:28} {backend:8}"
+        for depth in depths:
+            found = _to_find(program.buggy, backend, "pct", seeds, depth)
+            totals[depth] += sum(n is not None for n in found)
+            row += f"{_summary(found):>16}"
+        print(row, flush=True)
+        bar.advance()
+    runs = len(programs) * seeds
+    print(f"  {'hits':37}" + "".join(f"{f'{totals[d]}/{runs}':>16}" for d in depths))
 
 
 def main() -> None:
@@ -637,12 +614,15 @@ def main() -> None:
     parser.add_argument(
         "--pct-depths", default="", help="comma-separated pct depths to compare (--suite)"
     )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress display on stderr (--suite, --network)"
+    )
     args = parser.parse_args()
     if args.suite:
         depths = [int(d) for d in args.pct_depths.split(",") if d.strip()]
-        suite(args.seeds, depths)
+        suite(args.seeds, depths, progress=not args.quiet)
     elif args.network:
-        network_section(args.rounds)
+        network_section(args.rounds, progress=not args.quiet)
     elif args.json:  # a child of --pythons: the figures, machine-readable
         version = f"{sys.version_info[0]}.{sys.version_info[1]}"
         figures = {"python": version, "rates": rates(args.schedules), "reduction": reduction()}
@@ -652,7 +632,7 @@ def main() -> None:
         across(pythons, args.schedules)
     else:
         single(args.schedules)
-        network_section(args.rounds)
+        network_section(args.rounds, progress=not args.quiet)
 
 
 if __name__ == "__main__":

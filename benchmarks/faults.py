@@ -15,11 +15,13 @@ one without, interleaved rounds; printed, no target: the fault tree is larger, a
 do more). With faults off the explorer's own loops pay one test per step: callgrind counted
 +0.9% (asyncio) and +0.7% (trio) instructions per schedule against the tree before faults.
 
-Run: ``python benchmarks/faults.py``.
+Run: ``python benchmarks/faults.py [--quiet]`` (progress on stderr when it is a terminal, unless
+``--quiet``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import asynclocks  # noqa: E402 - after the checkout is importable
 from asynclocks import Backend, Strategy  # noqa: E402
+from asynclocks._progress import ProgressBar  # noqa: E402
 from tests.asynclocks.explore.fault_scenarios import CANCEL_BUGS, TIMEOUT_BUGS  # noqa: E402
 
 Scenario = Callable[[], Awaitable[None]]
@@ -84,13 +87,22 @@ def _shown(count: int) -> str:
     return f"{count}" if count <= FIND_TARGET else "-"
 
 
-def bugs() -> bool:
+def bugs(progress: bool = True) -> bool:
     print(
         f"{'bug':<22} {'backend':<8} {'no faults':>9} {'dfs':>5} {'random':>6} {'pct':>5} "
         f"{'fixed: schedules':>16} {'s':>6}  verdict"
     )
     ok = True
-    for table, faults in ((CANCEL_BUGS, {"cancel": "auto"}), (TIMEOUT_BUGS, {"timeouts": "auto"})):
+    tables = ((CANCEL_BUGS, {"cancel": "auto"}), (TIMEOUT_BUGS, {"timeouts": "auto"}))
+    rows = sum(len(backends) for table, _ in tables for _, backends in table.values())
+    with ProgressBar("bugs and fixes", rows, enabled=progress) as bar:
+        ok = _bug_rows(tables, bar)
+    return ok
+
+
+def _bug_rows(tables: tuple[tuple[dict[str, Any], dict[str, str]], ...], bar: ProgressBar) -> bool:
+    ok = True
+    for table, faults in tables:
         for name, (make, backends) in table.items():
             for backend in backends:
                 baseline = _explore(make(False), backend, {})
@@ -109,11 +121,17 @@ def bugs() -> bool:
                     f"{_shown(dfs):>5} {_shown(int(rnd)):>6} {_shown(int(pct)):>5} "
                     f"{proof.schedules:>16,} {seconds:>6.2f}  {'PASS' if passed else 'MISS'}"
                 )
+                bar.advance()
     return ok
 
 
-def cost(rounds: int = 5, schedules: int = 2_000) -> None:
+def cost(rounds: int = 5, schedules: int = 2_000, progress: bool = True) -> None:
     print(f"\ncost of offering faults, ten-step scenario, best of {rounds} interleaved rounds:")
+    with ProgressBar("cost rounds", 2 * rounds, enabled=progress) as bar:
+        _cost_rows(rounds, schedules, bar)
+
+
+def _cost_rows(rounds: int, schedules: int, bar: ProgressBar) -> None:
     for backend, scenario in (("asyncio", asyncio_ten_steps), ("trio", trio_ten_steps)):
         best = {"off": float("inf"), "on": float("inf")}
         modes: dict[str, dict[str, Any]] = {
@@ -126,15 +144,19 @@ def cost(rounds: int = 5, schedules: int = 2_000) -> None:
                 report = _explore(scenario, backend, options)
                 cpu = time.process_time() - cpu
                 best[mode] = min(best[mode], cpu / report.schedules)
+            bar.advance()
         print(
             f"  {backend:<8} off {best['off'] * 1e6:7.1f} us/schedule, on "
             f"{best['on'] * 1e6:7.1f} us/schedule: {best['on'] / best['off']:.2f}x"
         )
 
 
-def main() -> None:
-    ok = bugs()
-    cost()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quiet", action="store_true", help="no progress display on stderr")
+    args = parser.parse_args(argv)
+    ok = bugs(progress=not args.quiet)
+    cost(progress=not args.quiet)
     print(f"\nall bugs found by dfs, random and pct, every fix proved: {'PASS' if ok else 'MISS'}")
 
 

@@ -1,6 +1,7 @@
 """Transfers per second of lock mode ``db`` with two workers on PostgreSQL, next to pgbench.
 
-Run: ``.venv/bin/python benchmarks/postgres.py`` (about 40 s) or ``--quick`` (about 15 s).
+Run: ``.venv/bin/python benchmarks/postgres.py`` (about 40 s) or ``--quick`` (about 15 s); a
+progress display on stderr when it is a terminal, unless ``--quiet``.
 
 Both figures come from one run, against the same server, with the same number of clients:
 
@@ -50,16 +51,21 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from asynclocks._progress import ProgressBar
 from services.bank.run.server import LoopKind
 from services.bank.tools.showdown import start_server
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+#: The server's admin token, given through its environment (never argv); the hammer registers a
+#: client of its own with it, and wrk acts for a client registered with it.
+ADMIN_TOKEN = secrets.token_urlsafe(24)
+SERVER_ENV = {**os.environ, "BANK_ADMIN_TOKEN": ADMIN_TOKEN}
 TRANSFERS_TARGET = 3_000.0
 RATIO_TARGET = 0.5
 
 
 WRK_LUA = """
-local headers = {["Content-Type"] = "application/json"}
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %s"}
 local accounts = %d
 request = function()
   local source = math.random(0, accounts - 1)
@@ -139,7 +145,7 @@ def _hammer(
     command += ["--concurrency", str(clients), "--duration", str(seconds)]
     command += ["--accounts", str(accounts), "--mix", "transfer:1", "--no-progress"]
     command += ["--seed", "1", "--json", str(out)]
-    result = subprocess.run(command, check=False, capture_output=True, text=True)
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=SERVER_ENV)
     if result.returncode != 0:
         raise SystemExit(f"hammer failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     report: dict[str, Any] = json.loads(out.read_text())
@@ -157,12 +163,12 @@ def _ensure_wrk() -> str | None:
     return path
 
 
-def _post_json(url: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+def _post_json(url: str, body: dict[str, Any], token: str) -> Any:
+    """POST ``body`` as ``token``'s (a client key or the admin token); return the answer."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
-        response.read()
+        return json.loads(response.read())
 
 
 def _wrk(wrk: str, url: str, clients: int, seconds: float, script: Path, supervisor: int) -> WrkRun:
@@ -191,11 +197,12 @@ def run_wrk(
         print("wrk is not installed (apt-get install wrk): skipping the wrk run", file=sys.stderr)
         return None
     prefix = f"w{secrets.token_hex(3)}-"
+    key = _post_json(f"{url}/clients", {"id": f"wrk-{prefix}"}, ADMIN_TOKEN)["key"]
     for index in range(accounts):
         # Enough that amount-1 transfers never run out: every answer is a 200.
-        _post_json(f"{url}/accounts", {"id": f"{prefix}{index}", "balance": 10**9})
+        _post_json(f"{url}/accounts", {"id": f"{prefix}{index}", "balance": 10**9}, key)
     script = folder / "transfer.lua"
-    script.write_text(WRK_LUA % (accounts, prefix, prefix))
+    script.write_text(WRK_LUA % (key, accounts, prefix, prefix))
     _wrk(wrk, url, clients, min(2.0, seconds), script, supervisor)  # warm-up
     return _wrk(wrk, url, clients, seconds, script, supervisor)
 
@@ -209,7 +216,7 @@ def run_bank(
     store = _with_query(dsn, search_path=schema, pool_size=str(pool))
     try:
         args = ["--workers", "2", "--lock", "db", "--store", store, "--loop", loop]
-        with start_server(args) as server, tempfile.TemporaryDirectory() as folder:
+        with start_server(args, env=SERVER_ENV) as server, tempfile.TemporaryDirectory() as folder:
             # Warm-up: connection pools filled, statements prepared, caches hot.
             warm_up = Path(folder, "warm.json")
             _hammer(server.url, clients, min(3.0, seconds), accounts, warm_up, loop)
@@ -219,7 +226,10 @@ def run_bank(
             workers_cpu = _workers_cpu(supervisor) - workers_cpu
             hammer_cpu = _children_cpu() - hammer_cpu
             wrk = run_wrk(server.url, clients, seconds, accounts, Path(folder), supervisor)
-            with urllib.request.urlopen(f"{server.url}/audit", timeout=30) as response:
+            audit_request = urllib.request.Request(
+                f"{server.url}/audit", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
+            with urllib.request.urlopen(audit_request, timeout=30) as response:
                 audit = json.load(response)
     finally:
         asyncio.run(_execute(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -287,11 +297,15 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="5 s runs")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--quiet", action="store_true", help="no progress display on stderr")
     args = parser.parse_args()
     seconds = 5.0 if args.quick else args.seconds
 
-    bank = run_bank(args.dsn, args.clients, seconds, args.accounts, args.pool, args.loop)
-    tps = run_pgbench(args.dsn, args.clients, seconds)
+    with ProgressBar("the bank, then pgbench", 2, enabled=not args.quiet) as bar:
+        bank = run_bank(args.dsn, args.clients, seconds, args.accounts, args.pool, args.loop)
+        bar.advance()
+        tps = run_pgbench(args.dsn, args.clients, seconds)
+        bar.advance()
     ratio = bank.transfers_per_s / tps
     drift_ok = bank.drift == 0 and bank.audit_drift == 0
     rows = [("hammer", bank.transfers_per_s, ratio)]

@@ -1,6 +1,7 @@
 """What the bank's locking and our load generator cost, measured with wrk in one run.
 
-Run: ``.venv/bin/python benchmarks/service.py`` (about 2.5 min) or ``--quick`` (40 s).
+Run: ``.venv/bin/python benchmarks/service.py`` (about 2.5 min) or ``--quick`` (40 s); each round's
+figures go to stderr as it ends, as progress (``--quiet``: not).
 ``BENCH_ACCOUNTS=N`` changes the number of accounts of the first pair (default 64).
 
 ``--against REV`` measures something else: this tree's bank against the bank of git revision
@@ -372,8 +373,11 @@ def run_hammer(target: Server, seconds: float, connections: int, loop: LoopKind)
         return Run(document["requests"], document["duration_s"], cpu)
 
 
-def measure(rounds: int, seconds: float, connections: int, loop: LoopKind) -> dict[str, list[Run]]:
-    """Start the two servers once, then measure them in interleaved rounds."""
+def measure(
+    rounds: int, seconds: float, connections: int, loop: LoopKind, progress: bool = True
+) -> dict[str, list[Run]]:
+    """Start the two servers once, then measure them in interleaved rounds (each round's
+    figures on stderr as it ends, unless not ``progress``)."""
     wrk = ensure_wrk()
     runs: dict[str, list[Run]] = {
         "bare": [],
@@ -436,6 +440,8 @@ def measure(rounds: int, seconds: float, connections: int, loop: LoopKind) -> di
             # hammer against the server wrk measured, in mode account (paired with that run)
             set_mode(servers["bank"].url, "account")
             runs["hammer"].append(run_hammer(servers["bank"], seconds, connections, loop))
+            if not progress:
+                continue
             print(
                 f"round {round_number}/{rounds}: "
                 + "  ".join(
@@ -503,7 +509,13 @@ def _pinning(enabled: bool) -> tuple[set[int] | None, set[int] | None]:
 
 
 def measure_against(
-    before: Path, rounds: int, seconds: float, connections: int, loop: LoopKind, pin: bool
+    before: Path,
+    rounds: int,
+    seconds: float,
+    connections: int,
+    loop: LoopKind,
+    pin: bool,
+    progress: bool = True,
 ) -> dict[tuple[str, str], list[Run]]:
     """Measure the bank of ``before`` and of this tree in interleaved rounds.
 
@@ -543,6 +555,8 @@ def measure_against(
                         wrk, servers[tree], scripts[tree], seconds, connections, wrk_cpus
                     )
                     runs[tree, mode].append(found)
+            if not progress:
+                continue
             print(
                 f"round {number + 1}/{rounds}: "
                 + "  ".join(
@@ -620,6 +634,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="with --against: do not keep the servers and wrk on separate CPUs",
     )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress (each round's figures) on stderr"
+    )
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_bare:
@@ -637,11 +654,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             rounds = 4  # every order of trees and modes once
         with revision_tree(commit) as before:
             found = measure_against(
-                before, rounds, seconds, args.connections, args.loop, not args.no_pin
+                before,
+                rounds,
+                seconds,
+                args.connections,
+                args.loop,
+                not args.no_pin,
+                progress=not args.quiet,
             )
         label = f"{args.against} ({commit[:10]})"
         return 0 if report_against(found, label, rounds, seconds) else 1
-    runs = measure(rounds, seconds, args.connections, args.loop)
+    runs = measure(rounds, seconds, args.connections, args.loop, progress=not args.quiet)
     wall = {name: max(run.rps for run in found) for name, found in runs.items()}
     cpu = {name: max(run.per_cpu for run in found) for name, found in runs.items()}
     # hammer against wrk on the same server, paired round by round.

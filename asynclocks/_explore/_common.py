@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import linecache
 import os
 import sys
 import sysconfig
@@ -336,6 +337,39 @@ def format_location(location: Location | None) -> str:
     if caller is not None:
         text += f" in {_format_frame(caller)}"
     return text
+
+
+def format_event(event: TraceEvent, names: dict[int, str]) -> str:
+    """One event line of a trace: ``~ #1 worker woke: asyncio.Lock acquired``."""
+    who = "" if event.task is None else f"{names.get(event.task, f'#{event.task}')} "
+    detail = f": {event.detail}" if event.detail else ""
+    if event.kind == "time":
+        return f"~ {event.detail}"
+    return f"~ {who}{event.kind}{detail}"
+
+
+def source_line(location: Location | None) -> str:
+    """The stripped source text of a location's line ("" when the file cannot be read)."""
+    if location is None:
+        return ""
+    filename, line, _ = location[0]
+    return linecache.getline(filename, line).strip()
+
+
+def step_resumed(step: Step, first: bool) -> str:
+    """Where a step resumed: a location, "start" (a task's first step) or "library code"."""
+    if step.resumed is not None:
+        return format_location(step.resumed)
+    # A later step with no frame of the user's stood only in library code (an HTTP server's own
+    # tasks, say).
+    return "start" if first else "library code"
+
+
+def step_after(step: Step) -> str:
+    """Where a step ended: how its task ended if it finished, else the await it stopped at."""
+    if step.finished:
+        return step.end or "finished"
+    return "library code" if step.suspended is None else format_location(step.suspended)
 
 
 def describe_object(obj: object) -> str:

@@ -12,8 +12,7 @@ import html
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._common import Step
-from ._report import format_event, source_line, step_after, step_resumed
+from ._common import Step, format_event, source_line, step_after, step_resumed
 
 if TYPE_CHECKING:
     from ._report import Report

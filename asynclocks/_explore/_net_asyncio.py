@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._common import unsupported
-from ._net_hooks import asyncio_network, hook_socket_users
+from ._net_hooks import hook_socket_users
 from ._network import Network, SimSocket, addrinfo, nameinfo
 
 #: The class of every stdlib socket (``socket.socket`` derives from it), which a test replacing
@@ -69,6 +69,14 @@ def _hook_aiohttp_test_server() -> None:
     defaults = getattr(test_utils.BaseTestServer.__init__, "__kwdefaults__", None)
     if defaults and defaults.get("socket_factory") is test_utils.get_port_socket:
         defaults["socket_factory"] = _simulated_port_socket(test_utils.get_port_socket)
+
+
+def asyncio_network() -> Network | None:
+    """The running controlled asyncio loop's network, if the running loop is one."""
+    loop = asyncio._get_running_loop()
+    if isinstance(loop, SimulatedNetworkLoop):
+        return loop._net_network()
+    return None
 
 
 def _hook_socket_users() -> None:

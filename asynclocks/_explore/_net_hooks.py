@@ -14,7 +14,6 @@ outside an exploration. :func:`hook_trio_wrap` makes ``trio.socket.from_stdlib_s
 
 from __future__ import annotations
 
-import asyncio
 import socket as _socket
 import sys
 import types
@@ -79,16 +78,6 @@ def hook_socket_users(find: Callable[[], Network | None]) -> bool:
         elif getattr(module, "socket", None) is _socket:
             module.socket = _STAND_IN  # type: ignore[attr-defined]
     return done
-
-
-def asyncio_network() -> Network | None:
-    """The running controlled asyncio loop's network, if the running loop is one."""
-    from ._net_asyncio import SimulatedNetworkLoop
-
-    loop = asyncio._get_running_loop()
-    if isinstance(loop, SimulatedNetworkLoop):
-        return loop._net_network()
-    return None
 
 
 def hook_trio_wrap(wrap: Callable[[SimSocket], Any]) -> Callable[[], None]:

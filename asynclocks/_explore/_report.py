@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import linecache
 import os
 import re
 import zlib
@@ -13,13 +12,15 @@ from typing import Literal
 from ._common import (
     Backend,
     FailureKind,
-    Location,
     Outcome,
     Step,
     Strategy,
-    TraceEvent,
     Waiting,
+    format_event,
     format_location,
+    source_line,
+    step_after,
+    step_resumed,
 )
 from ._faults import NO_FAULTS, Faults, faults_from_code
 
@@ -311,39 +312,6 @@ TRACE_LIMIT = 40
 TRACE_HEAD = 4
 TRACE_TAIL = 8
 TRACE_CONTEXT = 2
-
-
-def format_event(event: TraceEvent, names: dict[int, str]) -> str:
-    """One event line of a trace: ``~ #1 worker woke: asyncio.Lock acquired``."""
-    who = "" if event.task is None else f"{names.get(event.task, f'#{event.task}')} "
-    detail = f": {event.detail}" if event.detail else ""
-    if event.kind == "time":
-        return f"~ {event.detail}"
-    return f"~ {who}{event.kind}{detail}"
-
-
-def source_line(location: Location | None) -> str:
-    """The stripped source text of a location's line ("" when the file cannot be read)."""
-    if location is None:
-        return ""
-    filename, line, _ = location[0]
-    return linecache.getline(filename, line).strip()
-
-
-def step_resumed(step: Step, first: bool) -> str:
-    """Where a step resumed: a location, "start" (a task's first step) or "library code"."""
-    if step.resumed is not None:
-        return format_location(step.resumed)
-    # A later step with no frame of the user's stood only in library code (an HTTP server's own
-    # tasks, say).
-    return "start" if first else "library code"
-
-
-def step_after(step: Step) -> str:
-    """Where a step ended: how its task ended if it finished, else the await it stopped at."""
-    if step.finished:
-        return step.end or "finished"
-    return "library code" if step.suspended is None else format_location(step.suspended)
 
 
 def _shown(count: int, keep: Sequence[int]) -> list[bool]:

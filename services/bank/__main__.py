@@ -478,7 +478,9 @@ def _register_hammer(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help=f"file whose first line is the client API key to send (default: ${API_KEY_ENV}; "
         f"without either, the run registers a client of its own with ${ADMIN_TOKEN_ENV})",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no live progress bar on stderr")
+    parser.add_argument(
+        "--no-progress", "--quiet", action="store_true", help="no live progress bar on stderr"
+    )
     _add_loop(parser)
     parser.set_defaults(handler=_hammer)
 
@@ -613,7 +615,9 @@ def _register_showdown(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument(
         "--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no live progress on stderr")
+    parser.add_argument(
+        "--no-progress", "--quiet", action="store_true", help="no live progress on stderr"
+    )
     _add_loop(parser)
     parser.set_defaults(handler=_showdown)
 

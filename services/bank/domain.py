@@ -232,8 +232,8 @@ class RetryLater(BankError):
 
 
 class DeadlineExceeded(RetryLater):
-    """The request did not get its account locks or its database connection within the
-    service's ``request_timeout``; nothing was applied."""
+    """The request did not get its lock mode's locks (or past a mode switch) or its database
+    connection within the service's ``request_timeout``; nothing was applied."""
 
     code = "deadline_exceeded"
 

@@ -64,7 +64,12 @@ def create_app(config: BankConfig, *, store: Store | None = None) -> web.Applica
     app[LEDGER] = ledger
     app[STALLS] = StallWatch()
     app[OPENAPI] = json.dumps(
-        openapi_document(locking.modes, require_keys=config.require_keys), indent=2
+        openapi_document(
+            locking.modes,
+            require_keys=config.require_keys,
+            max_body_bytes=config.max_body_bytes,
+        ),
+        indent=2,
     ).encode()
 
     async def store_lifetime(app: web.Application) -> AsyncIterator[None]:

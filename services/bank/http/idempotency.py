@@ -47,6 +47,7 @@ from ..ports import IdempotencyBackend, KeyPolicy, KeyTakenMeanwhile, StoredResp
 from ..stores.memory import MemoryIdempotency
 from .auth import principal
 from .errors import InvalidIdempotencyKey, error_response
+from .headers import HEADER, MAX_KEY_LENGTH, REPLAYED_HEADER
 from .keys import CONFIG
 from .middlewares import Handler
 
@@ -60,13 +61,6 @@ __all__ = [
     "setup_idempotency",
     "unit_of_work",
 ]
-
-#: The request header carrying the key.
-HEADER: Final = "Idempotency-Key"
-#: Set to ``true`` on a response replayed from an earlier request.
-REPLAYED_HEADER: Final = "Idempotent-Replayed"
-#: Longest key accepted, in characters.
-MAX_KEY_LENGTH: Final = 128
 
 
 def check_key(values: list[str]) -> str:

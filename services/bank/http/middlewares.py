@@ -30,6 +30,7 @@ from .errors import (
     Unauthenticated,
     error_response,
 )
+from .headers import HEADER
 from .keys import CONFIG, STALLS
 
 __all__ = ["Handler", "body_deadline_middleware", "error_middleware"]
@@ -86,12 +87,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # committed, so it does not claim that nothing was applied.
             logger.warning("database unavailable in %s %s: %r", request.method, request.path, exc)
             if request.method in ("GET", "HEAD"):
+                request.app[STALLS].note(RetryLater.code)
                 return error_response(
                     RetryLater(
                         f"the database is unavailable right now ({type(exc).__name__}); retry later"
                     )
                 )
-            keyed = "Idempotency-Key" in request.headers
+            keyed = HEADER in request.headers
             request.app[STALLS].note(OutcomeUnknown.code)
             return error_response(OutcomeUnknown(type(exc).__name__, keyed=keyed))
         logger.exception("unhandled error in %s %s", request.method, request.path)

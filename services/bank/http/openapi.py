@@ -16,6 +16,7 @@ from typing import Any, cast
 from pydantic import TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from ..run.config import DEFAULT_MAX_BODY_BYTES
 from .idempotency import HEADER, MAX_KEY_LENGTH, REPLAYED_HEADER
 from .models import AccountId, Body, request_models, response_models
 
@@ -40,7 +41,6 @@ def _error(description: str) -> dict[str, Any]:
 
 
 _BAD_JSON = _error("invalid_json: the body is not UTF-8 JSON (or has duplicate keys, NaN)")
-_TOO_LARGE = _error("body_too_large: the body is over 64 KiB")
 _MEDIA = _error("unsupported_media_type: the Content-Type is not application/json")
 _SHAPE = _error("validation_error: missing or extra field, wrong type, or out of range")
 _NOT_FOUND = _error("account_not_found: no such account")
@@ -56,13 +56,16 @@ _WHO = {"401": _UNAUTHENTICATED, "403": _FORBIDDEN}
 
 _TIMEOUT = _error("body_timeout: the body did not arrive within the server's body timeout")
 
-_BODY_REFUSALS = {
-    "400": _BAD_JSON,
-    "408": _TIMEOUT,
-    "413": _TOO_LARGE,
-    "415": _MEDIA,
-    "422": _SHAPE,
-}
+
+def _body_refusals(max_body_bytes: int) -> dict[str, Any]:
+    """The refusals of a request body, with the service's cap on its size."""
+    return {
+        "400": _BAD_JSON,
+        "408": _TIMEOUT,
+        "413": _error(f"body_too_large: the body is over {max_body_bytes} bytes"),
+        "415": _MEDIA,
+        "422": _SHAPE,
+    }
 
 
 #: POSTs that move money or open accounts take an Idempotency-Key (see
@@ -85,7 +88,6 @@ _IDEMPOTENCY_KEY = {
     ),
 }
 _POST_REFUSALS = {
-    **_BODY_REFUSALS,
     "400": _error(
         "invalid_json: the body is not UTF-8 JSON (or has duplicate keys, NaN); "
         "invalid_idempotency_key: the Idempotency-Key header is empty, too long, not printable "
@@ -145,14 +147,21 @@ def _openapi_3_0(schema: object) -> object:
     return schema
 
 
-def openapi_document(modes: Sequence[str], *, require_keys: bool = True) -> dict[str, Any]:
+def openapi_document(
+    modes: Sequence[str], *, require_keys: bool = True, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> dict[str, Any]:
     """Return the OpenAPI 3.0.3 document of a service offering the lock ``modes``.
 
     Args:
         modes: The lock modes offered.
         require_keys: Whether the client routes need an API key; without, their security
             lists the anonymous alternative ``{}`` too (``BankConfig.require_keys``).
+        max_body_bytes: The service's cap on a request body (``BankConfig.max_body_bytes``),
+            which the 413 refusals state.
     """
+    body_refusals = _body_refusals(max_body_bytes)
+    # The POST refusals' 400 and 422 also cover the Idempotency-Key: they replace the body's.
+    post_refusals = {**body_refusals, **_POST_REFUSALS}
     anyone: list[dict[str, list[str]]] = [] if require_keys else [{}]
     client_security = [{"clientKey": []}, *anyone]
     reader_security = [{"clientKey": []}, {"adminToken": []}, *anyone]
@@ -165,7 +174,7 @@ def openapi_document(modes: Sequence[str], *, require_keys: bool = True) -> dict
     }
     money_move = {
         "200": _json_body("Account", "the new balance"),
-        **_POST_REFUSALS,
+        **post_refusals,
         "404": _NOT_FOUND,
         "409": _error("balance_too_large: the credit would exceed what a database store holds"),
     }
@@ -205,7 +214,7 @@ def openapi_document(modes: Sequence[str], *, require_keys: bool = True) -> dict
                     "requestBody": _request("NewClient"),
                     "responses": {
                         "201": _json_body("ClientKey", "the client and its API key"),
-                        **_BODY_REFUSALS,
+                        **body_refusals,
                         **_WHO,
                         "409": _error("client_exists: the id is taken"),
                         "503": _UNAVAILABLE,
@@ -221,7 +230,7 @@ def openapi_document(modes: Sequence[str], *, require_keys: bool = True) -> dict
                     "requestBody": _request("NewAccount"),
                     "responses": {
                         "201": _json_body("Account", "the account was opened"),
-                        **_POST_REFUSALS,
+                        **post_refusals,
                         "409": _error(
                             "account_exists: the id is taken; too_many_accounts: the client "
                             "owns as many accounts as it may; opening_balance_too_large: over "
@@ -276,7 +285,7 @@ def openapi_document(modes: Sequence[str], *, require_keys: bool = True) -> dict
                     "requestBody": _request("TransferRequest"),
                     "responses": {
                         "200": _json_body("TransferResult", "both new balances"),
-                        **_POST_REFUSALS,
+                        **post_refusals,
                         "404": _NOT_FOUND,
                         "409": _error(
                             "insufficient_funds: the source does not cover it; "
@@ -318,7 +327,7 @@ def openapi_document(modes: Sequence[str], *, require_keys: bool = True) -> dict
                     "requestBody": _request("LockMode"),
                     "responses": {
                         "200": _json_body("LockMode", "the mode now in force"),
-                        **_BODY_REFUSALS,
+                        **body_refusals,
                         **_WHO,
                         "409": _error(
                             "lock_mode_per_worker: the server runs several worker processes; "

@@ -16,9 +16,11 @@ from typing import Final
 from urllib.parse import urlsplit
 
 __all__ = [
+    "STORE_CHECK_TIMEOUT",
     "StoreUnavailable",
     "check_output_path",
     "check_store",
+    "check_store_path",
     "describe_store",
     "store_failure",
 ]
@@ -68,7 +70,15 @@ def store_failure(url: str, exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"cannot open {describe_store(url)}: {_reason(exc)}")
 
 
-def _check_sqlite_directory(url: str) -> None:
+def check_store_path(url: str) -> None:
+    """Check, without opening it, what can be known of the store of ``url`` from its URL: a
+    SQLite file's directory exists and the file is not a directory.
+
+    Raises:
+        StoreUnavailable: The SQLite file cannot be where the URL says.
+    """
+    if not url.startswith("sqlite:"):
+        return
     from ..stores.sqlite import sqlite_path
 
     path = Path(sqlite_path(url))
@@ -95,8 +105,7 @@ async def check_store(url: str) -> None:
 
     if url == "memory":
         return
-    if url.startswith("sqlite:"):
-        _check_sqlite_directory(url)
+    check_store_path(url)
     store = open_store(url)
     try:
         async with asyncio.timeout(STORE_CHECK_TIMEOUT):

@@ -16,7 +16,7 @@ from ..http import create_app
 from ..ports import Store
 from .config import BankConfig
 from .connections import ConnectionGuard, GuardedSite
-from .preflight import store_failure
+from .preflight import STORE_CHECK_TIMEOUT, store_failure
 
 __all__ = ["LoopKind", "format_url", "run", "serve"]
 
@@ -41,12 +41,15 @@ async def serve(
     stop: asyncio.Event | None = None,
     reuse_port: bool = False,
     store: Store | None = None,
+    before_listening: Callable[[], None] | None = None,
 ) -> None:
     """Serve the bank until ``stop`` is set, or until SIGINT/SIGTERM when ``stop`` is omitted.
 
     ``announce`` receives ``listening on http://HOST:PORT`` once the socket accepts connections
     (with the real port when ``config.port`` is 0). ``store`` replaces the one ``config.store``
-    names (tests hold one open to look inside).
+    names (tests hold one open to look inside). ``before_listening`` is called once the store
+    is open, before the port is bound (the ``serve`` command's warnings go there, so that a
+    store that cannot be opened is the only line).
 
     Stopping drains: the port stops accepting, idle connections are closed, requests under way
     get ``config.drain_timeout`` seconds to finish and their replies say ``Connection: close``;
@@ -54,7 +57,8 @@ async def serve(
 
     Raises:
         OSError: The address cannot be bound.
-        StoreUnavailable: The store cannot be opened.
+        StoreUnavailable: The store cannot be opened, or did not open within
+            ``STORE_CHECK_TIMEOUT`` seconds.
     """
     app = create_app(config, store=store)
     guard = ConnectionGuard(
@@ -72,10 +76,15 @@ async def serve(
     )
     try:
         # The app's start-up opens the store: its failures are the store's, never the port's.
-        await runner.setup()
+        # Bounded like the check of `serve --workers N` (preflight.check_store), which one
+        # process does not run: this is its only opening.
+        async with asyncio.timeout(STORE_CHECK_TIMEOUT):
+            await runner.setup()
     except Exception as exc:
         raise store_failure(config.store, exc) from exc
     try:
+        if before_listening is not None:
+            before_listening()
         # reuse_port: the workers of `serve --workers N` all bind the same port.
         site = GuardedSite(runner, guard, config.host, config.port, reuse_port=reuse_port)
         await site.start()

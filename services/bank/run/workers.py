@@ -39,7 +39,7 @@ from types import FrameType
 from typing import Final, TextIO
 
 from .config import BankConfig
-from .preflight import StoreUnavailable, check_store
+from .preflight import StoreUnavailable, check_store, check_store_path
 from .server import LoopKind, format_url, run, serve
 
 __all__ = ["DEFAULT_GRACE", "serve_forever", "supervise"]
@@ -271,19 +271,25 @@ def _stop_all(
 def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
     """The ``serve`` command: one process, or ``config.workers`` of them; returns the exit code.
 
-    The store is opened once first, so that a store that cannot be opened is one line and exit
-    code 2 before anything listens (rather than a worker that fails to start). A configuration
+    A store that cannot be opened is one line and exit code 2 before anything listens: with
+    several workers the supervisor opens it once first (rather than every worker failing to
+    start); one process opens it once, as it starts, before it binds the port. A configuration
     that loses money on purpose (lock mode ``none``, or an in-process lock mode over several
     workers) then says so on stderr, before anything listens.
     """
-    try:
-        run(check_store(config.store), loop=loop)
+
+    def warn() -> None:
         unsafe = config.unsafe_reason()
         if unsafe is not None:
             print(f"warning: {unsafe}", file=sys.stderr, flush=True)
+
+    try:
         if config.workers > 1:
+            run(check_store(config.store), loop=loop)
+            warn()
             return supervise(config, loop=loop)
-        run(serve(config), loop=loop)
+        check_store_path(config.store)
+        run(serve(config, before_listening=warn), loop=loop)
     except StoreUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

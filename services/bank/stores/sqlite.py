@@ -22,7 +22,9 @@ cancelled request never leaves it half done.
   ``SELECT ... FOR UPDATE``.
 
 With a single worker process, lock mode ``account`` is already enough on this store: every
-request runs in that process, so its in-process locks see all of them.
+request runs in that process, so its in-process locks see all of them. Its accounts are handed
+over in arrival order (``ArrivalOrderAccountLock``), and the connection goes to the request that
+arrived first (``ArrivalOrderLock``): together they serve requests in the order they arrived.
 """
 
 from __future__ import annotations

@@ -380,7 +380,9 @@ async def _hammer(
         TextColumn("{task.fields[done]:>9,} req  {task.fields[rate]:>8,.0f} rps"),
         TimeElapsedColumn(),
         console=console,
-        disable=not settings.progress,
+        # Off a terminal (a pipe, a file, CI) rich would still print the bar's last state:
+        # the captured output keeps only the report.
+        disable=not (settings.progress and console.is_terminal),
         transient=False,
     )
     start = clock()

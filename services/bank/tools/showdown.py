@@ -248,7 +248,7 @@ def run_showdown(
                 seed=settings.seed,
                 progress=settings.progress,
             )
-            if settings.progress:
+            if settings.progress and console.is_terminal:
                 console.print(f"[bold]{mode}[/bold]: server {server.url}")
             report = run(run_hammer(hammer, console=console), loop=settings.loop)
         rows.append(ShowdownRow(mode, report))

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from asynclocks import Backend, DeadlockError, explore
-from asynclocks._explore._common import TraceEvent
-from asynclocks._explore._report import format_event
+from asynclocks._explore._common import TraceEvent, format_event
 
 from . import trace_scenarios
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -76,6 +77,16 @@ async def test_hammer_keeps_the_books_of_a_locked_bank(bank: Bank, tmp_path: Pat
     assert "requests      300 in" in text
     assert "drift         +0 cents" in text
     assert "verdict       OK: every acknowledged cent is accounted for" in text
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+async def test_the_progress_bar_is_drawn_on_a_terminal_only(bank: Bank, terminal: bool) -> None:
+    settings = HammerSettings(admin_token=ADMIN_TOKEN, url=_url(bank), requests=20, accounts=2)
+    assert settings.progress
+    stream = io.StringIO()
+    await run_hammer(settings, console=Console(file=stream, force_terminal=terminal, width=100))
+    drawn = stream.getvalue()
+    assert ("20 req" in drawn) is terminal, drawn
 
 
 async def test_each_run_opens_fresh_accounts(bank: Bank) -> None:

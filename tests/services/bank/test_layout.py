@@ -1,7 +1,8 @@
 """The bank's tree is its architecture: no import circles, and the inner layers stay off the web.
 
-The import graph is read from the source (every ``import`` statement, those inside functions
-included), so a circle hidden behind a lazy import counts too. Then the claim that matters to
+The import graph is read from the source (``tests/import_graph.py``: every ``import`` statement,
+those inside functions and under ``TYPE_CHECKING`` included), so a circle hidden behind a lazy
+import counts too. Then the claim that matters to
 users is checked for real, in a fresh interpreter: building a SQLite or PostgreSQL store and a
 ``BankConfig`` loads no aiohttp.
 """
@@ -19,6 +20,8 @@ import pytest
 import services.bank
 from services.bank import domain
 from services.bank.http import errors as http_errors
+from services.bank.http import headers
+from tests.import_graph import find_cycle, read_graph
 
 ROOT = Path(services.bank.__file__).parent
 PACKAGE = "services.bank"
@@ -36,94 +39,11 @@ OFF_THE_WEB = (
 )
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join([PACKAGE, *parts])
-
-
-def _modules() -> dict[str, Path]:
-    return {_module_name(path): path for path in sorted(ROOT.rglob("*.py"))}
-
-
-MODULES = _modules()
-
-
-def _imports(name: str, path: Path) -> tuple[set[str], set[str]]:
-    """Return (modules of the bank, top-level external packages) that ``name`` imports."""
-    is_package = path.name == "__init__.py"
-    internal: set[str] = set()
-    external: set[str] = set()
-
-    def add(target: str) -> None:
-        if target == PACKAGE or target.startswith(PACKAGE + "."):
-            internal.add(target)
-        else:
-            external.add(target.partition(".")[0])
-
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                add(alias.name)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = name.split(".")
-                if not is_package:
-                    base.pop()
-                base = base[: len(base) - (node.level - 1)]
-                module = ".".join([*base, *([node.module] if node.module else [])])
-            else:
-                module = node.module or ""
-            for alias in node.names:
-                submodule = f"{module}.{alias.name}"
-                add(submodule if submodule in MODULES else module)
-    internal.discard(name)
-    return internal, external
-
-
-GRAPH: dict[str, set[str]] = {}
-EXTERNAL: dict[str, set[str]] = {}
-for _name, _path in MODULES.items():
-    GRAPH[_name], EXTERNAL[_name] = _imports(_name, _path)
-
-
-def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """Return one import circle as a path that starts and ends at the same module, or None."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: finished
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for target in sorted(graph.get(node, ())):
-            if state.get(target) == 1:
-                return [*path[path.index(target) :], target]
-            if target not in state:
-                found = visit(target)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
-    return None
-
-
-def _reachable(start: str) -> set[str]:
-    seen = {start}
-    todo = [start]
-    while todo:
-        for target in GRAPH.get(todo.pop(), ()):
-            if target not in seen:
-                seen.add(target)
-                todo.append(target)
-    return seen
+_GRAPH = read_graph(ROOT, PACKAGE)
+MODULES = _GRAPH.modules
+GRAPH = _GRAPH.internal
+EXTERNAL = _GRAPH.external
+_reachable = _GRAPH.reachable
 
 
 def test_the_graph_reader_sees_the_layers() -> None:
@@ -140,12 +60,12 @@ def test_the_graph_reader_sees_the_layers() -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
-    assert _find_cycle(graph) == ["a", "b", "c", "a"]
-    assert _find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
 def test_no_import_circles() -> None:
-    assert _find_cycle(GRAPH) is None
+    assert find_cycle(GRAPH) is None
 
 
 @pytest.mark.parametrize("module", OFF_THE_WEB)
@@ -208,3 +128,16 @@ def test_every_refusal_has_exactly_one_status() -> None:
     refusals = _refusals(domain) + _refusals(http_errors)
     assert set(refusals) == set(http_errors.STATUS)
     assert all(400 <= status <= 599 for status in http_errors.STATUS.values())
+
+
+def test_the_bank_header_names_are_spelled_once() -> None:
+    # Spelled in several places, a renamed header would be read under the new name and looked
+    # for under the old one (the error middleware once asked for a literal "Idempotency-Key").
+    names = {headers.HEADER, headers.REPLAYED_HEADER}
+    spelled = sorted(
+        name
+        for name, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in names
+    )
+    assert spelled == ["services.bank.http.headers", "services.bank.http.headers"]

@@ -1,12 +1,24 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import anyio
 import pytest
 
-from services.bank.domain import OperationKind
-from services.bank.locking import LOCK_MODES, ArrivalOrderLock, Locking
+from services.bank.domain import DeadlineExceeded, OperationKind
+from services.bank.locking import (
+    LOCK_MODES,
+    SERIAL_STORES,
+    AccountLock,
+    ArrivalOrderAccountLock,
+    ArrivalOrderLock,
+    Locking,
+    strategies_for,
+)
 from services.bank.stores.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -281,3 +293,232 @@ async def test_store_lock_waiter_cancelled_passes_the_lock_on(anyio_backend: str
         await queued
     assert order == ["queued"]
     assert not lock.locked()
+
+
+# ---------------------------------------------------------------- account mode on SQLite
+
+
+def _sqlite_locking(**options: float) -> Locking:
+    return Locking("account", strategies_for("sqlite"), **options)
+
+
+async def test_account_mode_on_one_connection_is_never_overtaken() -> None:
+    # `later` arrives after `transfer` has queued for a and b while a was held. With KeyedLock's
+    # accounts (what the SQLite store had) the transfer waits for a holding nothing, b is free,
+    # and `later` takes it first: on one connection those overtakings chained into the p99 of
+    # issue 14. Handed over in arrival order, the transfer goes first.
+    locking = _sqlite_locking()
+    order: list[str] = []
+    release_a = anyio.Event()
+
+    async def hold_a() -> None:
+        async with locking.guard("a"):
+            order.append("holder")
+            await release_a.wait()
+
+    async def request(name: str, *keys: str) -> None:
+        async with locking.guard(*keys):
+            order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold_a)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(request, "transfer", "a", "b")
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(request, "later", "b")
+        await anyio.wait_all_tasks_blocked()
+        assert order == ["holder"]  # `later` waits behind the transfer that arrived first
+        release_a.set()
+    assert order == ["holder", "transfer", "later"]
+    assert locking.active == 0
+    account = locking.strategy("account")
+    assert isinstance(account, ArrivalOrderAccountLock)
+    assert not any(account.locked(key) for key in "ab")
+
+
+@pytest.mark.parametrize("strategies", ["memory", "sqlite"])
+async def test_store_picks_its_account_mode(strategies: str) -> None:
+    account = strategies_for(strategies)["account"]
+    expected = ArrivalOrderAccountLock if strategies in SERIAL_STORES else AccountLock
+    assert type(account) is expected
+    assert account.name == "account"
+    assert not account.atomic_store
+
+
+async def test_account_mode_on_one_connection_keeps_the_books() -> None:
+    locking = _sqlite_locking()
+    store = MemoryStore(io_delay=0)
+    for name in "abc":
+        await store.create_account(name, 1000)
+    async with anyio.create_task_group() as tg:
+        for _ in range(30):
+            tg.start_soon(_transfer, locking, store, "a", "b")
+            tg.start_soon(_transfer, locking, store, "b", "a")
+            tg.start_soon(_transfer, locking, store, "c", "a")
+            tg.start_soon(_deposit, locking, store, "b", 1)
+    assert [await store.balance(name) for name in "abc"] == [1030, 1030, 970]
+    assert (await store.audit()).drift == 0
+    assert locking.active == 0
+
+
+async def test_account_mode_on_one_connection_timeout_moves_the_next_up() -> None:
+    # `late` waits for a (held) and b; b's next request must not wait for it once it gave up.
+    locking = _sqlite_locking(wait_timeout=1.0)
+    order: list[str] = []
+    release_a = anyio.Event()
+
+    async def hold_a() -> None:
+        async with locking.guard("a"):
+            await release_a.wait()
+
+    async def request(name: str, *keys: str) -> None:
+        async with locking.guard(*keys):
+            order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold_a)
+        await anyio.wait_all_tasks_blocked()
+        with pytest.raises(DeadlineExceeded, match="waited 1 s for its account locks"):
+            await request("late", "a", "b")
+        await request("b only", "b")
+        release_a.set()
+    assert order == ["b only"]
+    account = locking.strategy("account")
+    assert isinstance(account, ArrivalOrderAccountLock)
+    assert not any(account.locked(key) for key in "ab")
+    assert locking.active == 0
+
+
+async def test_account_mode_on_one_connection_cancelled_waiter_leaves_its_queues() -> None:
+    # `doomed` waits for a (held) and is first in b's queue; cancelled, it must leave both, or
+    # `queued` (behind it on a) and `b only` (behind it on b) would wait forever.
+    locking = _sqlite_locking()
+    order: list[str] = []
+    scope = anyio.CancelScope()
+
+    async def doomed() -> None:
+        with scope:
+            async with locking.guard("a", "b"):
+                order.append("doomed")
+
+    async def request(name: str, *keys: str) -> None:
+        async with locking.guard(*keys):
+            order.append(name)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            async with locking.guard("a"):
+                tg.start_soon(doomed)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(request, "queued", "a")
+                tg.start_soon(request, "b only", "b")
+                await anyio.wait_all_tasks_blocked()
+                assert order == []
+                scope.cancel()
+                await anyio.wait_all_tasks_blocked()
+                assert order == ["b only"]
+    assert order == ["b only", "queued"]
+    assert locking.active == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_account_mode_on_one_connection_handed_then_cancelled_passes_on(
+    anyio_backend: str,
+) -> None:
+    locking = _sqlite_locking()
+    order: list[str] = []
+
+    async def request(name: str, *keys: str) -> None:
+        async with locking.guard(*keys):
+            order.append(name)
+
+    holder = locking.guard("a")
+    await holder.__aenter__()
+    doomed = asyncio.create_task(request("doomed", "a", "b"))
+    await anyio.wait_all_tasks_blocked()
+    queued = asyncio.create_task(request("queued", "a"))
+    await anyio.wait_all_tasks_blocked()
+    # Leaving hands a and b to `doomed` without yielding; cancelled before it runs, it must
+    # pass them on to `queued`.
+    await holder.__aexit__(None, None, None)
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    with anyio.fail_after(5):
+        await queued
+    assert order == ["queued"]
+    assert locking.active == 0
+
+
+def _fairness() -> ModuleType:
+    path = Path(__file__).parents[3] / "benchmarks" / "fairness.py"
+    spec = importlib.util.spec_from_file_location("bank_fairness", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Registered first: its dataclasses look their module up while the file runs.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+def test_account_p99_on_one_connection_near_global(anyio_backend: str) -> None:
+    # benchmarks/fairness.py's model at a smaller size (virtual time: the same on every run).
+    fairness = _fairness()
+    load = fairness.Load(clients=32, accounts=6, per_client=60, delay=0.001, seed=4)
+
+    def ratio(model: str) -> float:
+        store = fairness.STORES[model]
+        p99 = {mode: fairness.measure(mode, load, store).p99_ms for mode in ("global", "account")}
+        return float(p99["account"] / p99["global"])
+
+    assert ratio("one connection arrival, arrival accounts (SQLite)") <= 1.5
+    # KeyedLock's accounts on the same connection: the tail this replaced.
+    assert ratio("one connection arrival, KeyedLock accounts") > 2.0
+
+
+async def test_deadline_says_it_was_the_door_of_a_switch() -> None:
+    held = _Held()
+    locking = Locking("none", wait_timeout=0.05)
+    store = MemoryStore(race_window=held)
+    await store.create_account("a", 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_deposit, locking, store, "a", 1)
+        await held.arrived.wait()
+        tg.start_soon(locking.set_mode, "account")
+        await anyio.wait_all_tasks_blocked()
+        assert locking.switching
+        # No account lock is held by anyone: what the request waited for was the switch.
+        with pytest.raises(DeadlineExceeded) as refused:
+            await _deposit(locking, store, "a", 1)
+        assert refused.value.detail == (
+            "the request waited 0.05 s to be admitted while the lock mode was being switched "
+            "(the switch waits for every request of the old mode to finish); nothing was "
+            "applied, retry later"
+        )
+        held.release.set()
+    assert (locking.mode, await store.balance("a")) == ("account", 1)
+
+
+@pytest.mark.parametrize(
+    ("mode", "waited"),
+    [
+        ("global", "for the global lock without getting it (another request holds it"),
+        ("account", "for its account locks without getting them (another request holds them"),
+    ],
+)
+async def test_deadline_says_which_lock_it_waited_for(mode: str, waited: str) -> None:
+    held = _Held()
+    locking = Locking(mode, wait_timeout=0.05)
+    store = MemoryStore(race_window=held)
+    await store.create_account("a", 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_deposit, locking, store, "a", 1)
+        await held.arrived.wait()
+        with pytest.raises(DeadlineExceeded) as refused:
+            await _deposit(locking, store, "a", 1)
+        assert refused.value.detail.startswith(f"the request waited 0.05 s {waited}")
+        assert refused.value.detail.endswith("; nothing was applied, retry later")
+        held.release.set()
+    assert await store.balance("a") == 1

@@ -360,3 +360,35 @@ async def test_an_unreachable_database_is_503_not_500(
     assert answer["error"] == "outcome_unknown"
     assert "may or may not have been applied" in answer["detail"]
     assert "5432" not in answer["detail"]
+
+
+async def test_a_read_answered_503_by_the_safety_net_degrades_health(
+    served_bank: ServedFactory,
+) -> None:
+    bank = await served_bank(store=UnreachableStore(ConnectionResetError(104, "reset")))
+    status, answer = await bank.call("GET", "/health")
+    assert (status, answer["status"]) == (200, "ok")
+    status, answer = await bank.call("GET", "/accounts/alice")
+    assert (status, answer["error"]) == (503, "retry_later")
+    # /health reads the 503s of the last seconds: a read refused for the database counts too.
+    status, answer = await bank.call("GET", "/health")
+    assert (status, answer["status"]) == (503, "degraded")
+    assert "1 retry_later" in answer["reason"]
+
+
+@pytest.mark.parametrize("cap", [1000, 64 * 1024])
+async def test_openapi_states_the_configured_body_cap(served_bank: ServedFactory, cap: int) -> None:
+    bank = await served_bank(max_body_bytes=cap)
+    status, document = await bank.call("GET", "/openapi.json")
+    assert status == 200
+    refusals = [
+        operation["responses"]["413"]["description"]
+        for route in document["paths"].values()
+        for operation in route.values()
+        if "413" in operation["responses"]
+    ]
+    assert len(refusals) == 6  # every route with a body
+    assert set(refusals) == {f"body_too_large: the body is over {cap} bytes"}
+    # The cap the document states is the one enforced.
+    status, answer = await bank.call("PUT", "/admin/lock", raw=b" " * (cap + 1))
+    assert (status, answer["detail"]) == (413, f"request body is larger than {cap} bytes")

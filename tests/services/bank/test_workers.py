@@ -162,3 +162,38 @@ def test_bad_worker_and_store_flags_exit_2(flags: list[str], message: str) -> No
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert result.stdout == ""
+
+
+def test_one_process_opens_its_store_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `serve` with one worker used to open the store to check it, close it, then open it again
+    # to serve (twice the migration, twice the connections, on a slow database twice the wait).
+    import socket
+
+    from services.bank.run.config import BankConfig
+    from services.bank.run.workers import serve_forever
+    from services.bank.stores.sqlite import SqliteStore
+
+    opened: list[Path] = []
+    open_store = SqliteStore.open
+
+    async def counted(store: SqliteStore) -> None:
+        opened.append(store.path)
+        await open_store(store)
+
+    monkeypatch.setattr(SqliteStore, "open", counted)
+    path = tmp_path / "bank.db"
+    with socket.socket() as taken:
+        # The port is taken, so serving stops right after the store opened: exit 1.
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = BankConfig(
+            store=f"sqlite:///{path}", port=taken.getsockname()[1], lock_mode="none"
+        )
+        assert serve_forever(config, loop="asyncio") == 1
+    assert opened == [path]
+    # The warning of a service unsafe on purpose still comes before it tries to listen.
+    warning, error = capsys.readouterr().err.splitlines()
+    assert warning == f"warning: {config.unsafe_reason()}"
+    assert error.startswith(f"error: cannot listen on 127.0.0.1:{config.port}: ")
