@@ -150,7 +150,7 @@ def idle_then_locked(tasks: int, idle: int) -> Callable[[], Awaitable[None]]:
 
 
 def full_tree(scenario: Callable[[], Awaitable[None]], reduce: bool) -> tuple[int, float]:
-    """Schedules and seconds for an exhaustive dfs, with or without sleep sets (asyncio)."""
+    """Schedules and seconds for an exhaustive dfs, with or without the reduction (asyncio)."""
     from asynclocks._explore._api import drive
     from asynclocks._explore._schedulers import DepthFirst
 
@@ -261,7 +261,7 @@ def single(schedules: int) -> None:
     print("two tasks x five awaits (ten steps); schedules/s, best of 5 (cpu: per CPU second,")
     print("what the target is judged on)")
     tree = measured["asyncio"]["tree"]
-    print(f"  dfs explores the whole tree ({tree} schedules, sleep sets on); random never ends")
+    print(f"  dfs explores the whole tree ({tree} schedules, reduction on); random never ends")
     print(
         f"{'backend':<8} {'dfs/s':>8} {'cpu':>8} {'random/s':>9} {'target':>7} {'':>4} "
         f"{'stock run':>10} {'dfs schedule / stock run':>25}"
@@ -292,9 +292,9 @@ def single(schedules: int) -> None:
     figures = reduction()
     if figures["off"]:
         print(f"  {figures['off']}")
-    print(f"  without sleep sets: {figures['full']} schedules in {figures['full_seconds']:.2f} s")
+    print(f"  without reduction:  {figures['full']} schedules in {figures['full_seconds']:.2f} s")
     print(
-        f"  with sleep sets:    {figures['reduced']} schedules in "
+        f"  DPOR + sleep sets:  {figures['reduced']} schedules in "
         f"{figures['reduced_seconds']:.2f} s ({figures['full'] / figures['reduced']:.1f}x fewer)"
     )
 

@@ -31,6 +31,16 @@ step can have executed:
   checkpoints touch nothing. Primitives are modelled rather than traced: their internals touch
   only their own state and the scheduler's, which the explorer controls, so two steps on
   different primitives commute. A primitive that cannot be resolved writes one shared ``sync``.
+* Memory streams (anyio's object streams, trio's channels) are primitives too: a send, receive,
+  clone or close of any end, ``async with`` and ``async for`` over it, touch the state all ends
+  share. An attribute of a library primitive (``limiter.total_tokens = 3``, a property that
+  wakes waiters) touches the primitive. A task group (trio's nursery) touches only ``join``:
+  starting a child, leaving the block normally (waiting for the children, whose ends write it);
+  leaving it with an exception cancels the children and is unknown.
+* Calling an ``async def`` function runs none of its body: the call is free when the frame
+  stops in the await of that very coroutine (its frame is next on the chain, analysed there) and
+  the call cannot have run twice in the step; a call that only sits on a whole line added around
+  the range ran in an earlier step. Making a builtin exception (``raise OSError(...)``) is free.
 * Anything the analysis cannot see through (a call to an unknown function, a user function that
   ran to completion inside the step, library code other than scheduling and synchronisation, a
   task ending with an error) makes the footprint *unknown*: dependent with every other step.
@@ -53,6 +63,7 @@ from __future__ import annotations
 import builtins
 import collections
 import dis
+import inspect
 import itertools
 import sys
 import types
@@ -76,6 +87,7 @@ JOIN = "<join>"
 _UNKNOWN = "<unknown>"
 _MISSING: Any = object()
 _CM = "<cm>"
+_AITER = "<aiter>"
 
 _PURE_BUILTINS = {
     builtins.range: False,  # (reads heap?)
@@ -118,6 +130,15 @@ _SYNC_METHODS = {
     "notify",
     "notify_all",
     "statistics",
+    # A memory stream's (anyio) or channel's (trio) ends: every call touches the state the ends
+    # and their clones share (see ``_primitive_labels``).
+    "send",
+    "send_nowait",
+    "receive",
+    "receive_nowait",
+    "clone",
+    "close",
+    "aclose",
 }
 _CONTAINER_READS = {"get", "keys", "values", "items", "copy", "count", "index"}
 _CONTAINER_WRITES = {
@@ -162,8 +183,26 @@ _LIBRARY_SYNC_FRAMES = {
     "__aenter__",
     "__aexit__",
     "acquire_on_behalf_of",
+    "send",
+    "receive",
+    "__anext__",
+    "aclose",
 }
-_LIBRARY_SYNC_OWNERS = ("Lock", "Event", "Condition", "Semaphore", "ParkingLot", "CapacityLimiter")
+_STREAM_OWNERS = (
+    "MemoryObjectSendStream",
+    "MemoryObjectReceiveStream",
+    "MemorySendChannel",
+    "MemoryReceiveChannel",
+)
+_LIBRARY_SYNC_OWNERS = (
+    "Lock",
+    "Event",
+    "Condition",
+    "Semaphore",
+    "ParkingLot",
+    "CapacityLimiter",
+    *_STREAM_OWNERS,
+)
 
 _NAME_READS = {
     "LOAD_GLOBAL",
@@ -515,6 +554,8 @@ class _Code:
             return None
         if name in _SYNC_OPS:
             return self._cm_marker(i)
+        if name in ("GET_AITER", "GET_ANEXT"):
+            return self._aiter_marker(i)
         if name in _CALL_OPS:
             return self._classify_call(i)
         return None
@@ -537,6 +578,19 @@ class _Code:
         # the library's own locks and events, told apart from user context managers at runtime.
         return frozenset(), frozenset({f"{_CM}{self._line_of(i)[0]}"})
 
+    def _aiter_marker(self, i: int) -> tuple[frozenset[str], frozenset[str]] | None:
+        # ``async for x in stream``: GET_AITER calls ``stream.__aiter__()``, GET_ANEXT (the loop
+        # head, right after it) ``__anext__()`` of what that returned. For the library's memory
+        # streams ``__aiter__`` returns the stream itself, so both touch the stream (resolved
+        # at runtime: anything else iterated is unknown). Marked by the GET_AITER's index.
+        ins = self.instructions
+        first = i if ins[i].opname == "GET_AITER" else i - 1
+        if first < 1 or ins[first].opname != "GET_AITER" or ins[first].is_jump_target:
+            return None
+        if _variable(ins[first - 1]) is None:
+            return None
+        return frozenset(), frozenset({f"{_AITER}{first}"})
+
     def cm_loaders(self, first_on_line: int) -> list[tuple[str, str]] | None:
         """How each context manager of the with statement on this line was loaded: ("global",
         name) or ("local", name) (a frame variable, closure cells included)."""
@@ -545,7 +599,15 @@ class _Code:
             if self.instructions[i].opname in ("BEFORE_ASYNC_WITH", "BEFORE_WITH"):
                 loaded = _variable(self.instructions[i - 1])
                 if loaded is None:
-                    return None
+                    # ``async with trio.open_nursery() as n``: a call's result, by its callee.
+                    callee = (
+                        self._callee(i - 1)
+                        if self.instructions[i - 1].opname in (_CALL_OPS)
+                        else None
+                    )
+                    if callee is None or callee[0] != "global":
+                        return None
+                    loaded = ("call", ".".join(callee[1]))
                 loaders.append(loaded)
         return loaders or None
 
@@ -608,6 +670,9 @@ class _Code:
             return None
         if loader.opname == "LOAD_GLOBAL":
             return ("global", (str(loader.argval),))
+        variable = _variable(loader)
+        if variable is not None:
+            return ("local", (variable[1],))  # a closure's or local function: ``work()``
         return None
 
     def _classify_call(self, i: int) -> tuple[frozenset[str], frozenset[str]] | None:
@@ -648,16 +713,21 @@ class _Code:
             self._ranges[key] = None
             return None
         executed = self._reach(first, self.successors)
+        last = None
         if stop is not None:
             last = self.index.get(stop)
             if last is None:
                 self._ranges[key] = None
                 return None
             executed &= self._reach(last, self.predecessors)
+        # On some path from the resumption to the suspension: what this step ran for sure
+        # (the whole lines added below may include what an earlier step ran).
+        paths = frozenset(executed)
+        if last is not None:
             executed.update(self._line_of(last))
         if start is not None:
             executed.update(self._line_of(first))
-        result = self._combine(executed, frame)
+        result = self._combine(executed, frame, paths, last)
         self._ranges[key] = result
         return result
 
@@ -665,7 +735,49 @@ class _Code:
         ins = self.instructions[i]
         return self.lines.get(ins.positions.lineno if ins.positions else None, [i])
 
-    def _combine(self, executed: Iterable[int], frame: types.FrameType) -> _Template | None:
+    def _exceptional_exit(self, i: int) -> bool:
+        """Whether instruction ``i`` (a with statement's marker) is its exit on an exception:
+        WITH_EXCEPT_START, or the await of what it called."""
+        ins = self.instructions
+        if ins[i].opname == "WITH_EXCEPT_START":
+            return True
+        return _is(ins[i], "GET_AWAITABLE", 2) and ins[i - 1].opname == "WITH_EXCEPT_START"
+
+    def _awaited_at(self, call: int, last: int | None) -> bool:
+        """Whether the CALL at ``call`` is awaited at once and the frame stops in that await
+        (index ``last``): the coroutine it made is then the one the frame waits on, whose own
+        frame is next on the await chain (and analysed there)."""
+        ins = self.instructions
+        if last is None or not call + 4 <= last <= call + 5 or last >= len(ins):
+            return False
+        if not (_is(ins[call + 1], "GET_AWAITABLE", 0) and ins[call + 2].opname == "LOAD_CONST"):
+            return False
+        if ins[call + 1].is_jump_target or ins[call + 2].is_jump_target:
+            return False
+        return ins[call + 3].opname == "SEND" and all(
+            ins[k].opname in ("YIELD_VALUE", "RESUME") for k in range(call + 4, last + 1)
+        )
+
+    def _on_cycle(self, i: int, within: frozenset[int]) -> bool:
+        """Whether instruction ``i`` can run twice on a path inside ``within``."""
+        seen: set[int] = set()
+        stack = [n for n in self.successors[i] if n in within]
+        while stack:
+            current = stack.pop()
+            if current == i:
+                return True
+            if current not in seen:
+                seen.add(current)
+                stack.extend(n for n in self.successors[current] if n in within)
+        return False
+
+    def _combine(
+        self,
+        executed: Iterable[int],
+        frame: types.FrameType,
+        paths: frozenset[int],
+        last: int | None,
+    ) -> _Template | None:
         reads: set[str] = set()
         writes: set[str] = set()
         lates: list[_Late] = []
@@ -682,25 +794,60 @@ class _Code:
                 return None
             if isinstance(effect, _Late):
                 module = _global_module(effect, frame)
-                if module is None:
+                if module is None and effect.loc[1][0] == "modules":
+                    reads |= effect.coarse[0]  # not a module's attribute after all
+                elif module is None:
                     lates.append(effect)
                 else:
                     reads.add(module)  # ``module.name`` is the global ``name``, as LOAD_GLOBAL
                 continue
             reads |= effect[0]
             for written in effect[1]:
+                if i not in paths:
+                    # Only on the whole lines added around the range: an earlier step ran it
+                    # (``async with trio.open_nursery()`` entered, the callee called).
+                    if written.startswith((_CM, _AITER, _UNKNOWN)):
+                        continue
                 if written.startswith(_CM):
                     line = int(written[len(_CM) :])
                     if not _library_context_managers(self, line, frame):
                         return None
                     # Entering or leaving touches that primitive (resolved per step).
                     for kind, loaded in self.cm_loaders(line) or ():
+                        if kind == "call":
+                            # A task group: entering makes a private one; leaving normally
+                            # waits for its children (their ends write JOIN). Leaving with an
+                            # exception cancels them: unknown.
+                            if self._exceptional_exit(i):
+                                return None
+                            writes.add(JOIN)
+                            continue
                         spec = ("global" if kind == "global" else "fast", loaded)
                         lates.append(_Late("sync", ("sync", spec), None, _SYNC_COARSE))
+                elif written.startswith(_AITER):
+                    iterated = _aiter_spec(self, int(written[len(_AITER) :]), frame)
+                    if iterated is None:
+                        return None
+                    lates.append(_Late("sync", ("sync", iterated), None, _SYNC_COARSE))
                 elif written.startswith(_UNKNOWN):
                     resolved = _resolve_call(self, written, frame)
                     if resolved is None:
                         return None
+                    if resolved is _COROUTINE_CALL:
+                        # Making a coroutine runs none of its code; running it does. That code
+                        # is seen only when the coroutine is the one this frame stops awaiting
+                        # (it is next on the chain) and was made once: else it may have run to
+                        # its end within the step, on neither chain. A call only on the whole
+                        # lines added around the range ran in an earlier step.
+                        if i not in paths:
+                            continue
+                        if not self._awaited_at(i, last) or self._on_cycle(i, paths):
+                            return None
+                        kind, dotted = written[len(_UNKNOWN) :].split(":")[:2]
+                        if kind == "local" and "." not in dotted:
+                            coro = _Late("coro", ("coro", ("fast", dotted)), None, _NO_EFFECT)
+                            lates.append(coro)
+                        continue
                     if isinstance(resolved, _Late):
                         lates.append(resolved)
                         continue
@@ -712,8 +859,12 @@ class _Code:
         for late in lates:
             # A local rebound within the range may have held another object when it was used.
             if any(stores[name] > allowed for name, allowed in late.locals()):
+                if late.kind == "coro":
+                    return None  # which function was called cannot be told
                 reads |= late.coarse[0]
                 writes |= late.coarse[1]
+            elif late.kind == "coro" and late.loc[1][1] in writes:
+                return None  # a closure cell the step rebinds: likewise
             elif late not in kept:
                 kept.append(late)
         # A read of what the range also writes adds nothing: the write conflicts with all the
@@ -737,9 +888,18 @@ def _variable(ins: dis.Instruction) -> tuple[str, str] | None:
 def _global_module(late: _Late, frame: types.FrameType) -> str | None:
     """The attribute name of a read ``module.name`` of a global module (resolved once, like the
     calls of a range: modules are not rebound while a scenario runs)."""
-    if late.kind != "read" or late.loc[0] != "attr" or late.loc[1][0] != "global":
+    if late.kind != "read" or late.loc[0] != "attr" or late.loc[1][0] not in ("global", "modules"):
         return None
-    value = frame.f_globals.get(late.loc[1][1])
+    if late.loc[1][0] == "global":
+        value = frame.f_globals.get(late.loc[1][1])
+        return str(late.loc[2]) if isinstance(value, types.ModuleType) else None
+    # ``package.module.name``: every step of the path a module (``anyio.lowlevel``).
+    kind, first, *rest = late.loc[1][1]
+    value = (frame.f_globals if kind == "global" else frame.f_locals).get(first)
+    for attribute in rest:
+        if not isinstance(value, types.ModuleType):
+            return None
+        value = getattr(value, attribute, None)
     return str(late.loc[2]) if isinstance(value, types.ModuleType) else None
 
 
@@ -802,6 +962,16 @@ def _late_access(code: _Code, i: int) -> _Late | None:
         if j >= 1 and _is(ins[j], "COPY", 1):
             j -= 1
         obj = _spec(ins[j]) if j >= 0 else None
+        if obj is None and j == i - 1:
+            # anyio.lowlevel.checkpoint   LOAD_GLOBAL anyio; LOAD_ATTR lowlevel; LOAD_ATTR ...
+            k = j
+            path: list[str] = []
+            while k >= 0 and _plain_load_attr(ins[k]):
+                path.insert(0, str(ins[k].argval))
+                k -= 1
+            base = _spec(ins[k]) if k >= 0 and path else None
+            if base is not None and base[0] in ("global", "deref"):
+                obj, j = ("modules", (base[0], base[1], *path)), k
         if obj is not None:
             attr = str(here.argval)
             found = (
@@ -924,6 +1094,10 @@ def _library_context_managers(code: _Code, line_start: int, frame: types.FrameTy
         return False
     namespace = frame.f_locals
     for kind, name in loaders:
+        if kind == "call":
+            if _task_group_factory(name, frame):
+                continue
+            return False
         if kind == "global":
             value = frame.f_globals.get(name)
         else:
@@ -934,6 +1108,37 @@ def _library_context_managers(code: _Code, line_start: int, frame: types.FrameTy
         ):
             return False
     return True
+
+
+#: What makes a task group for ``async with``: (module, name) of the factory.
+_TASK_GROUP_FACTORIES = {
+    ("trio", "open_nursery"),
+    ("anyio", "create_task_group"),
+    ("asyncio", "TaskGroup"),
+}
+#: Task groups' classes (and trio's nursery manager), whose methods on a chain wait for or
+#: start children: their effect is JOIN.
+_TASK_GROUP_OWNERS = ("Nursery", "NurseryManager", "TaskGroup")
+_TASK_GROUP_FRAMES = {"__aenter__", "__aexit__", "_nested_child_finished"}
+_SPAWN_METHODS = {"start_soon", "create_task"}
+
+
+def _task_group_factory(dotted: str, frame: types.FrameType) -> bool:
+    """Whether the global path ``dotted`` (``trio.open_nursery``) names a task group's
+    factory in this frame."""
+    path = dotted.split(".")
+    target: Any = frame.f_globals.get(path[0], _MISSING)
+    for attribute in path[1:]:
+        target = getattr(target, attribute, _MISSING)
+    module = (getattr(target, "__module__", None) or "").split(".")[0]
+    return (module, getattr(target, "__name__", "")) in _TASK_GROUP_FACTORIES
+
+
+def _task_group(value: Any) -> bool:
+    owner = type(value)
+    return owner.__name__ in _TASK_GROUP_OWNERS and (
+        owner.__module__.split(".")[0] in _SCHEDULING_MODULES
+    )
 
 
 def _resolve_call(code: _Code, marker: str, frame: types.FrameType) -> _Effect | _Late | None:
@@ -950,9 +1155,19 @@ def _resolve_call(code: _Code, marker: str, frame: types.FrameType) -> _Effect |
         target = getattr(target, attribute, _MISSING)
     if target is _MISSING:
         return None
+    if kind == "local" and len(path) == 1:
+        # A function in a variable may be another one at another step: only a coroutine
+        # function's call is judged, and checked per step (``_combine``'s "coro" access).
+        return _COROUTINE_CALL if _coroutine_function(target) else None
     if owner is _MISSING and target in _PURE_BUILTINS:
         return (frozenset({HEAP}) if _PURE_BUILTINS[target] else frozenset()), frozenset()
+    if _builtin_exception(target):
+        # ``raise OSError("reset")``: a builtin exception only keeps its arguments.
+        return frozenset(), frozenset()
     name = path[-1]
+    if owner is not _MISSING and name in _SPAWN_METHODS and _task_group(owner):
+        # ``nursery.start_soon(work)``: a new child, which the group's exit waits for.
+        return frozenset(), frozenset({JOIN})
     if owner is not _MISSING and type(owner) in _CONTAINERS:
         if name in _CONTAINER_WRITES:
             return frozenset({HEAP}), frozenset({HEAP})
@@ -961,7 +1176,7 @@ def _resolve_call(code: _Code, marker: str, frame: types.FrameType) -> _Effect |
         return None
     module = getattr(target, "__module__", None) or ""
     if module.split(".")[0] not in _SCHEDULING_MODULES:
-        return None
+        return _COROUTINE_CALL if _coroutine_function(target) else None
     if name in _SCHEDULING_NAMES:
         if name == "sleep" and not _zero_argument(code, int(index_text)):
             return frozenset(), frozenset({TIMERS})
@@ -976,7 +1191,48 @@ def _resolve_call(code: _Code, marker: str, frame: types.FrameType) -> _Effect |
             spec = ("global" if kind == "global" else "fast", path[0])
             return _Late("sync", ("sync", spec), None, _SYNC_COARSE)
         return _SYNC_COARSE
-    return None
+    return _COROUTINE_CALL if _coroutine_function(target) else None
+
+
+#: What ``_resolve_call`` says of a call that only makes a coroutine (``work()``, before the
+#: await runs it): judged by ``_Code._combine`` from where the frame stopped.
+_COROUTINE_CALL: Any = object()
+
+
+def _coroutine_function(target: Any) -> bool:
+    """Whether calling ``target`` only makes a native coroutine (an ``async def`` function or a
+    method of one): no code of its body runs until it is awaited."""
+    function = target.__func__ if isinstance(target, types.MethodType) else target
+    return isinstance(function, types.FunctionType) and bool(
+        function.__code__.co_flags & inspect.CO_COROUTINE
+    )
+
+
+def _builtin_exception(target: Any) -> bool:
+    """Whether ``target`` is one of Python's own exception classes (its constructor runs no
+    code of anyone's)."""
+    return (
+        isinstance(target, type)
+        and issubclass(target, BaseException)
+        and target.__module__ == "builtins"
+        and getattr(builtins, target.__name__, None) is target
+    )
+
+
+def _aiter_spec(code: _Code, first: int, frame: types.FrameType) -> _Spec | None:
+    """The variable an ``async for`` iterates (its GET_AITER at ``first``) when it holds one of
+    the library's memory streams, as a spec for a sync access; else None (unknown)."""
+    loaded = _variable(code.instructions[first - 1])
+    if loaded is None:
+        return None
+    kind, name = loaded
+    value = frame.f_globals.get(name) if kind == "global" else frame.f_locals.get(name)
+    owner = type(value)
+    if owner.__module__.split(".")[0] not in _SCHEDULING_MODULES:
+        return None
+    if not owner.__name__.endswith(_STREAM_OWNERS):
+        return None
+    return ("global" if kind == "global" else "fast", name)
 
 
 def _zero_argument(code: _Code, call: int) -> bool:
@@ -1089,7 +1345,16 @@ def _library_frame(frame: types.FrameType) -> Footprint:
         owner = type(frame.f_locals.get("self")).__name__
         if owner.endswith(_LIBRARY_SYNC_OWNERS):
             return _SELF_SYNC
+    if name in _TASK_GROUP_FRAMES and _task_group(frame.f_locals.get("self")):
+        return _TASK_GROUP
     return None
+
+
+#: A task group's (trio's nursery's) entry or exit on the chain: it waits for the group's
+#: children, whose ends write JOIN, and makes or cancels no one else's state on the way (a
+#: child's error ends that child's step with an unknown footprint; an error of the body is
+#: seen in the user frame). The library frames it awaits below it are that wait.
+_TASK_GROUP: Footprint = (frozenset(), frozenset({JOIN}))
 
 
 def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) -> Footprint:
@@ -1173,17 +1438,20 @@ def _step_footprint(
     passing = {id(frame) for frame, _ in after[:-1] if id(frame) in inner_before}
     seen: set[int] = set()
     for positions, resumed in ((before, True), (after, False)):
+        waiting = False  # below a task group's entry or exit: its wait for the children
         for index, (frame, offset) in enumerate(positions):
             key = id(frame)
             if key in seen:
                 continue
             seen.add(key)
             if is_library(frame.f_code.co_filename):
-                if key in passing:
+                if key in passing or waiting:
                     continue  # only forwarded a resumption to the coroutine it awaits
                 effect = _library_frame(frame)
                 if effect is None:
                     return None
+                if effect is _TASK_GROUP:
+                    waiting = True
                 if effect is _SELF_SYNC:
                     lates.append((resumed, index, (_SELF_SYNC_LATE,)))
                     continue
@@ -1295,9 +1563,18 @@ def _plain_attributes(cls: type, name: str) -> bool:
 
 _plain: dict[tuple[type, str], bool] = {}
 _SYNC_COARSE: _Effect = (frozenset(), frozenset({SYNC}))
+_NO_EFFECT: _Effect = (frozenset(), frozenset())
 # A library frame of a primitive's method: it touches that primitive (its ``self``).
 _SELF_SYNC: Footprint = (frozenset(), frozenset({SYNC}))
 _SELF_SYNC_LATE = _Late("sync", ("sync", ("fast", "self")), None, _SYNC_COARSE)
+
+
+def _library_primitive(value: Any) -> bool:
+    """Whether ``value`` is one of the library's locks, events, streams... (by its class)."""
+    owner = type(value)
+    return owner.__name__.endswith(_LIBRARY_SYNC_OWNERS) and (
+        owner.__module__.split(".")[0] in _SCHEDULING_MODULES
+    )
 
 
 def _primitive_labels(primitive: Any) -> tuple[tuple[int, str], ...] | None:
@@ -1306,6 +1583,14 @@ def _primitive_labels(primitive: Any) -> tuple[tuple[int, str], ...] | None:
     None for anything else (then every synchronisation step conflicts with it)."""
     if primitive is _MISSING or not type(primitive).__name__.endswith(_LIBRARY_SYNC_OWNERS):
         return None
+    if type(primitive).__name__.endswith(_STREAM_OWNERS):
+        # Both ends of a memory stream and their clones share one state: what a send changes
+        # is what a receive (or a close of any end) reads. That state is the stream's resource.
+        state = getattr(primitive, "_state", None)
+        if state is None:
+            return None
+        label = _label(state)
+        return None if label is None else ((label, SYNC),)
     label = _label(primitive)
     if label is None:
         return None
@@ -1373,6 +1658,8 @@ def _impure(frame: types.FrameType, local: Any) -> bool:
 
 def _compile(late: _Late, written: frozenset[str]) -> _Resolver:
     """The resolver of one access, for a step that writes ``written`` (its coarse names)."""
+    if late.kind == "coro":
+        return _compile_coro(late.loc[1], written)
     if late.kind == "sync":
         return _compile_sync(late.loc[1], written)
     if late.kind == "inplace":
@@ -1465,6 +1752,20 @@ def _compile_item_update(late: _Late, written: frozenset[str]) -> _Resolver:
     return update
 
 
+def _compile_coro(spec: _Spec, written: frozenset[str]) -> _Resolver:
+    """Whether the function a variable holds, called in the step, is a coroutine function."""
+    mode, name = _origin(spec, written)
+
+    def coro(frame: types.FrameType, local: Any) -> bool:
+        if mode == _LOCAL:
+            function = local.get(name, _MISSING)
+        else:
+            function = name if mode == _CONST else _global(frame, name)
+        return _coroutine_function(function)
+
+    return coro
+
+
 def _compile_sync(spec: _Spec, written: frozenset[str]) -> _Resolver:
     mode, name = _origin(spec, written)
 
@@ -1497,6 +1798,10 @@ def _compile_location(loc: tuple[Any, ...], written: frozenset[str]) -> _Resolve
                 return None
             if isinstance(target, types.ModuleType):
                 return module  # a module's attributes are its globals (one namespace)
+            if _library_primitive(target):
+                # ``limiter.total_tokens = 3``, ``limiter.available_tokens``: a property of the
+                # library's, which reads or changes the primitive (waking its waiters...).
+                return ("sync", _primitive_labels(target))
             if isinstance(target, type) or not _plain_attributes(type(target), name):
                 return None
             try:
@@ -1676,6 +1981,10 @@ def _build(
             parts.append((access, place))
     for late, place in parts:
         kind = late.kind
+        if kind == "coro":
+            if not place:
+                return None  # the call ran code that is on neither chain
+            continue
         if kind == "sync":
             if place is None:
                 writes.add(SYNC)
@@ -1689,6 +1998,13 @@ def _build(
         elif place is None:
             reads |= late.coarse[0]
             writes |= late.coarse[1]
+        elif place[0] == "sync":
+            # An attribute of a library primitive: that primitive, as its methods touch it.
+            if place[1] is None:
+                writes.add(SYNC)
+            else:
+                writes.update(place[1])
+                family_writes.add(SYNC)
         elif place[0] == "name":
             (writes if kind == "write" else reads).add(place[1])
         else:
@@ -1730,17 +2046,25 @@ def independent(a: Footprint, b: Footprint) -> bool:
     writes_a = a[1]
     reads_b = b[0]
     writes_b = b[1]
-    if writes_a & (reads_b | writes_b) or writes_b & reads_a:
+    # isdisjoint builds no set (a union would, hashing every resource again): DPOR calls this
+    # at every new step.
+    if not (
+        writes_a.isdisjoint(reads_b)
+        and writes_a.isdisjoint(writes_b)
+        and writes_b.isdisjoint(reads_a)
+    ):
         return False
     if len(a) == 2 and len(b) == 2:
         return True
     family_reads_a, family_writes_a = (a[2], a[3]) if len(a) > 2 else (_NONE, _NONE)
     family_reads_b, family_writes_b = (b[2], b[3]) if len(b) > 2 else (_NONE, _NONE)
-    return not (
-        writes_a & (family_reads_b | family_writes_b)
-        or writes_b & (family_reads_a | family_writes_a)
-        or family_writes_a & reads_b
-        or family_writes_b & reads_a
+    return (
+        writes_a.isdisjoint(family_reads_b)
+        and writes_a.isdisjoint(family_writes_b)
+        and writes_b.isdisjoint(family_reads_a)
+        and writes_b.isdisjoint(family_writes_a)
+        and family_writes_a.isdisjoint(reads_b)
+        and family_writes_b.isdisjoint(reads_a)
     )
 
 

@@ -2,7 +2,8 @@
 
 Modules: ``_base`` (the public :class:`Scheduler` protocol, the backends' chooser, the adapter for
 a user's scheduler), one per strategy: ``_fifo``, ``_random``, ``_pct``, ``_dfs`` (systematic, with
-sleep sets), ``_portfolio`` (round-robin of random and pct), ``_replay`` (recorded decisions).
+source-set DPOR from ``_dpor`` and sleep sets), ``_portfolio`` (round-robin of random and pct),
+``_replay`` (recorded decisions).
 """
 
 from ._base import BuiltinScheduler as BuiltinScheduler

@@ -77,7 +77,7 @@ class BuiltinScheduler:
 
     #: Set when :meth:`new_execution` returned False because every schedule was explored.
     exhaustive = False
-    #: Whether schedules equivalent to explored ones are pruned (dfs's sleep sets).
+    #: Whether schedules equivalent to explored ones are pruned (dfs's DPOR and sleep sets).
     reduced = False
     #: Sentences for the report about what the scheduler could not do.
     notes: tuple[str, ...] = ()

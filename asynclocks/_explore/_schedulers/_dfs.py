@@ -1,5 +1,5 @@
 """dfs: systematic depth-first search of the schedule tree, bounded by preemptions or pruned
-with sleep sets."""
+with source-set DPOR (``_dpor``) and sleep sets."""
 
 from __future__ import annotations
 
@@ -14,10 +14,22 @@ from .._footprint import (
     reduction_unavailable,
 )
 from ._base import BuiltinScheduler, ScheduleChooser
+from ._dpor import Races
 
 
 class _Node:
-    __slots__ = ("options", "chosen", "tried", "preemptions", "sleep", "footprints")
+    __slots__ = (
+        "options",
+        "chosen",
+        "tried",
+        "preemptions",
+        "sleep",
+        "footprints",
+        "backtrack",
+        "full",
+        "event",
+        "tasks",
+    )
 
     def __init__(self, options: tuple[int, ...], preemptions: int) -> None:
         self.options = options
@@ -29,6 +41,19 @@ class _Node:
         self.sleep: dict[int, Footprint] = {}
         # Footprint of each task's step from this node, learned when that branch ran.
         self.footprints: dict[int, Footprint] = {}
+        # DPOR: the indexes of the options to explore (races add to it, see ``_dpor``), or all
+        # of them (``full``) where the model is not simple enough to choose.
+        self.backtrack: set[int] = set()
+        # The tasks among the options (the rest are faults, or letting time pass).
+        self.tasks = (
+            options
+            if not options or min(options) >= 0
+            else tuple(option for option in options if option >= 0)
+        )
+        self.full = len(self.tasks) < len(options)
+        # Index of the step chosen here among the schedule's steps (the same in every schedule
+        # through this node).
+        self.event = 0
 
 
 class DfsChooser(ScheduleChooser):
@@ -43,8 +68,21 @@ class DfsChooser(ScheduleChooser):
         self._before_step: dict[int, Footprint] | None = None
         self._pending: tuple[_Node, int] | None = None
         self._redundant = False
+        # Source-set DPOR over the schedule's steps (None: sleep sets alone, or no reduction).
+        self._races: Races | None = None
+        self._options: tuple[int, ...] | None = None
+        self._node: _Node | None = None
+        # Steps taken so far, and how many of the first ones repeat the previous schedule's.
+        self._steps = 0
+        self._replayed = 0
         if self.footprints:
             begin_run()
+            races = search.races
+            if races is not None:
+                # The steps before the decision this schedule changes repeat the previous one's.
+                self._replayed = search.path[-1].event if search.path else 0
+                races.restart(self._replayed)
+                self._races = races
 
     def pick(self, options: Sequence[int]) -> int:
         search = self._search
@@ -60,6 +98,8 @@ class DfsChooser(ScheduleChooser):
                 self._redundant = True
                 return 0
             self._prepare(node, node.chosen)
+            if self._races is not None:
+                self._decided(node)
             return node.chosen
         preemptions = path[-1].preemptions + (path[-1].chosen != 0) if path else 0
         node = _Node(tuple(options), preemptions)
@@ -75,8 +115,27 @@ class DfsChooser(ScheduleChooser):
             return 0
         node.chosen = allowed[0]
         node.tried.add(node.chosen)
+        node.backtrack.add(node.chosen)
         self._prepare(node, node.chosen)
+        if self._races is not None:
+            node.event = self._steps
+            node.full = node.full or self._races.off
+            self._decided(node)
         return node.chosen
+
+    def _decided(self, node: _Node) -> None:
+        """DPOR: note what the coming step was chosen among (an injected fault is a step)."""
+        races = self._races
+        assert races is not None
+        if node.options[node.chosen] < 0:
+            # A fault is a step of its own (the backend asks no footprint for it).
+            self._steps += 1
+            if self._steps > self._replayed:
+                races.fault(node, node.tasks)
+            self._options = None
+        else:
+            self._options = node.tasks
+            self._node = node
 
     def _prepare(self, node: _Node, index: int) -> None:
         if not self.footprints:
@@ -98,7 +157,16 @@ class DfsChooser(ScheduleChooser):
     def wants_footprint(self) -> bool:
         """Whether the coming step's footprint matters: it was chosen at a decision (siblings
         explored later compare against it; only such steps label new objects, see
-        ``_footprint.LABELLING``) or some task sleeps (it may wake up)."""
+        ``_footprint.LABELLING``) or some task sleeps (it may wake up). With DPOR, every step:
+        each is compared with the earlier ones of its schedule."""
+        races = self._races
+        if races is not None:
+            self._steps += 1
+            # Every step is computed, so every step may label objects: still the same ones in
+            # every schedule through the same decisions (steps that cannot label would count a
+            # first touch as touching the whole family, and commute less).
+            LABELLING.open = True
+            return not self._redundant
         decided = self._pending is not None
         LABELLING.open = decided
         return decided or bool(self._sleep)
@@ -118,6 +186,16 @@ class DfsChooser(ScheduleChooser):
                 # schedule already explored. Run it out without branching.
                 self._redundant = True
                 self._search.redundant += 1
+        races = self._races
+        if races is not None:
+            if self._steps > self._replayed and not self._redundant and not races.off:
+                options = self._options
+                if options is not None and task in options:
+                    races.step(task, footprint, self._node, options)
+                else:
+                    # Taken without a decision: it was the only task offered.
+                    races.step(task, footprint, None, (task,))
+            self._options = None
         # Most steps have nothing asleep: skip the comprehension (a frame of its own) for them.
         self._sleep = (
             {
@@ -131,21 +209,29 @@ class DfsChooser(ScheduleChooser):
 
 
 class DepthFirst:
-    """Systematic depth-first search of the schedule tree, with sleep sets, bounded by preemptions.
+    """Systematic depth-first search of the schedule tree, with DPOR and sleep sets, or bounded
+    by preemptions.
 
     The tree is explored statelessly: each schedule re-runs the scenario from the start, following
     the path to the deepest node that still has an untried child. With a preemption bound, a node
-    already at the bound only allows index 0 (the stock loop's choice). Without one, sleep sets
-    (Godefroid) skip a branch when the task's next step commutes with every step taken since an
-    equivalent schedule ran it; what a step touches comes from :mod:`._footprint`.
+    already at the bound only allows index 0 (the stock loop's choice). Without one, a node
+    explores only its backtrack set, the branches that races of explored schedules asked for
+    (source-set DPOR, :mod:`._dpor`), and sleep sets (Godefroid) skip a branch when the task's next
+    step commutes with every step taken since an equivalent schedule ran it; what a step touches
+    comes from :mod:`._footprint`. ``dpor=False`` keeps the sleep sets alone (every branch not
+    asleep), for comparison.
     """
 
     def __init__(
-        self, preemption_bound: int | None, reduce: bool = True, max_steps: int = MAX_STEPS
+        self,
+        preemption_bound: int | None,
+        reduce: bool = True,
+        max_steps: int = MAX_STEPS,
+        dpor: bool = True,
     ) -> None:
         self.bound = preemption_bound
         self.max_steps = max_steps
-        # Sleep sets and a preemption bound do not combine soundly: a schedule pruned as
+        # The reduction and a preemption bound do not combine soundly: a schedule pruned as
         # equivalent may need more preemptions than the bound allows.
         self.reduce = reduce and preemption_bound is None
         #: Why the reduction was wanted but is off on this interpreter (None: not the case).
@@ -153,7 +239,11 @@ class DepthFirst:
         if self.reduce:
             self.reduce_off = reduction_unavailable()
             self.reduce = self.reduce_off is None
+        #: Whether the reduction adds source-set DPOR to the sleep sets (False: sleep sets alone).
+        self.dpor = dpor and self.reduce
         self.path: list[_Node] = []
+        #: The current schedule's steps for DPOR (None without it).
+        self.races = Races(self.path) if self.dpor else None
         self.started = False
         self.redundant = 0
 
@@ -166,9 +256,16 @@ class DepthFirst:
         while path:
             node = path[-1]
             if bound is None or node.preemptions < bound:
-                for index in range(1, len(node.options)):
+                # DPOR: only the options races asked for, unless the node explores them all.
+                indexes = (
+                    sorted(node.backtrack)
+                    if self.dpor and not node.full
+                    else range(1, len(node.options))
+                )
+                for index in indexes:
                     if index not in node.tried and node.options[index] not in node.sleep:
                         node.tried.add(index)
+                        node.backtrack.add(index)
                         node.chosen = index
                         return DfsChooser(self)
             path.pop()

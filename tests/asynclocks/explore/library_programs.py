@@ -13,7 +13,12 @@ lock whose woken waiter is cancelled before it runs (the wake-up is lost, bpo-27
 capacity limiter checked and then taken (the token is gone), a memory stream shared by two
 producers and closed by the first to finish, a transfer that drops its lock halfway, and a
 capacity limiter resized by a task to jump its queue. In each, asyncio's stock order
-passes: the bug needs the explorer to reorder tasks. The canceller in
+passes: the bug needs the explorer to reorder tasks. Then programs of four to six tasks through
+library code, each proved without a preemption bound (issue 13): consumers of an anyio.Condition
+woken with ``if`` instead of ``while``, a trio.CapacityLimiter whose worker gives its token back
+early, leaves of nested trio nurseries reading outside a lock, an anyio stream pipeline whose
+consumer stops before draining, a trio.Lock skipped when it looks free, an asyncio.Lock entered
+after a read. The canceller in
 the lock program is a task of the scenario (the search chooses when it runs, not where a
 cancellation lands).
 """
@@ -349,6 +354,191 @@ def _resized_pool(jump_the_queue: bool, workers: int) -> Scenario:
     return scenario
 
 
+# -- four and five tasks through library code: proved without a bound (issue 13) ---------------
+
+
+def _condition_queue(recheck: bool) -> Scenario:
+    """Three consumers and a producer on one anyio.Condition: a woken consumer must check the
+    queue again (``while``), a consumer that came late may have emptied it first."""
+
+    async def scenario() -> None:
+        ready = anyio.Condition()
+        items: list[int] = []
+        got: list[int] = []
+
+        async def consumer(delay: int) -> None:
+            await _checkpoints(delay)  # the last comes late, after a notification
+            async with ready:
+                if recheck:
+                    while not items:
+                        await ready.wait()
+                elif not items:
+                    await ready.wait()
+                got.append(items.pop())  # IndexError: another consumer took it
+
+        async def producer() -> None:
+            for item in range(3):
+                await anyio.lowlevel.checkpoint()
+                async with ready:
+                    items.append(item)
+                    ready.notify()
+
+        async with anyio.create_task_group() as tg:
+            for delay in (0, 0, 3):
+                tg.start_soon(consumer, delay)
+            tg.start_soon(producer)
+        assert sorted(got) == [0, 1, 2]
+
+    return scenario
+
+
+def _limited_pool(release_early: bool) -> Scenario:
+    """Five workers through a two-token trio.CapacityLimiter; one gives its token back before
+    its work is done."""
+
+    async def scenario() -> None:
+        limiter = trio.CapacityLimiter(2)
+        inside = [0]
+        most = [0]
+
+        async def worker(hasty: bool) -> None:
+            async with limiter:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                if not hasty:
+                    await trio.lowlevel.checkpoint()
+                    inside[0] -= 1
+            if hasty:
+                await trio.lowlevel.checkpoint()  # still working, the token already back
+                inside[0] -= 1
+
+        async with trio.open_nursery() as nursery:
+            for number in range(5):
+                nursery.start_soon(worker, release_early and number == 0)
+        assert most[0] <= 2, f"{most[0]} workers inside a two-token limiter"
+
+    return scenario
+
+
+def _nested_nurseries(read_under_lock: bool) -> Scenario:
+    """Two branches, each a nursery of two leaves, count under one trio.Lock."""
+
+    async def scenario() -> None:
+        lock = trio.Lock()
+        total = [0]
+
+        async def leaf() -> None:
+            if read_under_lock:
+                async with lock:
+                    value = total[0]
+                    await trio.lowlevel.checkpoint()
+                    total[0] = value + 1
+                return
+            value = total[0]  # read before the lock: another leaf may count meanwhile
+            async with lock:
+                total[0] = value + 1
+
+        async def branch() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(leaf)
+                nursery.start_soon(leaf)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(branch)
+            nursery.start_soon(branch)
+        assert total[0] == 4, f"four leaves counted {total[0]}"
+
+    return scenario
+
+
+def _pipeline(drain: bool) -> Scenario:
+    """Three producers (clones of one anyio memory stream's sending end) and a consumer that
+    reads until every sender is closed; checking for open senders before draining loses
+    what is still buffered."""
+
+    async def scenario() -> None:
+        send, receive = anyio.create_memory_object_stream[int](3)
+        got: list[int] = []
+
+        async def produce(stream: anyio.abc.ObjectSendStream[int], item: int) -> None:
+            async with stream:
+                await stream.send(item)
+
+        async def consume() -> None:
+            async with receive:
+                if drain:
+                    async for item in receive:
+                        got.append(item)
+                    return
+                while receive.statistics().open_send_streams:
+                    try:
+                        got.append(receive.receive_nowait())
+                    except anyio.WouldBlock:
+                        await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            async with send:
+                for item in range(3):
+                    tg.start_soon(produce, send.clone(), item)
+        assert sorted(got) == [0, 1, 2], got
+
+    return scenario
+
+
+def _five_locked(all_locked: bool) -> Scenario:
+    """Five tasks count under one trio.Lock; in the bug one of them skips the lock when it looks
+    free (check-then-act)."""
+
+    async def scenario() -> None:
+        lock = trio.Lock()
+        total = [0]
+
+        async def count(shortcut: bool) -> None:
+            await trio.lowlevel.checkpoint()
+            if shortcut and not lock.locked():
+                value = total[0]  # the lock looked free; someone may take it now
+                await trio.lowlevel.checkpoint()
+                total[0] = value + 1
+                return
+            async with lock:
+                value = total[0]
+                await trio.lowlevel.checkpoint()
+                total[0] = value + 1
+
+        async with trio.open_nursery() as nursery:
+            for number in range(5):
+                nursery.start_soon(count, not all_locked and number == 4)
+        assert total[0] == 5, f"five counts made {total[0]}"
+
+    return scenario
+
+
+def _asyncio_locked(all_locked: bool) -> Scenario:
+    """Four asyncio tasks count under one asyncio.Lock; in the bug the last one reads the
+    counter before it takes the lock."""
+
+    async def scenario() -> None:
+        lock = asyncio.Lock()
+        total = [0]
+
+        async def count(early_read: bool) -> None:
+            await asyncio.sleep(0)
+            value = total[0] if early_read else None
+            async with lock:
+                if value is None:
+                    value = total[0]
+                await asyncio.sleep(0)
+                total[0] = value + 1
+
+        async with asyncio.TaskGroup() as tg:
+            for number in range(4):
+                tg.create_task(count(not all_locked and number == 0))
+        assert total[0] == 4, f"four counts made {total[0]}"
+
+    return scenario
+
+
 PROGRAMS: tuple[Program, ...] = (
     Program(
         "semaphore-over-release",
@@ -399,6 +589,48 @@ PROGRAMS: tuple[Program, ...] = (
         _resized_pool(jump_the_queue=True, workers=3),
         _resized_pool(jump_the_queue=False, workers=3),
         no_proof_on=("asyncio",),
+    ),
+    Program(
+        "condition-queue-4",
+        "three consumers wait on an anyio.Condition with `if`: a late one empties the queue",
+        ("trio",),
+        _condition_queue(recheck=False),
+        _condition_queue(recheck=True),
+    ),
+    Program(
+        "limiter-pool-5",
+        "five workers, a two-token trio.CapacityLimiter, one gives its token back too early",
+        ("trio",),
+        _limited_pool(release_early=True),
+        _limited_pool(release_early=False),
+    ),
+    Program(
+        "nested-nurseries-6",
+        "four leaves in two nested trio nurseries read the count before taking the lock",
+        ("trio",),
+        _nested_nurseries(read_under_lock=False),
+        _nested_nurseries(read_under_lock=True),
+    ),
+    Program(
+        "stream-pipeline-4",
+        "a consumer stops when no sender is open, before draining what is buffered (anyio)",
+        ("trio",),
+        _pipeline(drain=False),
+        _pipeline(drain=True),
+    ),
+    Program(
+        "lock-shortcut-5",
+        "one of five tasks skips the trio.Lock when it looks free: a lost count",
+        ("trio",),
+        _five_locked(all_locked=False),
+        _five_locked(all_locked=True),
+    ),
+    Program(
+        "lock-early-read-4",
+        "one of four asyncio tasks reads the counter before taking the asyncio.Lock",
+        ("asyncio",),
+        _asyncio_locked(all_locked=False),
+        _asyncio_locked(all_locked=True),
     ),
 )
 

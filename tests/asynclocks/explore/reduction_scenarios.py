@@ -269,6 +269,104 @@ def independent_work_then_lock(tasks: int, idle: int) -> Callable[[], Awaitable[
     return scenario
 
 
+def in_a_helper_coroutine_that_returns() -> Callable[[], Awaitable[None]]:
+    """The read and the write happen in ``async def`` helpers that end without suspending:
+    their bodies run inside the step and are on neither await chain."""
+
+    async def scenario() -> None:
+        box = [0]
+
+        async def read() -> int:
+            return box[0]
+
+        async def write(value: int) -> None:
+            box[0] = value
+
+        async def increment(delay: int) -> None:
+            await _idle(delay)
+            value = await read()
+            await anyio.lowlevel.checkpoint()
+            await write(value + 1)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(increment, 0)
+            tg.start_soon(increment, 1)
+        assert box[0] == 2, box
+
+    return scenario
+
+
+def in_a_helper_coroutine_that_suspends() -> Callable[[], Awaitable[None]]:
+    """The whole read-await-write is in an ``async def`` helper: its frame is on the chain."""
+
+    async def scenario() -> None:
+        box = [0]
+
+        async def add() -> None:
+            value = box[0]
+            await anyio.lowlevel.checkpoint()
+            box[0] = value + 1
+
+        async def increment(delay: int) -> None:
+            await _idle(delay)
+            await add()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(increment, 0)
+            tg.start_soon(increment, 1)
+        assert box[0] == 2, box
+
+    return scenario
+
+
+def through_two_ends_of_a_stream() -> Callable[[], Awaitable[None]]:
+    """One task checks the receiving end, the other fills the stream through the sending end:
+    two objects, one shared state."""
+
+    async def scenario() -> None:
+        send, receive = anyio.create_memory_object_stream[int](1)
+
+        async def put(delay: int) -> None:
+            await _idle(delay)
+            if receive.statistics().current_buffer_used == 0:
+                await anyio.lowlevel.checkpoint()
+                try:
+                    send.send_nowait(delay)
+                except anyio.WouldBlock:
+                    raise AssertionError("the other task filled the slot") from None
+
+        async with send, receive:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(put, 0)
+                tg.start_soon(put, 1)
+
+    return scenario
+
+
+def through_a_limiters_properties() -> Callable[[], Awaitable[None]]:
+    """A task raises a capacity limiter's total for a while; another reads its available
+    tokens: two properties of one primitive, no attribute name in common."""
+
+    async def scenario() -> None:
+        limiter = anyio.CapacityLimiter(1)
+
+        async def resize() -> None:
+            await _idle(1)
+            limiter.total_tokens = 2
+            await anyio.lowlevel.checkpoint()
+            limiter.total_tokens = 1
+
+        async def observe() -> None:
+            await _idle(2)
+            assert limiter.available_tokens == 1, "saw the limiter resized"
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(resize)
+            tg.start_soon(observe)
+
+    return scenario
+
+
 RACES = {
     "global": through_a_global,
     "aliased_dict": aliased_dict,
@@ -279,4 +377,8 @@ RACES = {
     "user_methods": user_methods_named_like_library_ones,
     "truth_test": a_bare_truth_test,
     "f_string": formatted_in_an_f_string,
+    "helper_coroutines": in_a_helper_coroutine_that_returns,
+    "suspending_helper_coroutine": in_a_helper_coroutine_that_suspends,
+    "stream_ends": through_two_ends_of_a_stream,
+    "limiter_properties": through_a_limiters_properties,
 }

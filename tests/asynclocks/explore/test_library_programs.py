@@ -62,5 +62,5 @@ def test_asyncios_stock_order_passes_every_bug() -> None:
         for program, backend in cases()
         if backend == "asyncio"
     }
-    assert len(found) == 6
+    assert len(found) == 7
     assert not any(found.values()), found

@@ -1,4 +1,5 @@
-"""Partial-order reduction (sleep sets over step footprints): it prunes, and never hides a race."""
+"""Partial-order reduction (DPOR and sleep sets over step footprints): it prunes, and never
+hides a race."""
 
 from __future__ import annotations
 
@@ -121,12 +122,13 @@ def own_state_then_lock(keyed: bool, shared_box: bool) -> Any:
     return scenario
 
 
-@pytest.mark.parametrize(("keyed", "most"), [(False, 170), (True, 75)])
-def test_own_objects_and_own_keys_commute(keyed: bool, most: int) -> None:
+@pytest.mark.parametrize("keyed", [False, True])
+def test_own_objects_and_own_keys_commute(keyed: bool) -> None:
     full = count_schedules(own_state_then_lock(keyed, False), "asyncio", reduce=False)
     reduced = count_schedules(own_state_then_lock(keyed, False), "asyncio", reduce=True)
     assert full == 1680
-    assert reduced <= most  # measured: 168 (objects) and 72 (keys)
+    # The 6 orders of the lock acquisitions (sleep sets alone took 168 and 72: test_dpor.py).
+    assert 6 <= reduced <= 60, reduced
 
 
 def test_one_box_shared_by_all_tasks_is_not_reduced_as_own() -> None:

@@ -1,0 +1,283 @@
+"""Source-set dynamic partial-order reduction for dfs: races of one schedule, and the branches
+their reversals need.
+
+Abdulla, Aronis, Jonsson and Sagonas, "Optimal dynamic partial order reduction" (POPL 2014),
+Algorithm 1 ("source DPOR"), on the stateless search of ``_dfs``: a decision explores only the
+tasks in its *backtrack set* (the first task it ran, then those races add), minus its sleep set.
+After each step ``e`` of task ``p``, every earlier step ``e'`` of another task that is dependent
+with ``e`` (:func:`.._footprint.independent` says no) and does not happen before it through other
+steps is a race; to reverse it, the decision where ``e'`` ran must also explore an *initial* of
+``v``, the steps after ``e'`` that do not happen after it followed by ``e``: a task whose first step
+in ``v`` has no predecessor in ``v``. If one already is in the backtrack or sleep set, nothing is
+added.
+
+Happens-before is tracked with vector clocks over program order (a task's steps), dependency,
+and *appearance*: the step after which a task entered the options (spawned, woken, or a new trio
+batch) happens before that task's next step. That covers wake-ups without the backends saying
+who woke whom, and it is sound for trio's batches too: a task in no option list cannot be an
+initial anywhere its appearance has not happened yet. A step taken without a decision offered
+exactly one task (asyncio: the only runnable one; trio: the last of its batch).
+
+Where the model is not that simple the decision explores every option (as sleep sets alone did):
+a decision offering faults (negative ids), a race with a step whose footprint is unknown (it
+touches everything: a task ending with an error may cancel its siblings), and a race whose
+initials are not among the decision's options. An injected fault (or letting time pass) may
+affect any task: every decision before it explores every option.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._footprint import Footprint, independent
+
+if TYPE_CHECKING:
+    from ._dfs import _Node
+
+#: The pseudo-task of an injected fault's event: it is dependent with every step.
+FAULT_TASK = -1
+#: Steps of one schedule that DPOR follows. Each step is compared with the earlier steps that
+#: do not happen before it, so a long schedule of independent steps (a task spinning on
+#: ``sleep(0)`` until the step limit) costs quadratic time: past this many, every decision of
+#: the schedule explores every option, as with sleep sets alone.
+MAX_TRACKED_STEPS = 1_000
+
+
+class Races:
+    """The steps of the current schedule with their vector clocks; adds race reversals to the
+    nodes. One per search: a schedule repeats the previous one's steps up to the decision it
+    changes (the search is deterministic), so those are kept, not recomputed (:meth:`restart`).
+    """
+
+    __slots__ = (
+        "tasks",
+        "slots",
+        "footprints",
+        "seqs",
+        "clocks",
+        "nodes",
+        "presents",
+        "_slot",
+        "_count",
+        "_last",
+        "_events",
+        "_path",
+        "fallbacks",
+        "off",
+    )
+
+    def __init__(self, path: list[_Node]) -> None:
+        #: Per step: its task and the task's slot (its index in the clocks), its footprint, its
+        #: number within its task (from 1), its vector clock (per slot: how many of that task's
+        #: steps happen before it or are it), the node it was chosen at (None: taken without a
+        #: decision) and the tasks offered before it.
+        self.tasks: list[int] = []
+        self.slots: list[int] = []
+        self.footprints: list[Footprint] = []
+        self.seqs: list[int] = []
+        self.clocks: list[list[int]] = []
+        self.nodes: list[_Node | None] = []
+        self.presents: list[tuple[int, ...]] = []
+        self._slot: dict[int, int] = {}
+        # Per task slot: its number of steps, its last step, and the indexes of its steps.
+        self._count: list[int] = []
+        self._last: list[int] = []
+        self._events: list[list[int]] = []
+        self._path = path
+        #: Races reversed conservatively (every option) because no initial was among the options.
+        self.fallbacks = 0
+        #: Set past :data:`MAX_TRACKED_STEPS`: every decision of this schedule explores every
+        #: option, and steps are no longer recorded.
+        self.off = False
+
+    def restart(self, keep: int) -> None:
+        """A new schedule that repeats the first ``keep`` steps of the previous one."""
+        # Past the limit already (every decision there explores every option): stay off.
+        self.off = keep > len(self.tasks)
+        for steps in (self.tasks, self.slots, self.footprints, self.seqs, self.clocks):
+            del steps[keep:]
+        del self.nodes[keep:]
+        del self.presents[keep:]
+        for slot, events in enumerate(self._events):
+            while events and events[-1] >= keep:
+                events.pop()
+            self._count[slot] = len(events)
+            self._last[slot] = events[-1] if events else -1
+
+    def step(
+        self,
+        task: int,
+        footprint: Footprint,
+        node: _Node | None,
+        present: tuple[int, ...],
+    ) -> None:
+        """Record a step (``present``: the tasks offered before it) and reverse its races."""
+        tasks = self.tasks
+        k = len(tasks)
+        if k >= MAX_TRACKED_STEPS:
+            self.off = True
+            for earlier in self._path:
+                earlier.full = True
+            return
+        slot = self._slot.get(task)
+        events = self._events
+        if slot is None:
+            slot = self._slot[task] = len(events)
+            self._count.append(0)
+            self._last.append(-1)
+            events.append([])
+        seq = self._count[slot] + 1
+        self._count[slot] = seq
+        clocks = self.clocks
+        last = self._last[slot]
+        width = len(events)
+        # Clocks are as wide as the tasks seen when they were made: widen this one to all.
+        clock = clocks[last][:] if last >= 0 else [0] * width
+        if len(clock) < width:
+            clock.extend([0] * (width - len(clock)))
+        # Appearance: the step after which the task entered the options (walking back over the
+        # steps it was offered before, down to its own last step, which program order covers).
+        presents = self.presents
+        j = k
+        while j - 1 > last and task in presents[j - 1]:
+            j -= 1
+        if j - 1 > last:
+            _join(clock, clocks[j - 1])
+        clock[slot] = seq
+        # Latest first: a step that happens before a later predecessor of this one is covered
+        # by that predecessor's clock and is no race. Steps before ``low`` (the earliest step of
+        # another task not covered yet) are all covered: the scan stops there. (Inlined twice:
+        # this runs at every new step of every schedule.)
+        low = k
+        for other in range(width):
+            if other != slot:
+                covered = clock[other]
+                steps = events[other]
+                if covered < len(steps) and steps[covered] < low:
+                    low = steps[covered]
+        races: list[int] | None = None
+        if low < k:
+            seqs = self.seqs
+            footprints = self.footprints
+            owners = self.slots
+            i = k - 1
+            while i >= low:
+                if clock[owners[i]] < seqs[i] and not independent(footprints[i], footprint):
+                    if races is None:
+                        races = [i]
+                    else:
+                        races.append(i)
+                    for index, value in enumerate(clocks[i]):
+                        if clock[index] < value:
+                            clock[index] = value
+                    low = k
+                    for other in range(width):
+                        if other != slot:
+                            covered = clock[other]
+                            steps = events[other]
+                            if covered < len(steps) and steps[covered] < low:
+                                low = steps[covered]
+                i -= 1
+        tasks.append(task)
+        self.slots.append(slot)
+        self.footprints.append(footprint)
+        self.seqs.append(seq)
+        clocks.append(clock)
+        self.nodes.append(node)
+        presents.append(present)
+        self._last[slot] = k
+        events[slot].append(k)
+        if races is not None:
+            for i in races:
+                self._reverse(i, k)
+
+    def fault(self, node: _Node, tasks: tuple[int, ...]) -> None:
+        """An injected fault (or time let pass) at ``node`` (offering ``tasks``): it may affect
+        any task, so every decision so far explores every option, and every later step happens
+        after it (its footprint is unknown)."""
+        if self.off:
+            return
+        for earlier in self._path:
+            earlier.full = True
+            if earlier is node:
+                break
+        self.step(FAULT_TASK, None, node, tasks)
+
+    def _reverse(self, i: int, k: int) -> None:
+        node = self.nodes[i]
+        if node is None:
+            # No decision there (one option): by the appearance rule no race can start at such
+            # a step, so this is the model falling short; every decision before it explores
+            # every option, as sleep sets alone would.
+            self.fallbacks += 1
+            for earlier in self.nodes[:i]:
+                if earlier is not None:
+                    earlier.full = True
+            return
+        options = node.options
+        if node.full or len(node.backtrack) == len(options):
+            return  # every option is explored there already
+        footprints = self.footprints
+        if footprints[i] is None or footprints[k] is None:
+            node.full = True
+            return
+        # Adjacent steps: v is the later step alone, its task the only initial.
+        initials = {self.tasks[k]} if i == k - 1 else self._initials(i, k)
+        for index in node.backtrack:
+            if options[index] in initials:
+                return
+        if not initials.isdisjoint(node.sleep):
+            return
+        task = self.tasks[k]
+        if task in initials and task in options:
+            node.backtrack.add(options.index(task))
+            return
+        for index, option in enumerate(options):
+            if option in initials:
+                node.backtrack.add(index)
+                return
+        self.fallbacks += 1
+        node.full = True
+
+    def _initials(self, i: int, k: int) -> set[int]:
+        """The tasks whose first step in ``v`` (the steps after ``i`` that do not happen after
+        it, then ``k``) has no predecessor in ``v``."""
+        tasks = self.tasks
+        owners = self.slots
+        seqs = self.seqs
+        clocks = self.clocks
+        race_slot = owners[i]
+        race_seq = seqs[i]
+        # The first step in v of each task, in order.
+        first: dict[int, int] = {}
+        for j in range(i + 1, k):
+            task = tasks[j]
+            if task in first:
+                continue
+            clock = clocks[j]
+            if race_slot < len(clock) and clock[race_slot] >= race_seq:
+                continue  # happens after i: not in v
+            first[task] = j
+        first.setdefault(tasks[k], k)
+        initials: set[int] = set()
+        for task, j in first.items():
+            clock = clocks[j]
+            width = len(clock)
+            preceded = False
+            for start in first.values():
+                if start >= j:
+                    break  # in order: the rest start no earlier
+                other = owners[start]
+                if other < width and clock[other] >= seqs[start]:
+                    preceded = True
+                    break
+            if not preceded:
+                initials.add(task)
+        return initials
+
+
+def _join(clock: list[int], other: list[int]) -> None:
+    """Raise ``clock`` to ``other`` (no wider than it) component by component."""
+    for index, value in enumerate(other):
+        if clock[index] < value:
+            clock[index] = value
