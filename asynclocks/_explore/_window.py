@@ -79,7 +79,7 @@ def find_window(
     pending: dict[tuple[int, str], tuple[int, Access]] = {}
     # (task, key) -> (step index, the write) of another task's first write after that read.
     clobbered: dict[tuple[int, str], tuple[int, Access]] = {}
-    best: tuple[tuple[int, int, int, int], RaceWindow] | None = None
+    best: tuple[tuple[int, int, bool, int, int], RaceWindow] | None = None
     for index, (task, step_accesses_) in enumerate(accesses):
         last: dict[str, Access] = {}
         # The step's first write of each key, else its first read: ``x -= 1`` reads x afresh,
@@ -97,9 +97,13 @@ def find_window(
                 write_index, write = clobbered[mine]
                 # Accesses in the user's own files before those inside installed packages (an
                 # HTTP framework's bookkeeping races benignly all the time); then a stale write (a
-                # lost update), the strongest evidence; then the latest.
+                # lost update), the strongest evidence; then one that re-accesses what it read by
+                # the same text (keys match subscripts by their container alone, so
+                # ``request[a]`` read and ``request[b]`` written share one, and the objects may
+                # differ: each request has its own); then the latest.
                 own = not (_installed(read.filename) or _installed(access.filename))
-                rank = (1 if own else 0, 1 if access.write else 0, index, write_index)
+                same = read.text == access.text
+                rank = (1 if own else 0, 1 if access.write else 0, same, index, write_index)
                 if best is None or rank > best[0]:
                     best = (
                         rank,

@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable
-from typing import Final
+from typing import Final, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -111,6 +111,8 @@ _POLICY: Final = web.AppKey("bank_key_policy", KeyPolicy)
 #: Routes whose answers are never recorded under a key.
 _UNRECORDED: Final = frozenset({"/clients"})
 _WORK: Final = web.RequestKey[UnitOfWork | None]("bank_unit_of_work")
+#: What ``request.get`` gives for a request that never passed :func:`respond`.
+_UNSET: Final = object()
 
 
 def unit_of_work(request: web.Request) -> UnitOfWork | None:
@@ -120,9 +122,13 @@ def unit_of_work(request: web.Request) -> UnitOfWork | None:
     Raises:
         KeyError: The request did not pass :func:`respond`.
     """
-    # Indexing, not .get(): respond() sets it on every request, and a missing key would
-    # cost a raised KeyError (about a microsecond) on each.
-    return request[_WORK]
+    # .get() rather than indexing: the explorer's race window matches subscripts by their
+    # source text, so every request's own ``request[_WORK]`` read looked like one shared value
+    # written by the others, and its report named this line instead of the store's lost update.
+    work = request.get(_WORK, _UNSET)
+    if work is _UNSET:
+        raise KeyError(_WORK)
+    return cast(UnitOfWork | None, work)
 
 
 def respond(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
