@@ -12,7 +12,13 @@ usual hand-rolled alternative, a ``defaultdict`` of ``asyncio.Lock`` (or ``trio.
 never forgets a key.
 
 Times are the thread's CPU time (``time.thread_time_ns``), so that other processes on a busy
-machine do not inflate them.
+machine do not inflate them. ``--instructions`` counts instructions instead, under valgrind's
+callgrind (``--dump-before=os_getppid``: an ``os.getppid()`` before and after each run dumps its
+count): per operation, the difference between a run of ``N`` operations and one of ``2N``, so
+that start-up and set-up cancel out, with ``PYTHONHASHSEED=0`` and the heap frozen before each
+run (a full collection costs the whole heap's worth and would land in one run only). The counts
+repeat from run to run within a fraction of a percent, where CPU times on a shared machine do
+not; the contended workload is smaller there (50 acquisitions per task).
 
 Targets (printed as PASS/MISS): KeyedLock on asyncio within 1.5x of asyncio.Lock uncontended,
 and within 1.2x of the dict of asyncio.Lock contended.
@@ -22,11 +28,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import anyio
 import trio
@@ -296,6 +309,112 @@ def measure_contended(
     return best
 
 
+# ---------------------------------------------------------------- instruction counts
+
+#: The C function of ``os.getppid()``: callgrind dumps its counts each time it is entered
+#: (``--dump-before``), and nothing measured calls it.
+_MARKER = "os_getppid"
+
+
+def _between_markers(run: Callable[[], object]) -> None:
+    # A full collection costs the whole heap's worth (every module loaded): frozen first, the
+    # collections left in the count are those of the objects the run makes.
+    gc.collect()
+    gc.freeze()
+    os.getppid()
+    run()
+    os.getppid()
+
+
+def _uncontended_asyncio(timer: Timer, size: int) -> None:
+    asyncio.run(timer(size))  # type: ignore[arg-type]
+
+
+def _uncontended_trio(timer: Timer, size: int) -> None:
+    trio.run(timer, size)
+
+
+def _contended_asyncio(run: Callable[[Workload], Awaitable[int]], size: int) -> None:
+    asyncio.run(run(_sized(size)))  # type: ignore[arg-type]
+
+
+def _contended_trio(run: Callable[[Workload], Awaitable[int]], size: int) -> None:
+    trio.run(run, _sized(size))
+
+
+def _runners(n: int, per_task: int) -> list[tuple[str, str, Callable[[int], None], int]]:
+    """(table, kind, run with a size, the size of ``n`` operations) for every kind measured."""
+    runners: list[tuple[str, str, Callable[[int], None], int]] = []
+    for name, timer in ASYNCIO_UNCONTENDED.items():
+        runners.append(("uncontended", name, partial(_uncontended_asyncio, timer), n))
+    for name, timer in TRIO_UNCONTENDED.items():
+        runners.append(("uncontended", name, partial(_uncontended_trio, timer), n))
+    for name, run in ASYNCIO_CONTENDED.items():
+        runners.append(("contended", name, partial(_contended_asyncio, run), per_task))
+    for name, run in TRIO_CONTENDED.items():
+        runners.append(("contended", name, partial(_contended_trio, run), per_task))
+    return runners
+
+
+def _sized(per_task: int) -> Workload:
+    return Workload(CALLGRIND_WORK.tasks, per_task, CALLGRIND_WORK.keys)
+
+
+#: The contended workload under callgrind: 100 tasks over 10 keys as in the timed runs, with
+#: fewer acquisitions per task (callgrind runs some fifty times slower).
+CALLGRIND_WORK = Workload(100, 50, 10)
+
+
+def instructions_worker(n: int, per_task: int) -> None:
+    """Run each kind at its size and at twice that (after a warm-up), between markers.
+
+    Prints one line per measured run, ``table<TAB>kind<TAB>operations``, in the order of the
+    runs, which is the order of callgrind's dumps.
+    """
+    for table, name, run, size in _runners(n, per_task):
+        run(size)  # warm-up: specialise the bytecode, fill free lists
+        for scale in (1, 2):
+            _between_markers(partial(run, size * scale))
+            operations = size * scale * (CALLGRIND_WORK.tasks if table == "contended" else 1)
+            print(f"{table}\t{name}\t{operations}", flush=True)
+
+
+def measure_instructions(n: int, per_task: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Instructions per operation of every kind, uncontended and contended, under callgrind.
+
+    The difference between the runs of ``n`` and ``2n`` operations (``per_task`` and twice
+    that, contended), over the difference in operations: start-up and each run's set-up (a
+    fresh loop, the tasks) cancel out.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "cg.out"
+        command = [
+            "valgrind", "--tool=callgrind", f"--dump-before={_MARKER}",
+            f"--callgrind-out-file={out}", sys.executable, str(Path(__file__).resolve()),
+            "--instructions-worker", str(n), str(per_task),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONHASHSEED": "0"}  # dict layouts move counts a few percent
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the callgrind worker failed:\n{done.stderr[-2000:]}")
+        runs = [line.split("\t") for line in done.stdout.splitlines()]
+        counts: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        for index, (table, name, operations) in enumerate(runs):
+            # Dump 1 is the start-up; each run is one dump (2, 4, ...), what came between
+            # two runs the next.
+            text = Path(f"{out}.{2 + 2 * index}").read_text()
+            total = next(
+                int(line.split()[1])
+                for line in text.splitlines()
+                if line.startswith(("summary:", "totals:"))
+            )
+            counts.setdefault((table, name), []).append((int(operations), total))
+    figures: dict[str, dict[str, float]] = {"uncontended": {}, "contended": {}}
+    for (table, name), ((low_ops, low), (high_ops, high)) in counts.items():
+        figures[table][name] = (high - low) / (high_ops - low_ops)
+    return figures["uncontended"], figures["contended"]
+
+
 def _verdict(ratio: float, target: float) -> str:
     return f"{'PASS' if ratio <= target else 'MISS'} (target <= {target}x)"
 
@@ -305,7 +424,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a short, rougher run")
     parser.add_argument("--quiet", action="store_true", help="no progress display on stderr")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per operation under valgrind's callgrind instead of timing "
+        "(repeatable on a busy machine; a few minutes)",
+    )
+    parser.add_argument("--instructions-worker", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.instructions_worker:
+        instructions_worker(*args.instructions_worker)
+        return 0
     # Many short repeats and the minimum: on a shared, noisy machine the best round is the one
     # least disturbed, and interleaving the kinds exposes them to the same disturbances.
     if args.quick:
@@ -314,20 +443,33 @@ def main(argv: list[str] | None = None) -> int:
         n, repeats, batches, work, contended_repeats = 20_000, 5, 8, Workload(100, 1000, 10), 5
 
     print(f"Python {sys.version.split()[0]}, trio {trio.__version__}")
-    print(
-        f"\nUncontended acquire+release, CPU ns/op "
-        f"(best of {repeats * batches} interleaved batches of {n:,}):"
-    )
-    rounds = 2 * (repeats + contended_repeats)  # one per backend per repeat
-    with ProgressBar("benchmark rounds", rounds, enabled=not args.quiet) as progress:
-        un = measure_uncontended(n, repeats, batches, progress.advance)
-        co = measure_contended(work, contended_repeats, progress.advance)
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            print("locks: --instructions needs valgrind, which is not installed", file=sys.stderr)
+            return 2
+        n, work = 2_000, CALLGRIND_WORK
+        print(
+            f"\nUncontended acquire+release, instructions/op (callgrind: the difference of "
+            f"{n:,} and {2 * n:,} operations):"
+        )
+        un, co = measure_instructions(n, work.per_task)
+        unit = "instructions/acquisition (the same difference)"
+    else:
+        print(
+            f"\nUncontended acquire+release, CPU ns/op "
+            f"(best of {repeats * batches} interleaved batches of {n:,}):"
+        )
+        rounds = 2 * (repeats + contended_repeats)  # one per backend per repeat
+        with ProgressBar("benchmark rounds", rounds, enabled=not args.quiet) as progress:
+            un = measure_uncontended(n, repeats, batches, progress.advance)
+            co = measure_contended(work, contended_repeats, progress.advance)
+        unit = f"CPU ns/acquisition (best of {contended_repeats})"
     for name, value in un.items():
         print(f"  {name:<30} {value:8.0f}")
 
     print(
         f"\nContended: {work.tasks} tasks x {work.per_task} acquisitions over {work.keys} keys, "
-        f"CPU ns/acquisition (best of {contended_repeats}):"
+        f"{unit}:"
     )
     for name, value in co.items():
         print(f"  {name:<30} {value:8.0f}")

@@ -218,12 +218,14 @@ def server(
     *,
     tree: Path | None = None,
     cpus: set[int] | None = None,
+    start_timeout: float = 30,
 ) -> Iterator[Server]:
     """Start a server that prints ``listening on URL``; yield it; stop it.
 
     ``tree``: run that source tree's code (its directory first on ``PYTHONPATH``, and the
-    working directory). ``cpus``: the CPUs the process may run on. The admin token reaches it
-    through the environment (every revision reads ``BANK_ADMIN_TOKEN``).
+    working directory). ``cpus``: the CPUs the process may run on. ``start_timeout``: seconds
+    it gets to say it listens (a server under valgrind needs minutes). The admin token reaches
+    it through the environment (every revision reads ``BANK_ADMIN_TOKEN``).
     """
     env = {**os.environ, "BANK_ADMIN_TOKEN": ADMIN_TOKEN}
     if tree is not None:
@@ -242,7 +244,7 @@ def server(
         assert process.stdout is not None
         with selectors.DefaultSelector() as selector:
             selector.register(process.stdout, selectors.EVENT_READ)
-            line = process.stdout.readline() if selector.select(30) else ""
+            line = process.stdout.readline() if selector.select(start_timeout) else ""
         if not line.startswith("listening on "):
             process.kill()
             assert process.stderr is not None

@@ -16,7 +16,7 @@ import inspect
 import math
 import sys
 import weakref
-from asyncio import events
+from asyncio import events, format_helpers
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -27,7 +27,6 @@ from ._common import (
     Chooser,
     Outcome,
     Scenario,
-    Step,
     StepLimitError,
     TraceEvent,
     Waiting,
@@ -38,8 +37,8 @@ from ._common import (
     user_location,
 )
 from ._faults import NO_FAULTS, OWN_SCOPE, Fault, FaultLog, Faults, fault_option
-from ._footprint import EMPTY_CHAIN, Chain, chain, chain_key, step_footprint
 from ._net_asyncio import SimulatedNetworkLoop
+from ._steps import StepRecorder
 from ._unsupported import UnsupportedLoopAPI, patch_anyio_threads
 from ._waits import describe_wait
 from ._waits import waited as _waited
@@ -120,6 +119,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self.faults = NO_FAULTS
         # Events seen since the last step, while a trace is recorded (None: not tracing).
         self._events: list[TraceEvent] | None = None
+        self._recorder = StepRecorder(self._name, _ended)
 
     # -- the parts of the event loop API that asyncio, anyio and user code use ------------------
 
@@ -294,24 +294,22 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
         self._ids.clear()
         self._errors.clear()
         self._net_reset()
-        noted = self._events = [] if trace else None
+        recorder = self._recorder
+        recorder.start(chooser, trace)
+        noted = self._events = recorder.events
         decisions: list[int] = []
         widths: list[int] = []
-        steps: list[Step] = []
-        outcome = Outcome(None, None, decisions, widths, steps)
-        sketch = outcome.sketch
+        outcome = Outcome(None, None, decisions, widths, recorder.steps)
+        outcome.sketch = recorder.sketch
         # Bound once: this loop runs every step of every schedule.
         runnable = self._runnable
         callbacks = self._callbacks
         timers = self._timers
         ids = self._ids
         pick = chooser.pick
-        track = chooser.footprints
-        wants_footprint = chooser.wants_footprint
-        stepped = chooser.stepped
-        # Only the reported schedule's replay looks at the chains themselves (the race window).
-        watch = getattr(chooser, "watch_chains", None)
-        chains: dict[asyncio.Task[Any], Chain] = {}
+        begin = recorder.begin
+        end = recorder.end
+        step = recorder.step
         previous = events._get_running_loop()
         events._set_running_loop(self)
         self._running = True
@@ -350,9 +348,9 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                         widths.append(len(options))
                         if index >= len(tasks):
                             assert log is not None
-                            event = log.inject(offered[index - len(tasks)], count)
+                            injected = log.inject(offered[index - len(tasks)], count)
                             if noted is not None:
-                                noted.append(event)
+                                noted.extend(injected)
                             offered = []
                             continue
                         task = tasks[index]
@@ -361,46 +359,40 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     tid = ids[task]
                     task_coro = task.get_coro()
                     if noted is not None:
-                        resumed = user_location(task_coro)
                         cancelled = _events.asyncio_cancelled(task, handles)
                         woke = _events.wake_event(tid, task_coro, cancelled)
                         if woke is not None:
                             noted.append(woke)
-                    tracking = track and wants_footprint()
-                    if tracking:
-                        # Where a task stopped is where it resumes: reuse that chain.
-                        before = chains.pop(task, None) or chain(task_coro)
-                    elif track:
-                        chains.pop(task, None)
-                    for handle in handles:
-                        if not handle._cancelled:
-                            handle._run()
-                    done = task.done()
-                    if tracking:
-                        failed = done and (task.cancelled() or task.exception() is not None)
-                        after = EMPTY_CHAIN if done else chain(task_coro)
-                        if after:
-                            chains[task] = after
-                        stepped(tid, step_footprint(before, after, done, failed))
-                        if watch is not None:
-                            watch(tid, before, after)
-                        sketch.append((tid, after.key, preempted))
-                    else:
-                        sketch.append((tid, () if done else chain_key(task_coro), preempted))
-                    if noted is not None:
-                        steps.append(
-                            Step(
+                    if len(handles) == 1 and not handles[0]._cancelled:
+                        # The usual step, one handle: Handle._run's work without its call, and
+                        # the recorder's in one call. A task's step raises only what _run lets
+                        # through; anything else goes to the exception handler as in _run.
+                        handle: Any = handles[0]
+                        try:
+                            step(
+                                task,
                                 tid,
-                                self._name(task),
-                                resumed,
-                                None if done else user_location(task_coro),
-                                done,
+                                task_coro,
                                 preempted,
-                                tuple(noted),
-                                _events.asyncio_end(task) if done else "",
+                                handle._context.run,
+                                handle._callback,
+                                handle._args,
+                                type(task).done,
                             )
-                        )
-                        noted.clear()
+                        except (SystemExit, KeyboardInterrupt):
+                            raise
+                        except BaseException as failure:  # noqa: BLE001 - as Handle._run
+                            self._callback_failed(handle, failure)
+                    else:
+                        begin(task, tid, task_coro, preempted)
+                        for handle in handles:
+                            if not handle._cancelled:
+                                handle._run()
+                        if task.done():
+                            failed = task.cancelled() or task.exception() is not None
+                            end(True, failed, "" if noted is None else _events.asyncio_end(task))
+                        else:
+                            end(False, False, "")
                     count += 1
                     if count > max_steps:
                         outcome.kind = "exception"
@@ -417,9 +409,9 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                     assert log is not None
                     injected = log.choose_idle(offered, pick, decisions, widths, count)
                     offered = []
-                    if injected is not None:
+                    if injected:
                         if noted is not None:
-                            noted.append(injected)
+                            noted.extend(injected)
                         continue
                 if self._advance_time():
                     continue
@@ -440,6 +432,19 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             self._running = False
             events._set_running_loop(previous)
         return outcome
+
+    def _callback_failed(self, handle: asyncio.Handle, error: BaseException) -> None:
+        """What ``Handle._run`` does when its callback raises: tell the exception handler."""
+        callback: Any = handle._callback  # type: ignore[attr-defined]
+        source = format_helpers._format_callback_source(callback, handle._args)
+        context: dict[str, Any] = {
+            "message": f"Exception in callback {source}",
+            "exception": error,
+            "handle": handle,
+        }
+        if handle._source_traceback:  # type: ignore[attr-defined]
+            context["source_traceback"] = handle._source_traceback  # type: ignore[attr-defined]
+        self.call_exception_handler(context)
 
     def _offered_faults(self, main: asyncio.Task[Any]) -> list[Fault]:
         """The faults that could happen now, in a deterministic order (see ``_faults``)."""
@@ -520,7 +525,9 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                 whose = f" of {self._name(task)} at {where}"
             return f"fired the {what}{whose} early, at t={self._time:g} (deadline t={when:g})"
 
-        return Fault(text, fire)
+        # Fired early, the timeout calls back at once rather than through a timer coming due:
+        # its expiry is shown as the timer's would be.
+        return Fault(text, fire, _events.asyncio_timer_event(handle, self._ids))
 
     def _blocked_tasks(self, main: asyncio.Task[Any]) -> list[Waiting]:
         waiting: list[Waiting] = []
@@ -597,6 +604,12 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
             # Only a schedule that used the network has one to drop; the next schedule's start
             # hooks modules imported meanwhile.
             self._net_reset()
+
+
+def _ended(task: asyncio.Task[Any], trace: bool) -> tuple[bool, str]:
+    """How a finished task ended, for the recorder: whether it failed, and the trace's text."""
+    failed = task.cancelled() or task.exception() is not None
+    return failed, _events.asyncio_end(task) if trace else ""
 
 
 def _anyio_task_states() -> Any:

@@ -89,29 +89,40 @@ def trio_timeout(task: Any, now: float, origin: float, ids: dict[Any, int]) -> T
 
     A ``kind == "time"`` event (never shown) means the expired deadline was a sleep's own: the
     task woke from ``trio.sleep``/``anyio.sleep``, it was not cancelled. None: no deadline
-    passed (a plain cancellation).
+    passed (a plain cancellation). A sleep that ends at the instant a scope around it is
+    cancelled (a timeout fired early, a cancellation) wakes with that scope's cancellation: the
+    scopes outside the sleep's own are looked at too.
     """
     status = getattr(task, "_cancel_status", None)
     innermost = True
+    slept = cancelled = False
     for _ in range(100):
         if status is None:
-            return None
+            break
         scope = getattr(status, "_scope", None)
-        deadline = getattr(scope, "deadline", None)
-        if getattr(scope, "cancel_called", False) and deadline is not None and deadline <= now:
-            if innermost and _in_sleep(task):
-                return TraceEvent("time", "slept")
-            return TraceEvent("timeout", f"deadline {deadline - origin:g} s expired", ids.get(task))
+        if getattr(scope, "cancel_called", False):
+            deadline = getattr(scope, "deadline", None)
+            if deadline is not None and deadline <= now:
+                if innermost and in_sleep(task):
+                    slept = True
+                else:
+                    detail = f"deadline {deadline - origin:g} s expired"
+                    return TraceEvent("timeout", detail, ids.get(task))
+            else:
+                cancelled = True
         innermost = False
         status = getattr(status, "_parent", None)
-    return None
+    return TraceEvent("time", "slept") if slept and not cancelled else None
 
 
-def _in_sleep(task: Any) -> bool:
-    return any(name in _SLEEPS for name in waited(task.coro).functions)
+def in_sleep(task: Any) -> bool:
+    """Whether a trio task waits in ``trio.sleep``/``sleep_until`` (anyio's sleeps on trio too).
 
-
-_SLEEPS = {"sleep_until", "sleep_forever"}
+    Its innermost cancel scope is then the sleep's own (``sleep_until`` is ``with
+    move_on_at(deadline): await sleep_forever()``): that deadline ends a sleep, it is no timeout.
+    A bare ``sleep_forever`` opens no scope, so the innermost one is the caller's.
+    """
+    return "sleep_until" in waited(task.coro).functions
 
 
 def trio_end(result: Any) -> str:

@@ -122,10 +122,16 @@ def check_faults(cancel: object, timeouts: object, fault_budget: object) -> Faul
 
 @dataclass
 class Fault:
-    """One fault on offer at a decision: what the trace will say, and how to make it happen."""
+    """One fault on offer at a decision: what the trace will say, and how to make it happen.
+
+    ``expired`` is the trace's event for a timeout whose early firing the backend does not see
+    as a timer coming due (asyncio's ``reschedule`` to now calls back at once): the same event a
+    deadline that fires on time shows.
+    """
 
     text: Callable[[], str]
     inject: Callable[[], object]
+    expired: TraceEvent | None = None
 
 
 class FaultLog:
@@ -138,13 +144,15 @@ class FaultLog:
         #: (number of steps taken before it, text) per injected fault.
         self.injected: list[tuple[int, str]] = []
 
-    def inject(self, fault: Fault, steps: int) -> TraceEvent:
-        """Inject ``fault`` now (after ``steps`` steps), recording it; the trace's event for it."""
+    def inject(self, fault: Fault, steps: int) -> tuple[TraceEvent, ...]:
+        """Inject ``fault`` now (after ``steps`` steps), recording it; the trace's events for it
+        (the injection, then the timeout's expiry when the backend will not show that itself)."""
         self.left -= 1
         text = fault.text()
         self.injected.append((steps, text))
         fault.inject()
-        return TraceEvent(INJECTED, text)
+        event = TraceEvent(INJECTED, text)
+        return (event,) if fault.expired is None else (event, fault.expired)
 
     def choose_idle(
         self,
@@ -153,14 +161,14 @@ class FaultLog:
         decisions: list[int],
         widths: list[int],
         steps: int,
-    ) -> TraceEvent | None:
+    ) -> tuple[TraceEvent, ...]:
         """No task can run: decide between :data:`WAIT` and the ``offered`` faults (not empty).
 
         The decision is recorded in ``decisions``/``widths``; a chosen fault is injected (after
-        ``steps`` steps) and its trace event returned, None when the choice was to wait.
+        ``steps`` steps) and its trace events returned, none when the choice was to wait.
         """
         options = [WAIT, *(fault_option(i) for i in range(len(offered)))]
         index = pick(options)
         decisions.append(index)
         widths.append(len(options))
-        return self.inject(offered[index - 1], steps) if index else None
+        return self.inject(offered[index - 1], steps) if index else ()

@@ -71,6 +71,24 @@ def _wrap_counted(original: Any, current: Callable[[], object]) -> Any:
     return acquire
 
 
+def _wrap_handed_over(original: Any, current: Callable[[], object]) -> Any:
+    # anyio's trio Semaphore with fast_acquire=True parks on the trio semaphore's lot when no
+    # permit is free: the releasing task hands its permit over without calling acquire or
+    # acquire_nowait, the methods that record a holder. The holder is recorded on the trio
+    # semaphore inside (where the other acquisitions are recorded) once the wait is over.
+    @functools.wraps(original)
+    async def acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
+        inner = getattr(self, "_Semaphore__original", self)
+        me = current()
+        held = holders_of(inner).count(me)
+        result = await original(self, *args, **kwargs)
+        if holders_of(inner).count(me) == held:
+            _add(inner, me)
+        return result
+
+    return acquire
+
+
 def _wrap_nowait(original: Any, current: Callable[[], object]) -> Any:
     @functools.wraps(original)
     def acquire_nowait(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -119,8 +137,13 @@ def _classes(backend: Backend) -> tuple[list[type], Callable[[], object]]:
     else:
         import trio
 
-        # anyio's trio Semaphore wraps a trio.Semaphore: the holders are recorded on that.
+        # anyio's trio Semaphore wraps a trio.Semaphore: the holders are recorded on that, and
+        # only anyio's acquire is wrapped (for the permits handed over, see _wrap_handed_over).
         classes.append(trio.Semaphore)
+        if "anyio" in sys.modules:
+            from anyio._backends import _trio as anyio_trio
+
+            classes.append(anyio_trio.Semaphore)
 
         def current() -> object:
             try:
@@ -142,11 +165,14 @@ def install(backend: Backend) -> None:
     for cls in classes:
         # trio's acquire calls acquire_nowait first; asyncio's and anyio's never do.
         nowait_inside = cls.__module__.startswith("trio")
-        for attr in ("acquire", "acquire_nowait", "release"):
+        wraps_inner = cls.__module__ == "anyio._backends._trio"
+        for attr in ("acquire",) if wraps_inner else ("acquire", "acquire_nowait", "release"):
             original = cls.__dict__.get(attr)
             if original is None:
                 continue
-            if attr == "acquire":
+            if wraps_inner:
+                wrapped = _wrap_handed_over(original, current)
+            elif attr == "acquire":
                 wrapped = _wrap_async(original, current, nowait_inside)
             elif attr == "acquire_nowait":
                 wrapped = _wrap_nowait(original, current)

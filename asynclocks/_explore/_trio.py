@@ -28,8 +28,6 @@ from ._common import (
     Chooser,
     Outcome,
     Scenario,
-    SketchStep,
-    Step,
     StepLimitError,
     TraceEvent,
     UnsupportedScenario,
@@ -42,7 +40,8 @@ from ._common import (
     waited_object,
 )
 from ._faults import NO_FAULTS, OWN_SCOPE, Fault, FaultLog, Faults, fault_option
-from ._footprint import EMPTY_CHAIN, TRANSPARENT_CODE, Chain, chain, chain_key, step_footprint
+from ._footprint import TRANSPARENT_CODE
+from ._steps import StepRecorder
 from ._waits import describe_wait
 
 #: trio versions the explorer is tested with; others are refused (their internals may differ).
@@ -139,26 +138,23 @@ class ControlledRunQueue:
         self.chooser: Chooser | None = None
         self.decisions: list[int] = []
         self.widths: list[int] = []
-        self.steps: list[Step] = []
         self.trace = False
         self.count = 0
         self.max_steps = MAX_STEPS
         self.stopped: str | None = None  # "deadlock" or "limit" when the driver must step in
         self.wakeup: Any = None
-        self._last: Any = None
-        self._last_resumed: Any = None
-        self._last_preempted = False
+        #: The mock clock's own jump to the next deadline, and whether it waits for this pass's
+        #: idle decision (see :meth:`autojump`).
+        self._clock_jump: Callable[[], None] = lambda: None
+        self._jump_deferred = False
         self.track = False
-        self._tracked: Any = None
-        self._chains: dict[Any, Chain] = {}
-        self._tracked_before: Chain = EMPTY_CHAIN
         #: Whether each task that ended while footprints were tracked raised (from trio's
         #: ``task_exited``): a task that returned touched only what its last step did.
         self._failed: dict[Any, bool] = {}
-        self._watch: Callable[[int, Chain, Chain], None] | None = None
-        self.sketch: list[SketchStep] = []
-        self._sketched: Any = None
-        self._sketch_preempted = False
+        #: The schedule's steps: the one under way ends at the next pass of trio's run loop.
+        self.recorder = StepRecorder(self._task_name)
+        #: The task whose step is under way (it ends at the next pass), None between steps.
+        self._stepping: Any = None
         self._root_code: Any = None
         self.faults = NO_FAULTS
         self.log = _NO_LOG
@@ -166,8 +162,7 @@ class ControlledRunQueue:
         self.outer_scope: Any = None
         # One trio.run serves every schedule: times are shown from this schedule's start.
         self._time_origin = 0.0
-        # While tracing: events since the last step, the clock last seen, how tasks ended.
-        self.events: list[TraceEvent] = []
+        # While tracing: the clock last seen, how tasks ended (the events are the recorder's).
         self._seen_time = 0.0
         self.ends: dict[Any, str] = {}
 
@@ -206,12 +201,8 @@ class ControlledRunQueue:
 
     def __iter__(self) -> Iterator[Any]:
         self._pass += 1
-        if self._last is not None:
-            self._record_step()
-        if self._tracked is not None:
-            self._record_footprint()
-        if self._sketched is not None:
-            self._record_sketch()
+        if self._stepping is not None:
+            self._end_step()
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
@@ -222,7 +213,13 @@ class ControlledRunQueue:
         else:
             self._selected = []
             if self.log.left and self.active and not self.cleaning and self._idle_fault():
+                # The fault happened before time passed: a deadline it moved to now expires in
+                # the next pass, and the clock jumps only if everything is idle again then.
+                self._jump_deferred = False
                 return iter(self._selected)
+            if self._jump_deferred:
+                self._jump_deferred = False
+                self._clock_jump()
             if self.active and self.stopped is None and self._deadlocked():
                 self._stop("deadlock")
                 self._selected = list(self._system)
@@ -258,31 +255,33 @@ class ControlledRunQueue:
             self.decisions.append(index)
             self.widths.append(len(options))
             if index >= len(batch):
-                event = self.log.inject(offered[index - len(batch)], self.count)
+                injected = self.log.inject(offered[index - len(batch)], self.count)
                 if self.trace:
-                    self.events.append(event)
+                    self._note(*injected)
                 return None
             preempted = index != 0
         task = batch.pop(index)
-        if self.track:
-            chains = self._chains
-            if chooser.wants_footprint():  # type: ignore[union-attr]
-                self._tracked = task
-                # Where a task stopped is where it resumes: reuse that chain.
-                self._tracked_before = chains.pop(task, EMPTY_CHAIN) or chain(task.coro)
-            else:
-                chains.pop(task, None)
-        self._sketched = task
-        self._sketch_preempted = preempted
+        self._stepping = task
+        self.recorder.begin(task, self.ids[task], task.coro, preempted)
         self.count += 1
         if self.count > self.max_steps and self.stopped is None:
             self._stop("limit")
         if self.trace:
-            self._last = task
-            self._last_resumed = user_location(task.coro)
-            self._last_preempted = preempted
             self._trace_resume(task)
         return task
+
+    def autojump(self) -> None:
+        """Stands in for the mock clock's ``_autojump``, which trio calls when every task waits.
+
+        trio jumps the clock to the next deadline *before* it takes the pass's batch. When a
+        fault may be injected at this idle point, the jump waits for that decision: a timeout
+        fired early fires at the time everything went idle, and a deadline the jump would reach
+        is still in the future then (it may fire early too). Otherwise the clock jumps now.
+        """
+        if self.log.left and self.active and not self.cleaning:
+            self._jump_deferred = True
+        else:
+            self._clock_jump()
 
     def _idle_fault(self) -> bool:
         """No scenario task can run: offer the faults before time passes; True if one was made."""
@@ -291,13 +290,13 @@ class ControlledRunQueue:
         offered = self._offered_faults()
         if not offered:
             return False
-        event = self.log.choose_idle(
+        injected = self.log.choose_idle(
             offered, self.chooser.pick, self.decisions, self.widths, self.count
         )
-        if event is None:
+        if not injected:
             return False
         if self.trace:
-            self.events.append(event)
+            self._note(*injected)
         return True
 
     def _offered_faults(self) -> Sequence[Fault]:
@@ -332,6 +331,9 @@ class ControlledRunQueue:
             start = self._time_origin
             for _, task in live:
                 status = task._cancel_status
+                if status is not None and _events.in_sleep(task):
+                    # A sleep's own deadline: firing it early would end the sleep, not time out.
+                    status = status._parent
                 while status is not None:
                     scope = status._scope
                     if scope is self.outer_scope:
@@ -374,7 +376,7 @@ class ControlledRunQueue:
         now = float(self._runner.clock.current_time())
         if now > self._seen_time:
             self._seen_time = now
-            self.events.append(_events.time_event(now - self._time_origin))
+            self._note(_events.time_event(now - self._time_origin))
         cancelled = _events.trio_cancelled(task)
         if cancelled:
             # trio.sleep ends by its own deadline's cancellation: that is a timer, not a cancel.
@@ -382,10 +384,18 @@ class ControlledRunQueue:
             if timeout is None or timeout.kind == "time":
                 cancelled = timeout is None
             else:
-                self.events.append(timeout)
+                self._note(timeout)
         woke = _events.wake_event(self.ids[task], task.coro, cancelled)
         if woke is not None:
-            self.events.append(woke)
+            self._note(woke)
+
+    def _note(self, *noted: TraceEvent) -> None:
+        events = self.recorder.events
+        if events is not None:
+            events.extend(noted)
+
+    def _task_name(self, task: Any) -> str:
+        return self.names[self.ids[task]]
 
     def task_exited(self, task: Any, result: Any) -> None:
         """Told by the wrapped ``runner.task_exited`` (while tracing or tracking footprints)
@@ -395,49 +405,17 @@ class ControlledRunQueue:
         if self.track:
             self._failed[task] = getattr(result, "error", None) is not None
 
-    def _record_step(self) -> None:
-        task = self._last
-        self._last = None
-        finished = task.coro.cr_frame is None
-        self.steps.append(
-            Step(
-                self.ids[task],
-                self.names[self.ids[task]],
-                self._last_resumed,
-                None if finished else user_location(task.coro),
-                finished,
-                self._last_preempted,
-                tuple(self.events),
-                self.ends.get(task, "") if finished else "",
-            )
-        )
-        self.events.clear()
-
-    def _record_footprint(self) -> None:
-        task = self._tracked
-        self._tracked = None
-        tid = self.ids[task]
-        finished = task.coro.cr_frame is None
-        after = EMPTY_CHAIN if finished else chain(task.coro)
-        if after:
-            self._chains[task] = after
+    def _end_step(self) -> None:
+        """The task that ran in the last pass stopped: how it ended is all trio adds."""
+        task = self._stepping
+        self._stepping = None
+        if task.coro.cr_frame is not None:
+            self.recorder.end(False, False, "")
+            return
         # trio does not keep a finished task's outcome on the task; ``task_exited`` saw it. One
-        # that raised counts as touching everything (it may have cancelled its siblings).
-        failed = finished and self._failed.pop(task, True)
-        footprint = step_footprint(self._tracked_before, after, finished, failed)
-        assert self.chooser is not None
-        self.chooser.stepped(tid, footprint)
-        if self._watch is not None:
-            self._watch(tid, self._tracked_before, after)
-        # The tracked task is the sketched one: its sketch step reuses the chain just walked.
-        self._sketched = None
-        self.sketch.append((tid, after.key, self._sketch_preempted))
-
-    def _record_sketch(self) -> None:
-        task = self._sketched
-        self._sketched = None
-        key = () if task.coro.cr_frame is None else chain_key(task.coro)
-        self.sketch.append((self.ids[task], key, self._sketch_preempted))
+        # whose end was not seen counts as failed (touching everything).
+        failed = self._failed.pop(task, True) if self.track else True
+        self.recorder.end(True, failed, self.ends.get(task, "") if self.trace else "")
 
     def _deadlocked(self) -> bool:
         runner = self._runner
@@ -492,25 +470,19 @@ class ControlledRunQueue:
         self._batch.clear()
         self.decisions = []
         self.widths = []
-        self.steps = []
-        self.sketch = []
-        self._sketched = None
         self.chooser = chooser
         self.track = chooser.footprints
-        # Only the reported schedule's replay looks at the chains themselves (the race window).
-        self._watch = getattr(chooser, "watch_chains", None)
-        self._tracked = None
-        self._chains.clear()
         self._failed.clear()
         self.trace = trace
-        self.events = []
+        recorder = self.recorder
+        recorder.start(chooser, trace)
+        self._stepping = None
         self.ends = {}
         self._seen_time = self._time_origin = float(self._runner.clock.current_time())
         self.count = 0
         self.max_steps = chooser.max_steps
         self.stopped = None
         self.cleaning = False
-        self._last = None
         self.root_name = getattr(scenario, "__qualname__", "scenario").rpartition("<locals>.")[2]
         self.log = FaultLog(self.faults) if self.faults.active else _NO_LOG
         wakeup = self.wakeup = trio.Event()
@@ -534,8 +506,9 @@ class ControlledRunQueue:
             # The same code every schedule; adding it once spares hashing a code object each time.
             self._root_code = root.__code__
             TRANSPARENT_CODE.add(root.__code__)
-        outcome = Outcome(None, None, self.decisions, self.widths, self.steps)
-        outcome.sketch = self.sketch
+        steps = recorder.steps
+        outcome = Outcome(None, None, self.decisions, self.widths, steps)
+        outcome.sketch = recorder.sketch
         if self.log is not _NO_LOG:
             outcome.faults = self.log.injected
         async with trio.open_nursery() as nursery:
@@ -544,15 +517,11 @@ class ControlledRunQueue:
             self.expect_root = True
             nursery.start_soon(root)
             await wakeup.wait()
-            if self._last is not None:
-                self._record_step()
-            if self._tracked is not None:
-                self._record_footprint()
-            if self._sketched is not None:
-                self._record_sketch()
-            if box and self.steps and self.steps[-1].task == 0 and self.steps[-1].finished:
+            if self._stepping is not None:
+                self._end_step()
+            if box and steps and steps[-1].task == 0 and steps[-1].finished:
                 # The root wrapper caught the scenario's exception: that is how #0 ended.
-                self.steps[-1].end = describe_end(unwrap_group(box[0]), False, None)
+                steps[-1].end = describe_end(unwrap_group(box[0]), False, None)
             stopped = self._stop_reason()
             if stopped == "deadlock":
                 outcome.kind = "deadlock"
@@ -592,6 +561,10 @@ async def _drive(
     runq = ControlledRunQueue(runner, trio.lowlevel.current_task(), runner.runq)
     runq.faults = faults
     runner.runq = runq  # type: ignore[assignment]  # duck-typed: trio only appends/iterates/clears
+    # An instance attribute: trio calls ``runner.clock._autojump()`` (MockClock has no slots).
+    clock: Any = runner.clock  # the MockClock run_plan made
+    runq._clock_jump = clock._autojump
+    clock._autojump = runq.autojump
     # How a traced task ended: only trio's runner sees a task's outcome (its class has slots,
     # so the method is wrapped on the class, for this runner only).
     runner_class = type(runner)
@@ -615,6 +588,7 @@ async def _drive(
         return stop.value
     finally:
         restore_network()
+        del clock._autojump
         runner_class.task_exited = task_exited  # type: ignore[method-assign]
         runner.runq = deque(runq)
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, cast
 
 from ._common import (
     AioWaiter,
@@ -21,6 +22,9 @@ from ._common import (
     timed_out,
     wake_idle,
 )
+
+_Future = asyncio.Future
+_monotonic = time.monotonic
 
 # On Python 3.11 ``asyncio.current_task`` is a Python function that looks up this dict; calling
 # the dict's C ``get`` directly saves a frame on every acquire and release. Later versions
@@ -43,17 +47,34 @@ async def wait_for_key(
     loop: asyncio.AbstractEventLoop,
     timeout: float | None,  # noqa: ASYNC109 - see KeyedLock.acquire
     began: int | None = None,
+    deadline: float | None = None,
 ) -> None:
     """Queue ``task`` behind ``owner`` and wait until ``release()`` hands it the key.
 
     ``began`` is the ticket a ``many()`` drew when it began; the waiter goes ahead of every
     waiter queued after that (see ``_ManyGuard``). Without it the waiter joins at the end.
+    With a ``timeout``, the wait ends at ``deadline`` (the loop's clock; ``timeout`` from now
+    when omitted) with a :exc:`TimeoutError` that names ``timeout``.
+
+    The deadline is kept in the waiter's entry, and one loop timer per lock, the watchdog,
+    fires at the earliest deadline of all the waits (see ``_watch``). A timer per wait would
+    cost a handle, a heap push, a cancel and a heap pop on each: more than the rest of a
+    contended hand-over. Only a wait on another loop than the one the watchdog serves (one
+    lock used by several loops in turn) gets a timer of its own.
     """
     if not isinstance(owner, asyncio.Task) or owner.get_loop() is not loop:
         raise foreign_owner_error(key, owner)
-    fut = loop.create_future()
+    stock = state._stock_loop
+    fut: asyncio.Future[None] = _Future(loop=loop) if stock else loop.create_future()
     ticket = next(state._tickets) if began is None else began
-    item = (ticket, task, fut)
+    timer = None
+    if timeout is not None:
+        if deadline is None:
+            deadline = (_monotonic() if stock else loop.time()) + timeout
+        if state._timed_live and state._watch_loop is not loop:
+            timer = loop.call_at(deadline, _expire, fut, key, timeout)
+            deadline = timeout = None  # not the watchdog's
+    item = (ticket, task, fut, deadline, timeout)
     queue = state._aio_waiters.get(key)
     if queue is None:
         queue = state._aio_waiters[key] = deque()
@@ -64,7 +85,11 @@ async def wait_for_key(
         while position and queue[position - 1][0] > ticket:
             position -= 1
         queue.insert(position, item)
-    timer = None if timeout is None else loop.call_later(timeout, _expire, fut, key, timeout)
+    if deadline is not None:
+        state._timed_live += 1
+        state._watch_loop = loop
+        if state._watchdog is None or deadline < state._watch_at:
+            _set_watchdog(state, loop, deadline)
     try:
         await fut
     except BaseException:
@@ -76,8 +101,53 @@ async def wait_for_key(
             _discard(state, key, item)
         raise
     finally:
-        if timer is not None:
+        if deadline is not None:
+            state._timed_live -= 1
+            if not state._timed_live and state._watchdog is not None:
+                state._watchdog.cancel()  # no wait left to bound
+                state._watchdog = None
+        elif timer is not None:
             timer.cancel()
+
+
+def _set_watchdog(state: LockState, loop: asyncio.AbstractEventLoop, when: float) -> None:
+    if state._watchdog is not None:
+        state._watchdog.cancel()
+    state._watch_at = when
+    state._watchdog = loop.call_at(when, _watch, state, loop)
+
+
+def _watch(state: LockState, loop: asyncio.AbstractEventLoop) -> None:
+    """The watchdog: fail every wait whose deadline has come, then wait for the next one.
+
+    It looks at every waiter, which is cheap where the waits are short next to the timeout:
+    it then fires about once per timeout. (If many waits expire one after another behind a
+    stalled holder, each expiry costs a look at all the waiters.)
+    """
+    state._watchdog = None
+    # The loop runs a timer up to its clock's resolution early: its time has come all the same.
+    now = max(state._watch_at, loop.time())
+    earliest = None
+    due: list[tuple[float, asyncio.Future[None], Hashable, float]] = []
+    for key, queue in state._aio_waiters.items():
+        for _, _, fut, deadline, timeout in queue:
+            if deadline is None or fut.done():
+                continue  # no deadline (or its own timer), or served, cancelled, timed out
+            if deadline <= now:
+                due.append((deadline, fut, key, cast(float, timeout)))
+            elif earliest is None or deadline < earliest:
+                earliest = deadline
+    # In the order of the deadlines, as timers of their own would have fired on a late loop:
+    # the waiters wake up in that order.
+    due.sort(key=_deadline)
+    for _, fut, key, timeout in due:
+        fut.set_exception(timed_out(key, timeout))
+    if earliest is not None:
+        _set_watchdog(state, loop, earliest)
+
+
+def _deadline(entry: tuple[float, asyncio.Future[None], Hashable, float]) -> float:
+    return entry[0]
 
 
 def release(state: LockState, key: Hashable, task: asyncio.Task[Any]) -> None:
@@ -92,7 +162,7 @@ def hand_over(state: LockState, key: Hashable) -> None:
     """Give the held ``key`` to its first live waiter, or free it if none is left."""
     queue = state._aio_waiters[key]
     while queue:
-        _, waiter, fut = queue.popleft()
+        _, waiter, fut, _, _ = queue.popleft()
         # A done future belongs to a waiter that was cancelled or timed out but has not run
         # yet to remove itself; skip it.
         if not fut.done():
@@ -150,7 +220,7 @@ def _discard(state: LockState, key: Hashable, item: AioWaiter) -> None:
         del state._aio_waiters[key]
 
 
-def _expire(fut: asyncio.Future[None], key: object, timeout: float) -> None:
+def _expire(fut: asyncio.Future[None], key: Hashable, timeout: float) -> None:
     # Runs as a loop callback; if ownership was already handed over, the acquire succeeded and
     # the late timer must not undo it.
     if not fut.done():

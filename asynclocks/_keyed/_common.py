@@ -21,8 +21,10 @@ if TYPE_CHECKING:
         _thread_id: int | None
 
 
-#: An asyncio waiter: its ticket, its task, and the future that ``release()`` completes.
-AioWaiter = tuple[int, asyncio.Task[Any], asyncio.Future[None]]
+#: An asyncio waiter: its ticket, its task, the future that ``release()`` completes, and for a
+#: wait with a timeout that the lock's watchdog bounds, its deadline (the loop's clock) and the
+#: timeout (for the message); else None and None.
+AioWaiter = tuple[int, asyncio.Task[Any], asyncio.Future[None], float | None, float | None]
 
 
 class _NoLoop:
@@ -53,8 +55,13 @@ class LockState:
         "_loop_thread",
         "_owners",
         "_ready",
+        "_stock_loop",
         "_tickets",
+        "_timed_live",
         "_trio_lots",
+        "_watch_at",
+        "_watch_loop",
+        "_watchdog",
     )
 
     def __init__(self) -> None:
@@ -65,6 +72,14 @@ class LockState:
         self._aio_waiters: dict[Hashable, deque[AioWaiter]] = {}
         # Numbers the asyncio acquisitions that wait, in the order they began.
         self._tickets = itertools.count()
+        # asyncio: how many waits with a deadline the watchdog bounds are under way: one loop
+        # timer per lock, not one per wait (see _asyncio.wait_for_key); at 0 it is cancelled.
+        self._timed_live = 0
+        # The watchdog's timer, when it fires (never later than the earliest deadline of a
+        # wait it bounds), and the loop of those waits (another loop's get timers of their own).
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_at = 0.0
+        self._watch_loop: asyncio.AbstractEventLoop | None = None
         # trio: key -> the parking lot its waiters park in, registered with trio as broken by
         # the key's owner should that task exit without releasing (then it stays, broken).
         self._trio_lots: dict[Hashable, trio.lowlevel.ParkingLot] = {}
@@ -83,6 +98,10 @@ class LockState:
         # A completed future of that loop: what the uncontended ``async with`` entry and exit
         # return to be awaited, since awaiting a done future runs no Python frame.
         self._ready: asyncio.Future[None] | None = None
+        # Whether `_loop` makes its futures and tells the time as asyncio's own loops do
+        # (``Future(loop=loop)``, ``time.monotonic()``): a wait then does both without the
+        # loop's two Python methods (uvloop, or a loop with its own clock, keeps them).
+        self._stock_loop = False
 
 
 def wake_idle(state: LockState) -> None:

@@ -27,6 +27,7 @@ from ._common import (
     check_timeout,
     describe,
     no_backend,
+    reacquire_error,
     take_nowait,
     try_take,
     unhashable,
@@ -102,9 +103,11 @@ class KeyedLock(LockState):
       asyncio it queues for each later key by the time it began, ahead of the waiters that
       came after it (so the holder of its first key does not wait for them too); on trio
       each key's waiters are served strictly in the order they queued.
-    - **Timeouts** (``acquire(key, timeout=...)``) behave like cancellation: a timed-out waiter
-      leaves the queue and raises :exc:`TimeoutError`. If the key was handed over just before the
-      deadline, the acquire succeeds.
+    - **Timeouts** (``acquire(key, timeout=...)``, ``locks(key, timeout=...)``,
+      ``many(..., timeout=...)``) behave like cancellation: a timed-out waiter leaves the queue
+      and raises :exc:`TimeoutError`. If the key was handed over just before the deadline, the
+      acquire succeeds. A free key is taken without a timer; on asyncio the waits of one lock
+      share one loop timer, set for the earliest deadline.
     - The lock is not reentrant: acquiring a key the task already holds raises
       :exc:`RuntimeError` instead of deadlocking.
     - Keys are compared like dict keys (``1``, ``1.0`` and ``True`` are the same key). A key is
@@ -126,20 +129,33 @@ class KeyedLock(LockState):
 
     # ------------------------------------------------------------------ public API
 
-    def __call__(self, key: Hashable) -> _KeyGuard:
+    # As in acquire(), the timeout bounds only the wait (ASYNC109).
+    def __call__(self, key: Hashable, *, timeout: float | None = None) -> _KeyGuard:  # noqa: ASYNC109
         """Return an async context manager that holds the lock for ``key``.
 
         Args:
             key: Any hashable object.
+            timeout: Give up after waiting this many seconds; ``None`` waits for as long as it
+                takes. A free key is taken even with ``timeout=0``, and without a timer.
 
         Returns:
             An async context manager: ``async with locks(key):`` acquires the key on entry
-            (waiting if another task holds it) and releases it on exit.
+            (waiting if another task holds it) and releases it on exit; entering it raises
+            :exc:`TimeoutError` if the key could not be had in time.
+
+        Raises:
+            ValueError: If ``timeout`` is negative or NaN.
+            TypeError: If ``timeout`` is not a number.
         """
-        # No __init__ and two slot stores: no Python frame for the guard on this hot path.
+        # A float >= 0 is valid as it is (NaN fails the comparison): the full check only for
+        # the rest, so that the timed guard costs one comparison more than the untimed one.
+        if timeout is not None and not (type(timeout) is float and timeout >= 0.0):
+            check_timeout(timeout)
+        # No __init__ and slot stores: no Python frame for the guard on this hot path.
         guard = _KeyGuard()
         guard._lock = self
         guard._key = key
+        guard._timeout = timeout
         return guard
 
     # As in acquire(), the timeout bounds only the waits (ASYNC109).
@@ -351,6 +367,11 @@ class KeyedLock(LockState):
             ready: asyncio.Future[None] = loop.create_future()
             ready.set_result(None)
             self._loop, self._ready = loop, ready
+            kind = type(loop)
+            self._stock_loop = (
+                kind.create_future is asyncio.BaseEventLoop.create_future
+                and kind.time is asyncio.BaseEventLoop.time
+            )
             # Trust `_thread_id` only where it has just been seen to name this thread.
             if getattr(loop, "_thread_id", None) == _get_ident():
                 self._loop_thread = cast("CachedLoop", loop)
@@ -372,10 +393,11 @@ class _KeyGuard:
     to the lock (``_acquire``, which is ``acquire`` without its coroutine, and ``release``).
     """
 
-    __slots__ = ("_key", "_lock")
+    __slots__ = ("_key", "_lock", "_timeout")
 
     _lock: KeyedLock
     _key: Hashable
+    _timeout: float | None
 
     def _enter(self) -> Awaitable[None]:
         lock = self._lock
@@ -399,12 +421,12 @@ class _KeyGuard:
                 else:
                     if owner is not task:  # else _acquire() raises the reentrancy error
                         # Held by another task: queue, without _acquire()'s detection again.
-                        return _aio_wait_for_key(lock, key, task, owner, loop, None)
+                        return _aio_wait_for_key(lock, key, task, owner, loop, self._timeout)
         elif _trio_backend is not None and _in_trio_task():
             # Straight to trio, without _acquire()'s and _asyncio_task()'s frames: on trio
             # every entry comes this way, and a contended one is mostly frames.
-            return _trio_backend.acquire(lock, self._key, None)
-        return lock._acquire(self._key, None)
+            return _trio_backend.acquire(lock, self._key, self._timeout)
+        return lock._acquire(self._key, self._timeout)
 
     def _exit(
         self,
@@ -479,7 +501,12 @@ _COMPLETED: Final = cast("Awaitable[None]", _Completed())
 
 @final
 class _ManyGuard:
-    """``async with locks.many(*keys):`` holds several keys, taken in sorted order."""
+    """``async with locks.many(*keys):`` holds several keys, taken in sorted order.
+
+    On asyncio, keys that are all free are taken (and later released) inline: only a key that
+    must be waited for starts a coroutine of its own, which takes the rest. The exit is a
+    plain method returning a completed future, as ``_KeyGuard``'s.
+    """
 
     __slots__ = ("_keys", "_lock", "_timeout")
 
@@ -489,17 +516,77 @@ class _ManyGuard:
         self._timeout = timeout
 
     async def __aenter__(self) -> None:
+        # A coroutine, unlike _KeyGuard's entry (``create_task(guard.__aenter__())`` works), but
+        # one frame only: on asyncio the free keys are taken inline, and the rest by a
+        # coroutine of its own only if one must be waited for.
         lock = self._lock
-        # The keys are taken one by one, in sorted order, holding the earlier ones meanwhile:
-        # taking a later key before an earlier one could deadlock with a task that nests
-        # `async with locks(a): async with locks(b)`. What keeps the wait for a later key
-        # short is its place in line: on asyncio it goes ahead of every waiter that came after
-        # this many() began. Joining at the end instead makes it wait for those too, while
-        # holding its first key: that key's waiters then wait for both queues, and the convoys
-        # this builds under load gave the bank's `account` mode a p99 several times
-        # `global`'s. (On trio the waits are trio's parking lots, strictly FIFO.)
+        loop = lock._loop
+        # The loop cache's check, as in _KeyGuard._enter.
+        if lock._loop_thread._thread_id == _get_ident() or _get_running_loop() is loop:
+            task = _current_task(loop)
+            if task is not None:
+                owners = lock._owners
+                taken = 0
+                # many() checked that every key hashes: `in` cannot raise here.
+                for key in self._keys:
+                    if key in owners:
+                        break  # held (by us: _aio_take_rest raises the reentrancy error)
+                    owners[key] = task
+                    taken += 1
+                else:
+                    return
+                await self._aio_take_rest(task, loop, taken)
+                return
+        await self._take_all()
+
+    async def _aio_take_rest(
+        self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop, taken: int
+    ) -> None:
+        """Take ``keys[taken:]`` on asyncio, holding the first ``taken`` (free, taken inline).
+
+        The keys are taken one by one, in sorted order, holding the earlier ones meanwhile:
+        taking a later key before an earlier one could deadlock with a task that nests
+        ``async with locks(a): async with locks(b)``. What keeps the wait for a later key
+        short is its place in line: it goes ahead of every waiter that came after this
+        ``many()`` began (the ticket drawn here, before anything else could run: nothing ran
+        since the free keys were taken). Joining at the end instead makes it wait for those
+        too, while holding its first key: that key's waiters then wait for both queues, and
+        the convoys this builds under load gave the bank's `account` mode a p99 several times
+        `global`'s.
+        """
+        lock, keys, timeout = self._lock, self._keys, self._timeout
         began = next(lock._tickets)
-        timeout = self._timeout
+        # The loop's clock, which the waits' timers run on: the deadline covers every wait.
+        deadline = None if timeout is None else loop.time() + timeout
+        owners = lock._owners
+        try:
+            for key in keys[taken:]:
+                owner = owners.get(key)
+                if owner is None:
+                    owners[key] = task
+                elif owner is task:
+                    raise reacquire_error(key)
+                elif deadline is None:
+                    await _aio_wait_for_key(lock, key, task, owner, loop, None, began)
+                else:
+                    try:
+                        await _aio_wait_for_key(
+                            lock, key, task, owner, loop, timeout, began, deadline
+                        )
+                    except TimeoutError:
+                        raise self._timed_out(key) from None
+                taken += 1
+        except BaseException:
+            for key in reversed(keys[:taken]):
+                lock.release(key)
+            raise
+
+    async def _take_all(self) -> None:
+        """Take every key through ``_acquire()``: on trio, or where the loop cache misses."""
+        lock, timeout = self._lock, self._timeout
+        # The asyncio ticket (see _aio_take_rest), which the trio backend does not use: on trio
+        # the waits are trio's parking lots, strictly FIFO.
+        began = next(lock._tickets)
         # anyio's clock: the running backend's own (the loop's, or trio's), on either.
         deadline = None if timeout is None else anyio.current_time() + timeout
         taken: list[Hashable] = []
@@ -512,24 +599,57 @@ class _ManyGuard:
                     try:
                         await lock._acquire(key, left, began)
                     except TimeoutError:
-                        raise TimeoutError(
-                            f"timed out after {timeout} s waiting for KeyedLock key "
-                            f"{describe(key)} (KeyedLock.many() of {len(self._keys)} keys)"
-                        ) from None
+                        raise self._timed_out(key) from None
                 taken.append(key)
         except BaseException:
             for key in reversed(taken):
                 lock.release(key)
             raise
 
-    async def __aexit__(
+    def _timed_out(self, key: Hashable) -> TimeoutError:
+        return TimeoutError(
+            f"timed out after {self._timeout} s waiting for KeyedLock key "
+            f"{describe(key)} (KeyedLock.many() of {len(self._keys)} keys)"
+        )
+
+    def _exit(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Awaitable[None]:
+        lock = self._lock
+        # As in _KeyGuard._exit: the cached loop's current task, if it holds the keys, is the
+        # task leaving this block.
+        task = _current_task(lock._loop)
+        if task is None:
+            for key in reversed(self._keys):
+                lock.release(key)
+            return _COMPLETED
+        owners = lock._owners
+        waiters = lock._aio_waiters
         for key in reversed(self._keys):
-            self._lock.release(key)
+            if owners.get(key) is not task:
+                lock.release(key)  # not ours: release() raises the explanation
+            elif key in waiters:
+                _aio_hand_over(lock, key)  # may free it, and then wake wait_idle()
+            else:
+                del owners[key]
+        if lock._idle and not owners:
+            wake_idle(lock)
+        return lock._ready  # type: ignore[return-value]
+
+    if TYPE_CHECKING:
+        # What type checkers see, as for _KeyGuard.
+        async def __aexit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None: ...
+
+    else:
+        __aexit__ = _exit
 
 
 # What a trio task runs through on its way into the trio backend, protected from
@@ -546,5 +666,6 @@ _TRIO_ENTRY_POINTS: Final = (
     _KeyGuard._enter,
     _KeyGuard._exit,
     _ManyGuard.__aenter__,
-    _ManyGuard.__aexit__,
+    _ManyGuard._take_all,
+    _ManyGuard._exit,
 )

@@ -11,12 +11,9 @@ import argparse
 import math
 import os
 import random
-import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 from asynclocks import __version__
 
@@ -630,6 +627,7 @@ def _showdown(args: argparse.Namespace) -> int:
     from .tools.hammer import HammerError
     from .tools.showdown import (
         ShowdownSettings,
+        ShowdownStopped,
         explain,
         plot,
         render_table,
@@ -667,14 +665,13 @@ def _showdown(args: argparse.Namespace) -> int:
         loop=args.loop,
     )
     try:
-        with _signals_raise(signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
-            rows = run_showdown(settings)
+        rows = run_showdown(settings)
     except (RuntimeError, HammerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except _Stopped as stopped:
-        # The servers were stopped on the way out (start_server's cleanup).
-        print(f"showdown stopped by {stopped.name}; its servers are stopped", file=sys.stderr)
+    except ShowdownStopped as stopped:
+        # run_showdown stopped and waited for every server before it raised.
+        print(f"{stopped}; its servers are stopped", file=sys.stderr)
         return 1
     console = Console(width=110)
     console.print(render_table(rows, settings))
@@ -692,31 +689,6 @@ def _showdown(args: argparse.Namespace) -> int:
     for mode in broken:
         print(f"error: lock mode {mode} lost money; that is a bug", file=sys.stderr)
     return 1 if broken else 0
-
-
-class _Stopped(Exception):  # noqa: N818 - a signal turned into an exception, not an error
-    """Raised in the main thread by a signal the showdown handles."""
-
-    def __init__(self, signum: int) -> None:
-        self.name = signal.Signals(signum).name
-        super().__init__(self.name)
-
-
-@contextmanager
-def _signals_raise(*signums: signal.Signals) -> Iterator[None]:
-    """Turn ``signums`` into :class:`_Stopped` while the block runs, so that every ``finally``
-    on the way out runs: the showdown's servers are child processes, and a signal's default
-    action (SIGTERM, SIGHUP) would end the showdown and leave them serving."""
-
-    def raise_stopped(signum: int, frame: FrameType | None) -> None:
-        raise _Stopped(signum)
-
-    previous = {signum: signal.signal(signum, raise_stopped) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,21 +56,19 @@ class Ledger:
     async def _locked(
         self,
         keys: tuple[str, ...],
-        work: UnitOfWork | None,
+        work: UnitOfWork,
         operation: Callable[[Store, bool], Awaitable[T]],
     ) -> T:
         """Run ``operation(store, atomic)`` inside the lock mode for ``keys``, on the store of
-        ``work``.
+        ``work``; each operation without a unit of work does the same inline, in a plain
+        ``async with`` (fewer frames on the path every request without a key takes).
 
-        With a unit of work the mode is held until ``work`` commits or rolls back: past the
-        operation's return on purpose, as released before the commit, the lock would let the
-        next request read the balance this commit is about to replace.
+        The mode is held until ``work`` commits or rolls back: past the operation's return on
+        purpose, as released before the commit, the lock would let the next request read the
+        balance this commit is about to replace.
         """
-        if work is not None:
-            mode = await work.keep(self.locking.guard(*keys))
-            return await operation(self.store.within(work), mode.atomic_store)
-        async with self.locking.guard(*keys) as mode:
-            return await operation(self.store, mode.atomic_store)
+        mode = await work.keep(self.locking.guard(*keys))
+        return await operation(self.store.within(work), mode.atomic_store)
 
     async def open_account(
         self,
@@ -107,6 +105,11 @@ class Ledger:
             AccountNotFound: No such account.
             BalanceTooLarge: The balance would exceed what the database column holds.
         """
+        if work is None:
+            # The request without a unit of work, inline: `_locked` and its lambda are two
+            # frames more on every request.
+            async with self.locking.guard(account_id) as mode:
+                return await self.store.deposit(account_id, amount, atomic=mode.atomic_store)
         return await self._locked(
             (account_id,),
             work,
@@ -122,6 +125,9 @@ class Ledger:
             AccountNotFound: No such account.
             InsufficientFunds: The balance does not cover ``amount``.
         """
+        if work is None:  # inline, as in deposit()
+            async with self.locking.guard(account_id) as mode:
+                return await self.store.withdraw(account_id, amount, atomic=mode.atomic_store)
         return await self._locked(
             (account_id,),
             work,
@@ -140,6 +146,9 @@ class Ledger:
         """
         if source == target:
             raise SameAccount(source)
+        if work is None:  # inline, as in deposit()
+            async with self.locking.guard(source, target) as mode:
+                return await self.store.transfer(source, target, amount, atomic=mode.atomic_store)
         return await self._locked(
             (source, target),
             work,

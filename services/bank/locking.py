@@ -29,10 +29,9 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Awaitable, Mapping
-from contextlib import nullcontext
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import anyio
 
@@ -63,7 +62,10 @@ LOCK_MODES: Final = ("none", "global", "account")
 
 
 class Hold(Protocol):
-    """What a strategy holds around one operation: any async context manager."""
+    """What a strategy holds around one operation: an async context manager whose exit
+    releases what it holds without yielding to other tasks first (when called, or as the
+    awaitable it returns starts): the guard counts the request out as it calls the exit (see
+    ``Guard._exit``), and no other task runs before the release."""
 
     def __aenter__(self) -> Awaitable[object]: ...
 
@@ -100,6 +102,43 @@ class LockStrategy(Protocol):
         ...
 
 
+class _Nothing:
+    """What ``none`` and ``db`` hold: nothing, entered and left without a coroutine frame.
+
+    ``contextlib.nullcontext`` would do, but its ``async def`` methods cost a frame each on
+    every request; these return an awaitable that finishes at once (see ``_DONE``).
+    """
+
+    __slots__ = ()
+
+    def __aenter__(self) -> Awaitable[None]:
+        return _DONE
+
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Awaitable[None]:
+        return _DONE
+
+
+class _Done:
+    """An awaitable that finishes at once, on either backend, as often as needed.
+
+    ``__await__`` is the ``__iter__`` of an exhausted iterator, a C method: awaiting this gets
+    that iterator back, which ends at its first step, with no Python frame.
+    """
+
+    __slots__ = ()
+    __await__ = iter(()).__iter__
+
+
+_DONE: Final = cast("Awaitable[None]", _Done())
+_NOTHING: Final = _Nothing()
+
+
 class NoLock:
     """Lock mode ``none``: hold nothing."""
 
@@ -107,47 +146,49 @@ class NoLock:
     atomic_store: Final = False
 
     def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
-        return nullcontext()
+        return _NOTHING
+
+
+#: The one key of the ``global`` mode's lock.
+_EVERYTHING: Final = "every account"
 
 
 class GlobalLock:
-    """Lock mode ``global``: one lock for every operation of the process."""
+    """Lock mode ``global``: one lock for every operation of the process.
+
+    The lock is a :class:`KeyedLock` used with one key: FIFO like ``anyio.Lock``, with a wait
+    bounded by its own timer (set only if the request has to wait) rather than a cancel scope
+    around every acquire, and taken without a coroutine frame when free.
+    """
 
     name: Final = "global"
     atomic_store: Final = False
 
     def __init__(self) -> None:
-        self._lock = anyio.Lock()
+        self._lock = KeyedLock()
+        # A KeyedLock guard keeps no state of its own, so every request can enter the same
+        # one: the last one made, while the requests' timeout stays the same (it always does).
+        self._timeout: float | None = None
+        self._guard = self._lock(_EVERYTHING)
 
     def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
-        lock = self._lock
-        # A free lock is taken without a timer: the guard enters what this returns before
-        # anything else runs, so it is still free then.
-        if timeout is None or not lock.locked():
-            return lock
-        return _TimedLock(lock, timeout)
-
-
-class _TimedLock:
-    """An ``anyio.Lock`` held for one operation, waited for at most ``timeout`` seconds."""
-
-    __slots__ = ("_lock", "_timeout")
-
-    def __init__(self, lock: anyio.Lock, timeout: float) -> None:
-        self._lock = lock
-        self._timeout = timeout
-
-    async def __aenter__(self) -> None:
-        with anyio.fail_after(self._timeout):
-            await self._lock.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._lock.release()
+        if timeout != self._timeout:
+            self._guard = self._lock(_EVERYTHING, timeout=timeout)
+            self._timeout = timeout
+        return self._guard
 
 
 # Tickets in the order requests asked for their accounts' locks, and the current request's one.
 _tickets = itertools.count()
 _arrival: ContextVar[int] = ContextVar("bank_request_arrival")
+
+
+class _ArrivalOrder:
+    """Whether an :class:`ArrivalOrderLock` exists in this process: only then does a request
+    record its ticket. Setting a context variable costs about as much as the rest of taking a
+    free account lock, and with no such lock nothing would ever read it."""
+
+    wanted = False
 
 
 class AccountLock:
@@ -161,18 +202,19 @@ class AccountLock:
 
     def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
         # The request's place in line for what it meets once it holds its accounts (see
-        # ArrivalOrderLock). Only here: under the other modes requests reach the store in the
-        # order they arrive already, and every request would pay for the context variable.
-        _arrival.set(next(_tickets))
-        locks = self._locks
+        # ArrivalOrderLock), if anything does. Only here: under the other modes requests reach
+        # the store in the order they arrive already, and every request would pay for the
+        # context variable.
+        if _ArrivalOrder.wanted:
+            _arrival.set(next(_tickets))
+        # KeyedLock bounds only the waits: a free key is taken without a timer, and a wait
+        # shares the lock's one timer with the others (every request has the same timeout).
         if len(keys) == 1:
-            # Free keys are taken by KeyedLock's own guards, without a timer: the guard
-            # enters what this returns before anything else runs, so they are still free then.
-            if timeout is None or not locks.locked(keys[0]):
-                return locks(keys[0])
-        elif timeout is None or not any(locks.locked(key) for key in keys):
-            return locks.many(*keys)
-        return _TimedKeys(locks, tuple(sorted(set(keys))), timeout)
+            return self._locks(keys[0], timeout=timeout)
+        # many() bounds the waits in all and gives back what it took; unlike acquiring the keys
+        # one by one, it keeps its place in line on each later key (no convoy behind a
+        # transfer that holds its first account).
+        return self._locks.many(*keys, timeout=timeout)
 
 
 class _Request:
@@ -298,32 +340,6 @@ def _moved_up(request: _Request) -> None:
         request.event.set()
 
 
-class _TimedKeys:
-    """The ``KeyedLock`` keys of one operation, taken in sorted order within ``timeout``
-    seconds in all (a free key is taken without a timer)."""
-
-    __slots__ = ("_keys", "_locks", "_timeout")
-
-    def __init__(self, locks: KeyedLock, keys: tuple[str, ...], timeout: float) -> None:
-        self._locks = locks
-        self._keys = keys
-        self._timeout = timeout
-
-    async def __aenter__(self) -> None:
-        locks, keys = self._locks, self._keys
-        if len(keys) == 1:
-            await locks.acquire(keys[0], timeout=self._timeout)
-            return
-        # many() bounds the waits in all and gives back what it took; unlike acquiring the keys
-        # one by one, it keeps its place in line on each later key (no convoy behind a
-        # transfer that holds its first account).
-        await locks.many(*keys, timeout=self._timeout).__aenter__()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        for key in reversed(self._keys):
-            self._locks.release(key)
-
-
 class DbLock:
     """Lock mode ``db``: hold nothing in the process; the database store isolates the operation.
 
@@ -336,7 +352,7 @@ class DbLock:
     atomic_store: Final = True
 
     def hold(self, keys: tuple[str, ...], timeout: float | None = None) -> Hold:
-        return nullcontext()
+        return _NOTHING
 
 
 #: Every mode, ``db`` included (which needs a database store).
@@ -453,7 +469,13 @@ class Locking:
         The request is admitted under one mode and keeps it until it leaves, even if a switch is
         requested meanwhile (the switch waits for it).
         """
-        return Guard(self, keys)
+        # Guard(self, keys) without running its __init__: a call from C into Python, which
+        # CPython 3.11 cannot inline, on every request; three slot stores do the same.
+        guard = _new_guard(Guard)
+        guard._locking = self
+        guard._keys = keys
+        guard._hold = None
+        return guard
 
     async def _admit(self) -> None:
         self._waiting += 1
@@ -526,6 +548,10 @@ class ArrivalOrderLock:
     __slots__ = ("_held", "_waiters")
 
     def __init__(self) -> None:
+        # From now on requests of lock mode `account` record their tickets. (A lock made
+        # while requests are already waiting for their accounts sees theirs as arriving when
+        # they ask it; stores make theirs when they are built, before serving.)
+        _ArrivalOrder.wanted = True
         self._held = False
         # A heap of (ticket, future) in ticket order; release() completes the first future.
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -596,6 +622,9 @@ def _waited_for(mode: str) -> str:
     return f"for the locks of lock mode {mode!r} without getting them"
 
 
+_new_guard: Final = object.__new__
+
+
 class Guard:
     """``async with locking.guard(*keys) as strategy``: one request inside its lock mode.
 
@@ -631,15 +660,31 @@ class Guard:
         self._hold = hold
         return strategy
 
-    async def __aexit__(
+    def _exit(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Awaitable[bool | None]:
+        # A plain method, not a coroutine (one frame less on every request): `async with`
+        # awaits what the hold's exit returned before any other task can run, and no hold
+        # yields before it releases (see Hold), so no task sees the request counted out while
+        # its locks are still held.
         hold, self._hold = self._hold, None
         assert hold is not None, "guard exited without being entered"
         try:
-            await hold.__aexit__(exc_type, exc, tb)
+            return hold.__aexit__(exc_type, exc, tb)
         finally:
             self._locking._leave()
+
+    if TYPE_CHECKING:
+        # What type checkers see: an ordinary async context manager (Held.keep takes one).
+        async def __aexit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None: ...
+
+    else:
+        __aexit__ = _exit

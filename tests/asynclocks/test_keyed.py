@@ -653,6 +653,153 @@ async def test_asyncio_waiter_cancelled_after_handover_passes_the_key_on(
     assert len(locks) == 0
 
 
+async def test_waits_with_different_timeouts_each_end_at_their_own_deadline() -> None:
+    # On asyncio the waits share one timer, set for the earliest deadline: a shorter timeout
+    # arriving after a longer one must still fire first, on its own key or another, and the
+    # long wait must go on until the key is handed to it.
+    locks = KeyedLock()
+    order: list[str] = []
+    messages: list[str] = []
+    entered_k, entered_j, leave = anyio.Event(), anyio.Event(), anyio.Event()
+    three_out = anyio.Event()
+
+    async def waiter(name: str, key: str, patience: float) -> None:
+        try:
+            async with locks(key, timeout=patience):
+                order.append(f"{name} got {key}")
+        except TimeoutError as exc:
+            messages.append(str(exc))
+            order.append(f"{name} timed out")
+            if len(order) == 3:
+                three_out.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_holder, locks, "k", entered_k, leave)
+            tg.start_soon(_holder, locks, "j", entered_j, leave)
+            await entered_k.wait()
+            await entered_j.wait()
+            for name, key, patience in [
+                ("patient", "k", 60.0),
+                ("third", "k", 0.3),
+                ("first", "k", 0.05),
+                ("second", "j", 0.15),
+            ]:
+                tg.start_soon(waiter, name, key, patience)
+                await anyio.wait_all_tasks_blocked()
+            await three_out.wait()
+            assert order == ["first timed out", "second timed out", "third timed out"]
+            assert messages == [
+                f"timed out after {patience} s waiting for KeyedLock key '{key}'"
+                for key, patience in [("k", 0.05), ("j", 0.15), ("k", 0.3)]
+            ]
+            assert locks.statistics().tasks_waiting == 1  # the patient one
+            leave.set()
+    assert order[3:] == ["patient got k"]
+    assert len(locks) == 0
+
+
+async def test_a_wait_after_all_timed_waits_ended_still_times_out() -> None:
+    # The shared timer is dropped once no timed wait is left, and set again by the next one.
+    locks = KeyedLock()
+    entered, leave = anyio.Event(), anyio.Event()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_holder, locks, "k", entered, leave)
+            await entered.wait()
+            for _ in range(3):
+                with pytest.raises(TimeoutError):
+                    async with locks("k", timeout=0.01):
+                        pytest.fail("the key is held")  # pragma: no cover
+            leave.set()
+    async with locks("k", timeout=0):  # free: taken, no timer needed
+        assert locks.locked("k")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_asyncio_no_timer_outlives_the_timed_waits(anyio_backend: str) -> None:
+    # A timer left behind would wake the loop (and a controlled loop would step through it)
+    # long after every wait ended. asyncio's `_scheduled` is the loop's timer heap.
+    loop: Any = asyncio.get_running_loop()
+    locks = KeyedLock()
+    served: list[str] = []
+
+    async def one() -> None:
+        async with locks("k", timeout=60):
+            served.append("one")
+
+    async def both() -> None:
+        async with locks.many("j", "k", timeout=60):
+            served.append("both")
+
+    await locks.acquire("k")
+    waiters = [asyncio.create_task(one()), asyncio.create_task(both())]
+    waiters.append(asyncio.create_task(one()))
+    await anyio.wait_all_tasks_blocked()
+    assert any(not handle.cancelled() for handle in loop._scheduled)  # the waits are bounded
+    locks.release("k")
+    await asyncio.gather(*waiters)
+    assert served == ["one", "both", "one"]
+    assert [handle for handle in loop._scheduled if not handle.cancelled()] == []
+    assert len(locks) == 0
+
+
+def test_asyncio_waits_on_a_second_loop_time_out_while_the_first_is_stopped() -> None:
+    # One lock, used by two loops in turn: the shared timer belongs to the first loop, which
+    # is stopped with a timed wait still in it, so a wait on the second loop (with a later
+    # deadline, which that timer would otherwise cover) needs a timer of its own.
+    locks = KeyedLock()
+    first = asyncio.new_event_loop()
+    try:
+        leave = asyncio.Event()
+
+        async def hold_a() -> None:
+            async with locks("a"):
+                await leave.wait()
+
+        timed_out: list[str] = []
+
+        async def wait_for_a() -> None:
+            try:
+                async with locks("a", timeout=0.01):
+                    pytest.fail("'a' is held throughout")  # pragma: no cover
+            except TimeoutError:
+                timed_out.append("a")
+
+        async def park() -> list[asyncio.Task[None]]:
+            tasks = [asyncio.create_task(hold_a())]
+            await asyncio.sleep(0)  # it holds "a"
+            tasks.append(asyncio.create_task(wait_for_a()))
+            await asyncio.sleep(0)  # it queues itself, with the first loop's timer
+            return tasks
+
+        parked = first.run_until_complete(park())
+
+        async def on_the_second_loop() -> None:
+            await locks.acquire("b")
+
+            async def blocked() -> None:
+                await locks.acquire("b", timeout=0.05)
+
+            with anyio.fail_after(10):
+                with pytest.raises(TimeoutError, match="key 'b'"):
+                    await asyncio.create_task(blocked())
+            locks.release("b")
+
+        asyncio.run(on_the_second_loop())
+
+        async def finish() -> None:
+            await parked[1]  # its deadline passed while its loop was stopped: it fires now
+            leave.set()
+            await parked[0]
+
+        first.run_until_complete(finish())
+        assert timed_out == ["a"]
+        assert len(locks) == 0
+    finally:
+        first.close()
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_asyncio_timeout_after_handover_keeps_the_key(anyio_backend: str) -> None:
     # The timer fires in the same loop iteration as the hand-over but after it: the acquire

@@ -2,7 +2,8 @@
 
 - ``app``: the factory, :func:`create_app`;
 - ``routes``: the handlers, a few lines each: parse, call the ledger, answer;
-- ``middlewares``: JSON refusals and the body deadline;
+- ``middlewares``: the one middleware (its layers in order, JSON refusals around them) and the
+  body deadline;
 - ``idempotency``: the ``Idempotency-Key`` header, whose claim is the request's unit of work;
 - ``errors``: the request's own refusals, and the status of every refusal;
 - ``models``: every body as a pydantic model, from which validation and the schemas derive;

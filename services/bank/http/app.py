@@ -1,12 +1,14 @@
 """The app factory: ``create_app(config)`` wires the store, the lock modes and the ledger into
 an aiohttp application.
 
-A request passes, outside in: ``error_middleware`` (every refusal as JSON) ->
-``body_deadline_middleware`` (the whole body, in time) -> ``auth_middleware`` (the Host header,
-then who is asking) -> ``idempotency_middleware`` (replay, or claim the client's key: the claim is
-the request's unit of work) -> the route's handler (parse, call the
-ledger, answer). Every refusal is JSON ``{"error", "detail"}`` with a 4xx status and changes
-nothing; a 500 would be a bug, logged with its traceback server-side only.
+A request passes one middleware, ``middlewares.bank_middleware``, which runs its layers in
+order, each a plain function of its own module: ``middlewares.receive_body`` (the whole body, in
+time) -> ``auth.authenticate`` (the Host header, then who is asking) -> ``idempotency.respond``
+(replay, or claim the client's key: the claim is the request's unit of work) -> the route's
+handler (parse, call the ledger, answer), with every refusal answered as JSON around them all.
+One middleware rather than one per layer: each aiohttp middleware costs a ``partial`` call and
+a coroutine on every request. Every refusal is JSON ``{"error", "detail"}`` with a 4xx status
+and changes nothing; a 500 would be a bug, logged with its traceback server-side only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .auth import setup_auth
 from .health import StallWatch
 from .idempotency import setup_idempotency
 from .keys import CONFIG, LEDGER, LOCKING, OPENAPI, STALLS, STORE
-from .middlewares import body_deadline_middleware, error_middleware
+from .middlewares import bank_middleware
 from .openapi import openapi_document
 from .routes import add_routes
 
@@ -55,7 +57,7 @@ def create_app(config: BankConfig, *, store: Store | None = None) -> web.Applica
     ledger = Ledger(the_store, locking, workers=config.workers)
 
     app = web.Application(
-        middlewares=[error_middleware, body_deadline_middleware],
+        middlewares=[bank_middleware],
         client_max_size=config.max_body_bytes,
     )
     app[CONFIG] = config
@@ -80,8 +82,7 @@ def create_app(config: BankConfig, *, store: Store | None = None) -> web.Applica
             await the_store.close()
 
     app.cleanup_ctx.append(store_lifetime)
-    # Inside the error middleware, so their refusals get the JSON error shape; auth first, so
-    # the idempotency layer knows whose key it is.
+    # The state the middleware's credential and idempotency steps keep.
     setup_auth(app)
     policy = KeyPolicy(retention=config.idempotency_retention, quota=config.idempotency_quota)
     setup_idempotency(app, the_store, policy)

@@ -32,21 +32,22 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
 
 from ..domain import describe_id
+from ..run.config import BankConfig
 from .errors import Forbidden, MisdirectedRequest, Unauthenticated
 from .keys import CONFIG, STORE
-from .middlewares import Handler
 
 __all__ = [
     "KEY_PREFIX",
     "Principal",
     "allowed_host",
-    "auth_middleware",
+    "authenticate",
     "hash_key",
     "new_key",
     "principal",
@@ -81,12 +82,28 @@ class Principal:
 _ANONYMOUS: Final = Principal()
 _ADMIN: Final = Principal(admin=True)
 _PRINCIPAL: Final = web.RequestKey("bank_principal", Principal)
-#: Bearer token as sent -> its client's principal: a hit costs one dict lookup, where a digest
-#: and a store lookup would cost microseconds on every request.
-_CLIENTS: Final = web.AppKey("bank_client_cache", dict[str, Principal])
-_OWNERS: Final = web.AppKey("bank_owner_cache", dict[str, str | None])
-#: ``Host`` headers already found to name this server, as sent.
-_HOSTS: Final = web.AppKey("bank_host_cache", set[str])
+
+
+@dataclass(slots=True)
+class _State:
+    """What the checks of one app remember, behind one app key (one lookup per request).
+
+    Attributes:
+        clients: Bearer token as sent -> its client's principal: a hit costs one dict lookup,
+            where a digest and a store lookup would cost microseconds on every request.
+        owners: Account id -> its owner.
+        hosts: ``Host`` headers already found to name this server, as sent.
+        admin_token: The admin token as the comparison takes it, encoded once; empty when none
+            is configured (no offered credential, never empty, matches it).
+    """
+
+    admin_token: bytes
+    clients: dict[str, Principal] = field(default_factory=dict)
+    owners: dict[str, str | None] = field(default_factory=dict)
+    hosts: set[str] = field(default_factory=set)
+
+
+_STATE: Final = web.AppKey("bank_auth", _State)
 #: How many distinct accepted ``Host`` headers are remembered (a client may vary the port or
 #: the case; the cache only has to hold the few real ones).
 _HOST_CACHE_SIZE: Final = 64
@@ -136,64 +153,77 @@ def _is_loopback(host: str) -> bool:
 
 
 def setup_auth(app: web.Application) -> None:
-    """Install :func:`auth_middleware` on ``app`` (inside the error middleware)."""
-    app[_CLIENTS] = {}
-    app[_OWNERS] = {}
-    app[_HOSTS] = set()
-    app.middlewares.append(auth_middleware)
+    """Prepare ``app`` for :func:`authenticate` (which the app's middleware calls)."""
+    token = app[CONFIG].admin_token
+    app[_STATE] = _State(b"" if token is None else token.encode("utf-8", "surrogateescape"))
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def authenticate(request: web.Request) -> Awaitable[None] | None:
     """Check the Host header, then resolve the bearer credential, before anything else runs.
 
     A request without ``Authorization`` is anonymous (each route decides whether that is
     enough); one with a token that is neither the admin's nor a client's is 401 at once.
+
+    Returns:
+        ``None`` once the request's :func:`principal` is settled, or, for a token not seen
+        before, what settles it from the store, to await.
+
+    Raises:
+        MisdirectedRequest: The Host header names another server.
+        Unauthenticated: A malformed ``Authorization`` header.
     """
-    app = request.app
-    config = app[CONFIG]
+    state = request.app[_STATE]
     headers = request.headers
     host = headers.get("Host")
-    if host is not None and host not in app[_HOSTS]:
-        if not allowed_host(host, config.host, config.allowed_hosts):
-            raise MisdirectedRequest(
-                f"this server answers to {config.host!r}, not to Host {describe_id(host)}; "
-                "add the name to the server's allowed hosts if it is really this server"
-            )
-        if len(app[_HOSTS]) < _HOST_CACHE_SIZE:
-            app[_HOSTS].add(host)
+    if host is not None and host not in state.hosts:
+        _check_host(request.app[CONFIG], state.hosts, host)
     header = headers.get("Authorization")
     if header is None:
         request[_PRINCIPAL] = _ANONYMOUS
-        return await handler(request)
+        return None
     scheme, _, given = header.partition(" ")
     token = given.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("send the credential as 'Authorization: Bearer <key>'")
-    admin_token = config.admin_token
+    # A client's key seen before: one dict lookup. The cache holds only tokens whose digest
+    # names a client, so a hit says nothing of the admin token, which every other credential
+    # is compared with below, in constant time.
+    who = state.clients.get(token)
+    if who is not None:
+        request[_PRINCIPAL] = who
+        return None
     # Surrogateescape keeps any header byte comparable; compared in constant time.
-    offered = token.encode("utf-8", "surrogateescape")
-    if admin_token is not None and hmac.compare_digest(
-        offered, admin_token.encode("utf-8", "surrogateescape")
-    ):
+    if hmac.compare_digest(token.encode("utf-8", "surrogateescape"), state.admin_token):
         request[_PRINCIPAL] = _ADMIN
-        return await handler(request)
-    cache = app[_CLIENTS]
-    who = cache.get(token)
-    if who is None:
-        client = await app[STORE].client_for(hash_key(token))
-        if client is None:
-            # Not remembered: a stranger's guesses must not fill the cache.
-            raise Unauthenticated("the bearer token is neither a client's API key nor the admin's")
-        if len(cache) >= _CACHE_SIZE:
-            cache.clear()
-        who = cache[token] = Principal(client=client)
+        return None
+    return _client_from_store(request, token)
+
+
+def _check_host(config: BankConfig, hosts: set[str], host: str) -> None:
+    if not allowed_host(host, config.host, config.allowed_hosts):
+        raise MisdirectedRequest(
+            f"this server answers to {config.host!r}, not to Host {describe_id(host)}; "
+            "add the name to the server's allowed hosts if it is really this server"
+        )
+    if len(hosts) < _HOST_CACHE_SIZE:
+        hosts.add(host)
+
+
+async def _client_from_store(request: web.Request, token: str) -> None:
+    app = request.app
+    client = await app[STORE].client_for(hash_key(token))
+    if client is None:
+        # Not remembered: a stranger's guesses must not fill the cache.
+        raise Unauthenticated("the bearer token is neither a client's API key nor the admin's")
+    cache = app[_STATE].clients
+    if len(cache) >= _CACHE_SIZE:
+        cache.clear()
+    who = cache[token] = Principal(client=client)
     request[_PRINCIPAL] = who
-    return await handler(request)
 
 
 def principal(request: web.Request) -> Principal:
-    """The credential of a request that passed :func:`auth_middleware`."""
+    """The credential of a request that passed :func:`authenticate`."""
     return request[_PRINCIPAL]
 
 
@@ -239,7 +269,7 @@ def require_client(request: web.Request) -> str | None:
 
 
 async def _owner_of(request: web.Request, account_id: str) -> str | None:
-    cache = request.app[_OWNERS]
+    cache = request.app[_STATE].owners
     try:
         return cache[account_id]
     except KeyError:

@@ -2,8 +2,8 @@
 
 In a module of their own, importing nothing, so that every part of the web layer spells them
 the same way: the idempotency layer reads the key, the error middleware asks whether a request
-carried one, the OpenAPI document describes them, and none of these has to import another
-(``idempotency`` imports ``middlewares``, so the middleware could not import it back).
+carried one, the OpenAPI document describes them, and none of these has to import another for
+a name (``middlewares`` imports ``idempotency`` to call it, never the other way round).
 """
 
 from __future__ import annotations

@@ -24,9 +24,10 @@ earlier; a client holding ``idempotency_quota`` live records gets 429
 ``idempotency_quota_exceeded`` for a new key instead of anyone's older record being forgotten.
 ``POST /clients`` ignores the header: its answer holds an API key, which is never stored.
 
-The claim of a key is the request's unit of work (``services.bank.ports.UnitOfWork``): this
-middleware hands it to the route, which passes it to the ledger, whose writes join its
-transaction; the middleware then records the response with :meth:`save`, which commits.
+The claim of a key is the request's unit of work (``services.bank.ports.UnitOfWork``):
+:func:`respond` (which the app's middleware calls) hands it to the route, which passes it to
+the ledger, whose writes join its transaction; then it records the response with :meth:`save`,
+which commits.
 
 Which responses are kept: every answer below 500, refusals included (a 409 ``insufficient_funds``
 is replayed as such, as the operation was tried and refused). A 5xx (503 ``retry_later``, a bug)
@@ -38,9 +39,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable
 from typing import Final
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..domain import BankError, IdempotencyKeyReused
 from ..ports import IdempotencyBackend, KeyPolicy, KeyTakenMeanwhile, StoredResponse, UnitOfWork
@@ -49,7 +52,6 @@ from .auth import principal
 from .errors import InvalidIdempotencyKey, error_response
 from .headers import HEADER, MAX_KEY_LENGTH, REPLAYED_HEADER
 from .keys import CONFIG
-from .middlewares import Handler
 
 __all__ = [
     "HEADER",
@@ -57,7 +59,7 @@ __all__ = [
     "REPLAYED_HEADER",
     "check_key",
     "fingerprint",
-    "idempotency_middleware",
+    "respond",
     "setup_idempotency",
     "unit_of_work",
 ]
@@ -116,16 +118,21 @@ def unit_of_work(request: web.Request) -> UnitOfWork | None:
     for a request without one (each of its writes then commits on its own).
 
     Raises:
-        KeyError: The request did not pass :func:`idempotency_middleware`.
+        KeyError: The request did not pass :func:`respond`.
     """
-    # Indexing, not .get(): the middleware sets it on every request, and a missing key would
+    # Indexing, not .get(): respond() sets it on every request, and a missing key would
     # cost a raised KeyError (about a microsecond) on each.
     return request[_WORK]
 
 
-@web.middleware
-async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Apply ``Idempotency-Key`` to the POST routes; pass every other request through."""
+def respond(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    """The answer of ``handler`` to ``request``, under its ``Idempotency-Key`` on the POST
+    routes: replayed, or claimed and recorded. Every other request goes to ``handler`` as it is
+    (its own awaitable, no layer around it).
+
+    Raises:
+        InvalidIdempotencyKey: See :func:`check_key`.
+    """
     if (
         request.method != "POST"
         or HEADER not in request.headers
@@ -134,15 +141,20 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         or request.path in _UNRECORDED
     ):
         request[_WORK] = None
-        return await handler(request)
+        return handler(request)
     key = check_key(request.headers.getall(HEADER))
     who = principal(request)
     if who.client is None and (who.admin or request.app[CONFIG].require_keys):
         # Refused by the route (401/403) without running: nothing to record, and a stranger
         # must not fill a scope of keys.
         request[_WORK] = None
-        return await handler(request)
-    scope = who.client or ""
+        return handler(request)
+    return _keyed(request, handler, key, who.client or "")
+
+
+async def _keyed(
+    request: web.Request, handler: Handler, key: str, scope: str
+) -> web.StreamResponse:
     # aiohttp caches the body, so the handler reads it again for free; a body over the cap
     # raises 413 here, before anything is claimed.
     body = await request.read()
@@ -183,12 +195,11 @@ def _replayed(response: StoredResponse) -> web.Response:
 
 
 def setup_idempotency(app: web.Application, store: object, policy: KeyPolicy) -> None:
-    """Install the middleware on ``app``: keys in ``store`` if it is a backend, else in memory,
-    kept and capped as ``policy`` says.
+    """Prepare ``app`` for :func:`respond`: keys in ``store`` if it is a backend, else in
+    memory, kept and capped as ``policy`` says.
 
-    Call it after the app's error and auth middlewares are in place (this one runs inside
-    them: its refusals get the JSON error shape, and it knows the request's client).
+    The app's middleware calls :func:`respond` inside its error handling (its refusals get the
+    JSON error shape) and after ``auth.authenticate`` (it knows the request's client).
     """
     app[_BACKEND] = store if isinstance(store, IdempotencyBackend) else MemoryIdempotency()
     app[_POLICY] = policy
-    app.middlewares.append(idempotency_middleware)

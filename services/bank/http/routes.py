@@ -41,6 +41,20 @@ def _json(data: object, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
+def _account(account_id: str, balance: int, status: int = 200) -> web.Response:
+    """``{"id", "balance"}``, byte for byte as :func:`_json` would write it, formatted directly.
+
+    The answer of every deposit and withdrawal: ``json.dumps`` builds its encoder afresh on
+    each call, a measurable part of a deposit. Formatting is exact because an account id only
+    reaches here checked (``[A-Za-z0-9_-]``, which JSON quotes as it is) and a balance is an int.
+    """
+    return web.Response(
+        text=f'{{"id": "{account_id}", "balance": {balance}}}',
+        status=status,
+        content_type="application/json",
+    )
+
+
 async def health(request: web.Request) -> web.Response:
     app = request.app
     mode, store = app[LOCKING].mode, app[STORE]
@@ -81,14 +95,14 @@ async def create_account(request: web.Request) -> web.Response:
         max_accounts=config.max_accounts_per_client,
         work=unit_of_work(request),
     )
-    return _json({"id": body.id, "balance": balance}, status=201)
+    return _account(body.id, balance, status=201)
 
 
 async def get_account(request: web.Request) -> web.Response:
     account_id = _account_in_path(request)
     await require_owner(request, account_id, admin_reads=True)
     balance = await request.app[LEDGER].balance(account_id)
-    return _json({"id": account_id, "balance": balance})
+    return _account(account_id, balance)
 
 
 class _Move(Protocol):
@@ -106,7 +120,7 @@ async def _move(request: web.Request, move: _Move, *, debit: bool) -> web.Respon
     if debit:
         await require_owner(request, account_id, admin_reads=False)
     balance = await move(account_id, amount, work=unit_of_work(request))
-    return _json({"id": account_id, "balance": balance})
+    return _account(account_id, balance)
 
 
 async def deposit(request: web.Request) -> web.Response:

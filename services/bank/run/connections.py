@@ -9,7 +9,8 @@ at the protocol level, because only there is the connection visible before a req
 - **Header read timeout.** aiohttp waits for a request head as long as bytes keep coming (its
   keep-alive timer only counts from the last response), so a client dribbling one header byte at
   a time holds a connection and its buffers (slowloris). ``_Connection`` notes when the first
-  byte of a head arrived, the request starting (``middleware``) clears it, and one sweep per
+  byte of a head arrived, the request starting (its handler, which ``_Connection`` wraps) clears
+  it, and one sweep per
   server (a quarter of the timeout apart, at most a second) closes every connection whose head
   is older than the timeout. One sweep rather than a timer per request: arming and cancelling
   a timer for every request would cost every request, for the sake of the rare slow one.
@@ -35,14 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum, auto
 from typing import Final, cast
 
 from aiohttp import StreamReader, web
 from aiohttp.web_protocol import RequestHandler
-
-from ..http.middlewares import Handler
+from aiohttp.web_request import BaseRequest
 
 __all__ = ["ConnectionGuard", "GuardedSite"]
 
@@ -74,13 +74,26 @@ class _State(Enum):
     REQUEST = auto()  # a request's handler runs (its head complete)
 
 
+_AppHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+
+
 class _Connection(asyncio.Protocol):
-    """One accepted connection: aiohttp's ``RequestHandler`` inside, the guard's rules outside."""
+    """One accepted connection: aiohttp's ``RequestHandler`` inside, the guard's rules outside.
+
+    The connection learns that a request started and ended by standing in for the handler
+    aiohttp's ``RequestHandler`` calls for each request (the app's): no middleware, whose
+    ``partial`` call, coroutine and lookup of the connection would cost every request.
+    """
 
     def __init__(self, guard: ConnectionGuard, inner: RequestHandler) -> None:
         self._guard = guard
         self._inner = inner
+        # aiohttp reads this attribute afresh for every request of the connection.
+        self._app_handler = cast(_AppHandler, inner._request_handler)
+        inner._request_handler = self._handle
         self._transport: asyncio.Transport | None = None
+        # Looked up once per connection rather than on every request head.
+        self._loop = asyncio.get_running_loop()
         self._state = _State.IDLE
         #: Loop time of the first byte of the head being received, while there is one.
         self.head_since: float | None = None
@@ -108,7 +121,7 @@ class _Connection(asyncio.Protocol):
             return  # read only so that closing does not reset the 503 away
         if self._state is _State.IDLE:
             self._state = _State.HEAD
-            self.head_since = asyncio.get_running_loop().time()
+            self.head_since = self._loop.time()
         elif self._state is _State.REQUEST and (self._body is None or self._body.is_eof()):
             # The running request's body is complete, so these bytes start the next head; its
             # timer starts once this request is answered (it must not cut the reply short).
@@ -139,7 +152,19 @@ class _Connection(asyncio.Protocol):
         if not self._refused:
             self._inner.resume_writing()
 
-    # --- the request's life, told by the middleware ------------------------------------------
+    # --- the request's life -------------------------------------------------------------------
+
+    async def _handle(self, request: BaseRequest) -> web.StreamResponse:
+        """Run the app's handler, telling the connection its request started and ended; add
+        ``Connection: close`` to replies during the drain and to a client that half-closed."""
+        self.request_started(request.content)
+        try:
+            response = await self._app_handler(request)
+            if self._guard.draining or self.peer_closed:
+                response.force_close()
+            return response
+        finally:
+            self.request_finished()
 
     def request_started(self, body: StreamReader) -> None:
         self.head_since = None
@@ -151,7 +176,7 @@ class _Connection(asyncio.Protocol):
         self._body = None
         if self._next_head_started:
             self._state = _State.HEAD
-            self.head_since = asyncio.get_running_loop().time()
+            self.head_since = self._loop.time()
         else:
             self._state = _State.IDLE
 
@@ -240,23 +265,6 @@ class ConnectionGuard:
         self.draining = True
         for connection in list(self.refused):
             connection.close()
-
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Tell the connection its request started and ended; add ``Connection: close`` to
-        replies during the drain and to a client that half-closed."""
-        connection = self.live.get(request.protocol)
-        if connection is None:
-            # Not served through the guard (aiohttp's test server): no connection rules.
-            return await handler(request)
-        connection.request_started(request.content)
-        try:
-            response = await handler(request)
-            if self.draining or connection.peer_closed:
-                response.force_close()
-            return response
-        finally:
-            connection.request_finished()
 
 
 class GuardedSite(web.BaseSite):

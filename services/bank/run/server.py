@@ -64,8 +64,6 @@ async def serve(
     guard = ConnectionGuard(
         max_connections=config.max_connections, header_timeout=config.header_timeout
     )
-    # Outermost, so that it sees every reply, the refusals included.
-    app.middlewares.insert(0, guard.middleware)
     runner = web.AppRunner(
         app,
         handle_signals=False,

@@ -131,7 +131,7 @@ class MemoryStore:
         self._balances[account_id] = new
         if new < 0:
             self._negative.add(account_id)
-        else:
+        elif self._negative:  # almost always empty: no call then
             self._negative.discard(account_id)
 
     def _append(self, kind: OperationKind, account: str, amount: int, counterparty: str) -> None:

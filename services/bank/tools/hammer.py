@@ -414,6 +414,12 @@ async def _hammer(
         finally:
             for task in clients:
                 task.cancel()
+            # Cancelled (a stopped showdown) or stalled: let the clients finish cancelling, and
+            # take the gather's outcome, so that nothing is left to log "never retrieved".
+            pending: list[asyncio.Future[Any]] = [*clients, all_clients]
+            await asyncio.wait(pending)
+            if not all_clients.cancelled():
+                all_clients.exception()
     duration = clock() - start
 
     async def read_back(account_id: str) -> int:

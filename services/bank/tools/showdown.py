@@ -13,6 +13,7 @@ exactly 0 would take a miracle.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -20,9 +21,10 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -30,14 +32,16 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 
-from ..locking import LOCK_MODES
+from ..locking import LOCK_MODES, SERIAL_STORES
 from ..run.config import ADMIN_TOKEN_ENV, UNSAFE_FLAG
 from ..run.server import LoopKind, run
 from .hammer import DEFAULT_MIX, HammerReport, HammerSettings, run_hammer
 
 __all__ = [
+    "STOP_SIGNALS",
     "ShowdownRow",
     "ShowdownSettings",
+    "ShowdownStopped",
     "ServerProcess",
     "mode_note",
     "plot",
@@ -49,6 +53,11 @@ __all__ = [
 ]
 
 _START_TIMEOUT: Final = 30.0
+_STOP_TIMEOUT: Final = 10.0
+_GROUP_POLL: Final = 0.01
+
+#: The signals that stop a showdown in order: its servers are stopped and waited for first.
+STOP_SIGNALS: Final = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +117,13 @@ def mode_note(mode: str, store: str, workers: int) -> str:
         if store.startswith("sqlite"):
             return "BEGIN IMMEDIATE: SQLite's file lock spans processes"
         return "row locks in id order / conditional UPDATE, in PostgreSQL: span processes"
-    what = "one lock for the process" if mode == "global" else "a KeyedLock per account"
+    if mode == "global":
+        what = "one lock for the process"
+    elif store.partition(":")[0] in SERIAL_STORES:
+        # strategies_for: on a one-connection store, account is ArrivalOrderAccountLock.
+        what = "account locks handed over in arrival order"
+    else:
+        what = "a KeyedLock per account"
     if workers == 1:
         return f"{what}; one process sees every request, so it is enough"
     return f"{what} in each of {workers} workers: the others' requests never see it"
@@ -171,6 +186,22 @@ def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
     return process.stdout.readline()
 
 
+def _serve_command(args: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", "services.bank", "serve", "--port", "0", *args]
+
+
+def _serve_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    return {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
+
+
+_LISTENING: Final = "listening on "
+
+
+def _not_started(command: Sequence[str], line: str, stderr: str) -> RuntimeError:
+    reason = line.strip() or stderr.strip()[-2000:] or "no output"
+    return RuntimeError(f"server did not start ({' '.join(command)}): {reason}")
+
+
 @contextmanager
 def start_server(
     args: Sequence[str], *, env: Mapping[str, str] | None = None
@@ -182,25 +213,22 @@ def start_server(
     Raises:
         RuntimeError: The server exited or did not announce itself within 30 s.
     """
-    command = [sys.executable, "-m", "services.bank", "serve", "--port", "0", *args]
+    command = _serve_command(args)
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
+        env=_serve_env(env),
     )
     server = ServerProcess(process, "")
     try:
         line = _read_line(process, _START_TIMEOUT)
-        prefix = "listening on "
-        if not line.startswith(prefix):
+        if not line.startswith(_LISTENING):
             server.stop()
             assert process.stderr is not None
-            error = process.stderr.read().strip()[-2000:]
-            reason = line.strip() or error or "no output"
-            raise RuntimeError(f"server did not start ({' '.join(command)}): {reason}")
-        server.url = line[len(prefix) :].strip()
+            raise _not_started(command, line, process.stderr.read())
+        server.url = line[len(_LISTENING) :].strip()
         yield server
     finally:
         server.stop()
@@ -209,49 +237,221 @@ def start_server(
                 stream.close()
 
 
+class ShowdownStopped(Exception):  # noqa: N818 - an outcome the caller reports, not an error
+    """A signal of :data:`STOP_SIGNALS` stopped the showdown; every server it started has exited.
+
+    Attributes:
+        signal_name: The signal's name (``SIGTERM``).
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"showdown stopped by {self.signal_name}")
+
+
+@dataclass
+class _Child:
+    """A server of the showdown: the leader of its own process group (its workers are in it)."""
+
+    process: asyncio.subprocess.Process
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the server and every process of its group."""
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass  # all of them have exited
+
+    async def stop(self) -> None:
+        """Stop the server and wait for it, even if the showdown is cancelled meanwhile."""
+        try:
+            await self._stop()
+        except asyncio.CancelledError:
+            # The stop signal landed while this server was stopping. The showdown is cancelled
+            # once only, so this second wait runs to the end; then the cancellation goes on.
+            await self._stop()
+            raise
+
+    async def _stop(self) -> None:
+        if self.process.returncode is None:
+            # SIGTERM to the server alone: a multi-worker server's supervisor stops its workers.
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(_STOP_TIMEOUT):
+                    await self.process.wait()
+            except TimeoutError:
+                self.signal_group(signal.SIGKILL)
+                await self.process.wait()
+        # Anything of the group that outlived its leader (a worker of a killed supervisor).
+        # The group id stays reserved while a member lives, so this reaches no stranger.
+        self.signal_group(signal.SIGKILL)
+        # Those are not this process's children (it cannot wait for them): poll until the
+        # group is empty, that is until they have died and init has reaped them.
+        # Polling, as no event tells of a stranger's exit; bounded by _STOP_TIMEOUT.
+        for _ in range(int(_STOP_TIMEOUT / _GROUP_POLL)):
+            if not self._group_exists():
+                break
+            await asyncio.sleep(_GROUP_POLL)
+
+    def _group_exists(self) -> bool:
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+class _Stopper:
+    """The showdown's stop signals, turned into one cancellation of its main task.
+
+    A signal handler that raised would raise inside whatever runs at that moment, and in an
+    event loop that is often a callback (uvloop runs Python signal handlers from one), whose
+    exceptions the loop logs and drops: the showdown then never stopped. Here the loop calls
+    :meth:`on_signal` as an ordinary callback, which cancels the main task: the cancellation
+    arrives at the task's next ``await``, and every ``finally`` on the way out stops its servers.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.children: list[_Child] = []
+        self._task: asyncio.Task[Any] | None = None
+
+    def on_signal(self, signum: int) -> None:
+        """The first signal cancels the showdown; a second one kills its servers' groups (they
+        are still waited for by the stop under way)."""
+        if self.signum is None:
+            self.signum = signum
+            if self._task is not None:
+                self._task.cancel()
+            return
+        for child in self.children:
+            child.signal_group(signal.SIGKILL)
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle :data:`STOP_SIGNALS` on the running loop while the block runs (main thread
+        only: elsewhere signals are not delivered to this thread's loop)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        try:
+            for signum in STOP_SIGNALS:
+                loop.add_signal_handler(signum, self.on_signal, signum)
+            yield
+        finally:
+            for signum, handler in previous.items():
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, handler)
+
+    @asynccontextmanager
+    async def server(self, args: Sequence[str], *, env: Mapping[str, str]) -> AsyncIterator[str]:
+        """Start a server like :func:`start_server` and yield its URL once it listens; stop it and
+        wait for it on the way out, however the block ends.
+
+        The server runs in a session of its own, so a Ctrl-C or a hang-up of the terminal
+        reaches the showdown only, which stops its servers in order (and, with the process
+        group, every worker of a multi-worker server).
+
+        Raises:
+            RuntimeError: The server exited or did not announce itself within 30 s.
+        """
+        command = _serve_command(args)
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=_serve_env(env),
+            start_new_session=True,
+        )
+        child = _Child(process)
+        self.children.append(child)
+        try:
+            assert process.stdout is not None
+            assert process.stderr is not None
+            try:
+                async with asyncio.timeout(_START_TIMEOUT):
+                    line = (await process.stdout.readline()).decode(errors="replace")
+            except TimeoutError:
+                line = ""
+            if not line.startswith(_LISTENING):
+                await child.stop()
+                raise _not_started(command, line, (await process.stderr.read()).decode())
+            yield line[len(_LISTENING) :].strip()
+        finally:
+            await child.stop()
+            self.children.remove(child)
+
+
 def run_showdown(
     settings: ShowdownSettings, *, console: Console | None = None
 ) -> list[ShowdownRow]:
     """Run every mode of ``settings.modes`` under the same load; return one row per mode.
 
+    SIGHUP, SIGINT and SIGTERM stop it in order while it runs (in the main thread): the load is
+    cancelled, each server is stopped and waited for, then :class:`ShowdownStopped` is raised.
+    A second signal meanwhile kills the servers instead of waiting for them to drain.
+
     Raises:
         RuntimeError: A server could not be started.
         HammerError: A server stopped answering.
+        ShowdownStopped: A stop signal arrived; no server of the showdown is left running.
     """
-    console = console or Console(stderr=True)
+    stopper = _Stopper()
+    try:
+        rows = run(
+            _showdown(settings, console or Console(stderr=True), stopper), loop=settings.loop
+        )
+    except BaseException:
+        if stopper.signum is None:
+            raise
+        # Whatever surfaced (the cancellation, a request it cut short) is the signal's doing.
+        raise ShowdownStopped(stopper.signum) from None
+    if stopper.signum is not None:
+        # The signal came after the last await: the servers are stopped, the run is not whole.
+        raise ShowdownStopped(stopper.signum)
+    return rows
+
+
+async def _showdown(
+    settings: ShowdownSettings, console: Console, stopper: _Stopper
+) -> list[ShowdownRow]:
     rows = []
-    for mode in settings.modes:
-        server_args = [
-            "--lock",
-            mode,
-            "--store",
-            settings.store,
-            "--io-delay",
-            str(settings.io_delay),
-        ]
-        server_args += ["--workers", str(settings.workers)]
-        if settings.workers > 1 and mode != "db":
-            # The lesson is precisely that these modes lose money across workers.
-            server_args.append(UNSAFE_FLAG)
-        # A fresh admin token per server, in its environment (never its argv): the hammer
-        # registers its own client with it.
-        admin_token = secrets.token_urlsafe(24)
-        env = {**os.environ, ADMIN_TOKEN_ENV: admin_token}
-        with start_server(server_args, env=env) as server:
-            hammer = HammerSettings(
-                admin_token=admin_token,
-                url=server.url,
-                concurrency=settings.concurrency,
-                requests=settings.requests,
-                accounts=settings.accounts,
-                mix=dict(DEFAULT_MIX),
-                seed=settings.seed,
-                progress=settings.progress,
-            )
-            if settings.progress and console.is_terminal:
-                console.print(f"[bold]{mode}[/bold]: server {server.url}")
-            report = run(run_hammer(hammer, console=console), loop=settings.loop)
-        rows.append(ShowdownRow(mode, report))
+    with stopper.installed():
+        for mode in settings.modes:
+            server_args = [
+                "--lock",
+                mode,
+                "--store",
+                settings.store,
+                "--io-delay",
+                str(settings.io_delay),
+            ]
+            server_args += ["--workers", str(settings.workers)]
+            if settings.workers > 1 and mode != "db":
+                # The lesson is precisely that these modes lose money across workers.
+                server_args.append(UNSAFE_FLAG)
+            # A fresh admin token per server, in its environment (never its argv): the hammer
+            # registers its own client with it.
+            admin_token = secrets.token_urlsafe(24)
+            env = {**os.environ, ADMIN_TOKEN_ENV: admin_token}
+            async with stopper.server(server_args, env=env) as url:
+                hammer = HammerSettings(
+                    admin_token=admin_token,
+                    url=url,
+                    concurrency=settings.concurrency,
+                    requests=settings.requests,
+                    accounts=settings.accounts,
+                    mix=dict(DEFAULT_MIX),
+                    seed=settings.seed,
+                    progress=settings.progress,
+                )
+                if settings.progress and console.is_terminal:
+                    console.print(f"[bold]{mode}[/bold]: server {url}")
+                report = await run_hammer(hammer, console=console)
+            rows.append(ShowdownRow(mode, report))
     return rows
 
 

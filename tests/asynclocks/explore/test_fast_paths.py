@@ -69,3 +69,27 @@ def test_the_footprint_cache_keeps_alive_the_code_its_keys_name_by_id() -> None:
     del coroutine, before, after, namespace
     gc.collect()
     assert code() is not None
+
+
+def test_a_task_step_that_raises_is_reported_as_handle_run_would() -> None:
+    # The loop runs a task's handles without Handle._run's call; a callback bound to a task
+    # that raises must still reach the exception handler, not the explorer.
+    from asynclocks._explore._schedulers._base import ScheduleChooser
+
+    async def scenario() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        loop.call_soon(task.set_name)  # type: ignore[arg-type]  # set_name() needs its argument
+        await asyncio.sleep(0)
+
+    loop = _asyncio.ControlledLoop()
+    try:
+        outcome = loop.run_schedule(scenario, ScheduleChooser(), False)
+        assert outcome.kind is None, outcome.error
+        [context] = loop._errors
+        assert isinstance(context["exception"], TypeError)
+        assert context["message"].startswith("Exception in callback ")
+        assert isinstance(context["handle"], asyncio.Handle)
+    finally:
+        loop.close()

@@ -341,3 +341,67 @@ def test_a_task_s_own_cancel_scope_is_cancelled_alone(backend: Backend) -> None:
     assert report.failed, report
     assert "half a move" in str(report.error)
     assert "(its own innermost cancel scope)" in report.injected[0]
+
+
+# -- when a timeout fires early, and how the trace shows it ----------------------------------------
+
+
+def _lone_timeout(backend: Backend, check: bool) -> Scenario:
+    """One task, a five-second timeout around a ten-second sleep. Once it sleeps no task can
+    run: firing the timeout early is decided where the loop would let time pass."""
+
+    async def scenario() -> None:
+        if backend == "trio":
+            start = trio.current_time()
+            with trio.move_on_after(5) as scope:
+                await trio.sleep(10)
+            elapsed = trio.current_time() - start
+            assert scope.cancelled_caught
+        else:
+            start = anyio.current_time()
+            with anyio.move_on_after(5) as anyio_scope:
+                await anyio.sleep(10)
+            elapsed = anyio.current_time() - start
+            assert anyio_scope.cancelled_caught
+        if check and elapsed != 5:
+            raise AssertionError(f"the timeout fired at t={elapsed:g}")
+
+    return scenario
+
+
+def test_a_timeout_fires_early_where_no_task_can_run(backend: Backend) -> None:
+    # trio's mock clock jumps to the next deadline before the run loop asks for tasks: the
+    # early firing must be offered (and happen) before that jump, while the deadline is ahead.
+    report = explore(_lone_timeout(backend, True), backend, timeouts="auto")
+    assert report.failed, report
+    assert str(report.error) == "the timeout fired at t=0"
+    assert len(report.injected) == 1
+    assert report.injected[0].endswith(" early, at t=0 (deadline t=5)"), report.injected
+    assert report.token is not None
+    # The only decision: one task that cannot run, so "let time pass" (index 0) or the fault
+    # (FaultLog.choose_idle, reached from each backend's idle point).
+    schedule = decode_token(report.token)
+    assert schedule.decisions == (1,)
+    with pytest.raises(AssertionError, match="the timeout fired at t=0"):
+        replay(_lone_timeout(backend, True), report.token)
+    # Two schedules in all: time passes (the timeout fires on time), or it fires at once. The
+    # sleep's own deadline is no timeout: it is never fired early.
+    both = explore(_lone_timeout(backend, False), backend, timeouts="auto")
+    assert both.exhaustive
+    assert not both.failed
+    assert both.schedules == 2
+
+
+@pytest.mark.parametrize(("name", "backend"), TIMEOUT_CASES, ids=_ids(TIMEOUT_CASES))
+def test_an_early_timeout_shows_in_the_trace_as_a_timeout(name: str, backend: Backend) -> None:
+    make, _ = TIMEOUT_BUGS[name]
+    report = explore(make(False), backend, timeouts="auto")
+    assert report.failed, report
+    rows = [line.strip() for line in report.trace.splitlines()]
+    injected = next(i for i, row in enumerate(rows) if row.startswith("~ injected by the explorer"))
+    after = rows[injected + 1 :]
+    # As when a deadline fires on time: a timeout event, then the task wakes cancelled by it.
+    timeout = next(i for i, row in enumerate(after) if row.startswith("~") and " timeout: " in row)
+    woke = next(i for i, row in enumerate(after) if row.endswith(" woke with a cancellation"))
+    assert timeout < woke, after
+    assert all(row.startswith("~") for row in after[:timeout]), after

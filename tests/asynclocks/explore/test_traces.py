@@ -103,6 +103,15 @@ def test_a_semaphore_names_the_holder_that_finished_without_releasing(backend: B
     ) in text
 
 
+def test_a_permit_handed_over_by_release_names_its_new_holder(backend: Backend) -> None:
+    # With fast_acquire=True anyio parks a waiter on trio's lot; release hands it the permit.
+    text = _deadlock(trace_scenarios.handed_over_semaphore, backend)
+    assert (
+        f"#3 third at tests/asynclocks/explore/trace_scenarios.py:{_line('WANTS_HANDED_PERMIT')} "
+        "(third) waits on anyio.Semaphore, held by #2 second, which finished without releasing it"
+    ) in text
+
+
 @pytest.mark.parametrize(
     ("scenario", "expected"),
     [

@@ -76,6 +76,30 @@ async def leaked_semaphore() -> None:
         tg.start_soon(want)
 
 
+async def handed_over_semaphore() -> None:
+    """anyio's fast_acquire semaphore hands a released permit to the task parked on it, which
+    finishes without releasing it."""
+    pool = anyio.Semaphore(1, fast_acquire=True)
+
+    async def first() -> None:
+        await pool.acquire()
+        await anyio.sleep(1)
+        pool.release()
+
+    async def second() -> None:
+        await anyio.lowlevel.checkpoint()
+        await pool.acquire()  # parked until first's release hands its permit over
+
+    async def third() -> None:
+        await anyio.sleep(2)
+        await pool.acquire()  # WANTS_HANDED_PERMIT
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        tg.start_soon(second)
+        tg.start_soon(third)
+
+
 async def asyncio_leaked_semaphore() -> None:
     """asyncio's own semaphore, leaked the same way."""
     pool = asyncio.Semaphore(1)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from services.bank.domain import is_account_id
 from services.bank.http import create_app
+from services.bank.http.routes import _account
 from services.bank.run.config import BankConfig
 
 from .conftest import ADMIN_TOKEN, Bank, BankFactory
@@ -456,3 +459,18 @@ def test_config_rejects_bad_values(kwargs: dict[str, Any], match: str) -> None:
 
 def test_config_hides_the_token() -> None:
     assert "sesame" not in repr(BankConfig(admin_token="sesame"))
+
+
+@pytest.mark.parametrize("account_id", ["a", "bob_2-B", "Z" * 64, "0-_"])
+@pytest.mark.parametrize("balance", [0, 7, -3, 10**15])
+@pytest.mark.parametrize("status", [200, 201])
+def test_account_answer_is_what_json_response_writes(
+    account_id: str, balance: int, status: int
+) -> None:
+    """The formatted account answer is byte for byte (headers included) json_response's."""
+    assert is_account_id(account_id)
+    formatted = _account(account_id, balance, status)
+    reference = web.json_response({"id": account_id, "balance": balance}, status=status)
+    assert formatted.body == reference.body
+    assert formatted.status == reference.status
+    assert dict(formatted.headers) == dict(reference.headers)

@@ -26,7 +26,12 @@ from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.bank.http import create_app
-from services.bank.locking import ALL_LOCK_MODES
+from services.bank.locking import (
+    ALL_LOCK_MODES,
+    AccountLock,
+    ArrivalOrderAccountLock,
+    strategies_for,
+)
 from services.bank.ports import Store
 from services.bank.run.config import BankConfig
 from services.bank.stores.postgres import PostgresStore
@@ -369,3 +374,23 @@ def test_showdown_notes() -> None:
     assert [should_hold(mode, 2) for mode in ALL_LOCK_MODES] == [False, False, False, True]
     assert "the others' requests never see it" in mode_note("account", "postgresql://x", 2)
     assert "SQLite's file lock" in mode_note("db", "sqlite:///x", 1)
+
+
+@pytest.mark.parametrize(
+    ("store", "url"),
+    [("memory", "memory"), ("sqlite", "sqlite:///x.db"), ("postgresql", "postgresql://h/db")],
+)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_showdown_account_note_names_the_lock_the_server_uses(
+    store: str, url: str, workers: int
+) -> None:
+    # The server's account strategy on that store (strategies_for, as create_app builds it).
+    strategy = strategies_for(store)["account"]
+    note = mode_note("account", url, workers)
+    if isinstance(strategy, ArrivalOrderAccountLock):
+        assert note.startswith("account locks handed over in arrival order"), note
+        assert "KeyedLock" not in note
+    else:
+        assert isinstance(strategy, AccountLock)
+        assert note.startswith("a KeyedLock per account"), note
+    assert ("enough" in note) == (workers == 1)

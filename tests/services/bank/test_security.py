@@ -122,7 +122,7 @@ async def test_token_is_compared_in_constant_time(
     ]
     # And the code path has no ordinary comparison that could short-circuit first: read from
     # the bytecode (the source file may be newer than the loaded module).
-    code = auth_module.auth_middleware.__code__
+    code = auth_module.authenticate.__code__
     assert "compare_digest" in code.co_names
     comparisons = [i.argval for i in dis.get_instructions(code) if i.opname == "COMPARE_OP"]
     assert "==" not in comparisons

@@ -20,9 +20,11 @@ import asynclocks.web as web
 from services.bank.tools import race_scenarios
 
 SEED = 1
-#: The seed of the `none` check: the sets of a seed follow from the document, and with seed 2
-#: the bank's document (clients, security schemes) gives a lost update in its 5th set.
-NONE_SEED = 2
+#: The seed of the `none` check. The sets of a seed follow from the document, so a change to the
+#: document (a description, a status) changes them: with today's document seed 1 gives a lost
+#: update in its first set (the deposit and withdrawal docs/web.md shows), while seed 2's twelve
+#: sets, since the document gained its 413 limits, gave none (4,843 schedules, none failing).
+NONE_SEED = 1
 SETS = 12
 #: Each locked set is proved within 2 preemptions (a few hundred schedules of a fresh app each).
 LOCKED_SETS = 4
