@@ -233,7 +233,10 @@ class Report:
         if self.exhaustive:
             how: str = self.strategy
             if self.reduced:
-                how += " with sleep-set reduction: every schedule not run is equivalent to one run"
+                how += (
+                    " with partial-order reduction (DPOR + sleep sets): every schedule not run"
+                    " is equivalent to one run"
+                )
             return f"all {self.schedules} schedule{plural} with {bound} ({how}; exhaustive)"
         return (
             f"{self.schedules} schedule{plural} with {bound} ({self.strategy}; not exhaustive: "

@@ -230,7 +230,7 @@ def test_the_locked_counter_is_proved_exhaustively(backend: Backend, flavour: st
     assert report.exhaustive
     assert 1 < report.schedules < 1000
     assert report.verdict.startswith(f"PASS on {backend}")
-    assert "sleep-set reduction" in report.coverage
+    assert "partial-order reduction (DPOR + sleep sets)" in report.coverage
     assert report.coverage.endswith("exhaustive)")
 
 

@@ -262,7 +262,7 @@ def test_an_unknown_python_turns_the_reduction_off_and_says_why(
     assert report.exhaustive
     assert not report.reduced
     assert report.schedules == full
-    assert "sleep-set reduction" not in report.coverage
+    assert "partial-order reduction" not in report.coverage
     (note,) = report.notes
     assert note.startswith("sleep-set reduction off")
     assert f"Python {version[0]}.{version[1]}" in note
@@ -276,7 +276,7 @@ def test_a_known_python_prunes_and_adds_no_note(backend: Backend) -> None:
     assert report.reduced
     assert report.notes == []
     assert report.schedules < count_schedules(scenario, backend, reduce=False)
-    assert "sleep-set reduction" in report.coverage
+    assert "partial-order reduction (DPOR + sleep sets)" in report.coverage
 
 
 def test_a_preemption_bound_adds_no_note_on_an_unknown_python(
