@@ -1752,31 +1752,29 @@ def _compile_item_update(late: _Late, written: frozenset[str]) -> _Resolver:
     return update
 
 
-def _compile_coro(spec: _Spec, written: frozenset[str]) -> _Resolver:
-    """Whether the function a variable holds, called in the step, is a coroutine function."""
+def _compile_value(spec: _Spec, written: frozenset[str], judge: Callable[[Any], Any]) -> _Resolver:
+    """A resolver giving ``judge`` of the value a variable holds when the step ends (a local,
+    a constant or a global: see :func:`_origin`)."""
     mode, name = _origin(spec, written)
 
-    def coro(frame: types.FrameType, local: Any) -> bool:
+    def resolve(frame: types.FrameType, local: Any) -> Any:
         if mode == _LOCAL:
-            function = local.get(name, _MISSING)
+            value = local.get(name, _MISSING)
         else:
-            function = name if mode == _CONST else _global(frame, name)
-        return _coroutine_function(function)
+            value = name if mode == _CONST else _global(frame, name)
+        return judge(value)
 
-    return coro
+    return resolve
+
+
+def _compile_coro(spec: _Spec, written: frozenset[str]) -> _Resolver:
+    """Whether the function a variable holds, called in the step, is a coroutine function."""
+    return _compile_value(spec, written, _coroutine_function)
 
 
 def _compile_sync(spec: _Spec, written: frozenset[str]) -> _Resolver:
-    mode, name = _origin(spec, written)
-
-    def sync(frame: types.FrameType, local: Any) -> Any:
-        if mode == _LOCAL:
-            primitive = local.get(name, _MISSING)
-        else:
-            primitive = name if mode == _CONST else _global(frame, name)
-        return _primitive_labels(primitive)
-
-    return sync
+    """The labels of the library primitive a variable holds (None: not one)."""
+    return _compile_value(spec, written, _primitive_labels)
 
 
 def _compile_location(loc: tuple[Any, ...], written: frozenset[str]) -> _Resolver:
