@@ -1511,6 +1511,11 @@ def begin_run() -> None:
         _resolved.clear()
 
 
+def labelled() -> int:
+    """How many objects the current run has labelled so far (labels are handed out in order)."""
+    return len(_labels)
+
+
 class _Labelling:
     """Whether the coming step may hand out new labels (set by the dfs chooser per step)."""
 

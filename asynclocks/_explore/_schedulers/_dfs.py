@@ -157,16 +157,31 @@ class DfsChooser(ScheduleChooser):
     def wants_footprint(self) -> bool:
         """Whether the coming step's footprint matters: it was chosen at a decision (siblings
         explored later compare against it; only such steps label new objects, see
-        ``_footprint.LABELLING``) or some task sleeps (it may wake up). With DPOR, every step:
-        each is compared with the earlier ones of its schedule."""
+        ``_footprint.LABELLING``) or some task sleeps (it may wake up). With DPOR, every step
+        not replayed from the previous schedule: each is compared with the earlier ones of its
+        schedule (a replayed step's recorded footprint is handed to :meth:`stepped` here)."""
         races = self._races
         if races is not None:
-            self._steps += 1
+            step = self._steps
+            self._steps = step + 1
             # Every step is computed, so every step may label objects: still the same ones in
             # every schedule through the same decisions (steps that cannot label would count a
             # first touch as touching the whole family, and commute less).
             LABELLING.open = True
-            return not self._redundant
+            if self._redundant:
+                return False
+            if step < self._replayed and step < len(races.tasks):
+                # A step the previous schedule took too (the search is deterministic): its
+                # footprint is recorded. Unless it labelled new objects (computed again, it
+                # labels them alike, and the later steps' labels follow), the sleep sets take
+                # the recorded one and the backend computes none.
+                labels = races.labels
+                if labels[step] == (labels[step - 1] if step else 0):
+                    # Only a decision's step or one with tasks asleep changes the sleep sets.
+                    if self._pending is not None or self._sleep:
+                        self.stepped(races.tasks[step], races.footprints[step])
+                    return False
+            return True
         decided = self._pending is not None
         LABELLING.open = decided
         return decided or bool(self._sleep)

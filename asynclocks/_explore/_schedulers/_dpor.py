@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._footprint import Footprint, independent
+from .._footprint import Footprint, independent, labelled
 
 if TYPE_CHECKING:
     from ._dfs import _Node
@@ -57,6 +57,7 @@ class Races:
         "clocks",
         "nodes",
         "presents",
+        "labels",
         "_slot",
         "_count",
         "_last",
@@ -78,6 +79,10 @@ class Races:
         self.clocks: list[list[int]] = []
         self.nodes: list[_Node | None] = []
         self.presents: list[tuple[int, ...]] = []
+        #: Per step: how many objects the run had labelled once its footprint was computed. A
+        #: replayed step that labelled none need not be computed again (``_dfs``): its footprint
+        #: is the one recorded here, and the later steps' labels stay the same without it.
+        self.labels: list[int] = []
         self._slot: dict[int, int] = {}
         # Per task slot: its number of steps, its last step, and the indexes of its steps.
         self._count: list[int] = []
@@ -98,6 +103,7 @@ class Races:
             del steps[keep:]
         del self.nodes[keep:]
         del self.presents[keep:]
+        del self.labels[keep:]
         for slot, events in enumerate(self._events):
             while events and events[-1] >= keep:
                 events.pop()
@@ -185,6 +191,7 @@ class Races:
         clocks.append(clock)
         self.nodes.append(node)
         presents.append(present)
+        self.labels.append(labelled())
         self._last[slot] = k
         events[slot].append(k)
         if races is not None:
