@@ -72,16 +72,22 @@ class DfsChooser(ScheduleChooser):
         self._races: Races | None = None
         self._options: tuple[int, ...] | None = None
         self._node: _Node | None = None
-        # Steps taken so far, and how many of the first ones repeat the previous schedule's.
+        # Steps taken so far, how many of the first ones repeat the previous schedule's, and how
+        # many of those the races hold.
         self._steps = 0
         self._replayed = 0
+        self._recorded = 0
         if self.footprints:
+            # With DPOR every step may label objects, and LABELLING stays open (begin_run opens
+            # it): still the same objects in every schedule through the same decisions (steps
+            # that cannot label would count a first touch as touching the whole family, and
+            # commute less).
             begin_run()
             races = search.races
             if races is not None:
                 # The steps before the decision this schedule changes repeat the previous one's.
                 self._replayed = search.path[-1].event if search.path else 0
-                races.restart(self._replayed)
+                self._recorded = races.restart(self._replayed)
                 self._races = races
 
     def pick(self, options: Sequence[int]) -> int:
@@ -164,22 +170,19 @@ class DfsChooser(ScheduleChooser):
         if races is not None:
             step = self._steps
             self._steps = step + 1
-            # Every step is computed, so every step may label objects: still the same ones in
-            # every schedule through the same decisions (steps that cannot label would count a
-            # first touch as touching the whole family, and commute less).
-            LABELLING.open = True
             if self._redundant:
                 return False
-            if step < self._replayed and step < len(races.tasks):
+            if step < self._recorded:
                 # A step the previous schedule took too (the search is deterministic): its
-                # footprint is recorded. Unless it labelled new objects (computed again, it
-                # labels them alike, and the later steps' labels follow), the sleep sets take
-                # the recorded one and the backend computes none.
-                labels = races.labels
-                if labels[step] == (labels[step - 1] if step else 0):
-                    # Only a decision's step or one with tasks asleep changes the sleep sets.
+                # footprint is recorded (a ``_dpor.RecordedStep``). Unless computing it labelled
+                # new objects (computed again, it labels them alike, and the later steps' labels
+                # follow), the sleep sets take the recorded one and the backend computes none.
+                steps = races.steps
+                recorded = steps[step]
+                if recorded[7] == (steps[step - 1][7] if step else 0):
+                    # Only a decision's step, or one with tasks asleep, changes the sleep sets.
                     if self._pending is not None or self._sleep:
-                        self.stepped(races.tasks[step], races.footprints[step])
+                        self.stepped(recorded[0], recorded[2])
                     return False
             return True
         decided = self._pending is not None
