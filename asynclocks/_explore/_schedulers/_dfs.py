@@ -103,10 +103,16 @@ class DfsChooser(ScheduleChooser):
                 self.diverged = True
                 self._redundant = True
                 return 0
-            self._prepare(node, node.chosen)
+            chosen = node.chosen
+            self._prepare(node, chosen)
             if self._races is not None:
-                self._decided(node)
-            return node.chosen
+                # DPOR: what the coming step was chosen among (an injected fault is a step).
+                if node.options[chosen] < 0:
+                    self._fault_step(node)
+                else:
+                    self._options = node.tasks
+                    self._node = node
+            return chosen
         preemptions = path[-1].preemptions + (path[-1].chosen != 0) if path else 0
         node = _Node(tuple(options), preemptions)
         node.sleep = dict(self._sleep)
@@ -119,29 +125,30 @@ class DfsChooser(ScheduleChooser):
             self._redundant = True
             search.redundant += 1
             return 0
-        node.chosen = allowed[0]
-        node.tried.add(node.chosen)
-        node.backtrack.add(node.chosen)
-        self._prepare(node, node.chosen)
-        if self._races is not None:
+        chosen = node.chosen = allowed[0]
+        node.tried.add(chosen)
+        node.backtrack.add(chosen)
+        self._prepare(node, chosen)
+        races = self._races
+        if races is not None:
             node.event = self._steps
-            node.full = node.full or self._races.off
-            self._decided(node)
-        return node.chosen
+            node.full = node.full or races.off
+            if options[chosen] < 0:
+                self._fault_step(node)
+            else:
+                self._options = node.tasks
+                self._node = node
+        return chosen
 
-    def _decided(self, node: _Node) -> None:
-        """DPOR: note what the coming step was chosen among (an injected fault is a step)."""
+    def _fault_step(self, node: _Node) -> None:
+        """DPOR: the fault chosen at ``node`` is a step of its own (the backend asks no
+        footprint for it)."""
         races = self._races
         assert races is not None
-        if node.options[node.chosen] < 0:
-            # A fault is a step of its own (the backend asks no footprint for it).
-            self._steps += 1
-            if self._steps > self._replayed:
-                races.fault(node, node.tasks)
-            self._options = None
-        else:
-            self._options = node.tasks
-            self._node = node
+        self._steps += 1
+        if self._steps > self._replayed:
+            races.fault(node, node.tasks)
+        self._options = None
 
     def _prepare(self, node: _Node, index: int) -> None:
         if not self.footprints:
@@ -177,9 +184,8 @@ class DfsChooser(ScheduleChooser):
                 # footprint is recorded (a ``_dpor.RecordedStep``). Unless computing it labelled
                 # new objects (computed again, it labels them alike, and the later steps' labels
                 # follow), the sleep sets take the recorded one and the backend computes none.
-                steps = races.steps
-                recorded = steps[step]
-                if recorded[7] == (steps[step - 1][7] if step else 0):
+                recorded = races.steps[step]
+                if not recorded[8]:
                     # Only a decision's step, or one with tasks asleep, changes the sleep sets.
                     if self._pending is not None or self._sleep:
                         self.stepped(recorded[0], recorded[2])

@@ -44,12 +44,16 @@ MAX_TRACKED_STEPS = 1_000
 
 
 #: A step of the schedule, as :class:`Races` records it: ``(task, slot, footprint, seq, clock,
-#: node, present, labelled)`` (read by index: this runs at every new step of every schedule):
-#: the task and its slot (its index in the clocks), its footprint, its number within its task
-#: (from 1), its vector clock (per slot: how many of that task's steps happen before it or are
-#: it), the node it was chosen at (None: taken without a decision), the tasks offered before it,
-#: and how many objects the run had labelled once its footprint was computed.
-RecordedStep = tuple[int, int, Footprint, int, list[int], "_Node | None", tuple[int, ...], int]
+#: node, present, labelled, labelling)`` (read by index: this runs at every new step of every
+#: schedule): the task and its slot (its index in the clocks), its footprint, its number within
+#: its task (from 1), its vector clock (per slot: how many of that task's steps happen before it
+#: or are it), the node it was chosen at (None: taken without a decision), the tasks offered
+#: before it, how many objects the run had labelled once its footprint was computed, and whether
+#: computing it labelled any. A replayed step that labelled none need not be computed again
+#: (``_dfs``): its footprint is the one recorded, and the later steps' labels stay the same.
+RecordedStep = tuple[
+    int, int, Footprint, int, list[int], "_Node | None", tuple[int, ...], int, bool
+]
 
 
 class Races:
@@ -132,12 +136,12 @@ class Races:
         # by that predecessor's clock and is no race. Steps before ``low`` (the earliest step of
         # another task not covered yet) are all covered: the scan stops there. (Inlined twice:
         # this runs at every new step of every schedule.)
+        # (Its own task is skipped without a test: ``clock[slot]`` is past its recorded steps.)
         low = k
         for other, theirs in enumerate(events):
-            if other != slot:
-                covered = clock[other]
-                if covered < len(theirs) and theirs[covered] < low:
-                    low = theirs[covered]
+            covered = clock[other]
+            if covered < len(theirs) and theirs[covered] < low:
+                low = theirs[covered]
         races: list[int] | None = None
         i = k - 1
         while i >= low:
@@ -152,12 +156,13 @@ class Races:
                         clock[index] = value
                 low = k
                 for other, theirs in enumerate(events):
-                    if other != slot:
-                        covered = clock[other]
-                        if covered < len(theirs) and theirs[covered] < low:
-                            low = theirs[covered]
+                    covered = clock[other]
+                    if covered < len(theirs) and theirs[covered] < low:
+                        low = theirs[covered]
             i -= 1
-        steps.append((task, slot, footprint, seq, clock, node, present, len(OBJECT_LABELS)))
+        labelled = len(OBJECT_LABELS)
+        labelling = labelled > (steps[-1][7] if steps else 0)
+        steps.append((task, slot, footprint, seq, clock, node, present, labelled, labelling))
         mine.append(k)
         if races is not None:
             for i in races:
