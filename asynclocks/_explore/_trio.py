@@ -201,8 +201,14 @@ class ControlledRunQueue:
 
     def __iter__(self) -> Iterator[Any]:
         self._pass += 1
-        if self._stepping is not None:
-            self._end_step()
+        task = self._stepping
+        if task is not None:
+            # The task that ran in the last pass stopped (``_end_step`` inlined: every step).
+            self._stepping = None
+            if task.coro.cr_frame is not None:
+                self.recorder.end(False, False, "")
+            else:
+                self._finished_step(task)
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
@@ -411,7 +417,11 @@ class ControlledRunQueue:
         self._stepping = None
         if task.coro.cr_frame is not None:
             self.recorder.end(False, False, "")
-            return
+        else:
+            self._finished_step(task)
+
+    def _finished_step(self, task: Any) -> None:
+        """The step that ran in the last pass finished ``task``."""
         # trio does not keep a finished task's outcome on the task; ``task_exited`` saw it. One
         # whose end was not seen counts as failed (touching everything).
         failed = self._failed.pop(task, True) if self.track else True

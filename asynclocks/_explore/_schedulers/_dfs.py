@@ -186,9 +186,28 @@ class DfsChooser(ScheduleChooser):
                 # follow), the sleep sets take the recorded one and the backend computes none.
                 recorded = races.steps[step]
                 if not recorded[8]:
-                    # Only a decision's step, or one with tasks asleep, changes the sleep sets.
-                    if self._pending is not None or self._sleep:
-                        self.stepped(recorded[0], recorded[2])
+                    # What :meth:`stepped` does with its sleep sets, without the call (the
+                    # node's footprint is known and the step did not make the schedule
+                    # redundant: the previous one went on past it). Only a decision's step, or
+                    # one with tasks asleep, changes them.
+                    if self._pending is not None:
+                        self._pending = None
+                        self._options = None
+                        sleep = self._before_step
+                    elif self._sleep:
+                        sleep = self._sleep
+                    else:
+                        return False
+                    task, footprint = recorded[0], recorded[2]
+                    self._sleep = (
+                        {
+                            other: fp
+                            for other, fp in sleep.items()
+                            if other != task and independent(fp, footprint)
+                        }
+                        if sleep
+                        else {}
+                    )
                     return False
             return True
         decided = self._pending is not None

@@ -27,6 +27,7 @@ affect any task: every decision before it explores every option.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from .._footprint import OBJECT_LABELS, Footprint, independent
@@ -86,8 +87,8 @@ class Races:
         self.off = keep > len(steps)
         del steps[keep:]
         for events in self._events:
-            while events and events[-1] >= keep:
-                events.pop()
+            # Step indexes in order: cut at the first one not kept.
+            del events[bisect_left(events, keep) :]
         return len(steps)
 
     def step(
@@ -146,7 +147,13 @@ class Races:
         i = k - 1
         while i >= low:
             prior = steps[i]
-            if clock[prior[1]] < prior[3] and not independent(prior[2], footprint):
+            # One footprint object (steps at one code position, resolved alike, are memoised to
+            # the same) that writes conflicts with itself: no call to find that out.
+            seen = prior[2]
+            if clock[prior[1]] < prior[3] and (
+                (seen is footprint and seen is not None and seen[1])
+                or not independent(seen, footprint)
+            ):
                 if races is None:
                     races = [i]
                 else:
