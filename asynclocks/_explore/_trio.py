@@ -203,12 +203,16 @@ class ControlledRunQueue:
         self._pass += 1
         task = self._stepping
         if task is not None:
-            # The task that ran in the last pass stopped (``_end_step`` inlined: every step).
+            # The task that ran in the last pass stopped (``_end_step`` inlined: it runs at
+            # every step).
             self._stepping = None
             if task.coro.cr_frame is not None:
                 self.recorder.end(False, False, "")
             else:
-                self._finished_step(task)
+                # trio does not keep a finished task's outcome on the task; ``task_exited`` saw
+                # it. One whose end was not seen counts as failed (touching everything).
+                failed = self._failed.pop(task, True) if self.track else True
+                self.recorder.end(True, failed, self.ends.get(task, "") if self.trace else "")
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
@@ -417,11 +421,7 @@ class ControlledRunQueue:
         self._stepping = None
         if task.coro.cr_frame is not None:
             self.recorder.end(False, False, "")
-        else:
-            self._finished_step(task)
-
-    def _finished_step(self, task: Any) -> None:
-        """The step that ran in the last pass finished ``task``."""
+            return
         # trio does not keep a finished task's outcome on the task; ``task_exited`` saw it. One
         # whose end was not seen counts as failed (touching everything).
         failed = self._failed.pop(task, True) if self.track else True

@@ -161,11 +161,14 @@ class Races:
                 for index, value in enumerate(prior[4]):
                     if clock[index] < value:
                         clock[index] = value
-                low = k
-                for other, theirs in enumerate(events):
-                    covered = clock[other]
-                    if covered < len(theirs) and theirs[covered] < low:
-                        low = theirs[covered]
+                if i - low > width:
+                    # The bound only rises with the clock: worth finding again only when more
+                    # steps are left to scan than it costs (one pass over the tasks).
+                    low = k
+                    for other, theirs in enumerate(events):
+                        covered = clock[other]
+                        if covered < len(theirs) and theirs[covered] < low:
+                            low = theirs[covered]
             i -= 1
         labelled = len(OBJECT_LABELS)
         labelling = labelled > (steps[-1][7] if steps else 0)
