@@ -45,6 +45,11 @@ the difference of the two counts over the difference in schedules (what one expl
 cancels out), and per schedule of the whole explore (what the schedules/s figure measures) is
 printed beside it. PASS/MISS: this tree / REV <= 1.05 on both.
 
+``--trees`` (a few minutes) prints the dfs tree, without a preemption bound, of every program of
+the suite (bug and fix), of issue 13's own-object/own-key example (``tests/.../test_dpor.py``) and
+of the scenarios above: schedules (up to 30,000), exhaustive, failed. A change meant to keep the
+reduction prints the same lines before and after.
+
 ``--pythons 3.11,3.12,3.13`` runs the measurements under each interpreter instead (a subprocess of
 it, the project importable from this checkout) and prints one table: per version, dfs schedules/s
 per backend against the targets (PASS/MISS) and the partial-order reduction ratio (reduced / full
@@ -761,6 +766,52 @@ def instructions(against: str) -> bool:
     return passed
 
 
+# -- tree sizes (issue 13's gate for changes to the search) -------------------------------------
+
+#: Schedules per search in ``--trees``: deterministic where a proof would not end.
+TREES_BUDGET = 30_000
+
+
+def trees() -> None:
+    """Print, per scenario and backend, the dfs tree (no preemption bound) as the search ran it:
+    schedules, whether exhaustive, whether failed. A change that should keep the reduction prints
+    the same lines before and after (diff the two outputs)."""
+    _tests_importable()
+    from tests.asynclocks.explore.test_dpor import own_state_then_counter
+
+    runs: list[tuple[str, Backend, Callable[[], Awaitable[None]]]] = []
+    for program, backend in _suite_programs():
+        runs.append((f"{program.name} bug", backend, program.buggy))
+        runs.append((f"{program.name} fix", backend, program.fixed))
+    backends: tuple[Backend, ...] = ("asyncio", "trio")
+    for backend in backends:
+        for sleeps in (1, 2, 3):
+            for keyed in (False, True):
+                for locked in (True, False):
+                    name = f"own {'key' if keyed else 'object'} x{sleeps}" + (
+                        ", locked" if locked else ", unlocked"
+                    )
+                    runs.append(
+                        (name, backend, own_state_then_counter(backend, sleeps, keyed, locked))
+                    )
+    runs += [
+        ("ten steps", "asyncio", asyncio_ten_steps),
+        ("ten steps", "trio", trio_ten_steps),
+        ("locked counter", "asyncio", asyncio_locked_counter),
+        ("locked counter", "trio", trio_locked_counter),
+        ("idle then locked (3 tasks, 1 idle)", "asyncio", idle_then_locked(3, 1)),
+        ("idle then locked (3 tasks, 2 idle)", "asyncio", idle_then_locked(3, 2)),
+    ]
+    config = asynclocks.ExploreConfig(max_schedules=TREES_BUDGET)
+    for name, backend, scenario in runs:
+        report = asynclocks.explore(scenario, backend, config=config)
+        print(
+            f"{name:40} {backend:8} {report.schedules:>6} schedules"
+            f"{'  exhaustive' if report.exhaustive else ''}{'  failed' if report.failed else ''}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedules", type=int, default=3000, help="schedules per measurement")
@@ -797,8 +848,16 @@ def main() -> None:
         help=f"the revision --instructions compares with (default {INSTRUCTIONS_AGAINST})",
     )
     parser.add_argument("--instructions-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--trees",
+        action="store_true",
+        help=f"only the dfs tree of every suite program and scenario (up to {TREES_BUDGET:,} "
+        "schedules): diff before and after a change to the search",
+    )
     args = parser.parse_args()
-    if args.instructions_worker:
+    if args.trees:
+        trees()
+    elif args.instructions_worker:
         instructions_worker()
     elif args.instructions:
         sys.exit(0 if instructions(args.against) else 1)
