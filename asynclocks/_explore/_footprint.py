@@ -1500,6 +1500,9 @@ def _step_footprint(
 # objects are kept alive for the run so that their addresses are not reused.
 
 _labels: dict[int, tuple[int, object]] = {}
+#: The current run's labels, by object id: its length is how many objects it labelled so far
+#: (read-only outside this module; the dfs search's DPOR reads it per step).
+OBJECT_LABELS = _labels
 _FRESH = "<first new label>"
 
 
