@@ -509,3 +509,78 @@ def raising() -> Program:
 
 def test_exceptions(backend: Backend) -> None:
     check(raising, backend, {(0, 0), (0, 1), (1, 0), (1, 1)})
+
+
+# -- a capacity limiter's acquisition ------------------------------------------------------------
+
+
+def limiter_waiter_cancelled() -> Program:
+    """Guards: a step that resumes in a limiter's acquisition and leaves it touches the limiter
+    unless the task then holds a token (``_left_acquisition``): a waiter cancelled in the queue
+    leaves it on its way out (on asyncio: trio takes it out when cancelling), which a task
+    counting the queue after the cancellation sees or not."""
+    outcomes: list[Any] = []
+
+    async def scenario() -> None:
+        limiter = anyio.CapacityLimiter(1)
+        counts: list[int] = []
+        scope = anyio.CancelScope()
+        queued = anyio.Event()
+        cancelled = anyio.Event()
+        looked = anyio.Event()
+        left = anyio.Event()
+
+        # Every step but the scenario's and the waiter's first and last is known; the
+        # scenario's cancelling step comes before both looks, its next one after the looks and
+        # the waiter's way out of the queue, so only that way out orders the looks.
+        async def waiter() -> None:
+            # Bound a step before: the line the step that leaves the queue resumes on then names
+            # no attribute of the limiter (which would touch it; see ``_compile_location``).
+            take = limiter.acquire
+            await checkpoint()
+            with scope:
+                queued.set()
+                try:
+                    await take()
+                except BaseException:
+                    left.set()  # cancelled in the queue: it left it in this step
+                else:
+                    # Not on a path to the next checkpoint: the step that leaves the queue is
+                    # judged on the library frames it left, not on a release it did not run.
+                    limiter.release()
+                    return
+                try:
+                    await checkpoint()  # the scope is still cancelled: raises again
+                except BaseException:
+                    pass
+
+        async def counter() -> None:
+            await cancelled.wait()
+            counts.append(limiter.statistics().tasks_waiting)
+            await checkpoint()
+            counts.append(limiter.statistics().tasks_waiting)
+            await checkpoint()
+            looked.set()
+            await checkpoint()
+
+        await limiter.acquire()  # the scenario holds the only token: the waiter queues
+        _ = limiter.statistics(), counts[:]  # labelled before the tasks start
+        await checkpoint()
+        async with anyio.create_task_group() as group:
+            group.start_soon(counter)
+            group.start_soon(waiter)
+            await queued.wait()
+            await checkpoint()  # the waiter is in the queue
+            scope.cancel()
+            cancelled.set()
+            await looked.wait()
+            await left.wait()
+        limiter.release()
+        outcomes.append(tuple(counts))
+
+    return scenario, outcomes
+
+
+def test_limiter_acquisition_left() -> None:
+    # The queue's length at the counter's two looks, both after the cancellation.
+    check(limiter_waiter_cancelled, "asyncio", {(1, 1), (1, 0), (0, 0)})
