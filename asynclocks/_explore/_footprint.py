@@ -1364,7 +1364,9 @@ def _left_acquisition(
     checkpoint; or a wait for the event that whoever hands the token over sets, having added
     the borrower) a normal return touches nothing: the frames only return. Only the way out
     on an exception gives the token back or leaves the queue, and then the borrower holds no
-    token when the step ends. So the step touches the limiter only when its borrower holds no
+    token when the step ends. (Its first await, ``checkpoint_if_cancelled``, sleeps again
+    while the scope is cancelled: it is left by the cancellation only, before the token is
+    asked for, touching nothing.) So the step touches the limiter only when its borrower holds no
     token of it at the end (``_ACQUIRED_LATE``, resolved per step); the event is the
     acquisition's own, set once by the one who popped it from the queue.
     """

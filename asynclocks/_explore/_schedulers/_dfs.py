@@ -166,9 +166,9 @@ class DfsChooser(ScheduleChooser):
             # every schedule through the same decisions (steps that cannot label would count a
             # first touch as touching the whole family, and commute less).
             LABELLING.open = True
-            # The first step is the scenario's, the same in every run: it labels what the
-            # scenario then holds (see ``_footprint._label_roots``).
-            LABELLING.roots = self._steps == 1
+            # The first step, taken without a decision, is the scenario's and the same in every
+            # run: it labels what the scenario then holds (see ``_footprint._label_roots``).
+            LABELLING.roots = self._steps == 1 and self._options is None
             return not self._redundant
         decided = self._pending is not None
         LABELLING.open = decided
