@@ -1601,7 +1601,7 @@ def _label_roots(after: Sequence[Position]) -> None:
     """Label what the user frames of a chain hold: each variable's container, library
     primitive or instance dict, frames outermost first and variables by name (``_labels``)."""
     for frame, _ in after:
-        if is_library(frame.f_code.co_filename) or frame.f_code in TRANSPARENT_CODE:
+        if is_library(frame.f_code.co_filename):
             continue
         local = frame.f_locals
         for name in sorted(local):
@@ -1609,8 +1609,11 @@ def _label_roots(after: Sequence[Position]) -> None:
             kind = type(value)
             if kind in _CONTAINERS:
                 _label(value)
-            elif _library_primitive(value):
-                _primitive_labels(value)
+            elif kind.__module__.split(".")[0] in _SCHEDULING_MODULES:
+                # A primitive; anything else of the event loop's (a task group) is touched as
+                # a primitive or through JOIN, never by label.
+                if _library_primitive(value):
+                    _primitive_labels(value)
             elif not isinstance(value, _UNLABELLED):
                 try:
                     namespace = object.__getattribute__(value, "__dict__")
