@@ -209,6 +209,9 @@ class DfsChooser(ScheduleChooser):
                         else {}
                     )
                     return False
+            # The first step, taken without a decision, is the scenario's and the same in every
+            # run: it labels what the scenario then holds (see ``_footprint._label_roots``).
+            LABELLING.roots = step == 0 and self._options is None
             return True
         decided = self._pending is not None
         LABELLING.open = decided
