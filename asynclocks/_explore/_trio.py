@@ -113,10 +113,17 @@ _NO_FAULTS: tuple[Fault, ...] = ()
 _NO_LOG = FaultLog(NO_FAULTS)
 
 
-class ControlledRunQueue:
-    """Stands in for trio's run queue (a deque) and decides which task runs next."""
+class ControlledRunQueue(dict[Any, None]):
+    """Stands in for trio's run queue (a deque) and decides which task runs next.
+
+    A dict of every runnable task (system and scenario ones; the values are unused) so that the
+    ``len()`` and truth tests trio's run loop makes three times per pass are the dict's own C
+    slots rather than Python methods; which task runs is decided from ``_system`` and
+    ``_ready``, which :meth:`append` and :meth:`clear` keep alongside.
+    """
 
     def __init__(self, runner: Any, driver: Any, initial: Any) -> None:
+        super().__init__(dict.fromkeys(initial))
         self._runner = runner
         self._driver = driver
         self._system: deque[Any] = deque(initial)
@@ -169,6 +176,7 @@ class ControlledRunQueue:
     # -- the deque interface trio's run loop uses ---------------------------------------------
 
     def append(self, task: Any) -> None:
+        self[task] = None
         ids = self.ids
         tid = ids.get(task)
         if tid is not None:
@@ -192,12 +200,6 @@ class ControlledRunQueue:
         self.ids[task] = tid
         self.names[tid] = f"#{tid} {name}"
         return tid
-
-    def __len__(self) -> int:
-        return len(self._system) + len(self._ready)
-
-    def __bool__(self) -> bool:
-        return bool(self._system or self._ready)  # one call: trio asks twice per pass
 
     def __iter__(self) -> Iterator[Any]:
         self._pass += 1
@@ -237,6 +239,7 @@ class ControlledRunQueue:
 
     def clear(self) -> None:
         for task in self._selected:
+            del self[task]
             if task in self._ready:
                 del self._ready[task]
             else:
@@ -476,6 +479,8 @@ class ControlledRunQueue:
         _net_trio.reset()
         self.ids.clear()
         self.names.clear()
+        for task in self._ready:
+            del self[task]
         self._ready.clear()
         self._batch.clear()
         self.decisions = []
