@@ -218,10 +218,36 @@ class ControlledRunQueue(dict[Any, None]):
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
-            task = self._pick()
-            # A fault was injected instead: its effects (cancellations delivered, a deadline
-            # expired) show in the next pass of the run loop.
-            self._selected = [] if task is None else [task]
+            if self.cleaning or self.log.left:
+                task = self._pick()
+                # A fault was injected instead: its effects (cancellations delivered, a deadline
+                # expired) show in the next pass of the run loop.
+                self._selected = [] if task is None else [task]
+                return iter(self._selected)
+            # What ``_pick`` does when no fault can be offered, inlined: it runs at every step.
+            batch = self._batch
+            if not batch:
+                ready = self._ready
+                batch.extend(sorted(ready, key=ready.__getitem__) if len(ready) > 1 else ready)
+            preempted = False
+            chooser = self.chooser
+            if len(batch) > 1 and chooser is not None:
+                # map, not a comprehension: on 3.11 that is a function call of its own.
+                index = chooser.pick(list(map(self.ids.__getitem__, batch)))
+                self.decisions.append(index)
+                self.widths.append(len(batch))
+                task = batch.pop(index)
+                preempted = index != 0
+            else:
+                task = batch.pop(0)
+            self._stepping = task
+            self.recorder.begin(task, self.ids[task], task.coro, preempted)
+            self.count += 1
+            if self.count > self.max_steps and self.stopped is None:
+                self._stop("limit")
+            if self.trace:
+                self._trace_resume(task)
+            self._selected = [task]
         else:
             self._selected = []
             if self.log.left and self.active and not self.cleaning and self._idle_fault():
@@ -260,8 +286,7 @@ class ControlledRunQueue(dict[Any, None]):
         offered = self._offered_faults() if self.log.left else _NO_FAULTS
         index = 0
         if (len(batch) > 1 or offered) and chooser is not None:
-            ids = self.ids
-            options = [ids[t] for t in batch]
+            options = list(map(self.ids.__getitem__, batch))
             if offered:
                 options += [fault_option(i) for i in range(len(offered))]
             index = chooser.pick(options)
