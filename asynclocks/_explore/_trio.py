@@ -586,6 +586,49 @@ class ControlledRunQueue(dict[Any, None]):
         return outcome
 
 
+#: Per registry class, its mirrored stand-in (made on first use: trio is imported lazily).
+_MIRRORED_INSTRUMENTS: dict[type, type] = {}
+
+
+def _mirrored_instruments(instruments: Any) -> Any:
+    """trio's instrument registry with its hook names mirrored in a dict, or ``instruments``
+    itself when it already is one.
+
+    trio's run loop tests ``"hook" in runner.instruments`` five times per pass; since trio made
+    the registry a ``UserDict`` each test is a Python call (about a tenth of a trio schedule's
+    instructions). The stand-in is a dict subclass first, so ``in`` is the dict's C slot, over
+    the same ``data`` (an instrument added or removed through it, or through the original,
+    lands in both, and it re-mirrors the names after its own changes; nothing else changes the
+    registry while a ``trio.run`` belongs to the explorer).
+    """
+    if isinstance(instruments, dict):
+        return instruments
+    registry = type(instruments)
+    mirrored_class = _MIRRORED_INSTRUMENTS.get(registry)
+    if mirrored_class is None:
+
+        class MirroredInstruments(dict[str, Any], registry):  # type: ignore[misc,valid-type]
+            __slots__ = ()
+
+            def add_instrument(self, instrument: Any) -> None:
+                super().add_instrument(instrument)
+                self.mirror()
+
+            def remove_instrument(self, instrument: Any) -> None:
+                super().remove_instrument(instrument)
+                self.mirror()
+
+            def mirror(self) -> None:
+                dict.clear(self)
+                dict.update(self, self.data)
+
+        mirrored_class = _MIRRORED_INSTRUMENTS[registry] = MirroredInstruments
+    mirrored: Any = mirrored_class()
+    mirrored.data = instruments.data
+    mirrored.mirror()
+    return mirrored
+
+
 async def _drive(
     plan: Generator[Any, Outcome, Any],
     scenario: Scenario,
@@ -601,6 +644,8 @@ async def _drive(
     runq = ControlledRunQueue(runner, trio.lowlevel.current_task(), runner.runq)
     runq.faults = faults
     runner.runq = runq  # type: ignore[assignment]  # duck-typed: trio only appends/iterates/clears
+    instruments = runner.instruments
+    runner.instruments = _mirrored_instruments(instruments)
     # An instance attribute: trio calls ``runner.clock._autojump()`` (MockClock has no slots).
     clock: Any = runner.clock  # the MockClock run_plan made
     runq._clock_jump = clock._autojump
@@ -631,6 +676,7 @@ async def _drive(
         del clock._autojump
         runner_class.task_exited = task_exited  # type: ignore[method-assign]
         runner.runq = deque(runq)
+        runner.instruments = instruments
 
 
 def run_plan(

@@ -163,3 +163,38 @@ def test_trio_statistics_count_the_runnable_tasks_in_every_schedule() -> None:
     assert report.schedules == 2
     assert len(counts) >= 2
     assert all(seen == [0, 2, 1, 0] for seen in counts), counts
+
+
+def test_an_instrument_the_scenario_adds_is_called_until_it_is_removed() -> None:
+    # The explorer stands in a dict that mirrors trio's instrument registry (trio's run loop
+    # asks it for a hook's name five times per pass): an instrument added or removed during a
+    # schedule must be seen by the run loop at once.
+    log: list[str] = []
+
+    class Steps(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            log.append("step")
+
+    async def worker() -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def scenario() -> None:
+        instrument = Steps()
+        log.append("added")
+        trio.lowlevel.add_instrument(instrument)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker)
+            nursery.start_soon(worker)
+        trio.lowlevel.remove_instrument(instrument)
+        log.append("removed")
+        await trio.lowlevel.checkpoint()
+
+    report = explore(scenario, backend="trio")
+    assert report.exhaustive
+    assert not report.failed
+    runs = "".join(log).split("added")[1:]
+    assert len(runs) >= report.schedules > 1
+    for run in runs:
+        # Both workers' two steps and the root's after the nursery, then nothing once removed.
+        assert run.count("step") >= 5
+        assert run.endswith("stepremoved")
