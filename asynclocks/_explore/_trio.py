@@ -679,6 +679,29 @@ async def _drive(
         runner.instruments = instruments
 
 
+def _virtual_clock() -> Any:
+    """``trio.testing.MockClock(autojump_threshold=0)`` whose time costs one call at rate 0.
+
+    trio's run loop reads the clock once per pass; the mock clock's ``current_time`` reads the
+    real clock and scales its offset by the rate, two calls. At rate 0 (the explorer's: time
+    moves only by jumps) that is its virtual base whatever the real clock says, so the clock's
+    instance gets a ``current_time`` returning it directly (the class is final, and has no
+    slots), which defers to the mock clock's own if the rate is ever changed.
+    """
+    import trio.testing
+
+    clock: Any = trio.testing.MockClock(autojump_threshold=0)
+    scaled_time = clock.current_time
+
+    def current_time() -> float:
+        if clock._rate == 0.0:
+            return clock._virtual_base  # type: ignore[no-any-return]
+        return scaled_time()  # type: ignore[no-any-return]
+
+    clock.current_time = current_time
+    return clock
+
+
 def run_plan(
     plan: Generator[Any, Outcome, Any],
     scenario: Scenario,
@@ -693,11 +716,10 @@ def run_plan(
     """
     check_trio_version()
     import trio
-    import trio.testing
 
     from ._unsupported import patch_trio_threads
 
-    clock = trio.testing.MockClock(autojump_threshold=0)
+    clock = _virtual_clock()
     # For every schedule, not only traced ones: the wrapper is a frame of each await chain, and a
     # replay must walk the same chains as the search did.
     _holders.install("trio")
