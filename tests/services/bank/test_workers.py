@@ -197,3 +197,35 @@ def test_one_process_opens_its_store_once(
     warning, error = capsys.readouterr().err.splitlines()
     assert warning == f"warning: {config.unsafe_reason()}"
     assert error.startswith(f"error: cannot listen on 127.0.0.1:{config.port}: ")
+
+
+def test_one_process_listens_with_its_start_up_heap_frozen(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The collector's full collections would otherwise walk every object of the start-up on
+    # the requests that trigger them; the caller's process gets its heap back afterwards.
+    import gc
+    import socket
+
+    from services.bank.run.config import BankConfig
+    from services.bank.run.connections import GuardedSite
+    from services.bank.run.workers import serve_forever
+
+    frozen_at_listen: list[int] = []
+    listen = GuardedSite.start
+
+    async def counted(site: GuardedSite) -> None:
+        frozen_at_listen.append(gc.get_freeze_count())
+        await listen(site)
+
+    monkeypatch.setattr(GuardedSite, "start", counted)
+    assert gc.get_freeze_count() == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = BankConfig(port=taken.getsockname()[1], lock_mode="account")
+        assert serve_forever(config, loop="asyncio") == 1
+    assert len(frozen_at_listen) == 1
+    assert frozen_at_listen[0] > 0
+    assert gc.get_freeze_count() == 0
+    assert "cannot listen" in capsys.readouterr().err
