@@ -41,7 +41,7 @@ from typing import Final, TextIO
 
 from .config import BankConfig
 from .preflight import StoreUnavailable, check_store, check_store_path
-from .server import LoopKind, format_url, freeze_startup_heap, run, serve
+from .server import LoopKind, format_url, run, serve, tune_collector
 
 __all__ = ["DEFAULT_GRACE", "serve_forever", "supervise"]
 
@@ -87,7 +87,7 @@ def _worker_main(config: BankConfig, loop: LoopKind, pipe: Connection) -> None:
         threading.Thread(target=orphan_watch, name="supervisor-watch", daemon=True).start()
 
     run(
-        serve(config, announce=announce, reuse_port=True, before_listening=freeze_startup_heap),
+        serve(config, announce=announce, reuse_port=True, before_listening=tune_collector),
         loop=loop,
     )
 
@@ -289,8 +289,9 @@ def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
 
     def ready() -> None:
         warn()
-        freeze_startup_heap()
+        tune_collector()
 
+    thresholds = gc.get_threshold()
     try:
         if config.workers > 1:
             run(check_store(config.store), loop=loop)
@@ -305,7 +306,8 @@ def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
         print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1
     finally:
-        # The heap frozen for serving goes back to the collector: nothing is kept for good
-        # when the caller goes on (a test calling this in its own process).
+        # The collector as it was before serving: nothing kept for good when the caller goes
+        # on (a test calling this in its own process).
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
     return 0

@@ -199,23 +199,25 @@ def test_one_process_opens_its_store_once(
     assert error.startswith(f"error: cannot listen on 127.0.0.1:{config.port}: ")
 
 
-def test_one_process_listens_with_its_start_up_heap_frozen(
+def test_one_process_listens_with_its_collector_tuned(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The collector's full collections would otherwise walk every object of the start-up on
-    # the requests that trigger them; the caller's process gets its heap back afterwards.
+    # The start-up heap frozen and the young threshold raised (see tune_collector); the
+    # caller's process gets its collector back afterwards.
     import gc
     import socket
 
     from services.bank.run.config import BankConfig
     from services.bank.run.connections import GuardedSite
+    from services.bank.run.server import SERVING_GC_THRESHOLD
     from services.bank.run.workers import serve_forever
 
-    frozen_at_listen: list[int] = []
+    at_listen: list[tuple[int, int]] = []
     listen = GuardedSite.start
+    thresholds = gc.get_threshold()
 
     async def counted(site: GuardedSite) -> None:
-        frozen_at_listen.append(gc.get_freeze_count())
+        at_listen.append((gc.get_freeze_count(), gc.get_threshold()[0]))
         await listen(site)
 
     monkeypatch.setattr(GuardedSite, "start", counted)
@@ -225,7 +227,10 @@ def test_one_process_listens_with_its_start_up_heap_frozen(
         taken.listen()
         config = BankConfig(port=taken.getsockname()[1], lock_mode="account")
         assert serve_forever(config, loop="asyncio") == 1
-    assert len(frozen_at_listen) == 1
-    assert frozen_at_listen[0] > 0
+    assert len(at_listen) == 1
+    frozen, threshold = at_listen[0]
+    assert frozen > 0
+    assert threshold == SERVING_GC_THRESHOLD != thresholds[0]
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
     assert "cannot listen" in capsys.readouterr().err
