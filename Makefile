@@ -34,7 +34,7 @@ test: $(STAMP) browser
 
 # The tests marked `depth` again, at their deep size (tests/depth.py): the fuzzing's 5,000 cases,
 # 4 generated request sets per lock mode in the linearizability proofs, the soak's 20,000
-# requests per mode.
+# requests per mode, 20 programs per reduction property test.
 # `make test` runs the same tests at the default size; CI (.ci/run) runs both.
 test-deep: $(STAMP)
 	ASYNCLOCKS_TEST_DEPTH=deep $(BIN)/python -m pytest -m depth $(PYTEST_ARGS)

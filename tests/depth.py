@@ -2,9 +2,10 @@
 
 ``make test`` (``pytest``) runs every test at the default depth, sized so that the whole suite
 stays near five minutes on 2 cores. ``make test-deep`` (a stage of ``.ci/run``) runs the tests
-marked ``depth`` again with ``ASYNCLOCKS_TEST_DEPTH=deep``: the fuzzing's 5,000 cases, every
-generated request set of the linearizability proofs, the soak's 20,000 requests. Both runs are
-seeded, so each depth sends the same cases on every machine.
+marked ``depth`` again with ``ASYNCLOCKS_TEST_DEPTH=deep``: the bank's OpenAPI fuzzing (5,000
+cases, 1,000 by default), its linearizability proofs (4 generated request sets per lock mode, 2),
+the soak (20,000 requests per mode, 5,000) and the explorer's reduction property tests (20
+generated programs each, 10).
 """
 
 from __future__ import annotations
