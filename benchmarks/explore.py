@@ -32,6 +32,24 @@ Run: ``python benchmarks/explore.py [--schedules N] [--network] [--suite] [--qui
 display on stderr for the networked programs and the suite when it is a terminal, unless
 ``--quiet``).
 
+``--instructions [--against REV]`` (issue 13; a few minutes, valgrind must be installed) counts
+instructions instead of timing: the ten-step dfs of each backend under ``valgrind
+--tool=callgrind``, for this tree and for REV (default 1b26797, the last tree with sleep sets
+alone), ``git archive``-d into a temporary directory and run with it first on ``PYTHONPATH``.
+Both trees explore the same trees of schedules (924 on asyncio, 64 on trio: every step touches
+the shared counter, so sleep sets alone already run one schedule per Mazurkiewicz trace). Each
+backend is explored once to warm up, then, between two ``os.getppid()`` calls that make
+callgrind dump its counters (``--dump-before``, with ``PYTHONHASHSEED=0`` and the heap frozen
+first), with ``max_schedules`` a quarter of its tree and then the whole tree: per schedule is
+the difference of the two counts over the difference in schedules (what one explore costs once
+cancels out), and per schedule of the whole explore (what the schedules/s figure measures) is
+printed beside it. PASS/MISS: this tree / REV <= 1.05 on both.
+
+``--trees`` (a few minutes) prints the dfs tree, without a preemption bound, of every program of
+the suite (bug and fix), of issue 13's own-object/own-key example (``tests/.../test_dpor.py``) and
+of the scenarios above: schedules (up to 30,000), exhaustive, failed. A change meant to keep the
+reduction prints the same lines before and after.
+
 ``--pythons 3.11,3.12,3.13`` runs the measurements under each interpreter instead (a subprocess of
 it, the project importable from this checkout) and prints one table: per version, dfs schedules/s
 per backend against the targets (PASS/MISS) and the partial-order reduction ratio (reduced / full
@@ -44,14 +62,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import gc
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -593,6 +615,203 @@ def _pct_depth_rows(programs: list[Any], seeds: int, depths: list[int], bar: Pro
     print(f"  {'hits':37}" + "".join(f"{f'{totals[d]}/{runs}':>16}" for d in depths))
 
 
+# -- instructions per schedule (issue 13) -------------------------------------------------------
+
+#: The revision ``--instructions`` compares with by default: the last tree with sleep sets alone.
+INSTRUCTIONS_AGAINST = "1b26797"
+#: This tree / the revision that still PASSes, in instructions per schedule.
+INSTRUCTIONS_TARGET = 1.05
+#: The C function of ``os.getppid()``: callgrind dumps its counters each time it is entered
+#: (``--dump-before``), and nothing the explorer runs calls it.
+_MARKER = "os_getppid"
+TEN_STEPS: dict[Backend, Callable[[], Awaitable[None]]] = {
+    "asyncio": asyncio_ten_steps,
+    "trio": trio_ten_steps,
+}
+
+
+def instructions_worker() -> None:
+    """Under callgrind: per backend, the ten-step dfs of a quarter of its tree, then of all of it,
+    each between two markers.
+
+    Prints one line per measured explore, ``backend<TAB>schedules<TAB>tree``, in the order of the
+    explores, which is the order of callgrind's dumps.
+    """
+    for backend, scenario in TEN_STEPS.items():
+        # Warm-up: imports, specialised bytecode, the footprint caches, free lists.
+        tree = asynclocks.explore(scenario, backend=backend, max_schedules=100_000)
+        assert tree.exhaustive
+        for n in (tree.schedules // 4, tree.schedules):
+            # A full collection costs the whole heap's worth and would land in one explore only:
+            # frozen first, what is left is what the explore itself allocates.
+            gc.collect()
+            gc.freeze()
+            os.getppid()
+            report = asynclocks.explore(scenario, backend=backend, max_schedules=n)
+            os.getppid()
+            assert not report.failed
+            print(f"{backend}\t{report.schedules}\t{tree.schedules}", flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Counted:
+    """One backend's counts in one tree: its tree's size, and (schedules, instructions) of the
+    shorter and of the whole explore."""
+
+    tree: int
+    short: tuple[int, int]
+    whole: tuple[int, int]
+
+    @property
+    def per_schedule(self) -> float:
+        """Instructions per schedule, what one explore costs once left out."""
+        return (self.whole[1] - self.short[1]) / (self.whole[0] - self.short[0])
+
+    @property
+    def per_schedule_whole(self) -> float:
+        """Instructions of the whole explore per schedule (what schedules/s measures)."""
+        return self.whole[1] / self.whole[0]
+
+
+def _dump_total(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"callgrind wrote no totals to {path}")
+
+
+def count_instructions(root: Path) -> dict[str, Counted]:
+    """The counts of the tree at ``root`` (its ``asynclocks`` first on the path), per backend."""
+    with tempfile.TemporaryDirectory(prefix="asynclocks-callgrind-") as scratch:
+        out = Path(scratch) / "cg.out"
+        command = [
+            "valgrind", "--tool=callgrind", "--dump-instr=no", f"--dump-before={_MARKER}",
+            f"--callgrind-out-file={out}", sys.executable, str(Path(__file__).resolve()),
+            "--instructions-worker",
+        ]  # fmt: skip
+        # Fixed hashes: dict and set layouts move counts a few percent from run to run.
+        env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(root)}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the callgrind worker ({root}) failed:\n{done.stderr[-3000:]}")
+        runs: dict[str, list[tuple[int, int]]] = {}
+        trees: dict[str, int] = {}
+        for index, line in enumerate(done.stdout.splitlines()):
+            backend, schedules, tree = line.split("\t")
+            # Dump 1 is the start-up; each explore is one dump (2, 4, ...), what came between
+            # two explores the next.
+            total = _dump_total(Path(f"{out}.{2 + 2 * index}"))
+            runs.setdefault(backend, []).append((int(schedules), total))
+            trees[backend] = int(tree)
+    return {
+        backend: Counted(trees[backend], short, whole) for backend, (short, whole) in runs.items()
+    }
+
+
+@contextlib.contextmanager
+def revision_tree(revision: str) -> Iterator[Path]:
+    """A temporary directory holding the files of ``revision`` (``git archive``: nothing is
+    registered in the repository that an interrupted run would leave behind)."""
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode != 0:
+        raise SystemExit(f"--against {revision!r}: no such revision in {ROOT}")
+    with tempfile.TemporaryDirectory(prefix="asynclocks-before-") as folder:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", found.stdout.strip()],
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+        yield Path(folder)
+
+
+def instructions(against: str) -> bool:
+    """Print instructions per schedule of this tree and ``against``; whether both backends PASS."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind, which is not installed")
+    with revision_tree(against) as before, ThreadPoolExecutor(max_workers=2) as pool:
+        # At the same time: an instruction count does not depend on what else runs.
+        counting = {label: pool.submit(count_instructions, root) for label, root in
+                    ((against, before), ("this tree", ROOT))}  # fmt: skip
+        counts = {label: future.result() for label, future in counting.items()}
+    print("two tasks x five awaits (ten steps), dfs: instructions per schedule (callgrind),")
+    print("(I(tree) - I(tree / 4)) / (schedules between); in brackets I(tree) / tree, what one")
+    print("explore of the whole tree costs per schedule")
+    print(
+        f"{'backend':<8} {'tree':>5} {against:>21} {'this tree':>21} {'ratio':>13}"
+        f"  (target <= {INSTRUCTIONS_TARGET})"
+    )
+    passed = True
+    for backend in TEN_STEPS:
+        old, new = counts[against][backend], counts["this tree"][backend]
+        if (old.tree, old.whole[0]) != (new.tree, new.whole[0]):
+            raise SystemExit(
+                f"{backend}: the trees differ ({old.tree} schedules at {against}, {new.tree} "
+                "here): per schedule they measure different work"
+            )
+        ratio = new.per_schedule / old.per_schedule
+        ratio_whole = new.per_schedule_whole / old.per_schedule_whole
+        ok = ratio <= INSTRUCTIONS_TARGET and ratio_whole <= INSTRUCTIONS_TARGET
+        passed &= ok
+        cells = [f"{c.per_schedule:,.0f} ({c.per_schedule_whole:,.0f})" for c in (old, new)]
+        print(
+            f"{backend:<8} {new.tree:>5} {cells[0]:>21} {cells[1]:>21} "
+            f"{ratio:>5.3f} ({ratio_whole:.3f})  {'PASS' if ok else 'MISS'}"
+        )
+    return passed
+
+
+# -- tree sizes (issue 13's gate for changes to the search) -------------------------------------
+
+#: Schedules per search in ``--trees``: deterministic where a proof would not end.
+TREES_BUDGET = 30_000
+
+
+def trees() -> None:
+    """Print, per scenario and backend, the dfs tree (no preemption bound) as the search ran it:
+    schedules, whether exhaustive, whether failed. A change that should keep the reduction prints
+    the same lines before and after (diff the two outputs)."""
+    _tests_importable()
+    from tests.asynclocks.explore.test_dpor import own_state_then_counter
+
+    runs: list[tuple[str, Backend, Callable[[], Awaitable[None]]]] = []
+    for program, backend in _suite_programs():
+        runs.append((f"{program.name} bug", backend, program.buggy))
+        runs.append((f"{program.name} fix", backend, program.fixed))
+    backends: tuple[Backend, ...] = ("asyncio", "trio")
+    for backend in backends:
+        for sleeps in (1, 2, 3):
+            for keyed in (False, True):
+                for locked in (True, False):
+                    name = f"own {'key' if keyed else 'object'} x{sleeps}" + (
+                        ", locked" if locked else ", unlocked"
+                    )
+                    runs.append(
+                        (name, backend, own_state_then_counter(backend, sleeps, keyed, locked))
+                    )
+    runs += [
+        ("ten steps", "asyncio", asyncio_ten_steps),
+        ("ten steps", "trio", trio_ten_steps),
+        ("locked counter", "asyncio", asyncio_locked_counter),
+        ("locked counter", "trio", trio_locked_counter),
+        ("idle then locked (3 tasks, 1 idle)", "asyncio", idle_then_locked(3, 1)),
+        ("idle then locked (3 tasks, 2 idle)", "asyncio", idle_then_locked(3, 2)),
+    ]
+    config = asynclocks.ExploreConfig(max_schedules=TREES_BUDGET)
+    for name, backend, scenario in runs:
+        report = asynclocks.explore(scenario, backend, config=config)
+        print(
+            f"{name:40} {backend:8} {report.schedules:>6} schedules"
+            f"{'  exhaustive' if report.exhaustive else ''}{'  failed' if report.failed else ''}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedules", type=int, default=3000, help="schedules per measurement")
@@ -617,8 +836,32 @@ def main() -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress display on stderr (--suite, --network)"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per schedule (callgrind) against --against; a few minutes",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        default=INSTRUCTIONS_AGAINST,
+        help=f"the revision --instructions compares with (default {INSTRUCTIONS_AGAINST})",
+    )
+    parser.add_argument("--instructions-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--trees",
+        action="store_true",
+        help=f"only the dfs tree of every suite program and scenario (up to {TREES_BUDGET:,} "
+        "schedules): diff before and after a change to the search",
+    )
     args = parser.parse_args()
-    if args.suite:
+    if args.trees:
+        trees()
+    elif args.instructions_worker:
+        instructions_worker()
+    elif args.instructions:
+        sys.exit(0 if instructions(args.against) else 1)
+    elif args.suite:
         depths = [int(d) for d in args.pct_depths.split(",") if d.strip()]
         suite(args.seeds, depths, progress=not args.quiet)
     elif args.network:

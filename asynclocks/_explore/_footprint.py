@@ -31,6 +31,8 @@ step can have executed:
   checkpoints touch nothing. Primitives are modelled rather than traced: their internals touch
   only their own state and the scheduler's, which the explorer controls, so two steps on
   different primitives commute. A primitive that cannot be resolved writes one shared ``sync``.
+  A step that resumed in anyio's asyncio ``CapacityLimiter`` acquisition and left it touches the
+  limiter only when its borrower holds no token at the end (``_left_acquisition``).
 * Memory streams (anyio's object streams, trio's channels) are primitives too: a send, receive,
   clone or close of any end, ``async with`` and ``async for`` over it, touch the state all ends
   share. An attribute of a library primitive (``limiter.total_tokens = 3``, a property that
@@ -1350,6 +1352,62 @@ def _library_frame(frame: types.FrameType) -> Footprint:
     return None
 
 
+def _left_acquisition(
+    before: Sequence[Position], stops: dict[int, int | None]
+) -> tuple[int, frozenset[int]]:
+    """A capacity limiter's acquisition (anyio's, on asyncio) that the step resumed in and left:
+    the index of its ``acquire_on_behalf_of`` frame in ``before`` and the ids of the frames it
+    stands for (that one, the ``acquire``/``__aenter__`` above it, the ``wait`` of its private
+    event below it); (-1, no ids) when there is none.
+
+    After the awaits in ``acquire_on_behalf_of`` (the token taken at once, then a shielded
+    checkpoint; or a wait for the event that whoever hands the token over sets, having added
+    the borrower) a normal return touches nothing: the frames only return. Only the way out
+    on an exception gives the token back or leaves the queue, and then the borrower holds no
+    token when the step ends. (Its first await, ``checkpoint_if_cancelled``, sleeps again
+    while the scope is cancelled: it is left by the cancellation only, before the token is
+    asked for, touching nothing.) So the step touches the limiter only when its borrower holds no
+    token of it at the end (``_ACQUIRED_LATE``, resolved per step); the event is the
+    acquisition's own, set once by the one who popped it from the queue.
+    """
+    for index, (frame, _) in enumerate(before):
+        code = frame.f_code
+        if (
+            code.co_name != "acquire_on_behalf_of"
+            or id(frame) in stops
+            or code.co_qualname != "CapacityLimiter.acquire_on_behalf_of"
+            or not code.co_filename.replace("\\", "/").endswith("anyio/_backends/_asyncio.py")
+        ):
+            continue
+        limiter = frame.f_locals.get("self")
+        ids = {id(frame)}
+        outer = index - 1
+        while outer >= 0:
+            caller = before[outer][0]
+            if (
+                caller.f_code.co_name not in ("acquire", "__aenter__")
+                or id(caller) in stops
+                or caller.f_locals.get("self") is not limiter
+                or caller.f_code.co_filename != code.co_filename
+            ):
+                break
+            ids.add(id(caller))
+            outer -= 1
+        if index + 1 < len(before):
+            inner = before[index + 1][0]
+            if (
+                inner.f_code.co_qualname == "Event.wait"
+                and id(inner) not in stops
+                and inner.f_code.co_filename.replace("\\", "/").endswith("asyncio/locks.py")
+            ):
+                ids.add(id(inner))
+        return index, frozenset(ids)
+    return -1, _NO_FRAMES
+
+
+_NO_FRAMES: frozenset[int] = frozenset()
+
+
 #: A task group's (trio's nursery's) entry or exit on the chain: it waits for the group's
 #: children, whose ends write JOIN, and makes or cancels no one else's state on the way (a
 #: child's error ends that child's step with an unknown footprint; an error of the body is
@@ -1359,6 +1417,11 @@ _TASK_GROUP: Footprint = (frozenset(), frozenset({JOIN}))
 
 def step_footprint(before: Chain, after: Chain, finished: bool, failed: bool) -> Footprint:
     """The footprint of a step, from the task's await chain when it resumed and when it stopped."""
+    if LABELLING.roots:
+        LABELLING.roots = False
+        footprint = step_footprint(before, after, finished, failed)
+        _label_roots(after)
+        return footprint
     if failed:
         return None
     # The same code positions give the same footprint, so it is cached on them, with the
@@ -1437,6 +1500,7 @@ def _step_footprint(
     inner_before = {id(frame) for frame, _ in before[:-1]}
     passing = {id(frame) for frame, _ in after[:-1] if id(frame) in inner_before}
     seen: set[int] = set()
+    acquisition, covered = _left_acquisition(before, stops)
     for positions, resumed in ((before, True), (after, False)):
         waiting = False  # below a task group's entry or exit: its wait for the children
         for index, (frame, offset) in enumerate(positions):
@@ -1447,6 +1511,10 @@ def _step_footprint(
             if is_library(frame.f_code.co_filename):
                 if key in passing or waiting:
                     continue  # only forwarded a resumption to the coroutine it awaits
+                if key in covered:
+                    if index == acquisition:
+                        lates.append((True, index, (_ACQUIRED_LATE,)))
+                    continue
                 effect = _library_frame(frame)
                 if effect is None:
                     return None
@@ -1498,8 +1566,17 @@ def _step_footprint(
 # labels anything new conflicts with every such footprint, whatever the objects (too cautious, never
 # unsound), and until then the current run's steps name only labels both runs share. Labelled
 # objects are kept alive for the run so that their addresses are not reused.
+#
+# With DPOR the run's first step (the scenario's, before any task is started or chosen: the same
+# in every run) also labels what the scenario's frames hold when it ends, in the order of their
+# variables' names (``_label_roots``): the limiter, lists and boxes the tasks share then have the
+# same labels in every run whichever task touches them first, and no task's first touch of them
+# hands out a label (which would conflict with every other such touch, see ``_FRESH``).
 
 _labels: dict[int, tuple[int, object]] = {}
+#: The current run's labels, by object id: its length is how many objects it labelled so far
+#: (read-only outside this module; the dfs search's DPOR reads it per step).
+OBJECT_LABELS = _labels
 _FRESH = "<first new label>"
 
 
@@ -1507,17 +1584,58 @@ def begin_run() -> None:
     """Forget the object labels of the previous run (called when a schedule starts)."""
     _labels.clear()
     LABELLING.open = True
+    LABELLING.roots = False
     if len(_resolved) > 100_000:
         _resolved.clear()
 
 
 class _Labelling:
-    """Whether the coming step may hand out new labels (set by the dfs chooser per step)."""
+    """Whether the coming step may hand out new labels, and whether it is the run's first and
+    labels what the scenario holds when it ends (both set by the dfs chooser per step)."""
 
-    __slots__ = ("open",)
+    __slots__ = ("open", "roots")
 
     def __init__(self) -> None:
         self.open = True
+        self.roots = False
+
+
+def _label_roots(after: Sequence[Position]) -> None:
+    """Label what the user frames of a chain hold: each variable's container, library
+    primitive or instance dict, frames outermost first and variables by name (``_labels``)."""
+    for frame, _ in after:
+        if is_library(frame.f_code.co_filename):
+            continue
+        local = frame.f_locals
+        for name in sorted(local):
+            value = local[name]
+            kind = type(value)
+            if kind in _CONTAINERS:
+                _label(value)
+            elif kind.__module__.split(".")[0] in _SCHEDULING_MODULES:
+                # A primitive; anything else of the event loop's (a task group) is touched as
+                # a primitive or through JOIN, never by label.
+                if _library_primitive(value):
+                    _primitive_labels(value)
+            elif not isinstance(value, _UNLABELLED):
+                try:
+                    namespace = object.__getattribute__(value, "__dict__")
+                except AttributeError:
+                    continue
+                if type(namespace) is dict:
+                    _label(namespace)
+
+
+# Values whose attributes a step's precise accesses never key (``_compile_location``).
+_UNLABELLED = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.CoroutineType,
+    *_IMMUTABLE,
+)
 
 
 #: Only the steps chosen at a decision hand out labels: which steps those are follows from the
@@ -1567,6 +1685,11 @@ _NO_EFFECT: _Effect = (frozenset(), frozenset())
 # A library frame of a primitive's method: it touches that primitive (its ``self``).
 _SELF_SYNC: Footprint = (frozenset(), frozenset({SYNC}))
 _SELF_SYNC_LATE = _Late("sync", ("sync", ("fast", "self")), None, _SYNC_COARSE)
+# A limiter's acquisition the step left (see ``_left_acquisition``): nothing when its borrower
+# holds a token at the end of the step, else every primitive (``SYNC``).
+_ACQUIRED_LATE = _Late(
+    "acquired", ("acquired", ("fast", "self"), ("fast", "borrower")), None, _SYNC_COARSE
+)
 
 
 def _library_primitive(value: Any) -> bool:
@@ -1662,9 +1785,19 @@ def _compile(late: _Late, written: frozenset[str]) -> _Resolver:
         return _compile_coro(late.loc[1], written)
     if late.kind == "sync":
         return _compile_sync(late.loc[1], written)
+    if late.kind == "acquired":
+        return _holds_token
     if late.kind == "inplace":
         return _compile_inplace(late, written)
     return _compile_location(late.loc, written)
+
+
+def _holds_token(frame: types.FrameType, local: Any) -> bool:
+    """Whether the borrower of a limiter's ``acquire_on_behalf_of`` frame holds one of its
+    tokens (compared by identity: a borrower's own ``__eq__`` is never run)."""
+    borrower = local.get("borrower", _MISSING)
+    borrowers = getattr(local.get("self"), "_borrowers", None)
+    return type(borrowers) is set and any(held is borrower for held in borrowers)
 
 
 def _compile_frame(
@@ -1982,6 +2115,10 @@ def _build(
         if kind == "coro":
             if not place:
                 return None  # the call ran code that is on neither chain
+            continue
+        if kind == "acquired":
+            if not place:
+                writes.add(SYNC)
             continue
         if kind == "sync":
             if place is None:

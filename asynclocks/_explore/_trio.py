@@ -201,8 +201,18 @@ class ControlledRunQueue:
 
     def __iter__(self) -> Iterator[Any]:
         self._pass += 1
-        if self._stepping is not None:
-            self._end_step()
+        task = self._stepping
+        if task is not None:
+            # The task that ran in the last pass stopped (``_end_step`` inlined: it runs at
+            # every step).
+            self._stepping = None
+            if task.coro.cr_frame is not None:
+                self.recorder.end(False, False, "")
+            else:
+                # trio does not keep a finished task's outcome on the task; ``task_exited`` saw
+                # it. One whose end was not seen counts as failed (touching everything).
+                failed = self._failed.pop(task, True) if self.track else True
+                self.recorder.end(True, failed, self.ends.get(task, "") if self.trace else "")
         if self._system:
             self._selected = list(self._system)
         elif self._ready:

@@ -72,16 +72,22 @@ class DfsChooser(ScheduleChooser):
         self._races: Races | None = None
         self._options: tuple[int, ...] | None = None
         self._node: _Node | None = None
-        # Steps taken so far, and how many of the first ones repeat the previous schedule's.
+        # Steps taken so far, how many of the first ones repeat the previous schedule's, and how
+        # many of those the races hold.
         self._steps = 0
         self._replayed = 0
+        self._recorded = 0
         if self.footprints:
+            # With DPOR every step may label objects, and LABELLING stays open (begin_run opens
+            # it): still the same objects in every schedule through the same decisions (steps
+            # that cannot label would count a first touch as touching the whole family, and
+            # commute less).
             begin_run()
             races = search.races
             if races is not None:
                 # The steps before the decision this schedule changes repeat the previous one's.
                 self._replayed = search.path[-1].event if search.path else 0
-                races.restart(self._replayed)
+                self._recorded = races.restart(self._replayed)
                 self._races = races
 
     def pick(self, options: Sequence[int]) -> int:
@@ -97,10 +103,16 @@ class DfsChooser(ScheduleChooser):
                 self.diverged = True
                 self._redundant = True
                 return 0
-            self._prepare(node, node.chosen)
+            chosen = node.chosen
+            self._prepare(node, chosen)
             if self._races is not None:
-                self._decided(node)
-            return node.chosen
+                # DPOR: what the coming step was chosen among (an injected fault is a step).
+                if node.options[chosen] < 0:
+                    self._fault_step(node)
+                else:
+                    self._options = node.tasks
+                    self._node = node
+            return chosen
         preemptions = path[-1].preemptions + (path[-1].chosen != 0) if path else 0
         node = _Node(tuple(options), preemptions)
         node.sleep = dict(self._sleep)
@@ -113,29 +125,30 @@ class DfsChooser(ScheduleChooser):
             self._redundant = True
             search.redundant += 1
             return 0
-        node.chosen = allowed[0]
-        node.tried.add(node.chosen)
-        node.backtrack.add(node.chosen)
-        self._prepare(node, node.chosen)
-        if self._races is not None:
+        chosen = node.chosen = allowed[0]
+        node.tried.add(chosen)
+        node.backtrack.add(chosen)
+        self._prepare(node, chosen)
+        races = self._races
+        if races is not None:
             node.event = self._steps
-            node.full = node.full or self._races.off
-            self._decided(node)
-        return node.chosen
+            node.full = node.full or races.off
+            if options[chosen] < 0:
+                self._fault_step(node)
+            else:
+                self._options = node.tasks
+                self._node = node
+        return chosen
 
-    def _decided(self, node: _Node) -> None:
-        """DPOR: note what the coming step was chosen among (an injected fault is a step)."""
+    def _fault_step(self, node: _Node) -> None:
+        """DPOR: the fault chosen at ``node`` is a step of its own (the backend asks no
+        footprint for it)."""
         races = self._races
         assert races is not None
-        if node.options[node.chosen] < 0:
-            # A fault is a step of its own (the backend asks no footprint for it).
-            self._steps += 1
-            if self._steps > self._replayed:
-                races.fault(node, node.tasks)
-            self._options = None
-        else:
-            self._options = node.tasks
-            self._node = node
+        self._steps += 1
+        if self._steps > self._replayed:
+            races.fault(node, node.tasks)
+        self._options = None
 
     def _prepare(self, node: _Node, index: int) -> None:
         if not self.footprints:
@@ -157,16 +170,49 @@ class DfsChooser(ScheduleChooser):
     def wants_footprint(self) -> bool:
         """Whether the coming step's footprint matters: it was chosen at a decision (siblings
         explored later compare against it; only such steps label new objects, see
-        ``_footprint.LABELLING``) or some task sleeps (it may wake up). With DPOR, every step:
-        each is compared with the earlier ones of its schedule."""
+        ``_footprint.LABELLING``) or some task sleeps (it may wake up). With DPOR, every step
+        not replayed from the previous schedule: each is compared with the earlier ones of its
+        schedule (a replayed step's recorded footprint is handed to :meth:`stepped` here)."""
         races = self._races
         if races is not None:
-            self._steps += 1
-            # Every step is computed, so every step may label objects: still the same ones in
-            # every schedule through the same decisions (steps that cannot label would count a
-            # first touch as touching the whole family, and commute less).
-            LABELLING.open = True
-            return not self._redundant
+            step = self._steps
+            self._steps = step + 1
+            if self._redundant:
+                return False
+            if step < self._recorded:
+                # A step the previous schedule took too (the search is deterministic): its
+                # footprint is recorded (a ``_dpor.RecordedStep``). Unless computing it labelled
+                # new objects (computed again, it labels them alike, and the later steps' labels
+                # follow), the sleep sets take the recorded one and the backend computes none.
+                recorded = races.steps[step]
+                if not recorded[8]:
+                    # What :meth:`stepped` does with its sleep sets, without the call (the
+                    # node's footprint is known and the step did not make the schedule
+                    # redundant: the previous one went on past it). Only a decision's step, or
+                    # one with tasks asleep, changes them.
+                    if self._pending is not None:
+                        self._pending = None
+                        self._options = None
+                        sleep = self._before_step
+                    elif self._sleep:
+                        sleep = self._sleep
+                    else:
+                        return False
+                    task, footprint = recorded[0], recorded[2]
+                    self._sleep = (
+                        {
+                            other: fp
+                            for other, fp in sleep.items()
+                            if other != task and independent(fp, footprint)
+                        }
+                        if sleep
+                        else {}
+                    )
+                    return False
+            # The first step, taken without a decision, is the scenario's and the same in every
+            # run: it labels what the scenario then holds (see ``_footprint._label_roots``).
+            LABELLING.roots = step == 0 and self._options is None
+            return True
         decided = self._pending is not None
         LABELLING.open = decided
         return decided or bool(self._sleep)

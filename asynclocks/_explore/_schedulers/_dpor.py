@@ -27,9 +27,10 @@ affect any task: every decision before it explores every option.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
-from .._footprint import Footprint, independent
+from .._footprint import OBJECT_LABELS, Footprint, independent
 
 if TYPE_CHECKING:
     from ._dfs import _Node
@@ -43,45 +44,32 @@ FAULT_TASK = -1
 MAX_TRACKED_STEPS = 1_000
 
 
+#: A step of the schedule, as :class:`Races` records it: ``(task, slot, footprint, seq, clock,
+#: node, present, labelled, labelling)`` (read by index: this runs at every new step of every
+#: schedule): the task and its slot (its index in the clocks), its footprint, its number within
+#: its task (from 1), its vector clock (per slot: how many of that task's steps happen before it
+#: or are it), the node it was chosen at (None: taken without a decision), the tasks offered
+#: before it, how many objects the run had labelled once its footprint was computed, and whether
+#: computing it labelled any. A replayed step that labelled none need not be computed again
+#: (``_dfs``): its footprint is the one recorded, and the later steps' labels stay the same.
+RecordedStep = tuple[
+    int, int, Footprint, int, list[int], "_Node | None", tuple[int, ...], int, bool
+]
+
+
 class Races:
     """The steps of the current schedule with their vector clocks; adds race reversals to the
     nodes. One per search: a schedule repeats the previous one's steps up to the decision it
     changes (the search is deterministic), so those are kept, not recomputed (:meth:`restart`).
     """
 
-    __slots__ = (
-        "tasks",
-        "slots",
-        "footprints",
-        "seqs",
-        "clocks",
-        "nodes",
-        "presents",
-        "_slot",
-        "_count",
-        "_last",
-        "_events",
-        "_path",
-        "fallbacks",
-        "off",
-    )
+    __slots__ = ("steps", "_slot", "_events", "_path", "fallbacks", "off")
 
     def __init__(self, path: list[_Node]) -> None:
-        #: Per step: its task and the task's slot (its index in the clocks), its footprint, its
-        #: number within its task (from 1), its vector clock (per slot: how many of that task's
-        #: steps happen before it or are it), the node it was chosen at (None: taken without a
-        #: decision) and the tasks offered before it.
-        self.tasks: list[int] = []
-        self.slots: list[int] = []
-        self.footprints: list[Footprint] = []
-        self.seqs: list[int] = []
-        self.clocks: list[list[int]] = []
-        self.nodes: list[_Node | None] = []
-        self.presents: list[tuple[int, ...]] = []
+        #: The schedule's steps (see :data:`RecordedStep`).
+        self.steps: list[RecordedStep] = []
         self._slot: dict[int, int] = {}
-        # Per task slot: its number of steps, its last step, and the indexes of its steps.
-        self._count: list[int] = []
-        self._last: list[int] = []
+        # Per task slot: the indexes of its steps.
         self._events: list[list[int]] = []
         self._path = path
         #: Races reversed conservatively (every option) because no initial was among the options.
@@ -90,19 +78,18 @@ class Races:
         #: option, and steps are no longer recorded.
         self.off = False
 
-    def restart(self, keep: int) -> None:
-        """A new schedule that repeats the first ``keep`` steps of the previous one."""
+    def restart(self, keep: int) -> int:
+        """A new schedule that repeats the first ``keep`` steps of the previous one; returns how
+        many of those are recorded (all of them, unless the previous schedule went past
+        :data:`MAX_TRACKED_STEPS`)."""
+        steps = self.steps
         # Past the limit already (every decision there explores every option): stay off.
-        self.off = keep > len(self.tasks)
-        for steps in (self.tasks, self.slots, self.footprints, self.seqs, self.clocks):
-            del steps[keep:]
-        del self.nodes[keep:]
-        del self.presents[keep:]
-        for slot, events in enumerate(self._events):
-            while events and events[-1] >= keep:
-                events.pop()
-            self._count[slot] = len(events)
-            self._last[slot] = events[-1] if events else -1
+        self.off = keep > len(steps)
+        del steps[keep:]
+        for events in self._events:
+            # Step indexes in order: cut at the first one not kept.
+            del events[bisect_left(events, keep) :]
+        return len(steps)
 
     def step(
         self,
@@ -112,8 +99,8 @@ class Races:
         present: tuple[int, ...],
     ) -> None:
         """Record a step (``present``: the tasks offered before it) and reverse its races."""
-        tasks = self.tasks
-        k = len(tasks)
+        steps = self.steps
+        k = len(steps)
         if k >= MAX_TRACKED_STEPS:
             self.off = True
             for earlier in self._path:
@@ -123,70 +110,70 @@ class Races:
         events = self._events
         if slot is None:
             slot = self._slot[task] = len(events)
-            self._count.append(0)
-            self._last.append(-1)
             events.append([])
-        seq = self._count[slot] + 1
-        self._count[slot] = seq
-        clocks = self.clocks
-        last = self._last[slot]
+        mine = events[slot]
+        seq = len(mine) + 1
         width = len(events)
-        # Clocks are as wide as the tasks seen when they were made: widen this one to all.
-        clock = clocks[last][:] if last >= 0 else [0] * width
-        if len(clock) < width:
-            clock.extend([0] * (width - len(clock)))
+        if mine:
+            last = mine[-1]
+            # Clocks are as wide as the tasks seen when they were made: widen this one to all.
+            clock = steps[last][4][:]
+            if len(clock) < width:
+                clock.extend([0] * (width - len(clock)))
+        else:
+            last = -1
+            clock = [0] * width
         # Appearance: the step after which the task entered the options (walking back over the
         # steps it was offered before, down to its own last step, which program order covers).
-        presents = self.presents
-        j = k
-        while j - 1 > last and task in presents[j - 1]:
+        j = k - 1
+        while j > last and task in steps[j][6]:
             j -= 1
-        if j - 1 > last:
-            _join(clock, clocks[j - 1])
+        if j > last:
+            for index, value in enumerate(steps[j][4]):
+                if clock[index] < value:
+                    clock[index] = value
         clock[slot] = seq
         # Latest first: a step that happens before a later predecessor of this one is covered
         # by that predecessor's clock and is no race. Steps before ``low`` (the earliest step of
         # another task not covered yet) are all covered: the scan stops there. (Inlined twice:
         # this runs at every new step of every schedule.)
+        # (Its own task is skipped without a test: ``clock[slot]`` is past its recorded steps.)
         low = k
-        for other in range(width):
-            if other != slot:
-                covered = clock[other]
-                steps = events[other]
-                if covered < len(steps) and steps[covered] < low:
-                    low = steps[covered]
+        for other, theirs in enumerate(events):
+            covered = clock[other]
+            if covered < len(theirs) and theirs[covered] < low:
+                low = theirs[covered]
         races: list[int] | None = None
-        if low < k:
-            seqs = self.seqs
-            footprints = self.footprints
-            owners = self.slots
-            i = k - 1
-            while i >= low:
-                if clock[owners[i]] < seqs[i] and not independent(footprints[i], footprint):
-                    if races is None:
-                        races = [i]
-                    else:
-                        races.append(i)
-                    for index, value in enumerate(clocks[i]):
-                        if clock[index] < value:
-                            clock[index] = value
+        i = k - 1
+        while i >= low:
+            prior = steps[i]
+            # One footprint object (steps at one code position, resolved alike, are memoised to
+            # the same) that writes conflicts with itself: no call to find that out.
+            seen = prior[2]
+            if clock[prior[1]] < prior[3] and (
+                (seen is footprint and seen is not None and seen[1])
+                or not independent(seen, footprint)
+            ):
+                if races is None:
+                    races = [i]
+                else:
+                    races.append(i)
+                for index, value in enumerate(prior[4]):
+                    if clock[index] < value:
+                        clock[index] = value
+                if i - low > width:
+                    # The bound only rises with the clock: worth finding again only when more
+                    # steps are left to scan than it costs (one pass over the tasks).
                     low = k
-                    for other in range(width):
-                        if other != slot:
-                            covered = clock[other]
-                            steps = events[other]
-                            if covered < len(steps) and steps[covered] < low:
-                                low = steps[covered]
-                i -= 1
-        tasks.append(task)
-        self.slots.append(slot)
-        self.footprints.append(footprint)
-        self.seqs.append(seq)
-        clocks.append(clock)
-        self.nodes.append(node)
-        presents.append(present)
-        self._last[slot] = k
-        events[slot].append(k)
+                    for other, theirs in enumerate(events):
+                        covered = clock[other]
+                        if covered < len(theirs) and theirs[covered] < low:
+                            low = theirs[covered]
+            i -= 1
+        labelled = len(OBJECT_LABELS)
+        labelling = labelled > (steps[-1][7] if steps else 0)
+        steps.append((task, slot, footprint, seq, clock, node, present, labelled, labelling))
+        mine.append(k)
         if races is not None:
             for i in races:
                 self._reverse(i, k)
@@ -204,31 +191,31 @@ class Races:
         self.step(FAULT_TASK, None, node, tasks)
 
     def _reverse(self, i: int, k: int) -> None:
-        node = self.nodes[i]
+        steps = self.steps
+        node = steps[i][5]
         if node is None:
             # No decision there (one option): by the appearance rule no race can start at such
             # a step, so this is the model falling short; every decision before it explores
             # every option, as sleep sets alone would.
             self.fallbacks += 1
-            for earlier in self.nodes[:i]:
-                if earlier is not None:
-                    earlier.full = True
+            for earlier in steps[:i]:
+                if earlier[5] is not None:
+                    earlier[5].full = True
             return
         options = node.options
         if node.full or len(node.backtrack) == len(options):
             return  # every option is explored there already
-        footprints = self.footprints
-        if footprints[i] is None or footprints[k] is None:
+        if steps[i][2] is None or steps[k][2] is None:
             node.full = True
             return
+        task = steps[k][0]
         # Adjacent steps: v is the later step alone, its task the only initial.
-        initials = {self.tasks[k]} if i == k - 1 else self._initials(i, k)
+        initials = {task} if i == k - 1 else self._initials(i, k)
         for index in node.backtrack:
             if options[index] in initials:
                 return
         if not initials.isdisjoint(node.sleep):
             return
-        task = self.tasks[k]
         if task in initials and task in options:
             node.backtrack.add(options.index(task))
             return
@@ -242,42 +229,32 @@ class Races:
     def _initials(self, i: int, k: int) -> set[int]:
         """The tasks whose first step in ``v`` (the steps after ``i`` that do not happen after
         it, then ``k``) has no predecessor in ``v``."""
-        tasks = self.tasks
-        owners = self.slots
-        seqs = self.seqs
-        clocks = self.clocks
-        race_slot = owners[i]
-        race_seq = seqs[i]
+        steps = self.steps
+        race_slot = steps[i][1]
+        race_seq = steps[i][3]
         # The first step in v of each task, in order.
         first: dict[int, int] = {}
         for j in range(i + 1, k):
-            task = tasks[j]
+            task = steps[j][0]
             if task in first:
                 continue
-            clock = clocks[j]
+            clock = steps[j][4]
             if race_slot < len(clock) and clock[race_slot] >= race_seq:
                 continue  # happens after i: not in v
             first[task] = j
-        first.setdefault(tasks[k], k)
+        first.setdefault(steps[k][0], k)
         initials: set[int] = set()
         for task, j in first.items():
-            clock = clocks[j]
+            clock = steps[j][4]
             width = len(clock)
             preceded = False
             for start in first.values():
                 if start >= j:
                     break  # in order: the rest start no earlier
-                other = owners[start]
-                if other < width and clock[other] >= seqs[start]:
+                other = steps[start][1]
+                if other < width and clock[other] >= steps[start][3]:
                     preceded = True
                     break
             if not preceded:
                 initials.add(task)
         return initials
-
-
-def _join(clock: list[int], other: list[int]) -> None:
-    """Raise ``clock`` to ``other`` (no wider than it) component by component."""
-    for index, value in enumerate(other):
-        if clock[index] < value:
-            clock[index] = value

@@ -50,10 +50,6 @@ class Program:
     backends: tuple[Backend, ...]
     buggy: Scenario
     fixed: Scenario
-    #: Backends on which the fix's proof without a bound is known not to finish: every step
-    #: inside anyio's asyncio code counts as touching everything, so the sleep sets prune
-    #: nothing there. (A test holds this: when the reduction sees further, it fails.)
-    no_proof_on: tuple[Backend, ...] = ()
 
 
 async def _checkpoints(count: int) -> None:
@@ -588,7 +584,6 @@ PROGRAMS: tuple[Program, ...] = (
         ("asyncio",),
         _resized_pool(jump_the_queue=True, workers=3),
         _resized_pool(jump_the_queue=False, workers=3),
-        no_proof_on=("asyncio",),
     ),
     Program(
         "condition-queue-4",

@@ -1,7 +1,6 @@
 """The bug suite (``library_programs``): every bug is found by dfs, random, pct and the portfolio
 within a stated budget on fixed seeds, its failing schedule replays, and every fix passes every
-schedule (proved: dfs without a preemption bound is exhaustive), except where a program says the
-proof is out of reach (there a bounded look passes, and the proof is shown still not to finish)."""
+schedule (proved: dfs without a preemption bound is exhaustive)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from .library_programs import Program, cases
 #: Schedules each strategy gets to find each bug (seed 0). The suite's benchmark shows the most
 #: any of them needs on seeds 0-9 is well under this.
 BUDGET = 500
-#: Enough for the largest proof (lock-cancelled-waiter: about 15,000 schedules).
+#: Enough for the largest proof (the resized limiter on asyncio: about 23,000 schedules).
 PROOF_BUDGET = 50_000
 
 IDS = [f"{program.name}-{backend}" for program, backend in cases()]
@@ -40,13 +39,6 @@ def test_every_bug_is_found_by_every_strategy(
 
 @pytest.mark.parametrize(("program", "backend"), cases(), ids=IDS)
 def test_every_fix_is_proved_without_a_bound(program: Program, backend: Backend) -> None:
-    if backend in program.no_proof_on:
-        # Known not to finish: a bounded look passes, and the proof is still out of reach. When
-        # the reduction sees into anyio's asyncio code this fails: drop the program's mark.
-        report = explore(program.fixed, backend, config=ExploreConfig(max_schedules=2_000))
-        assert not report.failed, str(report)
-        assert not report.exhaustive
-        return
     report = explore(program.fixed, backend, config=ExploreConfig(max_schedules=PROOF_BUDGET))
     assert not report.failed, str(report)
     assert report.exhaustive, report.coverage
