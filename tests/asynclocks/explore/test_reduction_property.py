@@ -233,6 +233,9 @@ def check(backend: Backend, tasks: list[list[int]]) -> tuple[int, int, set[Any]]
 SETTINGS = settings(
     max_examples=by_depth(10, deep=20),
     deadline=None,
+    # The same programs every run (the project's determinism rule): no random seed, no database.
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 operation = st.integers(0, len(OPERATIONS) - 1)
