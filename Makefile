@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-versions lint typecheck check bench docs clean browser
+.PHONY: demo test test-deep test-versions lint typecheck check bench docs clean browser
 
 # The HTML report's browser test drives Debian's chromium through playwright (no browser
 # download); installed here when missing. ASYNCLOCKS_NO_BROWSER=1 skips the test instead.
@@ -31,6 +31,13 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The tests marked `depth` again, at their deep size (tests/depth.py): the fuzzing's 5,000 cases,
+# 4 generated request sets per lock mode in the linearizability proofs, the soak's 20,000
+# requests per mode, 20 programs per reduction property test.
+# `make test` runs the same tests at the default size; CI (.ci/run) runs both.
+test-deep: $(STAMP)
+	ASYNCLOCKS_TEST_DEPTH=deep $(BIN)/python -m pytest -m depth $(PYTEST_ARGS)
 
 # tests/asynclocks and the examples on Python 3.12 and 3.13 (noxfile.py); pyenv's shims find
 # them through PYENV_VERSION (its shims are put on PATH in case the shell did not).

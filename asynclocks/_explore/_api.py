@@ -65,7 +65,7 @@ from ._schedulers import (
     ScheduleChooser,
     Scheduler,
 )
-from ._unsupported import foreign_backend
+from ._unsupported import foreign_backend, interruption
 from ._window import RaceWindow, WindowChooser, find_window, sketch_steps
 
 #: Shrinking re-runs the failing schedule with fewer preemptions at most this many times.
@@ -505,6 +505,9 @@ def _unsupported_check(backend: Backend) -> Callable[[Outcome], None]:
         """Stop the search when the schedule did something the explorer cannot control."""
         error = take_unsupported()
         if error is None and outcome.kind == "exception":
+            stopped = interruption(outcome.error)
+            if stopped is not None:
+                raise stopped
             error = foreign_backend(outcome.error, backend)
         if error is not None:
             raise error

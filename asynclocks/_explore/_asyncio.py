@@ -576,10 +576,18 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                 break
             for task in alive:
                 task.cancel()
+            callbacks = self._callbacks
+            # One budget for callbacks and steps alike: anyio re-delivers a cancellation in a
+            # callback every round until its task acts on it, so a task that never runs again
+            # (its step was cut short by an exception raised into the explorer) would keep
+            # ``_run_callbacks`` busy for MAX_STEPS rounds per step, MAX_STEPS steps long.
             for _ in range(MAX_STEPS):
                 self._due_timers()
-                if self._callbacks:
-                    self._run_callbacks()
+                if callbacks:
+                    for _ in range(len(callbacks)):
+                        handle = callbacks.popleft()
+                        if not handle._cancelled:
+                            handle._run()
                 if self._runnable:
                     task, handles = next(iter(self._runnable.items()))
                     del self._runnable[task]
@@ -587,7 +595,7 @@ class ControlledLoop(SimulatedNetworkLoop, UnsupportedLoopAPI):
                         if not handle._cancelled:
                             handle._run()
                     continue
-                if not self._callbacks and not self._advance_time():
+                if not callbacks and not self._advance_time():
                     break
         for task in self._ids:
             if not task.done():

@@ -387,6 +387,26 @@ def foreign_backend(error: BaseException | None, backend: str) -> UnsupportedSce
     return None
 
 
+def interruption(error: BaseException | None) -> BaseException | None:
+    """What stopped a schedule from outside the scenario, when anything did: the first leaf of
+    ``error`` that is a ``BaseException`` but neither an ``Exception`` nor a cancellation.
+
+    ``KeyboardInterrupt`` and ``SystemExit`` (as ``asyncio.run`` re-raises them), a test
+    runner's own outcomes raised into the run (pytest's ``fail()``, a per-test timeout) and any
+    other such exception end the search and propagate: they are not a failure the schedule
+    found, and shrinking one would replay schedules that never raise it again.
+    """
+    if error is None:
+        return None
+    trio = sys.modules.get("trio")
+    cancelled = trio.Cancelled if trio is not None else asyncio.CancelledError
+    for leaf in _leaves(error):
+        if isinstance(leaf, Exception | asyncio.CancelledError | GeneratorExit | cancelled):
+            continue
+        return leaf
+    return None
+
+
 def _one_line(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -178,8 +178,12 @@ def check_timeout(timeout: float) -> None:
         )
 
 
-def timed_out(key: object, timeout: float) -> TimeoutError:
-    return TimeoutError(f"timed out after {timeout} s waiting for KeyedLock key {describe(key)}")
+def timed_out(key: object, timeout: float, many: int | None = None) -> TimeoutError:
+    # `many`: how many keys the KeyedLock.many() that waited for `key` takes, for its message.
+    where = "" if many is None else f" (KeyedLock.many() of {many} keys)"
+    return TimeoutError(
+        f"timed out after {timeout} s waiting for KeyedLock key {describe(key)}{where}"
+    )
 
 
 def unhashable(key: object, exc: TypeError) -> TypeError:

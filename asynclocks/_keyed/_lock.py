@@ -25,10 +25,10 @@ from ._common import (
     KeyedLockStatistics,
     LockState,
     check_timeout,
-    describe,
     no_backend,
     reacquire_error,
     take_nowait,
+    timed_out,
     try_take,
     unhashable,
     wake_idle,
@@ -607,10 +607,9 @@ class _ManyGuard:
             raise
 
     def _timed_out(self, key: Hashable) -> TimeoutError:
-        return TimeoutError(
-            f"timed out after {self._timeout} s waiting for KeyedLock key "
-            f"{describe(key)} (KeyedLock.many() of {len(self._keys)} keys)"
-        )
+        # Only reached with a timeout: the waits without one never raise TimeoutError.
+        assert self._timeout is not None
+        return timed_out(key, self._timeout, len(self._keys))
 
     def _exit(
         self,

@@ -6,6 +6,7 @@ types, and the web layer (``services.bank.http``) maps each refusal to its statu
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
@@ -35,6 +36,7 @@ __all__ = [
     "UnsupportedLockMode",
     "describe_id",
     "is_account_id",
+    "positive_seconds",
 ]
 
 #: Largest amount or opening balance, in cents.
@@ -125,6 +127,26 @@ def describe_id(value: str, limit: int = 70) -> str:
     if len(value) > limit:
         return repr(value[:limit]) + f"... ({len(value)} characters)"
     return repr(value)
+
+
+def positive_seconds(name: str, seconds: object) -> float:
+    """Return ``seconds`` as a float if it is a finite number of seconds > 0.
+
+    The one check of every duration setting (the server's timeouts, the lock modes' wait, the
+    database stores' timeouts), so that each refuses a bad value with the same sentence.
+
+    Raises:
+        ValueError: It is not (a bool, another type, NaN, infinite, zero or negative); the
+            message names the setting.
+    """
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {seconds!r}")
+    return float(seconds)
 
 
 class BankError(Exception):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import math
 from collections import deque
 from collections.abc import Awaitable, Mapping
 from contextvars import ContextVar
@@ -37,7 +36,7 @@ import anyio
 
 from asynclocks import KeyedLock
 
-from .domain import DeadlineExceeded
+from .domain import DeadlineExceeded, positive_seconds
 
 __all__ = [
     "ALL_LOCK_MODES",
@@ -404,15 +403,8 @@ class Locking:
     ) -> None:
         self._strategies = dict(default_strategies() if strategies is None else strategies)
         self._check_mode(mode)
-        if wait_timeout is not None and (
-            isinstance(wait_timeout, bool)
-            or not isinstance(wait_timeout, int | float)
-            or not math.isfinite(wait_timeout)
-            or wait_timeout <= 0
-        ):
-            raise ValueError(
-                f"wait_timeout must be a finite number of seconds > 0, got {wait_timeout!r}"
-            )
+        if wait_timeout is not None:
+            positive_seconds("wait_timeout", wait_timeout)
         self.wait_timeout = wait_timeout
         self._mode = mode
         self._active = 0

@@ -183,6 +183,9 @@ def check(model: Model, harness: Harness) -> None:
 @settings(
     max_examples=150,
     deadline=None,
+    # The same programs every run (the project's determinism rule): no random seed, no database.
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(program=operations)

@@ -174,10 +174,13 @@ def add_routes(app: web.Application) -> None:
     """Register every route of the bank on ``app`` (the paths ``/openapi.json`` describes)."""
     app.router.add_get("/health", health, allow_head=False)
     app.router.add_post("/clients", create_client)
-    app.router.add_post("/accounts", create_account)
-    app.router.add_get("/accounts/{id}", get_account, allow_head=False)
+    # aiohttp tries the routes under one leading segment ("/accounts") in the order they were
+    # added, and these four patterns match disjoint paths: the money-moving ones go first, so
+    # a deposit's lookup matches on its first try instead of its third.
     app.router.add_post("/accounts/{id}/deposit", deposit)
     app.router.add_post("/accounts/{id}/withdraw", withdraw)
+    app.router.add_get("/accounts/{id}", get_account, allow_head=False)
+    app.router.add_post("/accounts", create_account)
     app.router.add_post("/transfers", transfer)
     app.router.add_get("/audit", audit, allow_head=False)
     app.router.add_get("/admin/lock", get_lock, allow_head=False)

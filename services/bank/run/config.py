@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from ..domain import MAX_AMOUNT
+from ..domain import MAX_AMOUNT, positive_seconds
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
@@ -160,19 +160,14 @@ class BankConfig:
             )
         if self.admin_token is not None and not self.admin_token:
             raise ValueError("admin_token must not be empty; leave it unset to disable /admin")
-        if not math.isfinite(self.body_timeout) or self.body_timeout <= 0:
-            raise ValueError(
-                f"body_timeout must be a finite number of seconds > 0, got {self.body_timeout}"
-            )
-        for name in ("header_timeout", "keepalive_timeout", "drain_timeout", "request_timeout"):
-            seconds = getattr(self, name)
-            if (
-                isinstance(seconds, bool)
-                or not isinstance(seconds, int | float)
-                or not math.isfinite(seconds)
-                or seconds <= 0
-            ):
-                raise ValueError(f"{name} must be a finite number of seconds > 0, got {seconds!r}")
+        for name in (
+            "body_timeout",
+            "header_timeout",
+            "keepalive_timeout",
+            "drain_timeout",
+            "request_timeout",
+        ):
+            positive_seconds(name, getattr(self, name))
         if (
             isinstance(self.max_connections, bool)
             or not isinstance(self.max_connections, int)
@@ -192,11 +187,7 @@ class BankConfig:
                 f"max_opening_balance must be between 0 and {MAX_AMOUNT} cents, "
                 f"got {self.max_opening_balance}"
             )
-        retention = self.idempotency_retention
-        if not math.isfinite(retention) or retention <= 0:
-            raise ValueError(
-                f"idempotency_retention must be a finite number of seconds > 0, got {retention}"
-            )
+        positive_seconds("idempotency_retention", self.idempotency_retention)
         hosts: object = self.allowed_hosts
         if not isinstance(hosts, tuple) or not all(isinstance(name, str) for name in hosts):
             raise TypeError(f"allowed_hosts must be a tuple of host names, got {hosts!r}")

@@ -25,6 +25,7 @@ process holding it; with several workers only lock mode ``db`` keeps the books r
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -40,7 +41,7 @@ from typing import Final, TextIO
 
 from .config import BankConfig
 from .preflight import StoreUnavailable, check_store, check_store_path
-from .server import LoopKind, format_url, run, serve
+from .server import LoopKind, format_url, run, serve, tune_collector
 
 __all__ = ["DEFAULT_GRACE", "serve_forever", "supervise"]
 
@@ -85,7 +86,10 @@ def _worker_main(config: BankConfig, loop: LoopKind, pipe: Connection) -> None:
         pipe.send(line)
         threading.Thread(target=orphan_watch, name="supervisor-watch", daemon=True).start()
 
-    run(serve(config, announce=announce, reuse_port=True), loop=loop)
+    run(
+        serve(config, announce=announce, reuse_port=True, before_listening=tune_collector),
+        loop=loop,
+    )
 
 
 def _describe_exit(process: multiprocessing.process.BaseProcess) -> str:
@@ -283,17 +287,27 @@ def serve_forever(config: BankConfig, *, loop: LoopKind = "auto") -> int:
         if unsafe is not None:
             print(f"warning: {unsafe}", file=sys.stderr, flush=True)
 
+    def ready() -> None:
+        warn()
+        tune_collector()
+
+    thresholds = gc.get_threshold()
     try:
         if config.workers > 1:
             run(check_store(config.store), loop=loop)
             warn()
             return supervise(config, loop=loop)
         check_store_path(config.store)
-        run(serve(config, before_listening=warn), loop=loop)
+        run(serve(config, before_listening=ready), loop=loop)
     except StoreUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        # The collector as it was before serving: nothing kept for good when the caller goes
+        # on (a test calling this in its own process).
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
     return 0

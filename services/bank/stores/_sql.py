@@ -24,6 +24,7 @@ from ..domain import (
     JournalEntry,
     OperationKind,
     RetryLater,
+    positive_seconds,
 )
 from ..ports import Claim, Held, KeyPolicy, RaceWindow, Replay, StoredResponse, UnitOfWork
 
@@ -130,16 +131,7 @@ def check_seconds(name: str, seconds: float | None) -> float | None:
     Raises:
         ValueError: It is not (the message names the setting).
     """
-    if seconds is None:
-        return None
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not math.isfinite(seconds)
-        or seconds <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {seconds!r}")
-    return float(seconds)
+    return None if seconds is None else positive_seconds(name, seconds)
 
 
 def check_balance(account_id: str, balance: int) -> int:

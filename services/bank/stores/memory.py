@@ -9,10 +9,12 @@ overlap in that window lose an update unless the caller's lock mode keeps them a
 
 from __future__ import annotations
 
+import asyncio
 from array import array
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -39,6 +41,25 @@ __all__ = ["MemoryIdempotency", "MemoryStore"]
 _KIND_CODE: Final[dict[OperationKind, int]] = {
     kind: code for code, kind in enumerate(OPERATION_KINDS)
 }
+
+
+_library_var: ContextVar[str | None] | None
+try:
+    from sniffio import current_async_library_cvar
+    from sniffio import thread_local as _library_thread
+except ImportError:  # pragma: no cover - anyio runs without sniffio, and then on asyncio alone
+    _library_var = None
+else:
+    _library_var = current_async_library_cvar
+
+
+def _off_asyncio() -> bool:
+    """Whether the running async library is one other than asyncio (trio), by sniffio's own
+    first two lookups; asyncio sets neither, trio sets the thread's name in every task step."""
+    if _library_var is None:  # pragma: no cover - no sniffio: no trio either (trio needs it)
+        return False
+    name = _library_thread.name or _library_var.get()
+    return name is not None and name != "asyncio"
 
 
 class MemoryStore:
@@ -115,8 +136,12 @@ class MemoryStore:
             return
         if self._race_window is not None:
             await self._race_window(kind)
-        else:
+        elif self._io_delay or _off_asyncio():
             await anyio.sleep(self._io_delay)
+        else:
+            # What anyio.sleep(0) runs on asyncio, without first finding the running library
+            # (sniffio, asyncio.current_task and, on Python 3.11, a getpid() system call).
+            await asyncio.sleep(0)
 
     def _read(self, account_id: str) -> int:
         try:

@@ -44,6 +44,7 @@ from ..domain import (
     ClientExists,
     InsufficientFunds,
     JournalEntry,
+    OperationKind,
     RetryLater,
     SameAccount,
     TooManyAccounts,
@@ -419,15 +420,7 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
             await conn.execute(_JOURNAL_ONE, ("deposit", account_id, amount))
             return new
 
-        if atomic:
-
-            async def atomically(conn: Connection) -> int:
-                return await write(conn, await self._read_in(conn, account_id))
-
-            return await self._transaction(atomically)
-        balance = await self._read(account_id)
-        await self._window("deposit")
-        return await self._transaction(lambda conn: write(conn, balance))
+        return await self._read_then_write(account_id, "deposit", write, atomic)
 
     async def withdraw(self, account_id: str, amount: int, *, atomic: bool = False) -> int:
         async def write(conn: Connection, balance: int) -> int:
@@ -438,6 +431,18 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
             await conn.execute(_JOURNAL_ONE, ("withdraw", account_id, amount))
             return balance - amount
 
+        return await self._read_then_write(account_id, "withdraw", write, atomic)
+
+    async def _read_then_write(
+        self,
+        account_id: str,
+        kind: OperationKind,
+        write: Callable[[Connection, int], Awaitable[int]],
+        atomic: bool,
+    ) -> int:
+        """Read ``account_id``'s balance and hand it to ``write`` in a write transaction: the
+        read inside that transaction when ``atomic``, else before it, across the race window.
+        """
         if atomic:
 
             async def atomically(conn: Connection) -> int:
@@ -445,7 +450,7 @@ class SqliteStore(DatabaseStore["_SqliteClaim"]):
 
             return await self._transaction(atomically)
         balance = await self._read(account_id)
-        await self._window("withdraw")
+        await self._window(kind)
         return await self._transaction(lambda conn: write(conn, balance))
 
     async def transfer(

@@ -23,6 +23,7 @@ from asynclocks import Backend
 from asynclocks._explore._api import drive
 from asynclocks._explore._common import Outcome
 from asynclocks._explore._schedulers import DepthFirst, DfsChooser
+from tests.depth import by_depth
 
 OPERATIONS = [
     "value = shared.x",
@@ -228,9 +229,13 @@ def check(backend: Backend, tasks: list[list[int]]) -> tuple[int, int, set[Any]]
     return full, reduced, everything
 
 
+#: Programs per property test: 10 in ``make test``, 20 in ``make test-deep`` (tests/depth.py).
 SETTINGS = settings(
-    max_examples=20,
+    max_examples=by_depth(10, deep=20),
     deadline=None,
+    # The same programs every run (the project's determinism rule): no random seed, no database.
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 operation = st.integers(0, len(OPERATIONS) - 1)
@@ -364,6 +369,7 @@ def test_known_races_keep_every_final_state(backend: Backend, tasks: list[list[i
     check(backend, tasks)
 
 
+@pytest.mark.depth
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @SETTINGS
 @given(tasks=st.lists(st.lists(operation, min_size=1, max_size=3), min_size=2, max_size=2))
@@ -394,6 +400,7 @@ SYNCHRONISING = [
 ]
 
 
+@pytest.mark.depth
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @SETTINGS
 @given(
@@ -407,6 +414,7 @@ def test_two_tasks_on_primitives_keep_every_final_state(
     check(backend, tasks)
 
 
+@pytest.mark.depth
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @SETTINGS
 @given(tasks=st.lists(st.lists(light_operation, min_size=1, max_size=1), min_size=3, max_size=3))

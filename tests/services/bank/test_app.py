@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -455,6 +456,26 @@ def test_create_app_rejects_bad_settings() -> None:
 def test_config_rejects_bad_values(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         BankConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "body_timeout",
+        "header_timeout",
+        "keepalive_timeout",
+        "drain_timeout",
+        "request_timeout",
+        "idempotency_retention",
+    ],
+)
+@pytest.mark.parametrize("seconds", [0, -1.0, float("nan"), float("inf"), True, "5", None])
+def test_config_refuses_a_bad_duration_in_one_sentence(name: str, seconds: object) -> None:
+    # Every duration setting goes through domain.positive_seconds, as the stores' timeouts do.
+    sentence = f"{name} must be a finite number of seconds > 0, got {seconds!r}"
+    settings: dict[str, Any] = {name: seconds}
+    with pytest.raises(ValueError, match=f"^{re.escape(sentence)}$"):
+        BankConfig(**settings)
 
 
 def test_config_hides_the_token() -> None:

@@ -220,11 +220,14 @@ def _clients_served(pids: list[int]) -> int:
 
 # The load's setup (GET /health, its client, one POST per account, in parallel) holds at most
 # _ACCOUNTS connections; more means the load's own _CLIENTS clients have connected. Enough
-# requests to last well past the signal, few enough that the hammer builds them (before the
-# load, without an await: no signal is handled meanwhile) in a second or two.
+# requests to last well past the signal (20,000 last over a second and a half even at the
+# fastest rate docs/benchmarks.md measured, about 12,000 per second: a hundred and more times the
+# 10 ms poll that sends it), few enough that the hammer builds them (before the load, without an
+# await: no signal is handled meanwhile) in a third of a second of CPU (100,000 took 1.5 s, on
+# each of the 16 showdowns below).
 _ACCOUNTS = 4
 _CLIENTS = 32
-_LOAD = ["--requests", "100000", "--accounts", str(_ACCOUNTS), "--concurrency", str(_CLIENTS)]
+_LOAD = ["--requests", "20000", "--accounts", str(_ACCOUNTS), "--concurrency", str(_CLIENTS)]
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads /proc")

@@ -1,10 +1,11 @@
-"""CI's size of ``benchmarks/soak.py``: 20,000 mixed requests at 256 concurrent clients.
+"""CI's size of ``benchmarks/soak.py``: 20,000 mixed requests per mode at 256 concurrent clients
+in ``make test-deep``, 5,000 in ``make test``.
 
 The script is run as CI would run it by hand, in its own process (it starts the server and the
 hammer as processes of their own); the test reads its ``--json`` figures and checks the promises,
 not the speed: every request answered 200, drift 0, no negative balance, server memory growth
 under the 50 MB budget. Both of the soak's modes run: ``account`` on the memory store and ``db``
-on PostgreSQL with 2 workers (about 40 s of the suite on 2 cores).
+on PostgreSQL with 2 workers.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.depth import by_depth
+
 SCRIPT = Path(__file__).parents[3] / "benchmarks" / "soak.py"
-REQUESTS = 20_000
+#: Requests per mode: 20,000 in ``make test-deep`` (tests/depth.py), 5,000 in ``make test``.
+REQUESTS = by_depth(5_000, deep=20_000)
 
 
 def _soak(mode: str, tmp_path: Path) -> dict[str, object]:
@@ -52,6 +56,7 @@ def _check(figures: dict[str, object]) -> None:
     assert figures["problems"] == []
 
 
+@pytest.mark.depth
 @pytest.mark.timeout(120)
 def test_soak_account_mode_on_memory(tmp_path: Path) -> None:
     _check(_soak("account", tmp_path))
@@ -59,6 +64,7 @@ def test_soak_account_mode_on_memory(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.depth
 @pytest.mark.timeout(120)
 def test_soak_db_mode_on_postgres_with_two_workers(tmp_path: Path, postgres_url: str) -> None:
     # postgres_url: skips (or, in CI, fails) when the server is unreachable; the script makes

@@ -197,3 +197,40 @@ def test_one_process_opens_its_store_once(
     warning, error = capsys.readouterr().err.splitlines()
     assert warning == f"warning: {config.unsafe_reason()}"
     assert error.startswith(f"error: cannot listen on 127.0.0.1:{config.port}: ")
+
+
+def test_one_process_listens_with_its_collector_tuned(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The start-up heap frozen and the young threshold raised (see tune_collector); the
+    # caller's process gets its collector back afterwards.
+    import gc
+    import socket
+
+    from services.bank.run.config import BankConfig
+    from services.bank.run.connections import GuardedSite
+    from services.bank.run.server import SERVING_GC_THRESHOLD
+    from services.bank.run.workers import serve_forever
+
+    at_listen: list[tuple[int, int]] = []
+    listen = GuardedSite.start
+    thresholds = gc.get_threshold()
+
+    async def counted(site: GuardedSite) -> None:
+        at_listen.append((gc.get_freeze_count(), gc.get_threshold()[0]))
+        await listen(site)
+
+    monkeypatch.setattr(GuardedSite, "start", counted)
+    assert gc.get_freeze_count() == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = BankConfig(port=taken.getsockname()[1], lock_mode="account")
+        assert serve_forever(config, loop="asyncio") == 1
+    assert len(at_listen) == 1
+    frozen, threshold = at_listen[0]
+    assert frozen > 0
+    assert threshold == SERVING_GC_THRESHOLD != thresholds[0]
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
+    assert "cannot listen" in capsys.readouterr().err
