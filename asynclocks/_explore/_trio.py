@@ -113,10 +113,17 @@ _NO_FAULTS: tuple[Fault, ...] = ()
 _NO_LOG = FaultLog(NO_FAULTS)
 
 
-class ControlledRunQueue:
-    """Stands in for trio's run queue (a deque) and decides which task runs next."""
+class ControlledRunQueue(dict[Any, None]):
+    """Stands in for trio's run queue (a deque) and decides which task runs next.
+
+    A dict of every runnable task (system and scenario ones; the values are unused) so that the
+    ``len()`` and truth tests trio's run loop makes three times per pass are the dict's own C
+    slots rather than Python methods; which task runs is decided from ``_system`` and
+    ``_ready``, which :meth:`append` and :meth:`clear` keep alongside.
+    """
 
     def __init__(self, runner: Any, driver: Any, initial: Any) -> None:
+        super().__init__(dict.fromkeys(initial))
         self._runner = runner
         self._driver = driver
         self._system: deque[Any] = deque(initial)
@@ -169,6 +176,7 @@ class ControlledRunQueue:
     # -- the deque interface trio's run loop uses ---------------------------------------------
 
     def append(self, task: Any) -> None:
+        self[task] = None
         ids = self.ids
         tid = ids.get(task)
         if tid is not None:
@@ -193,12 +201,6 @@ class ControlledRunQueue:
         self.names[tid] = f"#{tid} {name}"
         return tid
 
-    def __len__(self) -> int:
-        return len(self._system) + len(self._ready)
-
-    def __bool__(self) -> bool:
-        return bool(self._system or self._ready)  # one call: trio asks twice per pass
-
     def __iter__(self) -> Iterator[Any]:
         self._pass += 1
         task = self._stepping
@@ -216,10 +218,36 @@ class ControlledRunQueue:
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
-            task = self._pick()
-            # A fault was injected instead: its effects (cancellations delivered, a deadline
-            # expired) show in the next pass of the run loop.
-            self._selected = [] if task is None else [task]
+            if self.cleaning or self.log.left:
+                task = self._pick()
+                # A fault was injected instead: its effects (cancellations delivered, a deadline
+                # expired) show in the next pass of the run loop.
+                self._selected = [] if task is None else [task]
+                return iter(self._selected)
+            # What ``_pick`` does when no fault can be offered, inlined: it runs at every step.
+            batch = self._batch
+            if not batch:
+                ready = self._ready
+                batch.extend(sorted(ready, key=ready.__getitem__) if len(ready) > 1 else ready)
+            preempted = False
+            chooser = self.chooser
+            if len(batch) > 1 and chooser is not None:
+                # map, not a comprehension: on 3.11 that is a function call of its own.
+                index = chooser.pick(list(map(self.ids.__getitem__, batch)))
+                self.decisions.append(index)
+                self.widths.append(len(batch))
+                task = batch.pop(index)
+                preempted = index != 0
+            else:
+                task = batch.pop(0)
+            self._stepping = task
+            self.recorder.begin(task, self.ids[task], task.coro, preempted)
+            self.count += 1
+            if self.count > self.max_steps and self.stopped is None:
+                self._stop("limit")
+            if self.trace:
+                self._trace_resume(task)
+            self._selected = [task]
         else:
             self._selected = []
             if self.log.left and self.active and not self.cleaning and self._idle_fault():
@@ -237,6 +265,7 @@ class ControlledRunQueue:
 
     def clear(self) -> None:
         for task in self._selected:
+            del self[task]
             if task in self._ready:
                 del self._ready[task]
             else:
@@ -257,8 +286,7 @@ class ControlledRunQueue:
         offered = self._offered_faults() if self.log.left else _NO_FAULTS
         index = 0
         if (len(batch) > 1 or offered) and chooser is not None:
-            ids = self.ids
-            options = [ids[t] for t in batch]
+            options = list(map(self.ids.__getitem__, batch))
             if offered:
                 options += [fault_option(i) for i in range(len(offered))]
             index = chooser.pick(options)
@@ -476,6 +504,8 @@ class ControlledRunQueue:
         _net_trio.reset()
         self.ids.clear()
         self.names.clear()
+        for task in self._ready:
+            del self[task]
         self._ready.clear()
         self._batch.clear()
         self.decisions = []
@@ -556,6 +586,49 @@ class ControlledRunQueue:
         return outcome
 
 
+#: Per registry class, its mirrored stand-in (made on first use: trio is imported lazily).
+_MIRRORED_INSTRUMENTS: dict[type, type] = {}
+
+
+def _mirrored_instruments(instruments: Any) -> Any:
+    """trio's instrument registry with its hook names mirrored in a dict, or ``instruments``
+    itself when it already is one.
+
+    trio's run loop tests ``"hook" in runner.instruments`` five times per pass; since trio made
+    the registry a ``UserDict`` each test is a Python call (about a tenth of a trio schedule's
+    instructions). The stand-in is a dict subclass first, so ``in`` is the dict's C slot, over
+    the same ``data`` (an instrument added or removed through it, or through the original,
+    lands in both, and it re-mirrors the names after its own changes; nothing else changes the
+    registry while a ``trio.run`` belongs to the explorer).
+    """
+    if isinstance(instruments, dict):
+        return instruments
+    registry = type(instruments)
+    mirrored_class = _MIRRORED_INSTRUMENTS.get(registry)
+    if mirrored_class is None:
+
+        class MirroredInstruments(dict[str, Any], registry):  # type: ignore[misc,valid-type]
+            __slots__ = ()
+
+            def add_instrument(self, instrument: Any) -> None:
+                super().add_instrument(instrument)
+                self.mirror()
+
+            def remove_instrument(self, instrument: Any) -> None:
+                super().remove_instrument(instrument)
+                self.mirror()
+
+            def mirror(self) -> None:
+                dict.clear(self)
+                dict.update(self, self.data)
+
+        mirrored_class = _MIRRORED_INSTRUMENTS[registry] = MirroredInstruments
+    mirrored: Any = mirrored_class()
+    mirrored.data = instruments.data
+    mirrored.mirror()
+    return mirrored
+
+
 async def _drive(
     plan: Generator[Any, Outcome, Any],
     scenario: Scenario,
@@ -571,6 +644,8 @@ async def _drive(
     runq = ControlledRunQueue(runner, trio.lowlevel.current_task(), runner.runq)
     runq.faults = faults
     runner.runq = runq  # type: ignore[assignment]  # duck-typed: trio only appends/iterates/clears
+    instruments = runner.instruments
+    runner.instruments = _mirrored_instruments(instruments)
     # An instance attribute: trio calls ``runner.clock._autojump()`` (MockClock has no slots).
     clock: Any = runner.clock  # the MockClock run_plan made
     runq._clock_jump = clock._autojump
@@ -601,6 +676,30 @@ async def _drive(
         del clock._autojump
         runner_class.task_exited = task_exited  # type: ignore[method-assign]
         runner.runq = deque(runq)
+        runner.instruments = instruments
+
+
+def _virtual_clock() -> Any:
+    """``trio.testing.MockClock(autojump_threshold=0)`` whose time costs one call at rate 0.
+
+    trio's run loop reads the clock once per pass; the mock clock's ``current_time`` reads the
+    real clock and scales its offset by the rate, two calls. At rate 0 (the explorer's: time
+    moves only by jumps) that is its virtual base whatever the real clock says, so the clock's
+    instance gets a ``current_time`` returning it directly (the class is final, and has no
+    slots), which defers to the mock clock's own if the rate is ever changed.
+    """
+    import trio.testing
+
+    clock: Any = trio.testing.MockClock(autojump_threshold=0)
+    scaled_time = clock.current_time
+
+    def current_time() -> float:
+        if clock._rate == 0.0:
+            return clock._virtual_base  # type: ignore[no-any-return]
+        return scaled_time()  # type: ignore[no-any-return]
+
+    clock.current_time = current_time
+    return clock
 
 
 def run_plan(
@@ -617,11 +716,10 @@ def run_plan(
     """
     check_trio_version()
     import trio
-    import trio.testing
 
     from ._unsupported import patch_trio_threads
 
-    clock = trio.testing.MockClock(autojump_threshold=0)
+    clock = _virtual_clock()
     # For every schedule, not only traced ones: the wrapper is a frame of each await chain, and a
     # replay must walk the same chains as the search did.
     _holders.install("trio")

@@ -135,3 +135,66 @@ def test_a_race_only_an_impossible_trio_schedule_shows_is_not_reported() -> None
     assert on_trio.exhaustive
     on_asyncio = explore(scenario, backend="asyncio")
     assert on_asyncio.kind == "deadlock"
+
+
+def test_trio_statistics_count_the_runnable_tasks_in_every_schedule() -> None:
+    # The explorer's run queue answers trio's len() (``current_statistics().tasks_runnable``)
+    # from the runnable tasks it mirrors, which must follow every append and every pass, across
+    # schedules: 2 once the root has spawned both children, then 1 for the first child (its
+    # sibling is still runnable: the rest of trio's batch stays in the queue here, where trio.run
+    # holds it outside and would say 0) and 0 for the second.
+    counts: list[list[int]] = []
+
+    async def scenario() -> None:
+        seen = [trio.lowlevel.current_statistics().tasks_runnable]
+        counts.append(seen)
+
+        async def child() -> None:
+            seen.append(trio.lowlevel.current_statistics().tasks_runnable)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child)
+            nursery.start_soon(child)
+            seen.append(trio.lowlevel.current_statistics().tasks_runnable)
+
+    report = explore(scenario, backend="trio")
+    assert report.exhaustive
+    assert not report.failed
+    assert report.schedules == 2
+    assert len(counts) >= 2
+    assert all(seen == [0, 2, 1, 0] for seen in counts), counts
+
+
+def test_an_instrument_the_scenario_adds_is_called_until_it_is_removed() -> None:
+    # The explorer stands in a dict that mirrors trio's instrument registry (trio's run loop
+    # asks it for a hook's name five times per pass): an instrument added or removed during a
+    # schedule must be seen by the run loop at once.
+    log: list[str] = []
+
+    class Steps(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            log.append("step")
+
+    async def worker() -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def scenario() -> None:
+        instrument = Steps()
+        log.append("added")
+        trio.lowlevel.add_instrument(instrument)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker)
+            nursery.start_soon(worker)
+        trio.lowlevel.remove_instrument(instrument)
+        log.append("removed")
+        await trio.lowlevel.checkpoint()
+
+    report = explore(scenario, backend="trio")
+    assert report.exhaustive
+    assert not report.failed
+    runs = "".join(log).split("added")[1:]
+    assert len(runs) >= report.schedules > 1
+    for run in runs:
+        # Both workers' two steps and the root's after the nursery, then nothing once removed.
+        assert run.count("step") >= 5
+        assert run.endswith("stepremoved")
