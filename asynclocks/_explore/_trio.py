@@ -218,24 +218,34 @@ class ControlledRunQueue(dict[Any, None]):
         if self._system:
             self._selected = list(self._system)
         elif self._ready:
-            if self.cleaning or self.log.left:
-                task = self._pick()
-                # A fault was injected instead: its effects (cancellations delivered, a deadline
-                # expired) show in the next pass of the run loop.
-                self._selected = [] if task is None else [task]
+            ready = self._ready
+            if self.cleaning:
+                # Nothing is recorded while cleaning up.
+                self._selected = [next(iter(ready))]
                 return iter(self._selected)
-            # What ``_pick`` does when no fault can be offered, inlined: it runs at every step.
+            # The decision, in the pass itself: it runs at every step (no call of its own).
             batch = self._batch
             if not batch:
-                ready = self._ready
                 batch.extend(sorted(ready, key=ready.__getitem__) if len(ready) > 1 else ready)
             preempted = False
             chooser = self.chooser
-            if len(batch) > 1 and chooser is not None:
+            offered = self._offered_faults() if self.log.left else _NO_FAULTS
+            if (len(batch) > 1 or offered) and chooser is not None:
                 # map, not a comprehension: on 3.11 that is a function call of its own.
-                index = chooser.pick(list(map(self.ids.__getitem__, batch)))
+                options = list(map(self.ids.__getitem__, batch))
+                if offered:
+                    options += [fault_option(i) for i in range(len(offered))]
+                index = chooser.pick(options)
                 self.decisions.append(index)
-                self.widths.append(len(batch))
+                self.widths.append(len(options))
+                if index >= len(batch):
+                    # A fault instead of a step: its effects (cancellations delivered, a
+                    # deadline expired) show in the next pass of the run loop.
+                    injected = self.log.inject(offered[index - len(batch)], self.count)
+                    if self.trace:
+                        self._note(*injected)
+                    self._selected = []
+                    return iter(self._selected)
                 task = batch.pop(index)
                 preempted = index != 0
             else:
@@ -273,40 +283,6 @@ class ControlledRunQueue(dict[Any, None]):
         self._selected = []
 
     # -- decisions ------------------------------------------------------------------------------
-
-    def _pick(self) -> Any:
-        ready = self._ready
-        if self.cleaning:
-            return next(iter(ready))  # nothing is recorded while cleaning up
-        chooser = self.chooser
-        batch = self._batch
-        if not batch:
-            batch.extend(sorted(ready, key=ready.__getitem__) if len(ready) > 1 else ready)
-        preempted = False
-        offered = self._offered_faults() if self.log.left else _NO_FAULTS
-        index = 0
-        if (len(batch) > 1 or offered) and chooser is not None:
-            options = list(map(self.ids.__getitem__, batch))
-            if offered:
-                options += [fault_option(i) for i in range(len(offered))]
-            index = chooser.pick(options)
-            self.decisions.append(index)
-            self.widths.append(len(options))
-            if index >= len(batch):
-                injected = self.log.inject(offered[index - len(batch)], self.count)
-                if self.trace:
-                    self._note(*injected)
-                return None
-            preempted = index != 0
-        task = batch.pop(index)
-        self._stepping = task
-        self.recorder.begin(task, self.ids[task], task.coro, preempted)
-        self.count += 1
-        if self.count > self.max_steps and self.stopped is None:
-            self._stop("limit")
-        if self.trace:
-            self._trace_resume(task)
-        return task
 
     def autojump(self) -> None:
         """Stands in for the mock clock's ``_autojump``, which trio calls when every task waits.

@@ -198,16 +198,7 @@ class DfsChooser(ScheduleChooser):
                         sleep = self._sleep
                     else:
                         return False
-                    task, footprint = recorded[0], recorded[2]
-                    self._sleep = (
-                        {
-                            other: fp
-                            for other, fp in sleep.items()
-                            if other != task and independent(fp, footprint)
-                        }
-                        if sleep
-                        else {}
-                    )
+                    self._sleep = awake_after(sleep, recorded[0], recorded[2]) if sleep else {}
                     return False
             # The first step, taken without a decision, is the scenario's and the same in every
             # run: it labels what the scenario then holds (see ``_footprint._label_roots``).
@@ -242,16 +233,18 @@ class DfsChooser(ScheduleChooser):
                     # Taken without a decision: it was the only task offered.
                     races.step(task, footprint, None, (task,))
             self._options = None
-        # Most steps have nothing asleep: skip the comprehension (a frame of its own) for them.
-        self._sleep = (
-            {
-                other: fp
-                for other, fp in sleep.items()
-                if other != task and independent(fp, footprint)
-            }
-            if sleep
-            else {}
-        )
+        # Most steps have nothing asleep: skip the call for them.
+        self._sleep = awake_after(sleep, task, footprint) if sleep else {}
+
+
+def awake_after(
+    sleep: dict[int, Footprint], task: int, footprint: Footprint
+) -> dict[int, Footprint]:
+    """The sleep set after ``task`` took a step of ``footprint``: the sleepers that step is
+    independent of stay asleep, the others (and ``task`` itself) wake up."""
+    return {
+        other: fp for other, fp in sleep.items() if other != task and independent(fp, footprint)
+    }
 
 
 class DepthFirst:
